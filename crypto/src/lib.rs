@@ -1,0 +1,3 @@
+//! tosskey-crypto: the volume key, dm-crypt cipher specs, a userspace XTS sector cipher
+//! byte-exact with dm-crypt, and RSA-OAEP key escrow. No unsafe outside justified SIMD,
+//! no kernel calls.

@@ -1,0 +1,1 @@
+//! tosskey-ext4: a pure-Rust ext4 formatter.

@@ -1,0 +1,1 @@
+//! tosskey-raid: non-persistent md arrays assembled with raw md ioctls.

@@ -1,0 +1,1 @@
+//! tosskey: encrypt ephemeral disks with a key nobody keeps.

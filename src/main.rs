@@ -1,0 +1,3 @@
+fn main() {
+    println!("tosskey {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! tosskey-testkit: fixtures for root tests that run inside the VM guest.

@@ -1,3 +1,7 @@
 //! tosskey-crypto: the volume key, dm-crypt cipher specs, a userspace XTS sector cipher
 //! byte-exact with dm-crypt, and RSA-OAEP key escrow. No unsafe outside justified SIMD,
 //! no kernel calls.
+//!
+//! (lib.rs is shared: each module's owner adds only its own `pub mod` / `pub use` lines.)
+
+pub mod spec;

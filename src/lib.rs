@@ -1,1 +1,5 @@
 //! tosskey: encrypt ephemeral disks with a key nobody keeps.
+
+pub mod cli;
+pub mod harden;
+pub mod rollback;

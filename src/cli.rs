@@ -1,0 +1,311 @@
+//! Command-line surface (clap derive). Parsing only: every value is checked and turned into
+//! a config struct in [`crate::config`] before anything touches a device.
+
+use std::path::PathBuf;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Encrypt ephemeral disks with a key nobody keeps.
+///
+/// tosskey generates a random volume key, loads it into a plain dm-crypt mapping with
+/// device-mapper ioctls (no LUKS header: nothing about the key is written to disk), proves the
+/// kernel encrypts as claimed, and forgets the key. Whatever outlives the machine is ciphertext
+/// under a key that no longer exists. No cryptsetup, dmsetup, mdadm, mkfs or udev is needed.
+#[derive(Debug, Parser)]
+#[command(name = "tosskey", version, about, long_about, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failed (what was built was rolled back), \
+2 usage, 3 refused by a safety check (nothing written), 4 verification mismatch, \
+5 rollback incomplete (manual cleanup needed, the message says what)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the encrypted volume: [RAID] -> dm-crypt with a fresh random key -> verify -> mkfs -> mount.
+    Provision(ProvisionArgs),
+    /// Show the mappings (and arrays) tosskey made, without ever showing the key.
+    Status(StatusArgs),
+    /// Tear a tosskey volume down: unmount (if asked), remove the mapping and the array.
+    Close(CloseArgs),
+    /// Emergency crypto-shred: wipe the key from the kernel and remove the mapping.
+    Shred(ShredArgs),
+    /// Reopen an escrowed volume with the RSA private key.
+    Recover(RecoverArgs),
+    /// Work with escrow files.
+    #[command(subcommand)]
+    Escrow(EscrowCommand),
+    /// Format a block device or image file as ext4 (pure Rust, no mke2fs needed).
+    Mkfs(MkfsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Block devices to encrypt (striped together when more than one). Or use --discover.
+    #[arg(value_name = "DEVICE", required_unless_present = "discover")]
+    pub devices: Vec<PathBuf>,
+
+    /// Find the instance-store disks of this cloud instead of naming devices.
+    #[arg(long, value_enum, conflicts_with = "devices")]
+    pub discover: Option<CloudArg>,
+
+    /// Name of the dm-crypt mapping (/dev/mapper/NAME).
+    #[arg(long, default_value = "ephemeral-encrypted")]
+    pub name: String,
+
+    /// dm-crypt cipher specification.
+    #[arg(long, default_value = "twofish-xts-plain64")]
+    pub cipher: String,
+
+    /// Key size in bits (XTS splits it in two halves: 512 = 256-bit cipher key).
+    #[arg(long, default_value_t = 512, value_parser = clap::builder::PossibleValuesParser::new(["256", "512"]).map(|s| s.parse::<u32>().expect("possible value is numeric")))]
+    pub key_size: u32,
+
+    /// Encryption sector size in bytes [default: 4096 when every device allows it, else 512].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["512", "4096"]).map(|s| s.parse::<u32>().expect("possible value is numeric")))]
+    pub sector_size: Option<u32>,
+
+    /// How several devices are combined.
+    #[arg(long, value_enum, default_value_t = RaidArg::Md)]
+    pub raid: RaidArg,
+
+    /// RAID level for --raid md.
+    #[arg(long, value_enum, default_value_t = LevelArg::Raid0)]
+    pub level: LevelArg,
+
+    /// Stripe chunk size in KiB (raid0 and dm-stripe).
+    #[arg(long, default_value_t = 512, value_name = "KIB")]
+    pub chunk_kib: u64,
+
+    /// `shared`: one mapping over the array. `per-disk`: one mapping (own key) per member, array on top.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Shared)]
+    pub layout: LayoutArg,
+
+    /// Pass discards through (leaks which blocks are in use).
+    #[arg(long)]
+    pub allow_discards: bool,
+
+    /// Decrypt reads in the I/O context instead of dm-crypt's read workqueue.
+    #[arg(long)]
+    pub no_read_workqueue: bool,
+
+    /// Encrypt writes in the I/O context instead of dm-crypt's write workqueue.
+    #[arg(long)]
+    pub no_write_workqueue: bool,
+
+    /// How the key reaches dm-crypt. `keyring`: a logon key the table references (the table
+    /// never holds the key); `hex`: the key in the table; `auto`: keyring, else hex.
+    #[arg(long, value_enum, default_value_t = KeyLoadingArg::Auto)]
+    pub key_loading: KeyLoadingArg,
+
+    /// Filesystem to create on the mapping.
+    #[arg(long, value_enum, default_value_t = MkfsKindArg::Ext4)]
+    pub mkfs: MkfsKindArg,
+
+    /// Bytes per inode for ext4 (default: largefile4, one inode per 4 MiB).
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub inode_ratio: u64,
+
+    /// Give ext4 a journal (for escrowed volumes that may be recovered after a crash).
+    #[arg(long)]
+    pub journal: bool,
+
+    /// ext4 volume label.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Mount the filesystem here (the directory is created).
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+
+    /// Escrow the key to this RSA public key (PEM, >= 2048 bits) with RSA-OAEP-SHA-256.
+    #[arg(long, value_name = "PUB.pem")]
+    pub escrow_key: Option<PathBuf>,
+
+    /// Where the escrow file goes.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/root/.ephemeral_escrowed_key",
+        requires = "escrow_key"
+    )]
+    pub escrow_file: PathBuf,
+
+    /// Overwrite devices that carry a filesystem, LUKS, md or partition-table signature.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the plan (devices, layout, tables with the key elided) and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print a JSON verification report (or the JSON plan with --dry-run).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this mapping.
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The mapping to close [default: every tosskey mapping].
+    pub name: Option<String>,
+    /// Unmount the filesystem first if it is mounted.
+    #[arg(long)]
+    pub unmount: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShredArgs {
+    /// The mapping to shred.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/root/.ephemeral_escrowed_key"
+    )]
+    pub escrow_file: PathBuf,
+    /// RSA private key (PEM, PKCS#8 or PKCS#1).
+    #[arg(long, value_name = "KEY.pem")]
+    pub private_key: PathBuf,
+    /// Mount the filesystem here.
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
+    /// Open the mapping read-only (and mount read-only).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Member devices in recorded order, when their recorded identities cannot be found.
+    #[arg(long, value_name = "DEVICE", num_args = 1..)]
+    pub devices: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EscrowCommand {
+    /// Decrypt an escrow file into a raw key file and print the stock `cryptsetup` command that reopens the volume.
+    Decrypt(EscrowDecryptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EscrowDecryptArgs {
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/root/.ephemeral_escrowed_key"
+    )]
+    pub escrow_file: PathBuf,
+    #[arg(long, value_name = "KEY.pem")]
+    pub private_key: PathBuf,
+    /// Raw key output (mode 0400; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub key_out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MkfsArgs {
+    /// Block device or image file.
+    pub target: PathBuf,
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub journal: bool,
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub inode_ratio: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudArg {
+    Aws,
+    Gcp,
+    Azure,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RaidArg {
+    /// md RAID built with md ioctls (non-persistent: no superblock).
+    Md,
+    /// device-mapper `striped` target (no md module needed; raid0 only).
+    DmStripe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LevelArg {
+    Raid0,
+    Raid1,
+    Linear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Shared,
+    PerDisk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyLoadingArg {
+    Auto,
+    Keyring,
+    Hex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MkfsKindArg {
+    Ext4,
+    None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn provision_defaults_match_the_original_script() {
+        let cli = Cli::try_parse_from(["tosskey", "provision", "/dev/vdb"]).unwrap();
+        let Command::Provision(args) = cli.command else {
+            panic!("expected provision")
+        };
+        assert_eq!(args.name, "ephemeral-encrypted");
+        assert_eq!(args.cipher, "twofish-xts-plain64");
+        assert_eq!(args.key_size, 512);
+        assert_eq!(
+            args.escrow_file,
+            PathBuf::from("/root/.ephemeral_escrowed_key")
+        );
+        assert_eq!(args.inode_ratio, 4 << 20);
+        assert_eq!(args.mkfs, MkfsKindArg::Ext4);
+    }
+
+    #[test]
+    fn provision_needs_devices_or_discovery() {
+        let err = Cli::try_parse_from(["tosskey", "provision"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(Cli::try_parse_from(["tosskey", "provision", "--discover", "aws"]).is_ok());
+    }
+
+    #[test]
+    fn key_size_is_restricted() {
+        let err = Cli::try_parse_from(["tosskey", "provision", "/dev/vdb", "--key-size", "384"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+}

@@ -1,0 +1,152 @@
+//! Undo stack for provisioning: every step that builds something registers how to take it
+//! down again; if the run does not reach [`Rollback::commit`], the undo actions run in
+//! reverse order, also while unwinding from a panic (the release profile keeps
+//! `panic = "unwind"` for exactly this).
+
+use std::fmt;
+
+type UndoFn = Box<dyn FnOnce() -> anyhow::Result<()>>;
+
+pub struct Rollback {
+    steps: Vec<(String, UndoFn)>,
+}
+
+/// An undo action that failed: what was left behind, for the user to clean up.
+#[derive(Debug)]
+pub struct Leftover {
+    pub what: String,
+    pub error: String,
+}
+
+impl fmt::Display for Leftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.what, self.error)
+    }
+}
+
+impl fmt::Debug for Rollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.steps.iter().map(|(what, _)| what))
+            .finish()
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rollback {
+    pub fn new() -> Self {
+        Rollback { steps: Vec::new() }
+    }
+
+    /// Register the undo of a step that just succeeded. `what` names the thing to undo
+    /// (for example "dm mapping ephemeral-encrypted").
+    pub fn push(
+        &mut self,
+        what: impl Into<String>,
+        undo: impl FnOnce() -> anyhow::Result<()> + 'static,
+    ) {
+        self.steps.push((what.into(), Box::new(undo)));
+    }
+
+    /// The run succeeded: keep everything that was built.
+    pub fn commit(mut self) {
+        self.steps.clear();
+    }
+
+    /// Undo everything now, newest first; returns what could not be undone.
+    pub fn unwind(mut self) -> Vec<Leftover> {
+        self.run_undo()
+    }
+
+    fn run_undo(&mut self) -> Vec<Leftover> {
+        let mut leftovers = Vec::new();
+        while let Some((what, undo)) = self.steps.pop() {
+            if let Err(error) = undo() {
+                leftovers.push(Leftover {
+                    what,
+                    error: format!("{error:#}"),
+                });
+            }
+        }
+        leftovers
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        for leftover in self.run_undo() {
+            eprintln!("tosskey: rollback could not remove {leftover}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn recorder() -> (
+        Rc<RefCell<Vec<&'static str>>>,
+        impl Fn(&'static str) -> Box<dyn FnOnce() -> anyhow::Result<()>>,
+    ) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let log2 = Rc::clone(&log);
+        (log, move |name| {
+            let log = Rc::clone(&log2);
+            Box::new(move || {
+                log.borrow_mut().push(name);
+                Ok(())
+            })
+        })
+    }
+
+    #[test]
+    fn unwinds_in_reverse_order() {
+        let (log, undo) = recorder();
+        let mut rollback = Rollback::new();
+        rollback.push("md", undo("md"));
+        rollback.push("dm", undo("dm"));
+        rollback.push("mount", undo("mount"));
+        assert!(rollback.unwind().is_empty());
+        assert_eq!(*log.borrow(), ["mount", "dm", "md"]);
+    }
+
+    #[test]
+    fn commit_keeps_everything() {
+        let (log, undo) = recorder();
+        let mut rollback = Rollback::new();
+        rollback.push("md", undo("md"));
+        rollback.commit();
+        assert!(log.borrow().is_empty());
+    }
+
+    #[test]
+    fn drop_without_commit_undoes_even_on_panic() {
+        let (log, undo) = recorder();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rollback = Rollback::new();
+            rollback.push("md", undo("md"));
+            panic!("step failed");
+        }));
+        assert!(result.is_err());
+        assert_eq!(*log.borrow(), ["md"]);
+    }
+
+    #[test]
+    fn failed_undo_is_reported_and_the_rest_still_runs() {
+        let (log, undo) = recorder();
+        let mut rollback = Rollback::new();
+        rollback.push("md", undo("md"));
+        rollback.push("dm ephemeral-encrypted", || anyhow::bail!("EBUSY"));
+        let leftovers = rollback.unwind();
+        assert_eq!(leftovers.len(), 1);
+        assert_eq!(leftovers[0].to_string(), "dm ephemeral-encrypted (EBUSY)");
+        assert_eq!(*log.borrow(), ["md"]);
+    }
+}

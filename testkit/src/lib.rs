@@ -1,1 +1,455 @@
 //! tosskey-testkit: fixtures for root tests that run inside the VM guest.
+//!
+//! Root tests are ordinary `#[test]`s marked
+//! `#[ignore = "root: runs in the VM guest (scripts/vm-test)"]`; `scripts/vm-test` boots a
+//! QEMU guest (Debian 6.1 kernel, busybox, devtmpfs on `/dev`, no udev) and runs them there
+//! one at a time. This crate gives them:
+//!
+//! - [`LoopDevice`]: a sparse file in `/tmp` attached to a free `/dev/loopN`, optionally
+//!   with 4096-byte logical blocks (a "4Kn" disk); detached on `Drop`.
+//! - [`virtio_disks`] / [`virtio_disk_by_serial`]: the guest's blank virtio disks
+//!   (`/dev/vda`…, serials `tosskey-disk-0`…), with their sizes.
+//! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
+//!   [`block_device_size`], [`DevId::of_block_device`]: small block-device helpers.
+//! - [`in_vm`]: whether this process runs inside the harness guest.
+//!
+//! Every fixture cleans up after itself, because dm/md/loop names are global to the guest
+//! and the next test expects a clean kernel.
+
+mod loop_ioctl;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sha2::{Digest, Sha256};
+
+/// Everything that can go wrong in a fixture. Each message names the device or file.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// A system call on `path` failed.
+    #[error(
+        "{action} {path}: {source} (root tests need root inside the VM guest: run scripts/vm-test)"
+    )]
+    Io {
+        /// What was being done, e.g. "open" or "LOOP_CONFIGURE".
+        action: &'static str,
+        /// The file or device it was done to.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// `path` exists but is not what the fixture needs.
+    #[error("{path}: {problem}")]
+    Unexpected {
+        /// The file or device.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, TestkitError>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TestkitError + 'a {
+    move |source| TestkitError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// True inside the guest booted by `scripts/vm-test` (its init exports `TOSSKEY_IN_VM=1`).
+pub fn in_vm() -> bool {
+    std::env::var_os("TOSSKEY_IN_VM").is_some_and(|value| value == "1")
+}
+
+/// A block device number, shown as `MAJOR:MINOR` (the form dm tables and sysfs use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DevId {
+    /// Major number (7 for loop, 9 for md, 252/253 for dm, 254 for virtio here).
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+impl DevId {
+    /// The device number of the block special file at `path`.
+    pub fn of_block_device(path: &Path) -> Result<DevId> {
+        let metadata = std::fs::metadata(path).map_err(io_err("stat", path))?;
+        if !metadata.file_type().is_block_device() {
+            return Err(TestkitError::Unexpected {
+                path: path.to_path_buf(),
+                problem: "is not a block device".to_owned(),
+            });
+        }
+        let rdev = metadata.rdev();
+        Ok(DevId {
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+        })
+    }
+
+    /// `/sys/dev/block/MAJOR:MINOR`, the device's sysfs directory.
+    pub fn sysfs_dir(self) -> PathBuf {
+        PathBuf::from(format!("/sys/dev/block/{self}"))
+    }
+}
+
+impl fmt::Display for DevId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// Size in bytes of the block device at `path`, from sysfs (`size` is in 512-byte units
+/// whatever the logical block size).
+pub fn block_device_size(path: &Path) -> Result<u64> {
+    let size_file = DevId::of_block_device(path)?.sysfs_dir().join("size");
+    Ok(read_sysfs_u64(&size_file)? * 512)
+}
+
+fn read_sysfs_string(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(text.trim_end().to_owned())
+}
+
+fn read_sysfs_u64(path: &Path) -> Result<u64> {
+    let text = read_sysfs_string(path)?;
+    text.parse().map_err(|_| TestkitError::Unexpected {
+        path: path.to_path_buf(),
+        problem: format!("expected a number, found {text:?}"),
+    })
+}
+
+/// A loop device backed by a sparse file in `/tmp`, detached on `Drop`.
+///
+/// The backing file is unlinked as soon as it is attached, so nothing is left in `/tmp`
+/// even if the test process dies; the kernel frees it when the loop device is detached.
+#[derive(Debug)]
+pub struct LoopDevice {
+    device: File,
+    path: PathBuf,
+    dev: DevId,
+    size_bytes: u64,
+    block_size: u32,
+}
+
+/// Distinguishes backing files created by one process.
+static BACKING_FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How often to retry when another process takes the free loop device between
+/// `LOOP_CTL_GET_FREE` and `LOOP_CONFIGURE`.
+const LOOP_ATTACH_ATTEMPTS: u32 = 8;
+
+impl LoopDevice {
+    /// A loop device of `size_bytes` (a multiple of 512) with 512-byte logical blocks.
+    pub fn new(size_bytes: u64) -> Result<LoopDevice> {
+        LoopDevice::with_block_size(size_bytes, 512)
+    }
+
+    /// A loop device of `size_bytes` with the given logical block size (512 or 4096;
+    /// `size_bytes` must be a multiple of it). 4096 emulates a 4Kn disk.
+    pub fn with_block_size(size_bytes: u64, block_size: u32) -> Result<LoopDevice> {
+        let control_path = Path::new("/dev/loop-control");
+        let backing_path = std::env::temp_dir().join(format!(
+            "tosskey-loop-{}-{}",
+            std::process::id(),
+            BACKING_FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
+            return Err(TestkitError::Unexpected {
+                path: backing_path,
+                problem: format!(
+                    "loop size {size_bytes} is not a positive multiple of block size {block_size}"
+                ),
+            });
+        }
+        let backing = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&backing_path)
+            .map_err(io_err("create", &backing_path))?;
+        // Unlink right away: the open descriptor (and later the loop device) keeps the
+        // file alive, and nothing leaks into /tmp if the test dies.
+        std::fs::remove_file(&backing_path).map_err(io_err("unlink", &backing_path))?;
+        backing
+            .set_len(size_bytes)
+            .map_err(io_err("truncate", &backing_path))?;
+        let backing_fd =
+            u32::try_from(backing.as_raw_fd()).map_err(|_| TestkitError::Unexpected {
+                path: backing_path.clone(),
+                problem: "negative file descriptor".to_owned(),
+            })?;
+
+        let control = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(control_path)
+            .map_err(io_err("open", control_path))?;
+        let config = loop_ioctl::LoopConfig::new(backing_fd, block_size);
+        let mut last_busy = None;
+        for _ in 0..LOOP_ATTACH_ATTEMPTS {
+            let number =
+                loop_ioctl::ioctl_with_arg(control.as_fd(), loop_ioctl::LOOP_CTL_GET_FREE, 0)
+                    .map_err(io_err("LOOP_CTL_GET_FREE", control_path))?;
+            let path = PathBuf::from(format!("/dev/loop{number}"));
+            let device = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))?;
+            match loop_ioctl::loop_configure(device.as_fd(), &config) {
+                Ok(()) => {
+                    let dev = DevId::of_block_device(&path)?;
+                    return Ok(LoopDevice {
+                        device,
+                        path,
+                        dev,
+                        size_bytes,
+                        block_size,
+                    });
+                }
+                // Somebody else attached it first: ask for another free one.
+                Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                    last_busy = Some((path, error));
+                }
+                Err(error) => return Err(io_err("LOOP_CONFIGURE", &path)(error)),
+            }
+        }
+        let (path, error) = last_busy.unwrap_or_else(|| {
+            (
+                control_path.to_path_buf(),
+                io::Error::from_raw_os_error(libc::EBUSY),
+            )
+        });
+        Err(io_err(
+            "LOOP_CONFIGURE (every free device was taken)",
+            &path,
+        )(error))
+    }
+
+    /// `/dev/loopN`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The device number, e.g. `7:0`.
+    pub fn dev(&self) -> DevId {
+        self.dev
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Size in 512-byte sectors (the unit of dm tables).
+    pub fn size_sectors(&self) -> u64 {
+        self.size_bytes / 512
+    }
+
+    /// Logical block size in bytes (512 or 4096).
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        // If a dm/md device still holds the loop device, the kernel defers the detach
+        // until it is released (it sets autoclear), so this does not fail in that case.
+        if let Err(error) =
+            loop_ioctl::ioctl_with_arg(self.device.as_fd(), loop_ioctl::LOOP_CLR_FD, 0)
+        {
+            eprintln!(
+                "tosskey-testkit: LOOP_CLR_FD {}: {error}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// One of the guest's virtio disks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioDisk {
+    /// Kernel name, e.g. `vda`.
+    pub name: String,
+    /// Device node, e.g. `/dev/vda`.
+    pub path: PathBuf,
+    /// Device number.
+    pub dev: DevId,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// The serial given by `scripts/vm-test`: `tosskey-disk-0`, `tosskey-disk-1`, …
+    pub serial: String,
+}
+
+/// The guest's virtio block devices (`/sys/block/vd*`), sorted by name. Empty outside
+/// the guest.
+pub fn virtio_disks() -> Result<Vec<VirtioDisk>> {
+    let sys_block = Path::new("/sys/block");
+    let mut disks = Vec::new();
+    for entry in std::fs::read_dir(sys_block).map_err(io_err("list", sys_block))? {
+        let entry = entry.map_err(io_err("list", sys_block))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("vd") {
+            continue;
+        }
+        let sys_dir = entry.path();
+        let path = PathBuf::from("/dev").join(&name);
+        disks.push(VirtioDisk {
+            dev: DevId::of_block_device(&path)?,
+            size_bytes: read_sysfs_u64(&sys_dir.join("size"))? * 512,
+            serial: read_sysfs_string(&sys_dir.join("serial"))?,
+            path,
+            name,
+        });
+    }
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(disks)
+}
+
+/// The virtio disk whose serial is `serial` (e.g. `tosskey-disk-2`), if present.
+pub fn virtio_disk_by_serial(serial: &str) -> Result<Option<VirtioDisk>> {
+    Ok(virtio_disks()?
+        .into_iter()
+        .find(|disk| disk.serial == serial))
+}
+
+/// Chunk size for whole-device reads and writes.
+const IO_CHUNK: usize = 1 << 20;
+
+/// SHA-256 of the whole device (or file) at `path`.
+pub fn sha256_of_device(path: &Path) -> Result<[u8; 32]> {
+    let size = device_or_file_size(path)?;
+    sha256_of_range(path, 0, size)
+}
+
+/// SHA-256 of `len` bytes of `path` starting at byte `offset`. Fails if the range runs
+/// past the end.
+pub fn sha256_of_range(path: &Path, offset: u64, len: u64) -> Result<[u8; 32]> {
+    let mut file = File::open(path).map_err(io_err("open", path))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; IO_CHUNK];
+    let mut remaining = len;
+    while remaining > 0 {
+        let chunk = usize::try_from(remaining.min(IO_CHUNK as u64)).unwrap_or(IO_CHUNK);
+        file.read_exact(&mut buffer[..chunk])
+            .map_err(io_err("read", path))?;
+        hasher.update(&buffer[..chunk]);
+        remaining -= chunk as u64;
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Overwrites the whole device (or file) at `path` with zeros and flushes it.
+pub fn zero_device(path: &Path) -> Result<()> {
+    let size = device_or_file_size(path)?;
+    zero_range(path, 0, size)
+}
+
+/// Overwrites `len` bytes of `path` at byte `offset` with zeros and flushes them.
+pub fn zero_range(path: &Path, offset: u64, len: u64) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
+    let zeros = vec![0u8; IO_CHUNK];
+    let mut remaining = len;
+    while remaining > 0 {
+        let chunk = usize::try_from(remaining.min(IO_CHUNK as u64)).unwrap_or(IO_CHUNK);
+        file.write_all(&zeros[..chunk])
+            .map_err(io_err("write", path))?;
+        remaining -= chunk as u64;
+    }
+    file.sync_all().map_err(io_err("fsync", path))
+}
+
+/// Size of a block device (from sysfs) or of a regular file.
+fn device_or_file_size(path: &Path) -> Result<u64> {
+    let metadata = std::fs::metadata(path).map_err(io_err("stat", path))?;
+    if metadata.file_type().is_block_device() {
+        block_device_size(path)
+    } else {
+        Ok(metadata.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_id_displays_as_major_colon_minor() {
+        assert_eq!(
+            DevId {
+                major: 7,
+                minor: 12
+            }
+            .to_string(),
+            "7:12"
+        );
+        assert_eq!(
+            DevId {
+                major: 254,
+                minor: 16
+            }
+            .sysfs_dir(),
+            Path::new("/sys/dev/block/254:16")
+        );
+    }
+
+    #[test]
+    fn hash_and_zero_work_on_regular_files() {
+        let path = std::env::temp_dir().join(format!("tosskey-testkit-{}", std::process::id()));
+        let data: Vec<u8> = (0u8..251).cycle().take(3 * IO_CHUNK + 100).collect();
+        std::fs::write(&path, &data).unwrap();
+        let expected: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(sha256_of_device(&path).unwrap(), expected);
+        let middle: [u8; 32] = Sha256::digest(&data[1000..IO_CHUNK + 5000]).into();
+        assert_eq!(
+            sha256_of_range(&path, 1000, IO_CHUNK as u64 + 4000).unwrap(),
+            middle
+        );
+        assert!(sha256_of_range(&path, 0, data.len() as u64 + 1).is_err());
+
+        zero_range(&path, 10, 20).unwrap();
+        let after = std::fs::read(&path).unwrap();
+        assert!(after[10..30].iter().all(|&b| b == 0));
+        assert_eq!(after[..10], data[..10]);
+        assert_eq!(after[30..], data[30..]);
+        zero_device(&path).unwrap();
+        assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn loop_size_must_be_a_multiple_of_the_block_size() {
+        let error = LoopDevice::with_block_size(4096 + 512, 4096).unwrap_err();
+        assert!(
+            error.to_string().contains("not a positive multiple"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn in_vm_follows_the_environment_marker() {
+        // The host test run never sets the marker; the guest init always does.
+        assert_eq!(
+            in_vm(),
+            std::env::var("TOSSKEY_IN_VM").as_deref() == Ok("1")
+        );
+    }
+}

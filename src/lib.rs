@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod harden;
 pub mod rollback;
+pub mod state;

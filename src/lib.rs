@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod harden;
+pub mod plan;
 pub mod rollback;
 pub mod state;

@@ -1,1 +1,75 @@
 //! tosskey-dm: a safe, key-hygienic API over the device-mapper control device.
+//!
+//! [`DmControl`] owns an fd of `/dev/mapper/control` and issues the device-mapper ioctls
+//! (version, create, table load, resume, suspend, remove, list, status, table, target message);
+//! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines;
+//! [`activate_crypt`] creates a crypt mapping in one call with the key loaded through the
+//! kernel keyring (or hex as a fallback) and rolls back on failure.
+//!
+//! # Why not the `devicemapper` crate
+//!
+//! The design named the `devicemapper` crate (0.34). Judged against tosskey's key-hygiene
+//! rules and its static build, it does not fit:
+//! - it has no `crypt` target type, so the crypt line would be a caller-built `String` —
+//!   and it copies table parameters into its own non-zeroized buffers;
+//! - its trace/debug logging prints tables and messages (a hex key in a log);
+//! - `DM_SECURE_DATA_FLAG` is set only on table load, not on table reads or `key` messages;
+//! - its `-sys` build runs bindgen, wanting libclang and the libdevmapper headers on the
+//!   build machine: heavy for a static, portable binary and for CI.
+//!
+//! The interface itself is ten ioctls on one fixed-layout header, so tosskey issues them
+//! itself with `libc`: the `ioctl` module holds the `#[repr(C)]` structs (checked against
+//! `linux/dm-ioctl.h` with gcc in the tests), the request-number table and one choke point
+//! that sizes the buffer, regrows it on `DM_BUFFER_FULL_FLAG` and records command, device and
+//! errno in the error. Every buffer is a zeroizing allocation; every call that can carry key
+//! material (table load of a crypt target, table read, `key` messages) sets
+//! `DM_SECURE_DATA_FLAG` so the kernel wipes its copies too. That module and the raw
+//! `add_key`/`keyctl`/`mknod` calls are the crate's only `unsafe` code.
+//!
+//! # Keys: what dm-crypt keeps after the table load
+//!
+//! - **Keyring** ([`KeyLoading::Keyring`]): the key is added as a `logon` key (not readable
+//!   from userspace) `tosskey:<name>` to the loading thread's keyring, the table names it as
+//!   `:<bytes>:logon:tosskey:<name>`, dm-crypt looks it up and copies it into the cipher during
+//!   TABLE_LOAD, and [`activate_crypt`] invalidates the key right after. The table read back
+//!   shows only `:64:logon:tosskey:<name>` and `/proc/keys` no longer lists the key; the key
+//!   bytes then exist only inside the crypto transform (checked in the guest by the root test
+//!   `keyring_key_is_invalidated_and_absent_from_the_table`).
+//! - **Hex** ([`KeyLoading::Hex`]): the key is part of the table line, and dm-crypt keeps that
+//!   string: TABLE_STATUS returns the key in hex to any CAP_SYS_ADMIN caller (checked by the
+//!   root test `hex_key_is_returned_by_the_kernel_and_elided_by_table`). [`DmControl::table`]
+//!   therefore elides it; only [`DmControl::table_with_keys`] returns it, in zeroizing memory.
+//! - **Shred**: suspend → `key wipe` message → the kernel zeroes its copy; resume then fails
+//!   with `EAGAIN` and the device can only be removed.
+//!
+//! # Device nodes and udev
+//!
+//! Without udev (`/run/udev/control` absent) nobody waits on a udev cookie (`event_nr` 0) and
+//! [`DmControl::resume`] creates `/dev/mapper/<name>` with `mknod` (block, 0600) from the
+//! device number the kernel returns; [`DmControl::remove`] unlinks it (only if it is the block
+//! node of that device). With udev running, resume carries `DM_UDEV_PRIMARY_SOURCE_FLAG` in
+//! the cookie's flag bits and a zero cookie, so udev's rules run but nothing ever blocks on
+//! them; the node is still created if udev has not made it yet.
+
+mod activate;
+mod control;
+mod error;
+mod ioctl;
+mod keyring;
+mod target;
+mod types;
+
+pub use activate::{
+    activate_crypt, keyring_description, load_crypt_table, Activation, KeyLoaded, KeyLoading,
+};
+pub use control::{
+    describe_holders, DeviceInfo, DmControl, SecretTableEntry, TableEntry, TargetStatus,
+    TargetVersion, CONTROL_PATH, MAPPER_DIR,
+};
+pub use error::Error;
+pub use keyring::KeyringKey;
+pub use target::{
+    elide_params, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef, LinearTarget,
+    StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
+};
+pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};

@@ -1,0 +1,268 @@
+//! Newtypes for what crosses the device-mapper interface: names, UUIDs, sizes, device numbers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+use crate::ioctl::{DM_NAME_LEN, DM_UUID_LEN};
+
+/// Bytes in a device-mapper sector: table lengths and offsets are always in 512-byte units,
+/// whatever the device's logical block size.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// A device-mapper device name: 1 to 127 bytes of ASCII letters, digits and `-_.+:@`, not
+/// `.` or `..`. The kernel itself only forbids `/` (and NUL), but the name also becomes
+/// `/dev/mapper/<name>`, a keyring description and a log word, so tosskey keeps it plain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DmName(String);
+
+impl DmName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let reason = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > DM_NAME_LEN - 1 {
+            Some("it is longer than 127 bytes")
+        } else if name.contains('/') {
+            Some("it contains '/'")
+        } else if name == "." || name == ".." {
+            Some("'.' and '..' cannot be device nodes")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+:@".contains(&b))
+        {
+            Some("it contains characters other than letters, digits and -_.+:@")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason,
+            }),
+            None => Ok(Self(name.to_owned())),
+        }
+    }
+
+    /// A name the kernel reported (LIST_DEVICES, DEV_STATUS): valid for the kernel by
+    /// definition, even if another tool chose characters [`DmName::new`] would refuse.
+    pub(crate) fn from_kernel(name: String) -> Self {
+        Self(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DmName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::new(s)
+    }
+}
+
+/// A device-mapper UUID: 1 to 128 printable ASCII bytes without spaces. tosskey tags its
+/// devices with a `TOSSKEY-` prefix here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DmUuid(String);
+
+impl DmUuid {
+    /// Validates `uuid`.
+    pub fn new(uuid: &str) -> Result<Self, Error> {
+        let reason = if uuid.is_empty() {
+            Some("it is empty")
+        } else if uuid.len() > DM_UUID_LEN - 1 {
+            Some("it is longer than 128 bytes")
+        } else if !uuid.bytes().all(|b| b.is_ascii_graphic()) {
+            Some("it contains spaces or non-printable bytes")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidUuid {
+                uuid: uuid.to_owned(),
+                reason,
+            }),
+            None => Ok(Self(uuid.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DmUuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A count of 512-byte sectors (device-mapper's unit for table starts, lengths and offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Sectors(pub u64);
+
+impl Sectors {
+    /// The same size in bytes; `None` on overflow (beyond 8 EiB).
+    pub fn to_bytes(self) -> Option<Bytes> {
+        self.0.checked_mul(SECTOR_SIZE).map(Bytes)
+    }
+}
+
+impl fmt::Display for Sectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A count of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    /// Whole sectors in this many bytes (rounded down).
+    pub fn sectors_floor(self) -> Sectors {
+        Sectors(self.0 / SECTOR_SIZE)
+    }
+
+    /// The sector count when this is a whole number of sectors.
+    pub fn sectors_exact(self) -> Option<Sectors> {
+        (self.0 % SECTOR_SIZE == 0).then_some(Sectors(self.0 / SECTOR_SIZE))
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A block device number. Displays and parses as `MAJ:MIN`, the form dm tables use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevId {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl DevId {
+    pub const fn new(major: u32, minor: u32) -> Self {
+        Self { major, minor }
+    }
+
+    /// Decodes `dm_ioctl.dev`, which the kernel fills with `huge_encode_dev()`:
+    /// major = bits 8..20, minor = bits 0..8 and 20..32.
+    #[allow(clippy::cast_possible_truncation)] // both values are masked to at most 20 bits
+    pub const fn from_kernel(dev: u64) -> Self {
+        Self {
+            major: ((dev >> 8) & 0xfff) as u32,
+            minor: ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32,
+        }
+    }
+
+    /// Encodes like the kernel's `huge_encode_dev()` (inverse of [`DevId::from_kernel`]).
+    pub const fn to_kernel(self) -> u64 {
+        let major = self.major as u64;
+        let minor = self.minor as u64;
+        (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+    }
+
+    /// From a userspace `dev_t` (`st_rdev`), glibc encoding.
+    pub fn from_dev_t(dev: libc::dev_t) -> Self {
+        Self {
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+        }
+    }
+
+    /// As a userspace `dev_t` for `mknod` and comparisons with `st_rdev`.
+    pub fn to_dev_t(self) -> libc::dev_t {
+        libc::makedev(self.major, self.minor)
+    }
+}
+
+impl fmt::Display for DevId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+impl FromStr for DevId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (major, minor) = s.split_once(':').unwrap_or((s, ""));
+        Ok(Self {
+            major: major.parse()?,
+            minor: minor.parse()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(
+            DmName::new("ephemeral-encrypted").unwrap().as_str(),
+            "ephemeral-encrypted"
+        );
+        assert!(DmName::new(&"a".repeat(127)).is_ok());
+        for bad in ["", "a/b", ".", "..", "a b", "tab\t", "nul\0", "é"] {
+            assert!(DmName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = DmName::new(&"a".repeat(128)).unwrap_err().to_string();
+        assert!(err.contains("longer than 127 bytes"), "{err}");
+    }
+
+    #[test]
+    fn uuids_are_validated() {
+        assert!(DmUuid::new("TOSSKEY-0123-ephemeral").is_ok());
+        assert!(DmUuid::new(&"u".repeat(128)).is_ok());
+        assert!(DmUuid::new(&"u".repeat(129)).is_err());
+        assert!(DmUuid::new("has space").is_err());
+        assert!(DmUuid::new("").is_err());
+    }
+
+    #[test]
+    fn kernel_dev_encoding_matches_huge_encode_dev() {
+        // 253:0 is the first dm device; 259:65536 needs the high minor bits.
+        assert_eq!(DevId::new(253, 0).to_kernel(), 0xfd00);
+        assert_eq!(DevId::from_kernel(0xfd00), DevId::new(253, 0));
+        assert_eq!(DevId::new(7, 3).to_kernel(), 0x0703);
+        let big = DevId::new(259, 0x12345);
+        assert_eq!(big.to_kernel(), 0x45 | (259 << 8) | (0x12300 << 12));
+        assert_eq!(DevId::from_kernel(big.to_kernel()), big);
+        for major in [1u32, 7, 8, 9, 252, 253, 259, 4095] {
+            for minor in [0u32, 1, 255, 256, 65_535, 0xf_ffff] {
+                let dev = DevId::new(major, minor);
+                assert_eq!(DevId::from_kernel(dev.to_kernel()), dev);
+                assert_eq!(DevId::from_dev_t(dev.to_dev_t()), dev);
+            }
+        }
+    }
+
+    #[test]
+    fn dev_ids_parse_and_print_as_major_minor() {
+        assert_eq!("253:12".parse::<DevId>().unwrap(), DevId::new(253, 12));
+        assert_eq!(DevId::new(7, 0).to_string(), "7:0");
+        assert!("253".parse::<DevId>().is_err());
+        assert!("a:b".parse::<DevId>().is_err());
+    }
+
+    #[test]
+    fn sizes_convert() {
+        assert_eq!(Sectors(8).to_bytes(), Some(Bytes(4096)));
+        assert_eq!(Sectors(u64::MAX).to_bytes(), None);
+        assert_eq!(Bytes(4097).sectors_floor(), Sectors(8));
+        assert_eq!(Bytes(4097).sectors_exact(), None);
+        assert_eq!(Bytes(4096).sectors_exact(), Some(Sectors(8)));
+    }
+}

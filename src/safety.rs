@@ -1,0 +1,559 @@
+//! Safety checks on every member before anything is written.
+//!
+//! [`check_members`] is what `provision` calls: it refuses, with one line naming the
+//! device, the reason and the fix, any member that is missing, not a block device, listed
+//! twice (under any name), mounted (itself or a partition), active swap, held by another
+//! device (dm, md, LVM — the holder is named), part of the root/boot disk, a partition of a
+//! disk in use, read-only, too small, claimed by someone else (exclusive open fails), or
+//! that carries partitions or a strong signature ([`crate::signature`]) without `--force`.
+//!
+//! Nothing here writes. A [`CheckedDevice`] keeps its exclusive (`O_EXCL`) open until
+//! [`CheckedDevice::release_claim`]: nobody can mount or claim the member between the
+//! check and the moment provisioning builds on it. Release it right before `ADD_NEW_DISK`
+//! or `TABLE_LOAD`: the kernel claims the member exclusively itself and would see ours.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::signature::{self, Signature};
+use crate::sysfs::{BlockDevice, DevNum, HolderKind, SystemRoot, SystemState};
+
+/// Smallest member accepted: below this a "disk" is a mistake (a loop image, a partition
+/// of the wrong disk) rather than an ephemeral disk.
+pub const MIN_MEMBER_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// `--force`: overwrite partitions and strong signatures. Never overrides a refusal
+    /// about use (mounted, held, swap, busy, system disk).
+    pub force: bool,
+    /// Accept regular files as members (image files in tests). Off for every real run.
+    pub allow_regular_file: bool,
+}
+
+/// Every reason a member is refused. Each message is one line: device, reason, fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    #[error("{path}: no such device: check the name (ls /dev/disk/by-id lists stable names)")]
+    NotFound { path: PathBuf },
+
+    #[error("{path}: cannot inspect it: {source}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path} is a {kind}, not a block device: name a disk such as /dev/nvme1n1")]
+    NotBlockDevice { path: PathBuf, kind: &'static str },
+
+    #[error("cannot read the block device inventory under {sys} or {proc}: {source} (are sysfs and procfs mounted?)")]
+    Inventory {
+        sys: PathBuf,
+        proc: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path} (block device {dev}) is not listed in {sys}/class/block: is sysfs mounted?")]
+    NotInSysfs {
+        path: PathBuf,
+        dev: DevNum,
+        sys: PathBuf,
+    },
+
+    #[error("{path} and {other} are the same device ({device}): name each member once")]
+    Duplicate {
+        path: PathBuf,
+        other: PathBuf,
+        device: String,
+    },
+
+    #[error(
+        "{path} is a partition of {other}, which is also a member: name whole disks, each once"
+    )]
+    Overlap { path: PathBuf, other: PathBuf },
+
+    #[error("{path} is on the system disk {disk} (it holds {mount_point}): never encrypt the disk the system runs from; pick another device")]
+    SystemDisk {
+        path: PathBuf,
+        disk: String,
+        mount_point: String,
+    },
+
+    #[error("{path} is mounted at {mount_point}: unmount it first, or pick another device")]
+    Mounted { path: PathBuf, mount_point: String },
+
+    #[error("{path} is active swap: swapoff {path} first, or pick another device")]
+    Swap { path: PathBuf },
+
+    #[error("{path} is held by {holder}: {fix}")]
+    Held {
+        path: PathBuf,
+        holder: String,
+        fix: String,
+    },
+
+    #[error(
+        "{path} has partition {partition} in use ({usage}): free it first, or pick another device"
+    )]
+    PartitionInUse {
+        path: PathBuf,
+        partition: String,
+        usage: String,
+    },
+
+    #[error(
+        "{path} is a partition of {disk}, which is in use ({usage}): pick a whole unused disk"
+    )]
+    DiskInUse {
+        path: PathBuf,
+        disk: String,
+        usage: String,
+    },
+
+    #[error("{path} is read-only: it cannot hold an encrypted volume; pick another device")]
+    ReadOnly { path: PathBuf },
+
+    #[error("{path} is too small ({size} bytes, at least {min} needed): pick a larger device")]
+    TooSmall { path: PathBuf, size: u64, min: u64 },
+
+    #[error("{path} is in use by another process or the kernel (exclusive open failed): stop what uses it (see fuser -v {path}, /proc/mdstat, /sys/class/block/*/holders)")]
+    Busy {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path}: cannot open it: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path}: cannot read its first and last blocks: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path} carries a partition table ({partitions}): pass --force to overwrite it, or pick another device")]
+    HasPartitions { path: PathBuf, partitions: String },
+
+    #[error("{path} has {signature}: pass --force to overwrite it, or pick another device")]
+    Signature { path: PathBuf, signature: Signature },
+
+    #[error("no instance-store disks found for {cloud}: {detail} (use explicit device paths)")]
+    NoDisksFound { cloud: String, detail: String },
+}
+
+/// What a member is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A block device, with everything sysfs knows about it.
+    Block(Box<BlockDevice>),
+    /// An image file (only with [`CheckOptions::allow_regular_file`]).
+    RegularFile,
+}
+
+/// A member that passed every check.
+#[derive(Debug)]
+pub struct CheckedDevice {
+    /// The path as given (`/dev/nvme1n1`, `/dev/disk/by-id/...`).
+    pub path: PathBuf,
+    pub kind: MemberKind,
+    pub size_bytes: u64,
+    /// For regular files: 512 (any size is addressable).
+    pub logical_block_size: u32,
+    /// For regular files: 4096 (the page cache's unit).
+    pub physical_block_size: u32,
+    /// Signatures found and overridden by `--force` (empty otherwise): the plan shows them.
+    pub overridden: Vec<Signature>,
+    claim: Option<File>,
+}
+
+impl CheckedDevice {
+    /// The block device number (None for an image file).
+    pub fn dev(&self) -> Option<DevNum> {
+        match &self.kind {
+            MemberKind::Block(device) => Some(device.dev),
+            MemberKind::RegularFile => None,
+        }
+    }
+
+    /// Whether this process still holds the exclusive open taken by the check.
+    pub fn is_claimed(&self) -> bool {
+        self.claim.is_some()
+    }
+
+    /// Close the exclusive open; do it right before handing the member to md or dm.
+    pub fn release_claim(&mut self) {
+        self.claim = None;
+    }
+}
+
+/// Check one member against a fresh snapshot of the system.
+pub fn check_member(
+    root: &SystemRoot,
+    path: &Path,
+    opts: &CheckOptions,
+) -> Result<CheckedDevice, SafetyError> {
+    let mut checked = check_members(root, &[path.to_path_buf()], opts)?;
+    Ok(checked.remove(0))
+}
+
+/// Check every member: duplicates and overlaps first (a member named twice would
+/// otherwise fail its second exclusive open and look "busy"), then each member in order.
+pub fn check_members(
+    root: &SystemRoot,
+    paths: &[PathBuf],
+    opts: &CheckOptions,
+) -> Result<Vec<CheckedDevice>, SafetyError> {
+    let state = SystemState::read(root).map_err(|source| SafetyError::Inventory {
+        sys: root.sys.clone(),
+        proc: root.proc.clone(),
+        source,
+    })?;
+    let identities = paths
+        .iter()
+        .map(|path| identify(&state, path, opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    reject_duplicates(&state, paths, &identities)?;
+    paths
+        .iter()
+        .zip(identities)
+        .map(|(path, identity)| check_identified(&state, path, identity, opts))
+        .collect()
+}
+
+/// What a member path turned out to be, before any check on its use.
+#[derive(Debug, Clone)]
+enum Identity {
+    Block(DevNum),
+    File { canonical: PathBuf, size: u64 },
+}
+
+fn identify(
+    state: &SystemState,
+    path: &Path,
+    opts: &CheckOptions,
+) -> Result<Identity, SafetyError> {
+    let meta = fs::metadata(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SafetyError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => SafetyError::Inspect {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let file_type = meta.file_type();
+    if file_type.is_block_device() {
+        let dev = DevNum::from_rdev(meta.rdev());
+        if state.by_dev(dev).is_none() {
+            return Err(SafetyError::NotInSysfs {
+                path: path.to_path_buf(),
+                dev,
+                sys: state.root.sys.clone(),
+            });
+        }
+        return Ok(Identity::Block(dev));
+    }
+    let kind = if file_type.is_file() {
+        if opts.allow_regular_file {
+            let canonical = fs::canonicalize(path).map_err(|source| SafetyError::Inspect {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return Ok(Identity::File {
+                canonical,
+                size: meta.len(),
+            });
+        }
+        "regular file"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    };
+    Err(SafetyError::NotBlockDevice {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+fn reject_duplicates(
+    state: &SystemState,
+    paths: &[PathBuf],
+    identities: &[Identity],
+) -> Result<(), SafetyError> {
+    for (i, identity) in identities.iter().enumerate() {
+        for (j, earlier) in identities[..i].iter().enumerate() {
+            let same = match (identity, earlier) {
+                (Identity::Block(a), Identity::Block(b)) => a == b,
+                (Identity::File { canonical: a, .. }, Identity::File { canonical: b, .. }) => {
+                    a == b
+                }
+                _ => false,
+            };
+            if same {
+                let device = match identity {
+                    Identity::Block(dev) => state
+                        .by_dev(*dev)
+                        .map_or_else(|| dev.to_string(), |d| d.name.clone()),
+                    Identity::File { canonical, .. } => canonical.display().to_string(),
+                };
+                return Err(SafetyError::Duplicate {
+                    path: paths[i].clone(),
+                    other: paths[j].clone(),
+                    device,
+                });
+            }
+        }
+    }
+    // A partition next to its own disk: whichever comes first, name the partition.
+    for (i, identity) in identities.iter().enumerate() {
+        let Identity::Block(dev) = identity else {
+            continue;
+        };
+        let Some(parent) = state.by_dev(*dev).and_then(|d| d.parent.clone()) else {
+            continue;
+        };
+        for (j, other) in identities.iter().enumerate() {
+            if let Identity::Block(other_dev) = other {
+                if state.by_dev(*other_dev).is_some_and(|d| d.name == parent) {
+                    return Err(SafetyError::Overlap {
+                        path: paths[i].clone(),
+                        other: paths[j].clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_identified(
+    state: &SystemState,
+    path: &Path,
+    identity: Identity,
+    opts: &CheckOptions,
+) -> Result<CheckedDevice, SafetyError> {
+    match identity {
+        Identity::Block(dev) => {
+            let device = state.by_dev(dev).expect("identify() found it").clone();
+            if let Some(refusal) = usage_refusal(state, &device, path) {
+                return Err(refusal);
+            }
+            check_size(path, device.size_bytes)?;
+            let file = open_exclusive(path)?;
+            let found = signature::scan_file(&file, device.size_bytes).map_err(|source| {
+                SafetyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            if !device.partitions.is_empty() && !opts.force {
+                return Err(SafetyError::HasPartitions {
+                    path: path.to_path_buf(),
+                    partitions: device.partitions.join(", "),
+                });
+            }
+            let overridden = refuse_signatures(path, found, opts)?;
+            Ok(CheckedDevice {
+                path: path.to_path_buf(),
+                size_bytes: device.size_bytes,
+                logical_block_size: device.logical_block_size,
+                physical_block_size: device.physical_block_size,
+                kind: MemberKind::Block(Box::new(device)),
+                overridden,
+                claim: Some(file),
+            })
+        }
+        Identity::File { size, .. } => {
+            check_size(path, size)?;
+            let file = File::open(path).map_err(|source| SafetyError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let found = signature::scan_file(&file, size).map_err(|source| SafetyError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let overridden = refuse_signatures(path, found, opts)?;
+            Ok(CheckedDevice {
+                path: path.to_path_buf(),
+                kind: MemberKind::RegularFile,
+                size_bytes: size,
+                logical_block_size: 512,
+                physical_block_size: 4096,
+                overridden,
+                claim: Some(file),
+            })
+        }
+    }
+}
+
+fn check_size(path: &Path, size: u64) -> Result<(), SafetyError> {
+    if size < MIN_MEMBER_BYTES {
+        return Err(SafetyError::TooSmall {
+            path: path.to_path_buf(),
+            size,
+            min: MIN_MEMBER_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Open read-only with `O_EXCL`: on a block device the kernel refuses (EBUSY) while a
+/// filesystem, md, dm or another exclusive opener holds it.
+fn open_exclusive(path: &Path) -> Result<File, SafetyError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::EBUSY) {
+                SafetyError::Busy {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            } else {
+                SafetyError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })
+}
+
+fn refuse_signatures(
+    path: &Path,
+    found: Vec<Signature>,
+    opts: &CheckOptions,
+) -> Result<Vec<Signature>, SafetyError> {
+    match found.first() {
+        Some(&signature) if !opts.force => Err(SafetyError::Signature {
+            path: path.to_path_buf(),
+            signature,
+        }),
+        _ => Ok(found),
+    }
+}
+
+/// The first reason `device` is in use and must not be touched, if any. `shown` is the
+/// name the user gave it. Used by the member checks and by discovery (which skips instead).
+pub fn usage_refusal(
+    state: &SystemState,
+    device: &BlockDevice,
+    shown: &Path,
+) -> Option<SafetyError> {
+    let path = shown.to_path_buf();
+    let physical = state.physical_disks(&device.name);
+    if let Some((disk, mount_point)) = state
+        .system_disks()
+        .into_iter()
+        .find(|(disk, _)| physical.contains(disk))
+    {
+        return Some(SafetyError::SystemDisk {
+            path,
+            disk,
+            mount_point,
+        });
+    }
+    if let Some(mount_point) = state.mount_points(&device.name).first() {
+        return Some(SafetyError::Mounted {
+            path,
+            mount_point: (*mount_point).to_owned(),
+        });
+    }
+    if state.is_swap(&device.name) {
+        return Some(SafetyError::Swap { path });
+    }
+    if let Some(holder) = device.holders.first() {
+        return Some(SafetyError::Held {
+            path,
+            holder: holder.to_string(),
+            fix: holder_fix(holder.kind(), holder),
+        });
+    }
+    for partition in &device.partitions {
+        if let Some(usage) = describe_use(state, partition) {
+            return Some(SafetyError::PartitionInUse {
+                path,
+                partition: partition.clone(),
+                usage,
+            });
+        }
+    }
+    if let Some(disk) = &device.parent {
+        let siblings_in_use = state.by_name(disk).and_then(|parent| {
+            describe_use(state, disk).or_else(|| {
+                parent
+                    .partitions
+                    .iter()
+                    .filter(|p| **p != device.name)
+                    .find_map(|p| describe_use(state, p).map(|usage| format!("{p} {usage}")))
+            })
+        });
+        if let Some(usage) = siblings_in_use {
+            return Some(SafetyError::DiskInUse {
+                path,
+                disk: disk.clone(),
+                usage,
+            });
+        }
+    }
+    if device.read_only {
+        return Some(SafetyError::ReadOnly { path });
+    }
+    None
+}
+
+/// `mounted at /x`, `active swap`, `held by dm-3 (x)` — or None when `name` is unused.
+fn describe_use(state: &SystemState, name: &str) -> Option<String> {
+    if let Some(mount_point) = state.mount_points(name).first() {
+        return Some(format!("mounted at {mount_point}"));
+    }
+    if state.is_swap(name) {
+        return Some("active swap".to_owned());
+    }
+    let device = state.by_name(name)?;
+    device
+        .holders
+        .first()
+        .map(|holder| format!("held by {holder}"))
+}
+
+fn holder_fix(kind: HolderKind, holder: &crate::sysfs::Holder) -> String {
+    let dm_name = holder.dm_name.as_deref().unwrap_or(&holder.name);
+    match kind {
+        HolderKind::Tosskey => {
+            format!("it belongs to the tosskey volume {dm_name}: see tosskey status, remove it with tosskey close {dm_name}")
+        }
+        HolderKind::Md => format!(
+            "it is a member of the md array {}: stop the array first",
+            holder.name
+        ),
+        HolderKind::Lvm => {
+            format!("it is an LVM physical volume in use by {dm_name}: remove it from LVM first")
+        }
+        HolderKind::Cryptsetup => {
+            format!("close the cryptsetup mapping first (cryptsetup close {dm_name})")
+        }
+        HolderKind::OtherDm => {
+            format!("remove the device-mapper device first (dmsetup remove {dm_name})")
+        }
+        HolderKind::Other => format!("detach it from {} first", holder.name),
+    }
+}

@@ -1,0 +1,642 @@
+//! What the kernel says about block devices and their use, read from sysfs and procfs.
+//!
+//! Everything takes a [`SystemRoot`] so tests run against fake trees: `sys/class/block/*`
+//! (dev, size, ro, removable, queue/*, holders/, slaves/, partition, device/model …),
+//! `proc/self/mountinfo`, `proc/swaps` and `dev/disk/by-id`. No ioctl is needed: sizes come
+//! from `size` (always in 512-byte units) and `queue/*_block_size`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Where sysfs, procfs and /dev are mounted. [`SystemRoot::host`] for the real machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemRoot {
+    pub sys: PathBuf,
+    pub proc: PathBuf,
+    pub dev: PathBuf,
+}
+
+impl SystemRoot {
+    /// `/sys`, `/proc`, `/dev`.
+    pub fn host() -> Self {
+        SystemRoot::under(Path::new("/"))
+    }
+
+    /// `<prefix>/sys`, `<prefix>/proc`, `<prefix>/dev` — a fake tree in tests.
+    pub fn under(prefix: &Path) -> Self {
+        SystemRoot {
+            sys: prefix.join("sys"),
+            proc: prefix.join("proc"),
+            dev: prefix.join("dev"),
+        }
+    }
+
+    fn class_block(&self) -> PathBuf {
+        self.sys.join("class/block")
+    }
+}
+
+/// A block device number, `major:minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DevNum {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl DevNum {
+    /// From `st_rdev` of a device node.
+    pub fn from_rdev(rdev: u64) -> Self {
+        DevNum {
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+        }
+    }
+}
+
+impl fmt::Display for DevNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+impl FromStr for DevNum {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (major, minor) = s.trim().split_once(':').ok_or(())?;
+        Ok(DevNum {
+            major: major.parse().map_err(|_| ())?,
+            minor: minor.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// Another block device stacked on this one (from `holders/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// Kernel name: `dm-3`, `md127`.
+    pub name: String,
+    /// Device-mapper name (`dm/name`), when the holder is a dm device.
+    pub dm_name: Option<String>,
+    /// Device-mapper UUID (`dm/uuid`): its prefix tells the manager (`CRYPT-`, `LVM-`, `TOSSKEY-`).
+    pub dm_uuid: Option<String>,
+}
+
+/// Who manages a holder, as far as its name and dm UUID tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HolderKind {
+    /// A tosskey mapping (dm UUID prefix `TOSSKEY-`).
+    Tosskey,
+    /// An md array (`md*`).
+    Md,
+    /// LVM (`LVM-`).
+    Lvm,
+    /// cryptsetup (`CRYPT-`).
+    Cryptsetup,
+    /// Any other device-mapper device.
+    OtherDm,
+    /// bcache, drbd, …
+    Other,
+}
+
+impl Holder {
+    pub fn kind(&self) -> HolderKind {
+        let uuid = self.dm_uuid.as_deref().unwrap_or("");
+        if self.name.starts_with("md") {
+            HolderKind::Md
+        } else if uuid.starts_with("TOSSKEY-") {
+            HolderKind::Tosskey
+        } else if uuid.starts_with("LVM-") {
+            HolderKind::Lvm
+        } else if uuid.starts_with("CRYPT-") {
+            HolderKind::Cryptsetup
+        } else if self.name.starts_with("dm-") {
+            HolderKind::OtherDm
+        } else {
+            HolderKind::Other
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    /// `dm-3 (tosskey-x)` or `md127`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dm_name {
+            Some(dm_name) => write!(f, "{} ({dm_name})", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One entry of `/sys/class/block`: a whole disk, a partition, a dm or md device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockDevice {
+    /// Kernel name (`nvme1n1`, `vdb`, `nvme0n1p2`, `dm-0`).
+    pub name: String,
+    pub dev: DevNum,
+    pub size_bytes: u64,
+    pub logical_block_size: u32,
+    pub physical_block_size: u32,
+    pub removable: bool,
+    pub rotational: bool,
+    pub read_only: bool,
+    /// `device/model` (SCSI, NVMe controller); trimmed.
+    pub model: Option<String>,
+    /// `device/vendor` (SCSI).
+    pub vendor: Option<String>,
+    /// `serial` (virtio), `device/serial` (NVMe controller) or `device/vpd_pg80` (SCSI).
+    pub serial: Option<String>,
+    /// `wwid` (NVMe namespace) or `device/wwid` (SCSI).
+    pub wwid: Option<String>,
+    /// For a partition: the disk it belongs to.
+    pub parent: Option<String>,
+    /// For a disk: its partitions' kernel names.
+    pub partitions: Vec<String>,
+    pub holders: Vec<Holder>,
+    /// Devices this one is built on (`slaves/`): members of a dm or md device.
+    pub slaves: Vec<String>,
+    /// Names of `/dev/disk/by-id` links that point here (none without udev).
+    pub by_id: Vec<String>,
+}
+
+impl BlockDevice {
+    pub fn is_partition(&self) -> bool {
+        self.parent.is_some()
+    }
+}
+
+/// An entry of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountEntry {
+    /// The st_dev of the filesystem (`0:N` for btrfs and other anonymous devices).
+    pub dev: DevNum,
+    pub mount_point: String,
+    pub fs_type: String,
+    /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
+    pub source: String,
+}
+
+/// An entry of `/proc/swaps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwapEntry {
+    pub path: String,
+    /// `partition` or `file`.
+    pub kind: String,
+}
+
+/// A consistent snapshot of block devices and their use.
+#[derive(Debug, Clone)]
+pub struct SystemState {
+    pub root: SystemRoot,
+    pub devices: Vec<BlockDevice>,
+    pub mounts: Vec<MountEntry>,
+    pub swaps: Vec<SwapEntry>,
+}
+
+/// Mount points whose backing disks are the system's: never a member, never discovered.
+const SYSTEM_MOUNT_POINTS: [&str; 5] = ["/", "/boot", "/boot/efi", "/efi", "/usr"];
+
+impl SystemState {
+    /// Read sysfs, mountinfo and swaps under `root`. A missing `proc/swaps` (no swap
+    /// support) counts as no swap; a missing `sys/class/block` or mountinfo is an error.
+    pub fn read(root: &SystemRoot) -> io::Result<Self> {
+        let devices = read_block_devices(root)?;
+        let mounts = parse_mountinfo(&fs::read_to_string(root.proc.join("self/mountinfo"))?);
+        let swaps = match fs::read_to_string(root.proc.join("swaps")) {
+            Ok(text) => parse_swaps(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(SystemState {
+            root: root.clone(),
+            devices,
+            mounts,
+            swaps,
+        })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&BlockDevice> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    pub fn by_dev(&self, dev: DevNum) -> Option<&BlockDevice> {
+        self.devices.iter().find(|d| d.dev == dev)
+    }
+
+    /// The device a `/dev/...` path names: by the node's device number when it is a real
+    /// node, else by following a symlink (`/dev/disk/by-id/x`, `/dev/mapper/x` with udev)
+    /// or by its name (`/dev/mapper/<dm name>`, `/dev/<kernel name>`).
+    pub fn resolve_dev_path(&self, path: &str) -> Option<&BlockDevice> {
+        let rel = path.strip_prefix("/dev/")?;
+        let node = self.root.dev.join(rel);
+        if let Ok(meta) = fs::metadata(&node) {
+            if meta.file_type().is_block_device() {
+                if let Some(found) = self.by_dev(DevNum::from_rdev(meta.rdev())) {
+                    return Some(found);
+                }
+            }
+        }
+        if let Ok(target) = fs::read_link(&node) {
+            if let Some(found) = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| self.by_name(n))
+            {
+                return Some(found);
+            }
+        }
+        if let Some(dm_name) = rel.strip_prefix("mapper/") {
+            return self.devices.iter().find(|d| {
+                d.name.starts_with("dm-") && self.dm_name_of(&d.name).as_deref() == Some(dm_name)
+            });
+        }
+        self.by_name(rel.rsplit('/').next()?)
+    }
+
+    fn dm_name_of(&self, name: &str) -> Option<String> {
+        read_trimmed(&self.root.class_block().join(name).join("dm/name"))
+    }
+
+    /// The device a mount entry lives on: by its device number, or for anonymous device
+    /// numbers (btrfs reports `0:N`) by its source path.
+    pub fn mount_device(&self, mount: &MountEntry) -> Option<&BlockDevice> {
+        if mount.dev.major != 0 {
+            if let Some(found) = self.by_dev(mount.dev) {
+                return Some(found);
+            }
+        }
+        self.resolve_dev_path(&mount.source)
+    }
+
+    /// Mount points of `name` itself.
+    pub fn mount_points(&self, name: &str) -> Vec<&str> {
+        self.mounts
+            .iter()
+            .filter(|m| self.mount_device(m).is_some_and(|d| d.name == name))
+            .map(|m| m.mount_point.as_str())
+            .collect()
+    }
+
+    /// Whether `name` is an active swap partition.
+    pub fn is_swap(&self, name: &str) -> bool {
+        self.swaps.iter().any(|s| {
+            s.kind == "partition"
+                && self
+                    .resolve_dev_path(&s.path)
+                    .is_some_and(|d| d.name == name)
+        })
+    }
+
+    /// The whole disks below `name`: itself if it is a disk, its parent if a partition, and
+    /// for dm/md devices every disk reached through `slaves/`.
+    pub fn physical_disks(&self, name: &str) -> BTreeSet<String> {
+        let mut disks = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        self.collect_physical(name, &mut disks, &mut seen);
+        disks
+    }
+
+    fn collect_physical(
+        &self,
+        name: &str,
+        disks: &mut BTreeSet<String>,
+        seen: &mut BTreeSet<String>,
+    ) {
+        if !seen.insert(name.to_owned()) {
+            return;
+        }
+        let Some(device) = self.by_name(name) else {
+            return;
+        };
+        if let Some(parent) = &device.parent {
+            self.collect_physical(parent, disks, seen);
+        } else if device.slaves.is_empty() {
+            disks.insert(device.name.clone());
+        } else {
+            for slave in &device.slaves {
+                self.collect_physical(slave, disks, seen);
+            }
+        }
+    }
+
+    /// Disks holding `/`, `/boot` (and `/boot/efi`, `/efi`, `/usr`), through any dm/md stack,
+    /// with the mount point that made each one a system disk.
+    pub fn system_disks(&self) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for mount in &self.mounts {
+            if !SYSTEM_MOUNT_POINTS.contains(&mount.mount_point.as_str()) {
+                continue;
+            }
+            if let Some(device) = self.mount_device(mount) {
+                for disk in self.physical_disks(&device.name) {
+                    if !found.iter().any(|(d, _)| *d == disk) {
+                        found.push((disk, mount.mount_point.clone()));
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let trimmed = text.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    read_trimmed(path)?.parse().ok()
+}
+
+fn read_flag(path: &Path) -> bool {
+    read_trimmed(path).as_deref() == Some("1")
+}
+
+fn dir_names(path: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort_by(|a, b| natural_cmp(a, b));
+    names
+}
+
+/// SCSI unit serial number page 0x80: 4-byte header, then the ASCII serial.
+fn vpd_pg80_serial(path: &Path) -> Option<String> {
+    let raw = fs::read(path).ok()?;
+    let len = usize::from(*raw.get(3)?);
+    let serial = String::from_utf8_lossy(raw.get(4..4 + len)?)
+        .trim()
+        .to_owned();
+    (!serial.is_empty()).then_some(serial)
+}
+
+fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
+    let class = root.class_block();
+    let by_id = read_by_id(root);
+    let mut devices = Vec::new();
+    for entry in fs::read_dir(&class)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let dir = class.join(&name);
+        let Some(dev) = read_trimmed(&dir.join("dev")).and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let parent = if dir.join("partition").exists() {
+            fs::canonicalize(&dir)?
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+        } else {
+            None
+        };
+        let partitions = if parent.is_none() {
+            dir_names(&dir)
+                .into_iter()
+                .filter(|child| dir.join(child).join("partition").exists())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A partition's queue/ and device/ are its disk's.
+        let disk_dir = match &parent {
+            Some(p) => class.join(p),
+            None => dir.clone(),
+        };
+        let logical = read_u64(&disk_dir.join("queue/logical_block_size")).unwrap_or(512);
+        let physical = read_u64(&disk_dir.join("queue/physical_block_size")).unwrap_or(logical);
+        let holders = dir_names(&dir.join("holders"))
+            .into_iter()
+            .map(|holder| {
+                let holder_dir = class.join(&holder);
+                Holder {
+                    dm_name: read_trimmed(&holder_dir.join("dm/name")),
+                    dm_uuid: read_trimmed(&holder_dir.join("dm/uuid")),
+                    name: holder,
+                }
+            })
+            .collect();
+        let identity_dir = if parent.is_some() { &disk_dir } else { &dir };
+        let serial = read_trimmed(&identity_dir.join("serial"))
+            .or_else(|| read_trimmed(&identity_dir.join("device/serial")))
+            .or_else(|| vpd_pg80_serial(&identity_dir.join("device/vpd_pg80")));
+        devices.push(BlockDevice {
+            by_id: by_id
+                .iter()
+                .filter(|(_, target)| *target == name)
+                .map(|(link, _)| link.clone())
+                .collect(),
+            dev,
+            size_bytes: read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512),
+            logical_block_size: u32::try_from(logical).unwrap_or(512),
+            physical_block_size: u32::try_from(physical).unwrap_or(512),
+            removable: read_flag(&disk_dir.join("removable")),
+            rotational: read_flag(&disk_dir.join("queue/rotational")),
+            read_only: read_flag(&dir.join("ro")),
+            model: read_trimmed(&identity_dir.join("device/model")),
+            vendor: read_trimmed(&identity_dir.join("device/vendor")),
+            serial,
+            wwid: read_trimmed(&identity_dir.join("wwid"))
+                .or_else(|| read_trimmed(&identity_dir.join("device/wwid"))),
+            parent,
+            partitions,
+            holders,
+            slaves: dir_names(&dir.join("slaves")),
+            name,
+        });
+    }
+    devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    Ok(devices)
+}
+
+/// `(link name, target kernel name)` for every `/dev/disk/by-id` symlink.
+fn read_by_id(root: &SystemRoot) -> Vec<(String, String)> {
+    let dir = root.dev.join("disk/by-id");
+    dir_names(&dir)
+        .into_iter()
+        .filter_map(|link| {
+            let target = fs::read_link(dir.join(&link)).ok()?;
+            let name = target.file_name()?.to_str()?.to_owned();
+            Some((link, name))
+        })
+        .collect()
+}
+
+/// Undo the octal escapes (`\040` for a space) of mountinfo and /proc/swaps.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(digits) = field.get(i + 1..i + 4) {
+                if digits.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+                    if let Ok(value) = u8::from_str_radix(digits, 8) {
+                        out.push(value);
+                        i += 4;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse `/proc/self/mountinfo` (proc(5)): `id parent major:minor root mount-point options
+/// [optional fields…] - fstype source super-options`. Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let dev = fields.get(2)?.parse().ok()?;
+            let mount_point = unescape_octal(fields.get(4)?);
+            let mut rest = after.split(' ');
+            let fs_type = rest.next()?.to_owned();
+            let source = unescape_octal(rest.next()?);
+            Some(MountEntry {
+                dev,
+                mount_point,
+                fs_type,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Parse `/proc/swaps`: a header line, then `path type size used priority`.
+pub fn parse_swaps(text: &str) -> Vec<SwapEntry> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some(SwapEntry {
+                path: unescape_octal(fields.next()?),
+                kind: fields.next()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Natural order: digit runs compare as numbers, so `nvme2n1` < `nvme10n1`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let a_len = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let b_len = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (a_num, b_num) = (&a[..a_len], &b[..b_len]);
+                let a_trim = trim_leading_zeros(a_num);
+                let b_trim = trim_leading_zeros(b_num);
+                let order = a_trim
+                    .len()
+                    .cmp(&b_trim.len())
+                    .then_with(|| a_trim.cmp(b_trim));
+                if order.is_ne() {
+                    return order;
+                }
+                a = &a[a_len..];
+                b = &b[b_len..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_leading_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    &digits[zeros..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_compares_numbers() {
+        let mut names = vec![
+            "nvme10n1", "nvme2n1", "nvme1n1", "sda", "nvme1n10", "nvme1n2",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["nvme1n1", "nvme1n2", "nvme1n10", "nvme2n1", "nvme10n1", "sda"]
+        );
+    }
+
+    #[test]
+    fn mountinfo_fields_and_escapes() {
+        let text = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+36 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
+40 36 259:5 / /mnt/my\\040data rw master:2 - xfs /dev/nvme1n1 rw
+41 36 0:45 / /home rw - btrfs /dev/vdb rw
+";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(
+            mounts[1].dev,
+            DevNum {
+                major: 259,
+                minor: 2
+            }
+        );
+        assert_eq!(mounts[1].mount_point, "/");
+        assert_eq!(mounts[1].source, "/dev/nvme0n1p1");
+        assert_eq!(mounts[2].mount_point, "/mnt/my data");
+        assert_eq!(mounts[2].fs_type, "xfs");
+        assert_eq!(mounts[3].dev.major, 0);
+    }
+
+    #[test]
+    fn swaps_skip_header() {
+        let text = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/nvme2n1 partition 1048572 0 -2\n/swap\\040file file 1024 0 -3\n";
+        let swaps = parse_swaps(text);
+        assert_eq!(swaps.len(), 2);
+        assert_eq!(swaps[0].path, "/dev/nvme2n1");
+        assert_eq!(swaps[0].kind, "partition");
+        assert_eq!(swaps[1].path, "/swap file");
+    }
+
+    #[test]
+    fn devnum_parses_and_prints() {
+        let dev: DevNum = "259:12\n".parse().unwrap();
+        assert_eq!(
+            dev,
+            DevNum {
+                major: 259,
+                minor: 12
+            }
+        );
+        assert_eq!(dev.to_string(), "259:12");
+        assert!("259".parse::<DevNum>().is_err());
+        // makedev(259, 12) on Linux/glibc.
+        assert_eq!(DevNum::from_rdev((259 << 8) | 12), dev);
+    }
+}

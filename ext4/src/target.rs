@@ -1,0 +1,248 @@
+//! Opening the target and refusing the dangerous ones before anything is written:
+//! read-only, mounted, in use (held by dm/md/a partition mount), attached to a loop device.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// What kind of thing is being formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A block device (`/dev/...`): size from seeking to its end.
+    BlockDevice {
+        /// Device number.
+        major: u32,
+        /// Device number.
+        minor: u32,
+    },
+    /// A regular file (an image): size from its length; holes can be punched.
+    RegularFile,
+}
+
+/// An opened, checked target.
+#[derive(Debug)]
+pub struct Target {
+    /// The open file or device, read-write.
+    pub file: File,
+    /// Block device or image file.
+    pub kind: TargetKind,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Split a `st_rdev` into major and minor (glibc's `gnu_dev_major`/`gnu_dev_minor` encoding).
+pub fn split_dev(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (
+        u32::try_from(major).expect("major numbers are 32-bit"),
+        u32::try_from(minor).expect("minor numbers are 32-bit"),
+    )
+}
+
+/// Open `path` read-write and refuse it if it is mounted, in use, read-only or neither
+/// a block device nor a regular file. Nothing is written.
+pub fn open(path: &Path) -> Result<Target, Error> {
+    let target = path.to_path_buf();
+    let metadata = std::fs::metadata(path).map_err(|source| Error::Open {
+        target: target.clone(),
+        source,
+    })?;
+    let kind = if metadata.file_type().is_block_device() {
+        let (major, minor) = split_dev(metadata.rdev());
+        TargetKind::BlockDevice { major, minor }
+    } else if metadata.file_type().is_file() {
+        TargetKind::RegularFile
+    } else {
+        return Err(Error::NotBlockDeviceOrFile { target });
+    };
+    if let Some(mount_point) = mounted_at(path, kind)? {
+        return Err(Error::Mounted {
+            target,
+            mount_point,
+        });
+    }
+    match kind {
+        TargetKind::BlockDevice { major, minor } => {
+            if sysfs_flag(major, minor, "ro") {
+                return Err(Error::ReadOnly { target });
+            }
+        }
+        TargetKind::RegularFile => {
+            if let Some(loop_device) = loop_device_backed_by(path) {
+                return Err(Error::AttachedToLoop {
+                    target,
+                    loop_device,
+                });
+            }
+        }
+    }
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if matches!(kind, TargetKind::BlockDevice { .. }) {
+        // O_EXCL on a block device: the kernel refuses it while the device, or a partition
+        // of it, is mounted or claimed by device-mapper or md.
+        options.custom_flags(nix::fcntl::OFlag::O_EXCL.bits());
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(code)
+                if code == nix::errno::Errno::EROFS as i32
+                    || code == nix::errno::Errno::EACCES as i32
+                    || code == nix::errno::Errno::EPERM as i32 =>
+            {
+                Error::ReadOnly {
+                    target: target.clone(),
+                }
+            }
+            Some(code) if code == nix::errno::Errno::EBUSY as i32 => Error::InUse {
+                target: target.clone(),
+            },
+            _ => Error::Open {
+                target: target.clone(),
+                source,
+            },
+        })?;
+    let size = match kind {
+        TargetKind::RegularFile => metadata.len(),
+        TargetKind::BlockDevice { .. } => {
+            file.seek(SeekFrom::End(0)).map_err(|source| Error::Io {
+                target: target.clone(),
+                action: "seek to the end of",
+                source,
+            })?
+        }
+    };
+    Ok(Target { file, kind, size })
+}
+
+/// Whether `/sys/dev/block/MAJOR:MINOR/<name>` reads "1".
+fn sysfs_flag(major: u32, minor: u32, name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/{name}"))
+        .is_ok_and(|value| value.trim() == "1")
+}
+
+/// Undo the octal escapes (`\040` for space...) of `/proc/self/mountinfo` fields.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match octal {
+            Some(value) if bytes[i] == b'\\' => {
+                out.push(value);
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where `path` is mounted, per `/proc/self/mountinfo`: a block device matches by
+/// `MAJOR:MINOR` (field 3) or by mount source; a file by mount source.
+fn mounted_at(path: &Path, kind: TargetKind) -> Result<Option<PathBuf>, Error> {
+    let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => text,
+        // No /proc (a bare initramfs before mounting it): O_EXCL still guards devices.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                target: PathBuf::from("/proc/self/mountinfo"),
+                action: "read",
+                source,
+            })
+        }
+    };
+    let canonical = std::fs::canonicalize(path).ok();
+    Ok(find_mount(&mountinfo, kind, canonical.as_deref()))
+}
+
+/// The mount point in `mountinfo` that uses `kind`/`canonical`, if any.
+fn find_mount(mountinfo: &str, kind: TargetKind, canonical: Option<&Path>) -> Option<PathBuf> {
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(separator) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(dev), Some(mount_point), Some(source)) =
+            (fields.get(2), fields.get(4), fields.get(separator + 2))
+        else {
+            continue;
+        };
+        let dev_matches = match kind {
+            TargetKind::BlockDevice { major, minor } => *dev == format!("{major}:{minor}"),
+            TargetKind::RegularFile => false,
+        };
+        let source_matches = canonical.is_some_and(|target| {
+            std::fs::canonicalize(unescape_mountinfo(source)).is_ok_and(|s| s == target)
+        });
+        if dev_matches || source_matches {
+            return Some(PathBuf::from(unescape_mountinfo(mount_point)));
+        }
+    }
+    None
+}
+
+/// A loop device whose backing file is `path` (it may be mounted through the loop).
+fn loop_device_backed_by(path: &Path) -> Option<String> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let entries = std::fs::read_dir("/sys/block").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
+        if Path::new(backing.trim_end_matches('\n')) == canonical {
+            return Some(format!("/dev/{name}"));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 7:3 / /mnt/my\\040disk rw,relatime shared:2 - ext4 /dev/loop3 rw
+31 22 0:40 / /proc rw shared:3 - proc proc rw
+";
+
+    #[test]
+    fn finds_a_block_device_by_major_minor() {
+        let kind = TargetKind::BlockDevice { major: 7, minor: 3 };
+        assert_eq!(
+            find_mount(MOUNTINFO, kind, None),
+            Some(PathBuf::from("/mnt/my disk"))
+        );
+        let other = TargetKind::BlockDevice { major: 7, minor: 4 };
+        assert_eq!(find_mount(MOUNTINFO, other, None), None);
+    }
+
+    #[test]
+    fn regular_files_are_not_matched_by_device_number() {
+        assert_eq!(find_mount(MOUNTINFO, TargetKind::RegularFile, None), None);
+    }
+
+    #[test]
+    fn splits_device_numbers_like_glibc() {
+        assert_eq!(split_dev(0x0703), (7, 3));
+        assert_eq!(split_dev((259 << 8) | 0x12 | (0x1 << 20)), (259, 0x112));
+    }
+}

@@ -155,6 +155,9 @@ pub(crate) fn ioctl_fix(command: Command, errno: Option<i32>) -> &'static str {
         (Command::TableLoad, Some(libc::ENOKEY | libc::EKEYREVOKED)) => {
             "the kernel found no usable keyring key; load the table from the thread that added it, or use hex key loading"
         }
+        (Command::TableLoad, Some(libc::ENOENT)) => {
+            "the kernel has no such cipher or target type; check the cipher spec and that its module (dm-crypt, xts, twofish/aes) is available"
+        }
         (Command::TableLoad, Some(libc::EBUSY)) => {
             "a backing device is held exclusively (mounted, in another mapping or md array, or opened with O_EXCL); release it"
         }

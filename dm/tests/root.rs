@@ -1,0 +1,534 @@
+//! Root tests of tosskey-dm against the guest kernel (Debian 6.1, no udev). Run with
+//! `scripts/vm-test -p tosskey-dm`; on the host they are listed as ignored.
+
+mod common;
+
+use std::fs::{self, File};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{dev_of, hex, name, pattern, read_direct, test_key, write_direct, Cleanup};
+use tosskey_dm::{
+    activate_crypt, CryptKeyField, CryptOptions, CryptTarget, DmControl, DmUuid, Error, KeyLoaded,
+    KeyLoading, LinearTarget, Sectors, StripeMember, StripedTarget, ELIDED_KEY,
+};
+use tosskey_testkit::LoopDevice;
+
+const MIB: u64 = 1 << 20;
+
+fn uuid(text: &str) -> DmUuid {
+    DmUuid::new(&format!("TOSSKEY-TEST-{text}")).unwrap()
+}
+
+fn tosskey_keys_in_proc() -> Vec<String> {
+    fs::read_to_string("/proc/keys")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("tosskey:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits up to 2 s for the key garbage collector to drop invalidated keys from /proc/keys.
+fn wait_until_no_tosskey_keys() -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let keys = tosskey_keys_in_proc();
+        if keys.is_empty() || Instant::now() > deadline {
+            return keys;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn dm_version_is_4_x_and_crypt_is_available() {
+    let dm = DmControl::open().unwrap();
+    let (major, minor, patch) = dm.version().unwrap();
+    eprintln!("device-mapper interface {major}.{minor}.{patch}");
+    assert_eq!(major, 4);
+    assert!(minor >= 20, "interface 4.{minor} lacks DM_SECURE_DATA_FLAG");
+    let targets = dm.target_versions().unwrap();
+    for wanted in ["crypt", "linear", "striped"] {
+        assert!(
+            targets.iter().any(|t| t.name == wanted),
+            "target {wanted} missing from {targets:?}"
+        );
+    }
+    assert!(!dm.udev_running(), "the harness guest runs no udev");
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn linear_mapping_create_load_resume_remove() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(8 * MIB).unwrap();
+    let n = name("tkdm-linear");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let created = dm.create(&n, &uuid("linear")).unwrap();
+    let info = dm.info(&n).unwrap();
+    assert_eq!(info.dev, created);
+    assert!(!info.live_table && !info.inactive_table);
+    assert_eq!(info.uuid.as_deref(), Some("TOSSKEY-TEST-linear"));
+
+    let linear = LinearTarget {
+        device: dev_of(&backing),
+        offset: Sectors(8),
+        length: Sectors(backing.size_sectors() - 8),
+    };
+    dm.load_table(&n, &[linear.line(Sectors(0)).unwrap()])
+        .unwrap();
+    assert!(dm.info(&n).unwrap().inactive_table);
+    let dev = dm.resume(&n).unwrap();
+    assert_eq!(dev, created);
+    let info = dm.info(&n).unwrap();
+    assert!(info.live_table && !info.suspended && !info.read_only);
+    assert_eq!(info.target_count, 1);
+    let table = dm.table(&n).unwrap();
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[0].target_type, "linear");
+    assert_eq!(table[0].params, format!("{} 8", dev_of(&backing)));
+    assert_eq!(table[0].length, linear.length);
+    assert!(dm.list().unwrap().contains(&(n.clone(), dev)));
+
+    // Data written at mapping sector 0 lands at sector 8 of the backing device.
+    let node = DmControl::node_path(&n);
+    let data = pattern(4096);
+    write_direct(&node, 0, &data);
+    assert_eq!(read_direct(backing.path(), 8 * 512, 4096), data);
+
+    dm.remove(&n).unwrap();
+    assert!(!node.exists(), "{} left behind", node.display());
+    let err = dm.info(&n).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENXIO), "{err}");
+    assert!(!dm.list().unwrap().iter().any(|(listed, _)| *listed == n));
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn hex_key_is_returned_by_the_kernel_and_elided_by_table() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(4 * MIB).unwrap();
+    let n = name("tkdm-hex");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let key = test_key();
+    let target = CryptTarget::new(
+        "aes-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let activation = activate_crypt(&dm, &n, &uuid("hex"), &target, &key, KeyLoading::Hex).unwrap();
+    assert_eq!(activation.key_loaded, KeyLoaded::Hex);
+
+    let table = dm.table(&n).unwrap();
+    assert_eq!(table.len(), 1);
+    let key_hex = hex(&key);
+    assert!(
+        !table[0].params.contains(&key_hex),
+        "table() leaked the key"
+    );
+    assert_eq!(
+        table[0].params,
+        format!("aes-xts-plain64 {ELIDED_KEY} 0 {} 0", dev_of(&backing))
+    );
+    let crypt = table[0].crypt.as_ref().unwrap();
+    assert_eq!(crypt.key, CryptKeyField::Hex { bytes: 64 });
+    assert!(!format!("{table:?}").contains(&key_hex));
+
+    // What dm-crypt keeps: the hex key, handed back by TABLE_STATUS.
+    let secret = dm.table_with_keys(&n).unwrap();
+    assert!(
+        secret[0].params.contains(&key_hex),
+        "the kernel no longer returns hex keys?"
+    );
+    assert!(!format!("{secret:?}").contains(&key_hex));
+
+    // The mapping encrypts: plaintext in, something else on the disk, plaintext back.
+    let data = pattern(8192);
+    write_direct(&activation.node, 0, &data);
+    assert_eq!(read_direct(&activation.node, 0, 8192), data);
+    assert_ne!(read_direct(backing.path(), 0, 8192), data);
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn keyring_key_is_invalidated_and_absent_from_the_table() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(4 * MIB).unwrap();
+    let n = name("tkdm-keyring");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let key = test_key();
+    let options = CryptOptions {
+        sector_size: 4096,
+        ..CryptOptions::default()
+    };
+    let target = CryptTarget::new(
+        "twofish-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap()
+    .with_options(options);
+    let activation = activate_crypt(
+        &dm,
+        &n,
+        &uuid("keyring"),
+        &target,
+        &key,
+        KeyLoading::Keyring,
+    )
+    .unwrap();
+    assert_eq!(
+        activation.key_loaded,
+        KeyLoaded::Keyring {
+            description: "tosskey:tkdm-keyring".into()
+        }
+    );
+    let leftover = wait_until_no_tosskey_keys();
+    assert!(leftover.is_empty(), "keys left in /proc/keys: {leftover:?}");
+
+    let key_hex = hex(&key);
+    let secret = dm.table_with_keys(&n).unwrap();
+    assert!(!secret[0].params.contains(&key_hex));
+    let table = dm.table(&n).unwrap();
+    assert_eq!(
+        table[0].params,
+        format!(
+            "twofish-xts-plain64 :64:logon:tosskey:tkdm-keyring 0 {} 0 1 sector_size:4096",
+            dev_of(&backing)
+        )
+    );
+    eprintln!("table after keyring load: {}", table[0].params);
+
+    // The invalidated key is not needed any more: the mapping keeps working.
+    let data = pattern(16384);
+    write_direct(&activation.node, 4096, &data);
+    assert_eq!(read_direct(&activation.node, 4096, data.len()), data);
+    let raw = read_direct(backing.path(), 4096, data.len());
+    assert_ne!(raw, data);
+    dm.remove(&n).unwrap();
+
+    // And it was the right key: a hex-keyed mapping with the same key reads the plaintext.
+    let again = activate_crypt(&dm, &n, &uuid("keyring"), &target, &key, KeyLoading::Hex).unwrap();
+    assert_eq!(read_direct(&again.node, 4096, data.len()), data);
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn auto_loading_prefers_the_keyring() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(2 * MIB).unwrap();
+    let n = name("tkdm-auto");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let target = CryptTarget::new(
+        "aes-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let activation = activate_crypt(
+        &dm,
+        &n,
+        &uuid("auto"),
+        &target,
+        &test_key(),
+        KeyLoading::Auto,
+    )
+    .unwrap();
+    assert!(matches!(activation.key_loaded, KeyLoaded::Keyring { .. }));
+    assert!(wait_until_no_tosskey_keys().is_empty());
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn remove_of_a_busy_device_names_who_holds_it() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(4 * MIB).unwrap();
+    let lower = name("tkdm-busy-lower");
+    let upper = name("tkdm-busy-upper");
+    let _cleanup = Cleanup(vec![lower.clone(), upper.clone()]);
+    let sectors = Sectors(backing.size_sectors());
+    dm.create(&lower, &uuid("busy-lower")).unwrap();
+    let linear = LinearTarget {
+        device: dev_of(&backing),
+        offset: Sectors(0),
+        length: sectors,
+    };
+    dm.load_table(&lower, &[linear.line(Sectors(0)).unwrap()])
+        .unwrap();
+    let lower_dev = dm.resume(&lower).unwrap();
+
+    // Held by an open file descriptor of this process.
+    let holder = File::open(DmControl::node_path(&lower)).unwrap();
+    let started = Instant::now();
+    let err = dm.remove(&lower).unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "gave up without retrying"
+    );
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(matches!(err, Error::Busy { open_count: 1, .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("open by pid {}", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        text.contains("tkdm-busy-lower") && !text.contains('\n'),
+        "{text}"
+    );
+    drop(holder);
+
+    // Held by a mapping stacked on it.
+    dm.create(&upper, &uuid("busy-upper")).unwrap();
+    let stacked = LinearTarget {
+        device: lower_dev,
+        offset: Sectors(0),
+        length: sectors,
+    };
+    dm.load_table(&upper, &[stacked.line(Sectors(0)).unwrap()])
+        .unwrap();
+    dm.resume(&upper).unwrap();
+    let text = dm.remove(&lower).unwrap_err().to_string();
+    eprintln!("{text}");
+    assert!(text.contains("(tkdm-busy-upper)"), "{text}");
+    dm.remove(&upper).unwrap();
+    dm.remove(&lower).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn shred_wipes_the_key_so_resume_fails_and_remove_succeeds() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(4 * MIB).unwrap();
+    let n = name("tkdm-shred");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let key = test_key();
+    let target = CryptTarget::new(
+        "twofish-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let activation =
+        activate_crypt(&dm, &n, &uuid("shred"), &target, &key, KeyLoading::Keyring).unwrap();
+    let data = pattern(8192);
+    write_direct(&activation.node, 0, &data);
+
+    // `key wipe` is refused while the device is live.
+    let err = dm.wipe_crypt_key(&n).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EINVAL), "{err}");
+
+    dm.suspend(&n).unwrap();
+    assert!(dm.info(&n).unwrap().suspended);
+    dm.wipe_crypt_key(&n).unwrap();
+    let after_wipe = dm.table_with_keys(&n).unwrap();
+    eprintln!(
+        "table after key wipe: {}",
+        after_wipe[0]
+            .params
+            .split(' ')
+            .nth(1)
+            .map_or("?", |k| if k.bytes().all(|b| b == b'0') {
+                "all-zero hex key"
+            } else {
+                k
+            })
+    );
+    assert!(!after_wipe[0].params.contains(&hex(&key)));
+    let err = dm.resume(&n).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EAGAIN), "{err}");
+    assert!(err.to_string().contains("wiped"), "{err}");
+    dm.remove(&n).unwrap();
+    assert!(!activation.node.exists());
+    assert!(wait_until_no_tosskey_keys().is_empty());
+    assert_ne!(read_direct(backing.path(), 0, 8192), data);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn striped_target_over_two_loop_devices() {
+    let dm = DmControl::open().unwrap();
+    let first = LoopDevice::new(8 * MIB).unwrap();
+    let second = LoopDevice::new(9 * MIB).unwrap();
+    let n = name("tkdm-striped");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let member = |device: &LoopDevice| StripeMember {
+        device: dev_of(device),
+        offset: Sectors(0),
+        size: Sectors(device.size_sectors()),
+    };
+    let chunk = Sectors(128); // 64 KiB
+    let striped = StripedTarget::new(chunk, vec![member(&first), member(&second)]).unwrap();
+    assert_eq!(striped.length(), Sectors(2 * 16384));
+    dm.create(&n, &uuid("striped")).unwrap();
+    dm.load_table(&n, &[striped.line(Sectors(0)).unwrap()])
+        .unwrap();
+    dm.resume(&n).unwrap();
+    let table = dm.table(&n).unwrap();
+    assert_eq!(
+        table[0].params,
+        format!("2 128 {} 0 {} 0", dev_of(&first), dev_of(&second))
+    );
+    let status = dm.status(&n).unwrap();
+    assert!(status[0].status.contains("AA"), "{status:?}");
+
+    // Chunks alternate: 0 → first@0, 1 → second@0, 2 → first@64K.
+    let node = DmControl::node_path(&n);
+    let data = pattern(3 * 65536);
+    write_direct(&node, 0, &data);
+    assert_eq!(read_direct(first.path(), 0, 65536), data[..65536]);
+    assert_eq!(read_direct(second.path(), 0, 65536), data[65536..131072]);
+    assert_eq!(read_direct(first.path(), 65536, 65536), data[131072..]);
+    assert_eq!(
+        dm.info(&n).unwrap().dev,
+        dm.list()
+            .unwrap()
+            .into_iter()
+            .find(|(l, _)| *l == n)
+            .unwrap()
+            .1
+    );
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn device_node_is_made_and_removed_without_udev() {
+    let dm = DmControl::open().unwrap();
+    assert!(!Path::new("/run/udev/control").exists());
+    let backing = LoopDevice::new(2 * MIB).unwrap();
+    let n = name("tkdm-node");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let node = DmControl::node_path(&n);
+    let linear = LinearTarget {
+        device: dev_of(&backing),
+        offset: Sectors(0),
+        length: Sectors(backing.size_sectors()),
+    };
+    dm.create(&n, &uuid("node")).unwrap();
+    dm.load_table(&n, &[linear.line(Sectors(0)).unwrap()])
+        .unwrap();
+    assert!(!node.exists(), "node exists before resume");
+    let dev = dm.resume(&n).unwrap();
+    let metadata = fs::symlink_metadata(&node).unwrap();
+    assert!(metadata.file_type().is_block_device());
+    assert_eq!(metadata.rdev(), dev.to_dev_t());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    assert_eq!((metadata.uid(), metadata.gid()), (0, 0));
+    // Resuming again keeps the node.
+    dm.suspend(&n).unwrap();
+    dm.resume(&n).unwrap();
+    assert_eq!(fs::symlink_metadata(&node).unwrap().ino(), metadata.ino());
+    dm.remove(&n).unwrap();
+    assert!(!node.exists());
+
+    // A file that is not our node is neither replaced nor removed.
+    dm.create(&n, &uuid("node")).unwrap();
+    dm.load_table(&n, &[linear.line(Sectors(0)).unwrap()])
+        .unwrap();
+    fs::write(&node, b"not a device").unwrap();
+    let err = dm.resume(&n).unwrap_err();
+    assert!(matches!(err, Error::NodeConflict { .. }), "{err}");
+    dm.remove(&n).unwrap();
+    assert_eq!(fs::read(&node).unwrap(), b"not a device");
+    fs::remove_file(&node).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn duplicate_name_is_refused_and_the_existing_device_kept() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(2 * MIB).unwrap();
+    let other = LoopDevice::new(2 * MIB).unwrap();
+    let n = name("tkdm-dup");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let target = CryptTarget::new(
+        "aes-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let first = activate_crypt(
+        &dm,
+        &n,
+        &uuid("dup"),
+        &target,
+        &test_key(),
+        KeyLoading::Keyring,
+    )
+    .unwrap();
+
+    let err = dm.create(&n, &uuid("dup-2")).unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EBUSY));
+    assert!(err.to_string().contains("already exists"), "{err}");
+
+    let second_target = CryptTarget::new(
+        "aes-xts-plain64",
+        dev_of(&other),
+        Sectors(other.size_sectors()),
+    )
+    .unwrap();
+    let err = activate_crypt(
+        &dm,
+        &n,
+        &uuid("dup-3"),
+        &second_target,
+        &test_key(),
+        KeyLoading::Auto,
+    )
+    .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+    // The first mapping is untouched: same device, same table, node still there.
+    let info = dm.info(&n).unwrap();
+    assert_eq!(info.dev, first.dev);
+    assert_eq!(info.uuid.as_deref(), Some("TOSSKEY-TEST-dup"));
+    assert_eq!(
+        dm.table(&n).unwrap()[0].crypt.as_ref().unwrap().device,
+        dev_of(&backing)
+    );
+    assert!(first.node.exists());
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn failed_activation_rolls_back() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(2 * MIB).unwrap();
+    let n = name("tkdm-rollback");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let target = CryptTarget::new(
+        "nosuchcipher-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let err = activate_crypt(
+        &dm,
+        &n,
+        &uuid("rollback"),
+        &target,
+        &test_key(),
+        KeyLoading::Auto,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains("DM_TABLE_LOAD") && text.contains("tkdm-rollback"),
+        "{text}"
+    );
+    assert!(
+        !dm.list().unwrap().iter().any(|(listed, _)| *listed == n),
+        "device left behind"
+    );
+    assert!(!DmControl::node_path(&n).exists());
+    assert!(wait_until_no_tosskey_keys().is_empty());
+}

@@ -53,6 +53,11 @@ pub struct ProvisionArgs {
     #[arg(long, value_enum, conflicts_with = "devices")]
     pub discover: Option<CloudArg>,
 
+    /// Test-only: with --discover, pick disks whose serial starts with PREFIX (the VM's virtio
+    /// disks) instead of a cloud's identities.
+    #[arg(long, hide = true, requires = "discover", value_name = "PREFIX")]
+    pub discover_serial_prefix: Option<String>,
+
     /// Name of the dm-crypt mapping (/dev/mapper/NAME).
     #[arg(long, default_value = "ephemeral-encrypted")]
     pub name: String,

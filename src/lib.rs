@@ -1,6 +1,7 @@
 //! tosskey: encrypt ephemeral disks with a key nobody keeps.
 
 pub mod cli;
+pub mod config;
 pub mod discover;
 pub mod harden;
 pub mod plan;

@@ -1,0 +1,315 @@
+//! Checked configuration: the CLI's raw values turned into validated types, before any
+//! device is looked at. Every error here is a usage error (exit code 2).
+
+use std::path::PathBuf;
+
+use tosskey_crypto::key::KeySize;
+use tosskey_crypto::spec::CipherSpec;
+use tosskey_dm::{DmName, DmUuid};
+
+use crate::cli::{self, ProvisionArgs};
+use crate::discover::{Cloud, DiskMatcher};
+use crate::plan::{Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel};
+
+/// A usage error: a flag or value that cannot work, found before touching anything.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+/// Where the members come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberSource {
+    Explicit(Vec<PathBuf>),
+    Discover(DiskMatcher),
+}
+
+/// How several members are combined (a single member is never assembled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssemblyChoice {
+    Md(MdLevel),
+    DmStripe,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProvisionConfig {
+    pub source: MemberSource,
+    pub name: DmName,
+    pub cipher: CipherSpec,
+    pub key_size: KeySize,
+    /// `None`: 4096 when every member allows it.
+    pub sector_size: Option<u32>,
+    pub assembly: AssemblyChoice,
+    pub chunk_bytes: u64,
+    pub layout: Layout,
+    pub allow_discards: bool,
+    pub no_read_workqueue: bool,
+    pub no_write_workqueue: bool,
+    pub key_loading: KeyLoading,
+    pub mkfs: Option<Ext4Settings>,
+    pub mount: Option<PathBuf>,
+    pub escrow: Option<EscrowSettings>,
+    pub force: bool,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// dm UUIDs of everything tosskey makes start with this, so `status`, `close` and reruns
+/// recognise their own devices.
+pub const UUID_PREFIX: &str = "TOSSKEY-";
+
+/// The longest `--name`: the dm UUID `TOSSKEY-<32 hex boot id>-<name>-<suffix>` must fit
+/// the kernel's 128 bytes.
+pub const MAX_NAME_LEN: usize = 80;
+
+/// The dm UUID for mapping `name` (plus an optional role suffix) in boot `boot_id`.
+pub fn mapping_uuid(boot_id: &str, name: &str, suffix: Option<&str>) -> anyhow::Result<DmUuid> {
+    let uuid = match suffix {
+        Some(suffix) => format!("{UUID_PREFIX}{boot_id}-{name}-{suffix}"),
+        None => format!("{UUID_PREFIX}{boot_id}-{name}"),
+    };
+    Ok(DmUuid::new(&uuid)?)
+}
+
+impl ProvisionConfig {
+    pub fn from_args(args: ProvisionArgs) -> Result<Self, UsageError> {
+        if args.name.len() > MAX_NAME_LEN {
+            return Err(usage(format!(
+                "--name {:?} is longer than {MAX_NAME_LEN} bytes: choose a shorter name",
+                args.name
+            )));
+        }
+        let name =
+            DmName::new(&args.name).map_err(|e| usage(format!("--name {:?}: {e}", args.name)))?;
+        let cipher: CipherSpec = args
+            .cipher
+            .parse()
+            .map_err(|e| usage(format!("--cipher: {e}")))?;
+        let key_size =
+            KeySize::from_bits(args.key_size).map_err(|e| usage(format!("--key-size: {e}")))?;
+        cipher.validate_key_bits(key_size.bits()).map_err(|e| {
+            usage(format!(
+                "--key-size {} with --cipher {cipher}: {e}",
+                args.key_size
+            ))
+        })?;
+
+        let chunk_bytes = args
+            .chunk_kib
+            .checked_mul(1024)
+            .filter(|c| c.is_power_of_two() && *c >= 4096)
+            .ok_or_else(|| {
+                usage(format!(
+                    "--chunk-kib {} must be a power of two of at least 4 (KiB)",
+                    args.chunk_kib
+                ))
+            })?;
+        let assembly = match (args.raid, args.level) {
+            (cli::RaidArg::Md, level) => AssemblyChoice::Md(md_level(level)),
+            (cli::RaidArg::DmStripe, cli::LevelArg::Raid0) => AssemblyChoice::DmStripe,
+            (cli::RaidArg::DmStripe, level) => {
+                return Err(usage(format!(
+                    "--raid dm-stripe stripes (raid0) only, not --level {}: use --raid md for it",
+                    md_level(level)
+                )))
+            }
+        };
+        let source = match (args.discover, args.devices.is_empty()) {
+            (None, _) => MemberSource::Explicit(args.devices),
+            (Some(cloud), true) => MemberSource::Discover(match args.discover_serial_prefix {
+                Some(prefix) => DiskMatcher::SerialPrefix(prefix),
+                None => DiskMatcher::Cloud(cloud_of(cloud)),
+            }),
+            (Some(_), false) => {
+                return Err(usage("give device paths or --discover, not both"));
+            }
+        };
+        if let MemberSource::Explicit(devices) = &source {
+            if matches!(assembly, AssemblyChoice::Md(MdLevel::Raid1)) && devices.len() == 1 {
+                return Err(usage(format!(
+                    "--level raid1 needs at least 2 devices, got only {}: add a device or drop --level raid1",
+                    devices[0].display()
+                )));
+            }
+        }
+        if args.mkfs == cli::MkfsKindArg::None && args.mount.is_some() {
+            return Err(usage("--mount needs a filesystem: drop --mkfs none"));
+        }
+        if let Some(label) = &args.label {
+            if label.len() > 16 {
+                return Err(usage(format!("--label {label:?} is longer than 16 bytes")));
+            }
+        }
+        if let Some(dir) = &args.mount {
+            if !dir.is_absolute() {
+                return Err(usage(format!(
+                    "--mount {}: give an absolute path",
+                    dir.display()
+                )));
+            }
+        }
+        let escrow = match args.escrow_key {
+            Some(public_key) => Some(EscrowSettings {
+                public_key,
+                file: args.escrow_file,
+            }),
+            None => None,
+        };
+        Ok(ProvisionConfig {
+            source,
+            name,
+            cipher,
+            key_size,
+            sector_size: args.sector_size,
+            assembly,
+            chunk_bytes,
+            layout: match args.layout {
+                cli::LayoutArg::Shared => Layout::Shared,
+                cli::LayoutArg::PerDisk => Layout::PerDisk,
+            },
+            allow_discards: args.allow_discards,
+            no_read_workqueue: args.no_read_workqueue,
+            no_write_workqueue: args.no_write_workqueue,
+            key_loading: match args.key_loading {
+                cli::KeyLoadingArg::Auto => KeyLoading::Auto,
+                cli::KeyLoadingArg::Keyring => KeyLoading::Keyring,
+                cli::KeyLoadingArg::Hex => KeyLoading::Hex,
+            },
+            mkfs: match args.mkfs {
+                cli::MkfsKindArg::Ext4 => Some(Ext4Settings {
+                    inode_ratio: args.inode_ratio,
+                    journal: args.journal,
+                    label: args.label,
+                }),
+                cli::MkfsKindArg::None => None,
+            },
+            mount: args.mount,
+            escrow,
+            force: args.force,
+            dry_run: args.dry_run,
+            json: args.json,
+        })
+    }
+
+    /// The assembly for `members` devices.
+    pub fn assembly_for(&self, members: usize) -> Assembly {
+        match (members, self.assembly) {
+            (1, _) => Assembly::Single,
+            (_, AssemblyChoice::Md(level)) => Assembly::Md {
+                level,
+                chunk_bytes: self.chunk_bytes,
+            },
+            (_, AssemblyChoice::DmStripe) => Assembly::DmStripe {
+                chunk_bytes: self.chunk_bytes,
+            },
+        }
+    }
+}
+
+fn md_level(level: cli::LevelArg) -> MdLevel {
+    match level {
+        cli::LevelArg::Raid0 => MdLevel::Raid0,
+        cli::LevelArg::Raid1 => MdLevel::Raid1,
+        cli::LevelArg::Linear => MdLevel::Linear,
+    }
+}
+
+fn cloud_of(cloud: cli::CloudArg) -> Cloud {
+    match cloud {
+        cli::CloudArg::Aws => Cloud::Aws,
+        cli::CloudArg::Gcp => Cloud::Gcp,
+        cli::CloudArg::Azure => Cloud::Azure,
+        cli::CloudArg::Any => Cloud::Any,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<ProvisionConfig, UsageError> {
+        let mut argv = vec!["tosskey", "provision"];
+        argv.extend_from_slice(args);
+        let cli = cli::Cli::try_parse_from(argv).unwrap();
+        let cli::Command::Provision(args) = cli.command else {
+            panic!("expected provision")
+        };
+        ProvisionConfig::from_args(args)
+    }
+
+    #[test]
+    fn defaults_are_the_original_scripts_choices() {
+        let cfg = config(&["/dev/vdb"]).unwrap();
+        assert_eq!(cfg.name.as_str(), "ephemeral-encrypted");
+        assert_eq!(cfg.cipher.to_string(), "twofish-xts-plain64");
+        assert_eq!(cfg.key_size.bits(), 512);
+        assert_eq!(cfg.assembly_for(1), Assembly::Single);
+        assert_eq!(
+            cfg.assembly_for(2),
+            Assembly::Md {
+                level: MdLevel::Raid0,
+                chunk_bytes: 512 << 10
+            }
+        );
+        assert_eq!(cfg.mkfs.as_ref().unwrap().inode_ratio, 4 << 20);
+        assert!(!cfg.mkfs.as_ref().unwrap().journal);
+    }
+
+    #[test]
+    fn unknown_cipher_lists_the_supported_ones() {
+        let err = config(&["/dev/vdb", "--cipher", "serpent-cbc-essiv"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("serpent-cbc-essiv"), "{msg}");
+        assert!(msg.contains("twofish-xts-plain64"), "{msg}");
+        assert!(msg.contains("aes-xts-plain64"), "{msg}");
+    }
+
+    #[test]
+    fn raid1_with_one_device_is_refused() {
+        let err = config(&["/dev/vdb", "--level", "raid1"]).unwrap_err();
+        assert!(
+            err.to_string().contains("raid1 needs at least 2 devices"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dm_stripe_is_raid0_only() {
+        assert!(config(&["/dev/vdb", "/dev/vdc", "--raid", "dm-stripe"]).is_ok());
+        let err = config(&[
+            "/dev/vdb",
+            "/dev/vdc",
+            "--raid",
+            "dm-stripe",
+            "--level",
+            "raid1",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("use --raid md"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_chunks_are_usage_errors() {
+        assert!(config(&["/dev/vdb", "--name", "a/b"]).is_err());
+        assert!(config(&["/dev/vdb", "--name", &"x".repeat(81)]).is_err());
+        let err = config(&["/dev/vdb", "--chunk-kib", "3"]).unwrap_err();
+        assert!(err.to_string().contains("power of two"), "{err}");
+        let err = config(&["/dev/vdb", "--mkfs", "none", "--mount", "/data"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--mount needs a filesystem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn uuids_carry_prefix_boot_and_name() {
+        let boot = "0123456789abcdef0123456789abcdef";
+        let uuid = mapping_uuid(boot, &"n".repeat(MAX_NAME_LEN), Some("m15")).unwrap();
+        assert!(uuid.as_str().starts_with("TOSSKEY-0123"));
+        assert!(uuid.as_str().len() <= 128);
+    }
+}

@@ -362,40 +362,36 @@ const LUKS2_SECONDARY_OFFSETS: [u64; 9] = [
     0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
 ];
 
-fn luks(window: &DeviceWindow<'_>) -> Option<Signature> {
+fn luks(window: &DeviceWindow<'_>) -> Vec<Signature> {
+    let mut found = Vec::new();
     if let Some(hdr) = window.at(0, 512) {
         if &hdr[0..6] == LUKS_MAGIC {
-            match be16(hdr, 6) {
-                1 => {
-                    // payload_offset (sectors) at 104, key_bytes at 108.
-                    let payload_offset = be32(hdr, 104);
-                    let key_bytes = be32(hdr, 108);
-                    if (16..=256).contains(&key_bytes) && payload_offset > 0 {
-                        return Some(Signature {
-                            kind: SignatureKind::Luks1,
-                            offset: 0,
-                        });
-                    }
-                }
-                2 if luks2_header_sane(hdr, 0) => {
-                    return Some(Signature {
-                        kind: SignatureKind::Luks2,
-                        offset: 0,
-                    });
-                }
-                _ => {}
+            // LUKS1: payload_offset (sectors) at 104, key_bytes at 108.
+            let luks1 =
+                be16(hdr, 6) == 1 && (16..=256).contains(&be32(hdr, 108)) && be32(hdr, 104) > 0;
+            if luks1 {
+                found.push(Signature {
+                    kind: SignatureKind::Luks1,
+                    offset: 0,
+                });
+            } else if be16(hdr, 6) == 2 && luks2_header_sane(hdr, 0) {
+                found.push(Signature {
+                    kind: SignatureKind::Luks2,
+                    offset: 0,
+                });
             }
         }
     }
     // A damaged primary still leaves the secondary: the data is there all the same.
-    LUKS2_SECONDARY_OFFSETS.iter().find_map(|&offset| {
+    found.extend(LUKS2_SECONDARY_OFFSETS.iter().filter_map(|&offset| {
         let hdr = window.at(offset, 512)?;
         (&hdr[0..6] == LUKS2_SECONDARY_MAGIC && be16(hdr, 6) == 2 && luks2_header_sane(hdr, offset))
             .then_some(Signature {
                 kind: SignatureKind::Luks2,
                 offset,
             })
-    })
+    }));
+    found
 }
 
 /// LUKS2 binary header: hdr_size (u64 BE at 8) is a power of two in 16 KiB..4 MiB and

@@ -11,11 +11,13 @@
 //!   (`/dev/vda`…, serials `tosskey-disk-0`…), with their sizes.
 //! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
 //!   [`block_device_size`], [`DevId::of_block_device`]: small block-device helpers.
+//! - [`request_skcipher`]: make the kernel crypto API instantiate e.g. `xts(twofish)`.
 //! - [`in_vm`]: whether this process runs inside the harness guest.
 //!
 //! Every fixture cleans up after itself, because dm/md/loop names are global to the guest
 //! and the next test expects a clean kernel.
 
+mod af_alg;
 mod loop_ioctl;
 
 use std::fmt;
@@ -68,6 +70,17 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// True inside the guest booted by `scripts/vm-test` (its init exports `TOSSKEY_IN_VM=1`).
 pub fn in_vm() -> bool {
     std::env::var_os("TOSSKEY_IN_VM").is_some_and(|value| value == "1")
+}
+
+/// Asks the kernel crypto API for the symmetric cipher `name` (e.g. `xts(twofish)`), so
+/// that it is instantiated, self-tested and listed in `/proc/crypto`. Fails with ENOENT
+/// if the kernel cannot provide it.
+pub fn request_skcipher(name: &str) -> Result<()> {
+    af_alg::request_algorithm("skcipher", name).map_err(|source| TestkitError::Io {
+        action: "AF_ALG bind skcipher",
+        path: PathBuf::from(name),
+        source,
+    })
 }
 
 /// A block device number, shown as `MAJOR:MINOR` (the form dm tables and sysfs use).

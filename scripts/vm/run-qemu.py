@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Boot the tosskey guest in QEMU, stream its serial console, and judge the run.
+
+Called by scripts/lib/vm.sh (vm_boot); not meant to be run by hand. The guest's init
+(scripts/vm/init) and test runner (scripts/vm/run-tests) print protocol lines starting
+with "@@tosskey@@" on the serial console; this script echoes everything live, turns the
+protocol lines into readable host lines, and decides the exit status:
+
+  0  the payload finished and (in test mode) every test passed
+  1  a test failed, the guest panicked, init gave up, the final marker never came, or
+     the run timed out
+
+Why Python: a live stream with a deadline, panic detection and a per-test summary is
+clearer with select() and a small state machine than in bash.
+"""
+
+import argparse
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+
+MARKER = "@@tosskey@@ "
+# A kernel panic, BUG or oops: the run is broken even if the tests go on.
+PANIC_PATTERN = re.compile(r"Kernel panic - not syncing|kernel BUG at|BUG: kernel|Oops: [0-9a-f]{4} ")
+
+
+def log(message):
+    """A host-side line, visibly distinct from the guest's output."""
+    print(f"[vm] {message}", flush=True)
+
+
+def qemu_command(args):
+    """The QEMU command line. TCG by default: /dev/kvm on these machines cannot boot a
+    stock kernel, and TCG gives the same result everywhere (only slower)."""
+    command = [
+        "qemu-system-x86_64",
+        "-accel", args.accel,
+        "-cpu", "max",
+        "-smp", "2",
+        "-m", "2048",
+        "-display", "none",
+        "-serial", "stdio",
+        "-monitor", "none",
+        # A kernel panic (panic=-1 reboots at once) then ends QEMU instead of looping.
+        "-no-reboot",
+        "-kernel", args.kernel,
+        "-initrd", args.initrd,
+        # quiet = console loglevel 4: dm/md/crypto errors (KERN_ERR) still show.
+        "-append", "console=ttyS0 panic=-1 quiet rdinit=/init",
+    ]
+    for index, disk in enumerate(args.disk):
+        # cache=unsafe: the disks are scratch files deleted after the run, so host
+        # flushes would only cost time. The serial is how tests find the disk
+        # (/sys/block/vdX/serial), independent of PCI enumeration order.
+        command += [
+            "-drive", f"file={disk},format=raw,if=none,id=d{index},cache=unsafe",
+            "-device", f"virtio-blk-pci,drive=d{index},serial=tosskey-disk-{index}",
+        ]
+    return command
+
+
+class Run:
+    """What the serial console has told us so far."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.started = time.monotonic()
+        self.results = []  # (label, test, ok, seconds)
+        self.current = None  # (label, test, host start time) of the running test
+        self.done = None  # (passed, failed) from the guest's DONE line
+        self.payload_status = None
+        self.problems = []
+        self.blank_pending = False
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def on_line(self, line):
+        # The guest prints a newline before each marker (so that a marker never shares
+        # a line with unfinished output); that blank line is noise.
+        if not line.strip():
+            self.blank_pending = True
+            return
+        if not line.startswith(MARKER):
+            if PANIC_PATTERN.search(line):
+                self.problems.append(f"guest kernel: {line.strip()}")
+            if self.blank_pending:
+                print(flush=False)
+            self.blank_pending = False
+            print(line, flush=True)
+            return
+        self.blank_pending = False
+        kind, _, rest = line[len(MARKER):].partition(" ")
+        fields = rest.split()
+        if kind == "READY":
+            log(f"guest init ready after {self.elapsed():.1f}s ({rest})")
+        elif kind == "FIRST-TEST":
+            log(f"boot-to-first-test: {self.elapsed():.1f}s on the host clock ({rest} in the guest)")
+        elif kind == "START":
+            self.current = (fields[0], fields[1], time.monotonic())
+        elif kind == "END":
+            label, test, status = fields[0], fields[1], int(fields[2])
+            seconds = time.monotonic() - self.current[2] if self.current else 0.0
+            self.current = None
+            ok = status == 0
+            self.results.append((label, test, ok, seconds))
+            verdict = "ok    " if ok else "FAILED"
+            log(f"{verdict} {label} {test} ({seconds:.1f}s)" + ("" if ok else f" exit status {status}"))
+        elif kind == "DONE":
+            values = dict(field.split("=", 1) for field in fields)
+            self.done = (int(values["passed"]), int(values["failed"]))
+        elif kind == "PAYLOAD-EXIT":
+            self.payload_status = int(rest.split("=", 1)[1])
+        elif kind == "FATAL":
+            self.problems.append(f"guest init: {rest}")
+            log(f"guest init failed: {rest}")
+        else:
+            print(line, flush=True)
+
+
+def stream(process, run, timeout):
+    """Echo the console line by line until QEMU exits or the deadline passes."""
+    deadline = run.started + timeout
+    pending = b""
+    fd = process.stdout.fileno()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], min(remaining, 5.0))
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if pending:
+                run.on_line(pending.decode(errors="replace").rstrip("\r"))
+            return True
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            run.on_line(raw.decode(errors="replace").rstrip("\r"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernel", required=True)
+    parser.add_argument("--initrd", required=True)
+    parser.add_argument("--disk", action="append", default=[])
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--mode", choices=("test", "demo"), default="test")
+    parser.add_argument("--accel", default="tcg")
+    args = parser.parse_args()
+
+    run = Run(args.mode)
+    command = qemu_command(args)
+    log(f"booting: {' '.join(command)}")
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        finished = stream(process, run, args.timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    if not finished:
+        where = f" while running {run.current[0]} {run.current[1]}" if run.current else ""
+        run.problems.append(f"timed out after {args.timeout:.0f}s{where} (raise it with --timeout)")
+    elif run.payload_status is None and not run.problems:
+        run.problems.append(f"QEMU exited (status {process.returncode}) before the guest finished")
+
+    log(f"guest run took {run.elapsed():.1f}s")
+    if args.mode == "demo":
+        if run.payload_status not in (None, 0):
+            run.problems.append(f"demo payload exited with status {run.payload_status}")
+        for problem in run.problems:
+            log(f"ERROR: {problem}")
+        return 1 if run.problems else 0
+
+    # Test mode: count from our own per-test lines and cross-check the guest's tally.
+    passed = sum(1 for result in run.results if result[2])
+    failed = len(run.results) - passed
+    if run.done is None and finished and not run.problems:
+        run.problems.append("the guest never printed its final DONE marker")
+    if run.done is not None and run.done != (passed, failed):
+        run.problems.append(f"guest tally {run.done} differs from the host's ({passed}, {failed})")
+    if passed + failed == 0 and not run.problems:
+        run.problems.append("no root test ran")
+    for label, test, ok, _ in run.results:
+        if not ok:
+            log(f"failed: {label} {test}")
+    for problem in run.problems:
+        log(f"ERROR: {problem}")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed or run.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

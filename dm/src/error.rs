@@ -29,8 +29,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The kernel kept asking for a larger buffer.
-    #[error("{command} for device-mapper device {device:?}: the kernel's answer does not fit in 16 MiB; this is a bug, please report it")]
+    /// The kernel's answer did not fit the buffer (over 16 MiB, or a secure request that cannot
+    /// be re-sent).
+    #[error("{command} for device-mapper device {device:?}: the kernel's answer does not fit the ioctl buffer; this is a bug, please report it")]
     BufferTooLarge {
         command: &'static str,
         device: String,

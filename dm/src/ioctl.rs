@@ -333,10 +333,13 @@ pub(crate) fn dm_ioctl(
     cmd: Command,
     mut buffer: DmBuffer,
 ) -> Result<DmBuffer, Error> {
+    // Taken before the call: with DM_SECURE_DATA_FLAG the kernel clears the whole user
+    // buffer, header included, and a failing command does not write the header back.
+    let device = c_string(&buffer.header().name);
     loop {
         let data_size = u32::try_from(buffer.len()).map_err(|_| Error::BufferTooLarge {
             command: cmd.name(),
-            device: c_string(&buffer.header().name),
+            device: device.clone(),
         })?;
         let request_flags = buffer.header().flags;
         {
@@ -369,7 +372,7 @@ pub(crate) fn dm_ioctl(
         if let Err(source) = result {
             return Err(Error::Ioctl {
                 command: cmd.name(),
-                device: c_string(&buffer.header().name),
+                device,
                 fix: crate::error::ioctl_fix(cmd, source.raw_os_error()),
                 source,
             });
@@ -377,10 +380,13 @@ pub(crate) fn dm_ioctl(
         if buffer.header().flags & flags::BUFFER_FULL == 0 {
             return Ok(buffer);
         }
-        if buffer.len() >= MAX_BUFFER {
+        // With DM_SECURE_DATA_FLAG the kernel cleared our copy of the request's input: it
+        // cannot be re-sent from this buffer (only TARGET_MSG has input and an answer).
+        let input_lost = request_flags & flags::SECURE_DATA != 0 && buffer.input_len > 0;
+        if buffer.len() >= MAX_BUFFER || input_lost {
             return Err(Error::BufferTooLarge {
                 command: cmd.name(),
-                device: c_string(&buffer.header().name),
+                device,
             });
         }
         let mut bigger = buffer.grown();

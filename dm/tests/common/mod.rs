@@ -62,6 +62,18 @@ pub fn test_key() -> Vec<u8> {
         .collect()
 }
 
+/// Writes a finding to the guest console (the vm-test log shows it even when the test passes,
+/// unlike libtest's captured output).
+pub fn report(line: &str) {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).open("/dev/console") {
+        Ok(mut console) => {
+            let _ = writeln!(console, "[tosskey-dm finding] {line}");
+        }
+        Err(_) => eprintln!("[tosskey-dm finding] {line}"),
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

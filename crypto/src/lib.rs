@@ -5,3 +5,14 @@
 //! (lib.rs is shared: each module's owner adds only its own `pub mod` / `pub use` lines.)
 
 pub mod spec;
+pub mod error;
+pub mod sector;
+mod aes_cipher;
+mod bulk;
+#[cfg(target_arch = "x86_64")]
+mod simd_x86;
+mod twofish;
+mod xts;
+
+pub use error::Error;
+pub use sector::{SectorCipher, SectorLayout, SectorSize};

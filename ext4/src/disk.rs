@@ -118,6 +118,8 @@ pub struct SuperParams {
     pub free_blocks: u64,
     /// The journal inode's `i_block` and size, copied into `s_jnl_blocks`.
     pub journal_backup: Option<[u32; 17]>,
+    /// KiB written by the format (`s_kbytes_written`, "Lifetime writes").
+    pub kbytes_written: u64,
 }
 
 /// `s_checksum` offset: the superblock checksum covers everything before it.
@@ -213,6 +215,7 @@ pub fn superblock(layout: &Layout, params: &SuperParams, group: u32) -> [u8; SUP
     put_u32(&mut sb, 0x160, 0x0001);
     sb[0x174] = LOG_FLEX_GROUPS;
     sb[0x175] = 1; // s_checksum_type: crc32c
+    sb[0x178..0x180].copy_from_slice(&params.kbytes_written.to_le_bytes());
     put_u32(
         &mut sb,
         0x248,

@@ -308,11 +308,12 @@ impl Layout {
         }
     }
 
-    /// Total metadata blocks (superblocks, descriptors, bitmaps, inode tables): what
-    /// mke2fs stores in `s_overhead_clusters`.
+    /// Blocks not available to files: superblocks, descriptors, bitmaps, inode tables and
+    /// the journal (not its extent leaf) -- what mke2fs stores in `s_overhead_clusters`.
     pub fn overhead_blocks(&self) -> u64 {
         let supers: u64 = (0..self.groups).map(|g| self.super_blocks_in(g)).sum();
-        supers + u64::from(self.groups) * (2 + self.inode_table_blocks)
+        let journal = self.journal.as_ref().map_or(0, |j| u64::from(j.blocks));
+        supers + u64::from(self.groups) * (2 + self.inode_table_blocks) + journal
     }
 
     /// Total inodes.

@@ -448,7 +448,7 @@ fn write_filesystem(
 ) -> Result<u64, Error> {
     let seed = disk::csum_seed(&identity.uuid);
     // Wipe block 0 (boot sector, any old superblock) first: until the new superblock goes
-    // in last, an interrupted format leaves no valid-looking filesystem behind.
+    // in last, a killed format leaves no valid-looking filesystem behind.
     writer.write_block(0, &[0u8; BLOCK_LEN])?;
 
     // Bitmaps and descriptors.
@@ -634,6 +634,11 @@ fn write_filesystem(
     writer.write_block(layout.tables[0].inode_table, &itable)?;
 
     // Backup superblocks and descriptor tables, then the primary ones.
+    let backups = (1..layout.groups)
+        .filter(|&g| layout::group_has_super(g))
+        .count() as u64;
+    let superblock_len = disk::SUPERBLOCK_SIZE as u64;
+    let still_to_write = (backups + 1) * (superblock_len + gdt.len() as u64);
     let params = SuperParams {
         uuid: identity.uuid,
         hash_seed: identity.hash_seed,
@@ -641,6 +646,7 @@ fn write_filesystem(
         now: identity.now,
         free_blocks,
         journal_backup,
+        kbytes_written: (writer.bytes_written + still_to_write) / 1024,
     };
     for group in (1..layout.groups).filter(|&g| layout::group_has_super(g)) {
         let first = layout.group_first_block(group);
@@ -648,7 +654,9 @@ fn write_filesystem(
         writer.write_block(first + 1, &gdt)?;
     }
     writer.write_block(1, &gdt)?;
-    writer.sync()?;
+    // The primary superblock goes last in program order, so a format killed half-way
+    // leaves block 0 zeroed and no mountable filesystem (one fsync at the end, like
+    // mke2fs: a power cut mid-format needs a re-format either way).
     writer.write_at(1024, &disk::superblock(layout, &params, 0))?;
     writer.sync()?;
     Ok(free_blocks)

@@ -334,3 +334,75 @@ fn directories_and_bad_options_are_refused() {
     ));
     assert_eq!(allocated_bytes(&image), 0);
 }
+
+/// `dumpe2fs -h` lines that legitimately differ between two formats of the same size
+/// with the same UUID: random hash seed, times, checksum, mke2fs's own write count.
+fn comparable_header(image: &Path) -> Vec<(String, String)> {
+    dumpe2fs_header(image)
+        .into_iter()
+        .filter(|(key, _)| {
+            ![
+                "Directory Hash Seed",
+                "Checksum",
+                "Lifetime writes",
+                "Filesystem created",
+                "Last write time",
+                "Last checked",
+            ]
+            .contains(&key.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn superblock_matches_mke2fs_with_the_same_features() {
+    let uuid_text = "73da1192-a955-40a1-a8d8-7ef899b1c0f4";
+    let uuid: [u8; 16] = (0..16)
+        .map(|i| {
+            let hex = uuid_text.replace('-', "");
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    for size in [8 * MIB, 3 * GIB + 12345 * 4096 + 512, 100 * GIB] {
+        for journal in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let ours = sparse_image(&dir, "ours.img", size);
+            let theirs = sparse_image(&dir, "theirs.img", size);
+            let opts = FormatOptions {
+                uuid: Some(uuid),
+                journal,
+                ..FormatOptions::default()
+            };
+            format(&ours, &opts).unwrap();
+            let features = if journal {
+                "^resize_inode"
+            } else {
+                "^has_journal,^resize_inode"
+            };
+            let status = Command::new(sbin("mke2fs"))
+                .args([
+                    "-q",
+                    "-t",
+                    "ext4",
+                    "-T",
+                    "largefile4",
+                    "-O",
+                    features,
+                    "-U",
+                    uuid_text,
+                    "-F",
+                ])
+                .arg(&theirs)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert_eq!(
+                comparable_header(&ours),
+                comparable_header(&theirs),
+                "dumpe2fs -h differs from mke2fs for {size} bytes, journal {journal}"
+            );
+        }
+    }
+}

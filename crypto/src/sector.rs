@@ -1,0 +1,270 @@
+//! The dm-crypt sector cipher: XTS with the `plain64` IV, byte-exact with the kernel's
+//! `crypt_convert_block_skcipher` (drivers/md/dm-crypt.c):
+//!
+//! - the kernel keeps `cc_sector = bio sector (relative to the target start) + iv_offset`,
+//!   in 512-byte units, and advances it by `sector_size / 512` per crypt sector;
+//! - the IV sector is `cc_sector`, or `cc_sector >> log2(sector_size / 512)` with
+//!   `iv_large_sectors` (the shift is applied after adding `iv_offset`);
+//! - `plain64` puts the IV sector little-endian in the first 8 bytes of a zero block;
+//! - XTS splits the key in two halves: the first encrypts data, the second the IV.
+//!
+//! So with 4096-byte sectors and IVs in 512-byte units, the second 4 KiB sector of the
+//! mapping has IV 8, not 1.
+
+use crate::aes_cipher::AesKey;
+use crate::error::Error;
+use crate::spec::BlockCipher;
+use crate::twofish::TwofishKey;
+use crate::xts::{plain64_iv, xts_sector, Block, BlockBatch, BLOCK};
+
+/// The crypt sector size of a dm-crypt mapping (`sector_size:` optional parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SectorSize {
+    /// 512 bytes, the kernel default.
+    S512,
+    /// 4096 bytes.
+    S4096,
+}
+
+impl SectorSize {
+    /// The size in bytes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Self::S512 => 512,
+            Self::S4096 => 4096,
+        }
+    }
+
+    /// 512-byte units per crypt sector (the kernel's `sector_size >> SECTOR_SHIFT`).
+    pub const fn units_of_512(self) -> u64 {
+        match self {
+            Self::S512 => 1,
+            Self::S4096 => 8,
+        }
+    }
+
+    /// log2 of [`Self::units_of_512`] (the kernel's `sector_shift`).
+    const fn shift(self) -> u32 {
+        match self {
+            Self::S512 => 0,
+            Self::S4096 => 3,
+        }
+    }
+}
+
+impl TryFrom<u64> for SectorSize {
+    type Error = Error;
+
+    fn try_from(bytes: u64) -> Result<Self, Error> {
+        match bytes {
+            512 => Ok(Self::S512),
+            4096 => Ok(Self::S4096),
+            _ => Err(Error::SectorSize { bytes }),
+        }
+    }
+}
+
+/// How a dm-crypt mapping numbers its IVs: the table's sector size, `iv_large_sectors`
+/// flag and `<iv_offset>` (in 512-byte units, as in the table line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SectorLayout {
+    pub sector_size: SectorSize,
+    pub iv_large_sectors: bool,
+    pub iv_offset: u64,
+}
+
+impl SectorLayout {
+    /// The kernel's plain-mode defaults: 512-byte sectors, IV in 512-byte units, no
+    /// offset.
+    pub const DEFAULT: Self = Self {
+        sector_size: SectorSize::S512,
+        iv_large_sectors: false,
+        iv_offset: 0,
+    };
+
+    /// The IV sector number of the crypt sector at `position` (512-byte units inside
+    /// the mapping), exactly as the kernel computes `dmreq->iv_sector` (u64 wrapping).
+    pub fn iv_sector(&self, position: u64) -> u64 {
+        let cc_sector = position.wrapping_add(self.iv_offset);
+        if self.iv_large_sectors {
+            cc_sector >> self.sector_size.shift()
+        } else {
+            cc_sector
+        }
+    }
+}
+
+impl Default for SectorLayout {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Which implementation runs the sectors (picked at construction from CPU features).
+enum Engine {
+    Aes {
+        data: AesKey,
+        tweak: AesKey,
+        #[cfg(target_arch = "x86_64")]
+        vaes: Option<crate::simd_x86::VaesXts>,
+    },
+    Twofish {
+        data: TwofishKey,
+        tweak: TwofishKey,
+        #[cfg(target_arch = "x86_64")]
+        avx512: Option<crate::simd_x86::TwofishAvx512>,
+    },
+}
+
+/// An XTS-plain64 sector cipher keyed like a dm-crypt table. Holds only expanded keys,
+/// which are zeroized on drop; its `Debug` shows the cipher and layout, never keys.
+pub struct SectorCipher {
+    cipher: BlockCipher,
+    layout: SectorLayout,
+    engine: Engine,
+}
+
+impl core::fmt::Debug for SectorCipher {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SectorCipher")
+            .field("cipher", &self.cipher)
+            .field("layout", &self.layout)
+            .field("implementation", &self.implementation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SectorCipher {
+    /// Expands `key` (the whole XTS key as in the dm table: data half then tweak half,
+    /// 32 or 64 bytes).
+    pub fn new(cipher: BlockCipher, key: &[u8], layout: SectorLayout) -> Result<Self, Error> {
+        if !matches!(key.len(), 32 | 64) {
+            return Err(Error::XtsKeyLength { cipher, len: key.len() });
+        }
+        let (data_key, tweak_key) = key.split_at(key.len() / 2);
+        let engine = match cipher {
+            BlockCipher::Aes => {
+                let length_error = || Error::XtsKeyLength { cipher, len: key.len() };
+                Engine::Aes {
+                    data: AesKey::new(data_key).ok_or_else(length_error)?,
+                    tweak: AesKey::new(tweak_key).ok_or_else(length_error)?,
+                    #[cfg(target_arch = "x86_64")]
+                    vaes: crate::simd_x86::VaesXts::new(data_key, tweak_key),
+                }
+            }
+            BlockCipher::Twofish => Engine::Twofish {
+                data: TwofishKey::new(data_key),
+                tweak: TwofishKey::new(tweak_key),
+                #[cfg(target_arch = "x86_64")]
+                avx512: crate::simd_x86::TwofishAvx512::detect(),
+            },
+        };
+        Ok(Self { cipher, layout, engine })
+    }
+
+    /// The block cipher under XTS.
+    pub fn cipher(&self) -> BlockCipher {
+        self.cipher
+    }
+
+    /// The IV layout this cipher was built for.
+    pub fn layout(&self) -> SectorLayout {
+        self.layout
+    }
+
+    /// Which implementation was picked for this CPU (for benchmarks and logs).
+    pub fn implementation(&self) -> &'static str {
+        match &self.engine {
+            #[cfg(target_arch = "x86_64")]
+            Engine::Aes { vaes: Some(_), .. } => "aes-xts vaes-avx512",
+            Engine::Aes { .. } => "aes-xts aes-crate (aes-ni when present)",
+            #[cfg(target_arch = "x86_64")]
+            Engine::Twofish { avx512: Some(_), .. } => "twofish-xts avx512-gather",
+            Engine::Twofish { .. } => "twofish-xts scalar full-keying",
+        }
+    }
+
+    /// Encrypts whole crypt sectors in place. `start` is the position of `data` inside
+    /// the mapping in 512-byte sectors (the bio sector relative to the target start);
+    /// it must be a multiple of the sector size, and `data.len()` a multiple of it.
+    pub fn encrypt(&self, start: u64, data: &mut [u8]) -> Result<(), Error> {
+        self.check(start, data.len())?;
+        self.run(start, data, true);
+        Ok(())
+    }
+
+    /// Decrypts whole crypt sectors in place; arguments as for [`Self::encrypt`].
+    pub fn decrypt(&self, start: u64, data: &mut [u8]) -> Result<(), Error> {
+        self.check(start, data.len())?;
+        self.run(start, data, false);
+        Ok(())
+    }
+
+    /// Validates a run: aligned start, whole sectors, no sector-number overflow.
+    pub(crate) fn check(&self, start: u64, len: usize) -> Result<(), Error> {
+        let sector_size = self.layout.sector_size.bytes();
+        if start % self.layout.sector_size.units_of_512() != 0 {
+            return Err(Error::UnalignedStart { start, sector_size });
+        }
+        if len % sector_size != 0 {
+            return Err(Error::PartialSector { len, sector_size });
+        }
+        let units = u64::try_from(len / 512).map_err(|_| Error::SectorOverflow { start, len })?;
+        start
+            .checked_add(units)
+            .ok_or(Error::SectorOverflow { start, len })?;
+        Ok(())
+    }
+
+    /// Runs already validated sectors.
+    pub(crate) fn run(&self, start: u64, data: &mut [u8], encrypt: bool) {
+        let size = self.layout.sector_size;
+        let mut position = start;
+        for sector in data.chunks_exact_mut(size.bytes()) {
+            let iv = plain64_iv(self.layout.iv_sector(position));
+            self.crypt_sector(iv, sector, encrypt);
+            position += size.units_of_512();
+        }
+    }
+
+    fn crypt_sector(&self, iv: [u8; BLOCK], sector: &mut [u8], encrypt: bool) {
+        match &self.engine {
+            Engine::Aes {
+                data,
+                tweak,
+                #[cfg(target_arch = "x86_64")]
+                vaes,
+            } => {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(vaes) = vaes {
+                    vaes.crypt_sector(u128::from_le_bytes(iv), sector, encrypt);
+                    return;
+                }
+                xts_sector(data, encrypted_tweak(tweak, iv), sector, encrypt);
+            }
+            Engine::Twofish {
+                data,
+                tweak,
+                #[cfg(target_arch = "x86_64")]
+                avx512,
+            } => {
+                let t = encrypted_tweak(tweak, iv);
+                #[cfg(target_arch = "x86_64")]
+                if let Some(avx512) = avx512 {
+                    avx512.crypt_sector(data, t, sector, encrypt);
+                    return;
+                }
+                xts_sector(data, t, sector, encrypt);
+            }
+        }
+    }
+}
+
+/// E_K2(IV) as a little-endian 128-bit number.
+fn encrypted_tweak<C: BlockBatch>(tweak_key: &C, iv: [u8; BLOCK]) -> u128 {
+    let mut block = [Block::clone_from_slice(&iv)];
+    tweak_key.encrypt_blocks(&mut block);
+    let mut bytes = [0u8; BLOCK];
+    bytes.copy_from_slice(&block[0]);
+    u128::from_le_bytes(bytes)
+}

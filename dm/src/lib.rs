@@ -26,21 +26,30 @@
 //! `DM_SECURE_DATA_FLAG` so the kernel wipes its copies too. That module and the raw
 //! `add_key`/`keyctl`/`mknod` calls are the crate's only `unsafe` code.
 //!
-//! # Keys: what dm-crypt keeps after the table load
+//! # Keys: what dm-crypt keeps after the table load (checked in the guest, Debian 6.1)
 //!
+//! dm-crypt always keeps the key bytes in its own kernel memory (its key buffer and the
+//! cipher's key schedule): that is what encrypts. What else remains depends on the loading:
 //! - **Keyring** ([`KeyLoading::Keyring`]): the key is added as a `logon` key (not readable
 //!   from userspace) `tosskey:<name>` to the loading thread's keyring, the table names it as
-//!   `:<bytes>:logon:tosskey:<name>`, dm-crypt looks it up and copies it into the cipher during
-//!   TABLE_LOAD, and [`activate_crypt`] invalidates the key right after. The table read back
-//!   shows only `:64:logon:tosskey:<name>` and `/proc/keys` no longer lists the key; the key
-//!   bytes then exist only inside the crypto transform (checked in the guest by the root test
-//!   `keyring_key_is_invalidated_and_absent_from_the_table`).
-//! - **Hex** ([`KeyLoading::Hex`]): the key is part of the table line, and dm-crypt keeps that
-//!   string: TABLE_STATUS returns the key in hex to any CAP_SYS_ADMIN caller (checked by the
-//!   root test `hex_key_is_returned_by_the_kernel_and_elided_by_table`). [`DmControl::table`]
+//!   `:<bytes>:logon:tosskey:<name>`, dm-crypt looks it up and copies it during TABLE_LOAD, and
+//!   [`activate_crypt`] invalidates the key right after. Then `/proc/keys` lists no `tosskey:`
+//!   key, the table read back is exactly
+//!   `twofish-xts-plain64 :64:logon:tosskey:<name> 0 7:0 0 1 sector_size:4096` (no key
+//!   bytes, not even through [`DmControl::table_with_keys`]), and the mapping keeps reading
+//!   and writing (root test `keyring_key_is_invalidated_and_absent_from_the_table`, which
+//!   also reopens the device with the same key as hex and reads the plaintext back).
+//! - **Hex** ([`KeyLoading::Hex`]): the key is part of the table line and dm-crypt keeps that
+//!   string: TABLE_STATUS returns the key in hex to any CAP_SYS_ADMIN caller (root test
+//!   `hex_key_is_returned_by_the_kernel_and_elided_by_table`). [`DmControl::table`]
 //!   therefore elides it; only [`DmControl::table_with_keys`] returns it, in zeroizing memory.
-//! - **Shred**: suspend → `key wipe` message → the kernel zeroes its copy; resume then fails
-//!   with `EAGAIN` and the device can only be removed.
+//! - **Shred**: suspend → `key wipe` message (refused with `EINVAL` while the device is live)
+//!   → dm-crypt zeroes its key: the table then shows a key field of 128 `0` digits, resume
+//!   fails with `EAGAIN` ("crypt key is not set") and the device can only be removed (root
+//!   test `shred_wipes_the_key_so_resume_fails_and_remove_succeeds`).
+//!
+//! The thread keyring matters: in the guest a key in the initramfs init's `@s` was not found
+//! (`ENOKEY`), while a key added to the thread keyring of the thread issuing TABLE_LOAD is.
 //!
 //! # Device nodes and udev
 //!

@@ -517,7 +517,7 @@ fn failed_activation_rolls_back() {
     )
     .unwrap_err();
     let text = err.to_string();
-    eprintln!("{text}");
+    report(&text);
     assert!(
         text.contains("DM_TABLE_LOAD") && text.contains("tkdm-rollback"),
         "{text}"

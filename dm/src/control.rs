@@ -360,6 +360,23 @@ impl DmControl {
         Ok(devices)
     }
 
+    /// [`DeviceInfo`] of every device whose UUID starts with `prefix` (e.g. `TOSSKEY-`), in
+    /// list order. A device removed between the list and its status query is skipped.
+    pub fn devices_with_uuid_prefix(&self, prefix: &str) -> Result<Vec<DeviceInfo>, Error> {
+        let mut found = Vec::new();
+        for (name, _) in self.list()? {
+            match self.info(&name) {
+                Ok(info) if info.uuid.as_deref().is_some_and(|u| u.starts_with(prefix)) => {
+                    found.push(info);
+                }
+                Ok(_) => {}
+                Err(err) if err.errno() == Some(libc::ENXIO) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(found)
+    }
+
     /// DM_DEV_STATUS.
     pub fn info(&self, name: &DmName) -> Result<DeviceInfo, Error> {
         let answer = self.run(Command::DevStatus, Self::named(name, 0))?;
@@ -413,7 +430,12 @@ impl DmControl {
                 start: Sectors(spec.sector_start),
                 length: Sectors(spec.length),
                 target_type,
-                params: Zeroizing::new(params.to_owned()),
+                params: {
+                    let mut copy = Zeroizing::new(String::with_capacity(params.len()));
+                    ioctl::lock_in_memory(copy.as_ptr(), copy.capacity());
+                    copy.push_str(params);
+                    copy
+                },
             });
             Ok(())
         })?;

@@ -244,10 +244,12 @@ impl std::fmt::Debug for DmBuffer {
 }
 
 impl DmBuffer {
-    /// A zeroed buffer with room for `payload_capacity` bytes after the header.
+    /// A zeroed buffer with room for `payload_capacity` bytes after the header, locked in
+    /// memory (it may carry key material; see [`lock_in_memory`]).
     pub(crate) fn new(payload_capacity: usize) -> Self {
         let bytes = DM_IOCTL_SIZE + payload_capacity.next_multiple_of(8);
         let words = Zeroizing::new(vec![0u64; bytes / 8]);
+        lock_in_memory(words.as_ptr().cast::<u8>(), bytes);
         let mut buffer = Self {
             words,
             input_len: 0,
@@ -393,6 +395,22 @@ pub(crate) fn dm_ioctl(
         bigger.header_mut().flags = request_flags;
         buffer = bigger;
     }
+}
+
+/// Best-effort `mlock` of the pages under `len` bytes from `start`, never unlocked: used for
+/// buffers that will hold key material (a hex key, a secure ioctl buffer) so they cannot be
+/// swapped out. Never calling `munlock` matters: a page may be shared with other locked data
+/// (or be under the binary's `mlockall(MCL_FUTURE)`), and unlocking it would undo that lock. The
+/// cost is a few locked pages until the short-lived process exits. Failure (RLIMIT_MEMLOCK
+/// without CAP_IPC_LOCK) is ignored: the binary reports it when its own mlockall fails.
+pub(crate) fn lock_in_memory(start: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: mlock only changes the paging attributes of the mapping containing the range;
+    // it neither reads nor writes the memory, and an invalid range yields ENOMEM, not UB. The
+    // caller passes the range of a live allocation.
+    let _ = unsafe { libc::mlock(start.cast::<libc::c_void>(), len) };
 }
 
 /// `mknod(path, mode, dev)`.

@@ -21,7 +21,8 @@
 //! itself with `libc`: the `ioctl` module holds the `#[repr(C)]` structs (checked against
 //! `linux/dm-ioctl.h` with gcc in the tests), the request-number table and one choke point
 //! that sizes the buffer, regrows it on `DM_BUFFER_FULL_FLAG` and records command, device and
-//! errno in the error. Every buffer is a zeroizing allocation; every call that can carry key
+//! errno in the error. Every buffer is a zeroizing allocation, locked in memory (best effort,
+//! on top of the binary's `mlockall`); every call that can carry key
 //! material (table load of a crypt target, table read, `key` messages) sets
 //! `DM_SECURE_DATA_FLAG` so the kernel wipes its copies too. That module and the raw
 //! `add_key`/`keyctl`/`mknod` calls are the crate's only `unsafe` code.

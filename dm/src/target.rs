@@ -10,7 +10,7 @@ use std::fmt::{self, Write as _};
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::ioctl::DM_MAX_TYPE_NAME;
+use crate::ioctl::{lock_in_memory, DM_MAX_TYPE_NAME};
 use crate::types::{DevId, Sectors, SECTOR_SIZE};
 
 /// The token shown instead of a hex key in elided tables.
@@ -156,6 +156,7 @@ impl KeyRef {
     pub fn hex_from_bytes(key: &[u8]) -> Self {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = Zeroizing::new(String::with_capacity(key.len() * 2));
+        lock_in_memory(hex.as_ptr(), hex.capacity());
         for &byte in key {
             hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
             hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
@@ -377,6 +378,7 @@ impl CryptTarget {
             self.cipher.len() + key.rendered_len() + 256,
         ));
         let capacity = params.capacity();
+        lock_in_memory(params.as_ptr(), capacity);
         params.push_str(&self.cipher);
         params.push(' ');
         match key {

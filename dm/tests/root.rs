@@ -92,6 +92,13 @@ fn linear_mapping_create_load_resume_remove() {
     assert_eq!(table[0].params, format!("{} 8", dev_of(&backing)));
     assert_eq!(table[0].length, linear.length);
     assert!(dm.list().unwrap().contains(&(n.clone(), dev)));
+    let tagged = dm.devices_with_uuid_prefix("TOSSKEY-TEST-lin").unwrap();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!((tagged[0].name.clone(), tagged[0].dev), (n.clone(), dev));
+    assert!(dm
+        .devices_with_uuid_prefix("TOSSKEY-TEST-nothing")
+        .unwrap()
+        .is_empty());
 
     // Data written at mapping sector 0 lands at sector 8 of the backing device.
     let node = DmControl::node_path(&n);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tosskey_ext4::{format, FormatOptions};
 
 const SIZE: u64 = 2 << 40;
-const REPETITIONS: usize = 9;
+const REPETITIONS: usize = 15;
 const CHILD_FLAG: &str = "--format-child";
 
 fn main() {

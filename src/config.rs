@@ -113,7 +113,7 @@ impl ProvisionConfig {
             (cli::RaidArg::DmStripe, level) => {
                 return Err(usage(format!(
                     "--raid dm-stripe stripes (raid0) only, not --level {}: use --raid md for it",
-                    md_level(level)
+                    crate::plan::md_level_name(md_level(level))
                 )))
             }
         };

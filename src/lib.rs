@@ -3,10 +3,17 @@
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod exit;
 pub mod harden;
+pub mod mount;
 pub mod plan;
+pub mod provision;
+pub mod recover;
 pub mod rollback;
 pub mod safety;
 pub mod signature;
+pub mod stack;
 pub mod state;
 pub mod sysfs;
+pub mod verify;
+pub mod volumes;

@@ -2,7 +2,6 @@
 //! layout, tables (key elided) and steps. `--dry-run` prints it and stops; execution walks
 //! the same data, so what is printed is what is done.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -21,44 +20,17 @@ pub struct PlannedMember {
     pub identity: Option<String>,
 }
 
-/// How the members become one block device under the crypt target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Assembly {
-    /// One device, no RAID.
-    Single,
-    /// A non-persistent md array (no superblock is written).
-    Md { level: MdLevel, chunk_bytes: u64 },
-    /// A device-mapper `striped` target (raid0 without the md module).
-    DmStripe { chunk_bytes: u64 },
-}
+// The assembly and layout vocabulary is the escrow file's: a plan is what an escrow file
+// records, so both use one definition.
+pub use tosskey_crypto::escrow::{Assembly, Layout, MdLevel};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MdLevel {
-    Raid0,
-    Raid1,
-    Linear,
-}
-
-impl fmt::Display for MdLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MdLevel::Raid0 => "raid0",
-            MdLevel::Raid1 => "raid1",
-            MdLevel::Linear => "linear",
-        })
+/// The md personality's name as the kernel and mdadm spell it.
+pub fn md_level_name(level: MdLevel) -> &'static str {
+    match level {
+        MdLevel::Raid0 => "raid0",
+        MdLevel::Raid1 => "raid1",
+        MdLevel::Linear => "linear",
     }
-}
-
-/// Where the crypt mapping sits relative to the array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Layout {
-    /// One crypt mapping over the assembled device.
-    Shared,
-    /// One crypt mapping per member (each its own key), the array on top of them.
-    PerDisk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,6 +89,8 @@ pub struct Plan {
     pub assembly: Assembly,
     pub layout: Layout,
     pub crypt: CryptSettings,
+    /// Size of the finished volume (what the filesystem gets).
+    pub volume_bytes: u64,
     pub mkfs: Option<Ext4Settings>,
     pub mount: Option<PathBuf>,
     pub escrow: Option<EscrowSettings>,

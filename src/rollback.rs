@@ -91,19 +91,21 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
-    fn recorder() -> (
-        Rc<RefCell<Vec<&'static str>>>,
-        impl Fn(&'static str) -> Box<dyn FnOnce() -> anyhow::Result<()>>,
-    ) {
-        let log = Rc::new(RefCell::new(Vec::new()));
-        let log2 = Rc::clone(&log);
-        (log, move |name| {
-            let log = Rc::clone(&log2);
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+    type UndoFactory = Box<dyn Fn(&'static str) -> UndoFn>;
+
+    /// A shared log and a factory of undo actions that append their name to it.
+    fn recorder() -> (Log, UndoFactory) {
+        let log: Log = Rc::default();
+        let shared = Rc::clone(&log);
+        let factory = move |name| -> UndoFn {
+            let log = Rc::clone(&shared);
             Box::new(move || {
                 log.borrow_mut().push(name);
                 Ok(())
             })
-        })
+        };
+        (log, Box::new(factory))
     }
 
     #[test]

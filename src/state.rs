@@ -34,10 +34,10 @@ pub struct Journal {
     pub stage: Stage,
     /// Member devices as given/discovered, canonical paths.
     pub members: Vec<PathBuf>,
-    /// md arrays built by this run (their /dev/mdN paths).
-    pub md_arrays: Vec<PathBuf>,
-    /// dm mappings built by this run, bottom first.
-    pub dm_mappings: Vec<String>,
+    /// What this run built (or was about to build), bottom first. An entry is recorded
+    /// *before* the kernel object is created, so a SIGKILL between the two leaves an entry
+    /// for something that may not exist: teardown skips those.
+    pub built: Vec<Component>,
     /// Where this run mounted the volume.
     pub mount: Option<PathBuf>,
 }
@@ -49,11 +49,20 @@ impl Journal {
             boot_id: boot_id.to_owned(),
             stage: Stage::Building,
             members,
-            md_arrays: Vec::new(),
-            dm_mappings: Vec::new(),
+            built: Vec::new(),
             mount: None,
         }
     }
+}
+
+/// One kernel object of the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Component {
+    /// A non-persistent md array, by kernel name (`md_tk_data`).
+    Md { name: String },
+    /// A device-mapper mapping, by name.
+    Dm { name: String },
 }
 
 /// The directory holding journals (a parameter so host tests use a temp dir).
@@ -147,7 +156,9 @@ mod tests {
         let journals = JournalDir::new(dir.path().join("run/tosskey"));
         assert_eq!(journals.load("vol").unwrap(), None);
         let mut journal = Journal::new("vol", "abc", vec![PathBuf::from("/dev/vdb")]);
-        journal.md_arrays.push(PathBuf::from("/dev/md127"));
+        journal.built.push(Component::Md {
+            name: "md_tk_vol".into(),
+        });
         journals.save(&journal).unwrap();
         journal.stage = Stage::Complete;
         journals.save(&journal).unwrap();

@@ -1,0 +1,286 @@
+//! `status`, `close` and `shred`: looking at and taking down the volumes tosskey made.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tosskey_dm::{CryptKeyField, DmControl, DmName};
+
+use crate::config::UUID_PREFIX;
+use crate::exit::Refused;
+use crate::mount::{mount_points_of, unmount};
+use crate::provision::Environment;
+use crate::stack::teardown;
+use crate::state::{Component, Journal, Stage};
+
+/// One dm mapping tosskey made, as the kernel reports it. Never carries key material.
+#[derive(Debug, Serialize)]
+pub struct MappingStatus {
+    pub name: String,
+    pub uuid: String,
+    pub dev: String,
+    pub size_bytes: u64,
+    pub target: String,
+    pub cipher: Option<String>,
+    pub key_bits: Option<usize>,
+    /// `keyring` (the table names a kernel key, long since invalidated) or `hex`.
+    pub key_source: Option<&'static str>,
+    pub sector_size: Option<u32>,
+    pub flags: Vec<String>,
+    /// Kernel names of the devices under it.
+    pub backing: Vec<String>,
+    pub mount_points: Vec<String>,
+    pub suspended: bool,
+    pub open_count: i32,
+}
+
+/// A volume: its journal (members, stage) and its live mappings.
+#[derive(Debug, Serialize)]
+pub struct VolumeStatus {
+    pub name: String,
+    pub stage: Option<Stage>,
+    pub members: Vec<String>,
+    pub md_arrays: Vec<String>,
+    pub mappings: Vec<MappingStatus>,
+}
+
+/// Every tosskey mapping (or only those of volume `name`).
+pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>> {
+    let dm = DmControl::open()?;
+    let journals = env.journals.list()?;
+    let mut volumes: Vec<VolumeStatus> = journals
+        .iter()
+        .map(|j| VolumeStatus {
+            name: j.name.clone(),
+            stage: Some(j.stage),
+            members: j.members.iter().map(|p| p.display().to_string()).collect(),
+            md_arrays: j
+                .built
+                .iter()
+                .filter_map(|c| match c {
+                    Component::Md { name } => Some(name.clone()),
+                    Component::Dm { .. } => None,
+                })
+                .collect(),
+            mappings: Vec::new(),
+        })
+        .collect();
+    for (dm_name, _) in dm.list()? {
+        let info = dm.info(&dm_name)?;
+        let Some(uuid) = info.uuid.clone().filter(|u| u.starts_with(UUID_PREFIX)) else {
+            continue;
+        };
+        let mapping = mapping_status(&dm, &env.root.proc, &dm_name, uuid, &info)?;
+        let owner = journals
+            .iter()
+            .find(|j| {
+                j.built.contains(&Component::Dm {
+                    name: dm_name.to_string(),
+                })
+            })
+            .map(|j| j.name.clone())
+            .unwrap_or_else(|| dm_name.to_string());
+        match volumes.iter_mut().find(|v| v.name == owner) {
+            Some(volume) => volume.mappings.push(mapping),
+            None => volumes.push(VolumeStatus {
+                name: owner,
+                stage: None,
+                members: Vec::new(),
+                md_arrays: Vec::new(),
+                mappings: vec![mapping],
+            }),
+        }
+    }
+    if let Some(name) = name {
+        volumes.retain(|v| v.name == name);
+        if volumes.is_empty() {
+            return Err(Refused(format!(
+                "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+            ))
+            .into());
+        }
+    }
+    Ok(volumes)
+}
+
+fn mapping_status(
+    dm: &DmControl,
+    proc_root: &Path,
+    name: &DmName,
+    uuid: String,
+    info: &tosskey_dm::DeviceInfo,
+) -> Result<MappingStatus> {
+    let table = dm.table(name)?;
+    let size_bytes = table.iter().map(|t| t.length.0 * 512).sum();
+    let target = table
+        .first()
+        .map(|t| t.target_type.clone())
+        .unwrap_or_default();
+    let crypt = table.iter().find_map(|t| t.crypt.as_ref());
+    let backing = std::fs::read_dir(format!("/sys/dev/block/{}/slaves", info.dev))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(MappingStatus {
+        name: name.to_string(),
+        uuid,
+        dev: info.dev.to_string(),
+        size_bytes,
+        target,
+        cipher: crypt.map(|c| c.cipher.clone()),
+        key_bits: crypt.and_then(|c| match &c.key {
+            CryptKeyField::Keyring { bytes, .. } | CryptKeyField::Hex { bytes } => Some(bytes * 8),
+            CryptKeyField::None | CryptKeyField::Elided => None,
+        }),
+        key_source: crypt.and_then(|c| match &c.key {
+            CryptKeyField::Keyring { .. } => Some("keyring"),
+            CryptKeyField::Hex { .. } | CryptKeyField::Elided => Some("hex"),
+            CryptKeyField::None => None,
+        }),
+        sector_size: crypt.map(|c| c.options.sector_size),
+        flags: crypt.map(|c| c.options.words()).unwrap_or_default(),
+        backing,
+        mount_points: mount_points_of(proc_root, info.dev.major, info.dev.minor)?,
+        suspended: info.suspended,
+        open_count: info.open_count,
+    })
+}
+
+/// Render `status` for humans.
+pub fn render_status(volumes: &[VolumeStatus]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if volumes.is_empty() {
+        out.push_str("no tosskey volumes in this boot\n");
+    }
+    for v in volumes {
+        let stage = match v.stage {
+            Some(Stage::Complete) => "complete",
+            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
+            None => "no journal",
+        };
+        let _ = writeln!(out, "{}: {stage}", v.name);
+        if !v.members.is_empty() {
+            let _ = writeln!(out, "  members: {}", v.members.join(", "));
+        }
+        for md in &v.md_arrays {
+            let _ = writeln!(out, "  md array: /dev/{md}");
+        }
+        for m in &v.mappings {
+            let _ = write!(
+                out,
+                "  /dev/mapper/{} ({}, {} bytes, {}",
+                m.name, m.dev, m.size_bytes, m.target
+            );
+            if let (Some(cipher), Some(bits)) = (&m.cipher, m.key_bits) {
+                let _ = write!(
+                    out,
+                    " {cipher} {bits}-bit key via {}",
+                    m.key_source.unwrap_or("?")
+                );
+            }
+            if let Some(size) = m.sector_size {
+                let _ = write!(out, ", {size}-byte sectors");
+            }
+            if !m.flags.is_empty() {
+                let _ = write!(out, ", {}", m.flags.join(" "));
+            }
+            let _ = write!(out, ") on {}", m.backing.join(", "));
+            if !m.mount_points.is_empty() {
+                let _ = write!(out, ", mounted at {}", m.mount_points.join(", "));
+            }
+            if m.suspended {
+                let _ = write!(out, ", SUSPENDED");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn journal_for(env: &Environment, name: &str) -> Result<Journal> {
+    env.journals.load(name)?.ok_or_else(|| {
+        Refused(format!(
+            "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+        ))
+        .into()
+    })
+}
+
+/// Close volume `name` (or every volume): unmount if asked, remove mappings and arrays.
+pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<String>> {
+    let journals = match name {
+        Some(name) => vec![journal_for(env, name)?],
+        None => env.journals.list()?,
+    };
+    let mut closed = Vec::new();
+    for journal in journals {
+        if let Some(dir) = &journal.mount {
+            if is_mount_point_of_volume(env, &journal)? {
+                if !unmount_first {
+                    return Err(Refused(format!(
+                        "{} is mounted at {}: unmount it first or pass --unmount",
+                        journal.name,
+                        dir.display()
+                    ))
+                    .into());
+                }
+                unmount(dir)?;
+            }
+        }
+        teardown(&journal, &env.journals).with_context(|| format!("closing {}", journal.name))?;
+        closed.push(journal.name);
+    }
+    Ok(closed)
+}
+
+fn is_mount_point_of_volume(env: &Environment, journal: &Journal) -> Result<bool> {
+    let dm = DmControl::open()?;
+    let name = DmName::new(&journal.name)?;
+    if !dm.list()?.iter().any(|(n, _)| n == &name) {
+        return Ok(false);
+    }
+    let dev = dm.info(&name)?.dev;
+    Ok(!mount_points_of(&env.root.proc, dev.major, dev.minor)?.is_empty())
+}
+
+/// Emergency crypto-shred of volume `name`: every crypt mapping is suspended and told to
+/// `key wipe` (the kernel zeroes its key: from here on the data is unrecoverable), then the
+/// stack is taken down as far as its users allow.
+pub fn shred(env: &Environment, name: &str) -> Result<String> {
+    let journal = journal_for(env, name)?;
+    let dm = DmControl::open()?;
+    let live: Vec<DmName> = dm.list()?.into_iter().map(|(n, _)| n).collect();
+    let mut wiped = Vec::new();
+    for component in &journal.built {
+        let Component::Dm { name: dm_name } = component else {
+            continue;
+        };
+        let dm_name = DmName::new(dm_name)?;
+        if !live.contains(&dm_name) {
+            continue;
+        }
+        let is_crypt = dm.table(&dm_name)?.iter().any(|t| t.target_type == "crypt");
+        if is_crypt {
+            dm.suspend(&dm_name)?;
+            dm.wipe_crypt_key(&dm_name)?;
+            wiped.push(dm_name.to_string());
+        }
+    }
+    // The keys are gone. A filesystem on top can no longer write: detach it lazily rather
+    // than flush into a keyless, suspended device.
+    if let Some(dir) = &journal.mount {
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let removed = teardown(&journal, &env.journals);
+    Ok(match removed {
+        Ok(()) => format!("shredded {name}: key wiped from {} and the stack removed", wiped.join(", ")),
+        Err(e) => format!(
+            "shredded {name}: key wiped from {}; the keyless mappings stay until their users let go ({e:#}); run `tosskey close {name}` later",
+            wiped.join(", ")
+        ),
+    })
+}

@@ -40,4 +40,99 @@ pub enum Error {
     /// A sector size the kernel's dm-crypt does not accept for our use.
     #[error("crypt sector size {bytes} is not supported; use 512 or 4096")]
     SectorSize { bytes: u64 },
+
+    // ---- key.rs (key-and-escrow engineer) ----
+    /// `--key-size` other than 256 or 512.
+    #[error("unsupported key size {bits} bits: use --key-size 256 or 512 (XTS splits the key into two halves)")]
+    UnsupportedKeySize { bits: u32 },
+
+    /// Recovered key material of a length no volume key has.
+    #[error("a volume key is 32 or 64 bytes long, this one is {len} bytes")]
+    KeyLength { len: usize },
+
+    /// getrandom(2) failed.
+    #[error("the operating system's random number generator failed")]
+    Random(#[source] getrandom::Error),
+
+    /// mlock(2) failed: the key would be swappable.
+    #[error("could not lock the volume key in memory (mlock): raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
+    LockMemory(#[source] region::Error),
+
+    // ---- spec.rs ----
+    /// A dm-crypt cipher string this crate cannot verify.
+    #[error("unsupported cipher \"{spec}\": supported: {supported}", supported = crate::spec::SUPPORTED_CIPHER_NAMES)]
+    UnsupportedCipher { spec: String },
+
+    /// A key size the cipher spec cannot use.
+    #[error("{spec} needs a 256- or 512-bit key (XTS uses two keys of half that size), not {bits} bits")]
+    KeyBitsForCipher { spec: String, bits: u32 },
+
+    // ---- escrow/ ----
+    /// The escrow public key could not be used.
+    #[error("escrow public key: {reason}")]
+    EscrowPublicKey { reason: String },
+
+    /// The escrow private key could not be used.
+    #[error("escrow private key: {reason}")]
+    EscrowPrivateKey { reason: String },
+
+    /// RSA modulus below 2048 bits.
+    #[error("the RSA key has {bits} bits; escrow needs at least 2048 (make one with: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:4096)")]
+    EscrowKeyTooSmall { bits: u32 },
+
+    /// RSA-OAEP encryption failed (RNG failure or a malformed key).
+    #[error("RSA-OAEP encryption of the volume key failed")]
+    EscrowSeal(#[source] rsa::Error),
+
+    /// The private key is not the one the file was sealed to.
+    #[error("the private key does not match this escrow file (sealed to public key sha256:{sealed_to}, this private key's public key is sha256:{given})")]
+    EscrowWrongPrivateKey { sealed_to: String, given: String },
+
+    /// OAEP decryption failed with the right key: ciphertext or metadata changed after sealing.
+    #[error("escrow file was altered after it was sealed: the key for {dm_name} does not decrypt with this file's metadata (a field or the ciphertext was changed)")]
+    EscrowTampered { dm_name: String },
+
+    /// Not JSON, truncated JSON, wrong types or unknown fields.
+    #[error("escrow file is not a valid tosskey escrow file (truncated or edited?)")]
+    EscrowJson(#[source] serde_json::Error),
+
+    /// Valid JSON, but not a tosskey escrow file.
+    #[error("not a tosskey escrow file (format is {found}, expected \"tosskey-escrow\")")]
+    EscrowFormat { found: String },
+
+    /// A format version this build does not read.
+    #[error("escrow file format version {found} is not supported (this tosskey reads version {supported}): use the tosskey release that wrote it")]
+    EscrowVersion { found: u64, supported: u32 },
+
+    /// A field that parses but has an impossible value.
+    #[error("escrow file field `{field}` is invalid: {reason}")]
+    EscrowField { field: String, reason: String },
+
+    /// Larger than any escrow file could be.
+    #[error("escrow file is {len} bytes, larger than any tosskey escrow file ({max} bytes at most)")]
+    EscrowTooLarge { len: usize, max: usize },
+
+    /// `open` on a file that holds one key per member.
+    #[error("this escrow file holds {count} keys (per-disk layout): open them with open_all")]
+    EscrowKeyCount { count: usize },
+
+    /// The target file exists and overwriting was not asked for.
+    #[error("{path} already exists: refusing to overwrite it (move it away first)")]
+    FileExists { path: std::path::PathBuf },
+
+    /// Reading the escrow file failed.
+    #[error("could not read {path}")]
+    ReadFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Writing the escrow or key file failed.
+    #[error("could not write {path}")]
+    WriteFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -13,6 +13,11 @@ mod bulk;
 mod simd_x86;
 mod twofish;
 mod xts;
+pub mod escrow;
+pub mod key;
 
-pub use error::Error;
+pub use error::{Error, Result};
+pub use escrow::{EscrowFile, EscrowMetadata};
+pub use key::{KeySize, VolumeKey};
+pub use spec::{BlockCipher, CipherSpec};
 pub use sector::{SectorCipher, SectorLayout, SectorSize};

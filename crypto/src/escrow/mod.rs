@@ -1,0 +1,36 @@
+//! Key escrow: the volume key sealed to an RSA public key with RSA-OAEP-SHA-256, in a
+//! versioned JSON file that records everything needed to reopen the volume.
+//!
+//! # Design
+//!
+//! - **Padding**: RSA-OAEP with SHA-256 for both the label hash and MGF1 (RFC 8017 §7.1).
+//!   The original script used PyCrypto's `key.encrypt(passphrase, None)`: textbook RSA,
+//!   deterministic and malleable. Never that.
+//! - **Keys**: public keys as PEM SPKI or PKCS#1, private keys as PEM PKCS#8 or PKCS#1;
+//!   under 2048 bits refused; the rsa crate caps public keys at 8192 bits.
+//! - **Metadata bound to the ciphertext**: the OAEP label is the canonical JSON of every
+//!   other field of the file plus the key's index and mapping name. Editing any field
+//!   (a member's identity, the cipher, the data offset…) makes decryption fail with
+//!   "escrow file was altered after it was sealed" instead of silently reopening the
+//!   volume with wrong parameters. The label is not secret and adds no confidentiality.
+//! - **Wrong key vs tampering**: the file records the SHA-256 of the recipient's
+//!   SubjectPublicKeyInfo, so a private key of another pair is reported as such before any
+//!   decryption is attempted.
+//! - **Side channels**: `open` runs RSA decryption, which should only ever run offline on
+//!   an operator's machine, never as a network-reachable oracle. The rsa crate 0.10 moved to
+//!   constant-time `crypto-bigint` arithmetic and advises 0.10 against the Marvin timing
+//!   attack (RUSTSEC-2023-0071, which affected ≤ 0.9) and uses random blinding on top;
+//!   running offline makes a timing oracle moot either way.
+//! - **Files**: written atomically with mode 0400, never over an existing file unless asked
+//!   (see `atomic`).
+
+mod atomic;
+mod file;
+mod rsa_keys;
+
+pub(crate) use atomic::write_new_file;
+pub use file::{
+    rfc3339_utc, Assembly, EscrowCrypt, EscrowFile, EscrowMember, EscrowMetadata, Layout, MdLevel,
+    OpenedKey, Recipient, SealedKey, ALGORITHM, FORMAT_NAME, FORMAT_VERSION, MAX_FILE_BYTES,
+};
+pub use rsa_keys::{EscrowPrivateKey, EscrowPublicKey, MIN_RSA_BITS};

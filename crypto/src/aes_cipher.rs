@@ -26,8 +26,12 @@ impl AesKey {
     /// Expands a 16- or 32-byte key; `None` for any other length.
     pub(crate) fn new(key: &[u8]) -> Option<Self> {
         match key.len() {
-            16 => aes::Aes128::new_from_slice(key).ok().map(|k| Self::Aes128(Box::new(k))),
-            32 => aes::Aes256::new_from_slice(key).ok().map(|k| Self::Aes256(Box::new(k))),
+            16 => aes::Aes128::new_from_slice(key)
+                .ok()
+                .map(|k| Self::Aes128(Box::new(k))),
+            32 => aes::Aes256::new_from_slice(key)
+                .ok()
+                .map(|k| Self::Aes256(Box::new(k))),
             _ => None,
         }
     }

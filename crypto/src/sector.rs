@@ -101,12 +101,13 @@ impl Default for SectorLayout {
 }
 
 /// Which implementation runs the sectors (picked at construction from CPU features).
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Aes {
         data: AesKey,
         tweak: AesKey,
         #[cfg(target_arch = "x86_64")]
-        vaes: Option<crate::simd_x86::VaesXts>,
+        vaes: Option<Box<crate::simd_x86::VaesXts>>,
     },
     Twofish {
         data: TwofishKey,
@@ -139,17 +140,23 @@ impl SectorCipher {
     /// 32 or 64 bytes).
     pub fn new(cipher: BlockCipher, key: &[u8], layout: SectorLayout) -> Result<Self, Error> {
         if !matches!(key.len(), 32 | 64) {
-            return Err(Error::XtsKeyLength { cipher, len: key.len() });
+            return Err(Error::XtsKeyLength {
+                cipher,
+                len: key.len(),
+            });
         }
         let (data_key, tweak_key) = key.split_at(key.len() / 2);
         let engine = match cipher {
             BlockCipher::Aes => {
-                let length_error = || Error::XtsKeyLength { cipher, len: key.len() };
+                let length_error = || Error::XtsKeyLength {
+                    cipher,
+                    len: key.len(),
+                };
                 Engine::Aes {
                     data: AesKey::new(data_key).ok_or_else(length_error)?,
                     tweak: AesKey::new(tweak_key).ok_or_else(length_error)?,
                     #[cfg(target_arch = "x86_64")]
-                    vaes: crate::simd_x86::VaesXts::new(data_key, tweak_key),
+                    vaes: crate::simd_x86::VaesXts::new(data_key, tweak_key).map(Box::new),
                 }
             }
             BlockCipher::Twofish => Engine::Twofish {
@@ -159,7 +166,11 @@ impl SectorCipher {
                 avx512: crate::simd_x86::TwofishAvx512::detect(),
             },
         };
-        Ok(Self { cipher, layout, engine })
+        Ok(Self {
+            cipher,
+            layout,
+            engine,
+        })
     }
 
     /// The block cipher under XTS.
@@ -179,7 +190,9 @@ impl SectorCipher {
             Engine::Aes { vaes: Some(_), .. } => "aes-xts vaes-avx512",
             Engine::Aes { .. } => "aes-xts aes-crate (aes-ni when present)",
             #[cfg(target_arch = "x86_64")]
-            Engine::Twofish { avx512: Some(_), .. } => "twofish-xts avx512-gather",
+            Engine::Twofish {
+                avx512: Some(_), ..
+            } => "twofish-xts avx512-gather",
             Engine::Twofish { .. } => "twofish-xts scalar full-keying",
         }
     }
@@ -203,10 +216,10 @@ impl SectorCipher {
     /// Validates a run: aligned start, whole sectors, no sector-number overflow.
     pub(crate) fn check(&self, start: u64, len: usize) -> Result<(), Error> {
         let sector_size = self.layout.sector_size.bytes();
-        if start % self.layout.sector_size.units_of_512() != 0 {
+        if !start.is_multiple_of(self.layout.sector_size.units_of_512()) {
             return Err(Error::UnalignedStart { start, sector_size });
         }
-        if len % sector_size != 0 {
+        if !len.is_multiple_of(sector_size) {
             return Err(Error::PartialSector { len, sector_size });
         }
         let units = u64::try_from(len / 512).map_err(|_| Error::SectorOverflow { start, len })?;

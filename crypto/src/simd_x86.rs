@@ -16,14 +16,13 @@
 use core::arch::x86_64::{
     __m128i, __m512i, _mm512_add_epi32, _mm512_aesdec_epi128, _mm512_aesdeclast_epi128,
     _mm512_aesenc_epi128, _mm512_aesenclast_epi128, _mm512_and_si512, _mm512_broadcast_i32x4,
-    _mm512_maskz_shuffle_epi32, _mm512_clmulepi64_epi128, _mm512_i32gather_epi32,
-    _mm512_loadu_si512, _mm512_rol_epi32, _mm512_ror_epi32, _mm512_set1_epi32, _mm512_set1_epi64,
-    _mm512_set_epi64, _mm512_slli_epi64, _mm512_srli_epi32, _mm512_srli_epi64,
-    _mm512_storeu_si512, _mm512_ternarylogic_epi64, _mm512_unpackhi_epi32,
-    _mm512_unpackhi_epi64, _mm512_unpacklo_epi32, _mm512_unpacklo_epi64, _mm512_xor_si512,
-    _mm_aesenc_si128, _mm_aesenclast_si128, _mm_aesimc_si128, _mm_aeskeygenassist_si128,
-    _mm_cvtsi128_si64, _mm_extract_epi64, _mm_set_epi64x, _mm_shuffle_epi32, _mm_slli_si128,
-    _mm_xor_si128,
+    _mm512_clmulepi64_epi128, _mm512_i32gather_epi32, _mm512_loadu_si512,
+    _mm512_maskz_shuffle_epi32, _mm512_rol_epi32, _mm512_ror_epi32, _mm512_set1_epi32,
+    _mm512_set1_epi64, _mm512_set_epi64, _mm512_slli_epi64, _mm512_srli_epi32, _mm512_srli_epi64,
+    _mm512_storeu_si512, _mm512_ternarylogic_epi64, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64,
+    _mm512_unpacklo_epi32, _mm512_unpacklo_epi64, _mm512_xor_si512, _mm_aesenc_si128,
+    _mm_aesenclast_si128, _mm_aesimc_si128, _mm_aeskeygenassist_si128, _mm_cvtsi128_si64,
+    _mm_extract_epi64, _mm_set_epi64x, _mm_shuffle_epi32, _mm_slli_si128, _mm_xor_si128,
 };
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -169,8 +168,7 @@ macro_rules! aes128_step {
 
 macro_rules! aes256_step {
     ($rk:ident, $i:literal, $rcon:literal) => {{
-        let assist =
-            _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>($rk[$i - 1]));
+        let assist = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>($rk[$i - 1]));
         $rk[$i] = _mm_xor_si128(prefix_xor($rk[$i - 2]), assist);
         if $i + 1 < 15 {
             let assist = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>($rk[$i]));
@@ -260,7 +258,12 @@ impl VaesXts {
         }
         // SAFETY: as above.
         let dec = unsafe { inverse_schedule(&enc, rounds) };
-        Some(Self { rounds, enc, dec, tweak })
+        Some(Self {
+            rounds,
+            enc,
+            dec,
+            tweak,
+        })
     }
 
     /// Encrypts or decrypts one sector (a multiple of 512 bytes) in place.
@@ -327,7 +330,13 @@ impl TwofishAvx512 {
 
     /// Encrypts or decrypts one sector (a multiple of 512 bytes) in place; `tweak` is
     /// the already encrypted initial tweak.
-    pub(crate) fn crypt_sector(self, key: &TwofishKey, tweak: u128, sector: &mut [u8], encrypt: bool) {
+    pub(crate) fn crypt_sector(
+        self,
+        key: &TwofishKey,
+        tweak: u128,
+        sector: &mut [u8],
+        encrypt: bool,
+    ) {
         // SAFETY: a TwofishAvx512 token exists only if twofish_avx512_available() was
         // true (see `detect`).
         unsafe { twofish_sector_avx512(key, tweak, sector, encrypt) }
@@ -456,7 +465,10 @@ fn twofish_sector_avx512(key: &TwofishKey, tweak: u128, sector: &mut [u8], encry
         let mut w: Words = core::array::from_fn(|i| {
             let (word, k) = in_order[i];
             let k = whiten(k);
-            [_mm512_xor_si512(set0[word], k), _mm512_xor_si512(set1[word], k)]
+            [
+                _mm512_xor_si512(set0[word], k),
+                _mm512_xor_si512(set1[word], k),
+            ]
         });
         let out_order: [(usize, usize); 4] = if encrypt {
             twofish_encrypt32(key, &mut w);
@@ -470,7 +482,10 @@ fn twofish_sector_avx512(key: &TwofishKey, tweak: u128, sector: &mut [u8], encry
         let out: [[__m512i; 2]; 4] = core::array::from_fn(|i| {
             let (word, k) = out_order[i];
             let k = whiten(k);
-            [_mm512_xor_si512(w[word][0], k), _mm512_xor_si512(w[word][1], k)]
+            [
+                _mm512_xor_si512(w[word][0], k),
+                _mm512_xor_si512(w[word][1], k),
+            ]
         });
         let blocks0 = transpose([out[0][0], out[1][0], out[2][0], out[3][0]]);
         let blocks1 = transpose([out[0][1], out[1][1], out[2][1], out[3][1]]);
@@ -513,7 +528,11 @@ mod tests {
             let key_len = if round % 2 == 0 { 32 } else { 64 };
             let key: Vec<u8> = (0..key_len).map(|_| rng.gen()).collect();
             let len = [512usize, 1024, 4096][round % 3];
-            let iv: u128 = if round % 5 == 0 { u128::from(u64::MAX) } else { u128::from(rng.gen::<u64>()) };
+            let iv: u128 = if round % 5 == 0 {
+                u128::from(u64::MAX)
+            } else {
+                u128::from(rng.gen::<u64>())
+            };
             let plain: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             let mut expected = plain.clone();
             portable_aes(&key, iv, &mut expected, true);
@@ -555,7 +574,8 @@ mod tests {
     #[test]
     fn alpha32_matches_scalar() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xa1f);
-        if !std::is_x86_feature_detected!("avx512f") || !std::is_x86_feature_detected!("vpclmulqdq") {
+        if !std::is_x86_feature_detected!("avx512f") || !std::is_x86_feature_detected!("vpclmulqdq")
+        {
             eprintln!("skipped: no AVX-512F/VPCLMULQDQ on this CPU");
             return;
         }
@@ -577,6 +597,9 @@ mod tests {
     fn alpha32_both(t: u128) -> (u128, u128) {
         let regs = initial_tweaks(t);
         let lane0 = |r: __m512i| u128_from_xmm(core::arch::x86_64::_mm512_castsi512_si128(r));
-        (lane0(times_alpha32(regs[0])), lane0(times_alpha32_clmul(regs[0])))
+        (
+            lane0(times_alpha32(regs[0])),
+            lane0(times_alpha32_clmul(regs[0])),
+        )
     }
 }

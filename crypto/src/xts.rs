@@ -47,7 +47,11 @@ pub(crate) fn xts_sector<C: BlockBatch + ?Sized>(
     let mut tweaks = [0u128; PASS];
     for pass in sector.chunks_mut(PASS * BLOCK) {
         let n = pass.len() / BLOCK;
-        for ((block, t), bytes) in blocks.iter_mut().zip(tweaks.iter_mut()).zip(pass.chunks_exact(BLOCK)) {
+        for ((block, t), bytes) in blocks
+            .iter_mut()
+            .zip(tweaks.iter_mut())
+            .zip(pass.chunks_exact(BLOCK))
+        {
             *t = tweak;
             tweak = mul_alpha(tweak);
             let x = u128::from_le_bytes(bytes.try_into().unwrap_or([0; BLOCK])) ^ *t;
@@ -58,7 +62,11 @@ pub(crate) fn xts_sector<C: BlockBatch + ?Sized>(
         } else {
             data.decrypt_blocks(&mut blocks[..n]);
         }
-        for ((block, t), bytes) in blocks.iter().zip(tweaks.iter()).zip(pass.chunks_exact_mut(BLOCK)) {
+        for ((block, t), bytes) in blocks
+            .iter()
+            .zip(tweaks.iter())
+            .zip(pass.chunks_exact_mut(BLOCK))
+        {
             let y = u128::from_le_bytes(block.as_slice().try_into().unwrap_or([0; BLOCK])) ^ *t;
             bytes.copy_from_slice(&y.to_le_bytes());
         }

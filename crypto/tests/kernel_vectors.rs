@@ -45,13 +45,17 @@ fn parse(file: &Path) -> KernelVector {
         "aes-xts-plain64" => BlockCipher::Aes,
         other => panic!("{}: unexpected cipher {other}", file.display()),
     };
-    let number = |v: String| v.parse::<u64>().unwrap_or_else(|e| panic!("{}: {v}: {e}", file.display()));
+    let number = |v: String| {
+        v.parse::<u64>()
+            .unwrap_or_else(|e| panic!("{}: {v}: {e}", file.display()))
+    };
     let flag = |v: String| match v.as_str() {
         "0" => false,
         "1" => true,
         _ => panic!("{}: flag must be 0 or 1, got {v}", file.display()),
     };
-    let bytes = |v: String| hex::decode(&v).unwrap_or_else(|e| panic!("{}: bad hex: {e}", file.display()));
+    let bytes =
+        |v: String| hex::decode(&v).unwrap_or_else(|e| panic!("{}: bad hex: {e}", file.display()));
     let key = bytes(take("key"));
     let sector_size = SectorSize::try_from(number(take("sector_size"))).expect("sector size");
     let iv_offset = number(take("iv_offset"));
@@ -59,7 +63,12 @@ fn parse(file: &Path) -> KernelVector {
     let start = number(take("start"));
     let plaintext = bytes(take("plaintext"));
     let ciphertext = bytes(take("ciphertext"));
-    assert!(fields.is_empty(), "{}: unknown fields {:?}", file.display(), fields.keys());
+    assert!(
+        fields.is_empty(),
+        "{}: unknown fields {:?}",
+        file.display(),
+        fields.keys()
+    );
     assert_eq!(plaintext.len(), ciphertext.len(), "{}", file.display());
     assert!(!plaintext.is_empty(), "{}: empty plaintext", file.display());
     KernelVector {
@@ -67,7 +76,11 @@ fn parse(file: &Path) -> KernelVector {
         cipher,
         cipher_name,
         key,
-        layout: SectorLayout { sector_size, iv_large_sectors, iv_offset },
+        layout: SectorLayout {
+            sector_size,
+            iv_large_sectors,
+            iv_offset,
+        },
         start,
         plaintext,
         ciphertext,
@@ -77,7 +90,12 @@ fn parse(file: &Path) -> KernelVector {
 fn load_all() -> Vec<KernelVector> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kernel");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the dm engineer's kernel vectors are missing)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the dm engineer's kernel vectors are missing)",
+                dir.display()
+            )
+        })
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
@@ -90,14 +108,21 @@ fn load_all() -> Vec<KernelVector> {
 #[test]
 fn kernel_vectors_cover_both_ciphers_and_sector_sizes() {
     let vectors = load_all();
-    assert!(vectors.len() >= 4, "need at least 4 kernel vector files, found {}", vectors.len());
+    assert!(
+        vectors.len() >= 4,
+        "need at least 4 kernel vector files, found {}",
+        vectors.len()
+    );
     let covered: BTreeSet<(String, usize)> = vectors
         .iter()
         .map(|v| (v.cipher_name.clone(), v.layout.sector_size.bytes()))
         .collect();
     for cipher in ["aes-xts-plain64", "twofish-xts-plain64"] {
         for size in [512, 4096] {
-            assert!(covered.contains(&(cipher.to_owned(), size)), "no kernel vector for {cipher} {size}");
+            assert!(
+                covered.contains(&(cipher.to_owned(), size)),
+                "no kernel vector for {cipher} {size}"
+            );
         }
     }
 }
@@ -111,14 +136,25 @@ fn userspace_cipher_reproduces_kernel_ciphertext() {
         let cipher = SectorCipher::new(v.cipher, &v.key, v.layout).expect("cipher");
         let mut data = v.plaintext.clone();
         cipher.encrypt(v.start, &mut data).expect("encrypt");
-        assert!(data == v.ciphertext, "{name}: encryption differs from the kernel ({})", cipher.implementation());
+        assert!(
+            data == v.ciphertext,
+            "{name}: encryption differs from the kernel ({})",
+            cipher.implementation()
+        );
         cipher.decrypt(v.start, &mut data).expect("decrypt");
         assert!(data == v.plaintext, "{name}: decryption differs");
 
         let mut data = v.plaintext.clone();
-        cipher.encrypt_parallel(v.start, &mut data).expect("encrypt");
-        assert!(data == v.ciphertext, "{name}: parallel encryption differs from the kernel");
-        cipher.decrypt_parallel(v.start, &mut data).expect("decrypt");
+        cipher
+            .encrypt_parallel(v.start, &mut data)
+            .expect("encrypt");
+        assert!(
+            data == v.ciphertext,
+            "{name}: parallel encryption differs from the kernel"
+        );
+        cipher
+            .decrypt_parallel(v.start, &mut data)
+            .expect("decrypt");
         assert!(data == v.plaintext, "{name}: parallel decryption differs");
     }
 }
@@ -131,14 +167,27 @@ fn kernel_vectors_pin_the_iv_arithmetic() {
         let units = v.layout.sector_size.units_of_512();
         let cipher = SectorCipher::new(v.cipher, &v.key, v.layout).expect("cipher");
         let mut shifted = v.plaintext.clone();
-        cipher.encrypt(v.start + units, &mut shifted).expect("encrypt");
-        assert!(shifted != v.ciphertext, "{}: start does not matter?", v.file.display());
+        cipher
+            .encrypt(v.start + units, &mut shifted)
+            .expect("encrypt");
+        assert!(
+            shifted != v.ciphertext,
+            "{}: start does not matter?",
+            v.file.display()
+        );
         if v.layout.iv_offset != 0 {
-            let layout = SectorLayout { iv_offset: 0, ..v.layout };
+            let layout = SectorLayout {
+                iv_offset: 0,
+                ..v.layout
+            };
             let no_offset = SectorCipher::new(v.cipher, &v.key, layout).expect("cipher");
             let mut data = v.plaintext.clone();
             no_offset.encrypt(v.start, &mut data).expect("encrypt");
-            assert!(data != v.ciphertext, "{}: iv_offset does not matter?", v.file.display());
+            assert!(
+                data != v.ciphertext,
+                "{}: iv_offset does not matter?",
+                v.file.display()
+            );
         }
     }
 }

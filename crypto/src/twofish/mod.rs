@@ -237,20 +237,32 @@ impl TwofishKey {
             for lane in 0..N {
                 let t0 = self.g(a[lane]);
                 let t1 = self.g(b[lane].rotate_left(8));
-                c[lane] = (c[lane] ^ t0.wrapping_add(t1).wrapping_add(k[8 + 4 * r])).rotate_right(1);
+                c[lane] =
+                    (c[lane] ^ t0.wrapping_add(t1).wrapping_add(k[8 + 4 * r])).rotate_right(1);
                 d[lane] = d[lane].rotate_left(1)
-                    ^ t0.wrapping_add(t1.wrapping_mul(2)).wrapping_add(k[9 + 4 * r]);
+                    ^ t0.wrapping_add(t1.wrapping_mul(2))
+                        .wrapping_add(k[9 + 4 * r]);
             }
             for lane in 0..N {
                 let t0 = self.g(c[lane]);
                 let t1 = self.g(d[lane].rotate_left(8));
-                a[lane] = (a[lane] ^ t0.wrapping_add(t1).wrapping_add(k[10 + 4 * r])).rotate_right(1);
+                a[lane] =
+                    (a[lane] ^ t0.wrapping_add(t1).wrapping_add(k[10 + 4 * r])).rotate_right(1);
                 b[lane] = b[lane].rotate_left(1)
-                    ^ t0.wrapping_add(t1.wrapping_mul(2)).wrapping_add(k[11 + 4 * r]);
+                    ^ t0.wrapping_add(t1.wrapping_mul(2))
+                        .wrapping_add(k[11 + 4 * r]);
             }
         }
         for (lane, block) in blocks.iter_mut().enumerate().take(N) {
-            store_words(block, [c[lane] ^ k[4], d[lane] ^ k[5], a[lane] ^ k[6], b[lane] ^ k[7]]);
+            store_words(
+                block,
+                [
+                    c[lane] ^ k[4],
+                    d[lane] ^ k[5],
+                    a[lane] ^ k[6],
+                    b[lane] ^ k[7],
+                ],
+            );
         }
     }
 
@@ -273,19 +285,31 @@ impl TwofishKey {
                 let t0 = self.g(c[lane]);
                 let t1 = self.g(d[lane].rotate_left(8));
                 a[lane] = a[lane].rotate_left(1) ^ t0.wrapping_add(t1).wrapping_add(k[10 + 4 * r]);
-                b[lane] = (b[lane] ^ t0.wrapping_add(t1.wrapping_mul(2)).wrapping_add(k[11 + 4 * r]))
-                    .rotate_right(1);
+                b[lane] = (b[lane]
+                    ^ t0.wrapping_add(t1.wrapping_mul(2))
+                        .wrapping_add(k[11 + 4 * r]))
+                .rotate_right(1);
             }
             for lane in 0..N {
                 let t0 = self.g(a[lane]);
                 let t1 = self.g(b[lane].rotate_left(8));
                 c[lane] = c[lane].rotate_left(1) ^ t0.wrapping_add(t1).wrapping_add(k[8 + 4 * r]);
-                d[lane] = (d[lane] ^ t0.wrapping_add(t1.wrapping_mul(2)).wrapping_add(k[9 + 4 * r]))
-                    .rotate_right(1);
+                d[lane] = (d[lane]
+                    ^ t0.wrapping_add(t1.wrapping_mul(2))
+                        .wrapping_add(k[9 + 4 * r]))
+                .rotate_right(1);
             }
         }
         for (lane, block) in blocks.iter_mut().enumerate().take(N) {
-            store_words(block, [a[lane] ^ k[0], b[lane] ^ k[1], c[lane] ^ k[2], d[lane] ^ k[3]]);
+            store_words(
+                block,
+                [
+                    a[lane] ^ k[0],
+                    b[lane] ^ k[1],
+                    c[lane] ^ k[2],
+                    d[lane] ^ k[3],
+                ],
+            );
         }
     }
 
@@ -327,7 +351,12 @@ const INTERLEAVE: usize = 4;
 
 fn words(block: &[u8]) -> [u32; 4] {
     core::array::from_fn(|i| {
-        u32::from_le_bytes([block[4 * i], block[4 * i + 1], block[4 * i + 2], block[4 * i + 3]])
+        u32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ])
     })
 }
 

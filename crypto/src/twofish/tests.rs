@@ -87,10 +87,18 @@ fn ecb_tbl_chain() {
             let cipher = encrypt_one(&expanded, plain);
             assert_eq!(decrypt_one(&expanded, cipher), plain, "I={i} round trip");
             if i <= 5 {
-                assert_eq!(cipher, unhex::<16>(first_five[i - 1]), "{key_len}-byte key, I={i}");
+                assert_eq!(
+                    cipher,
+                    unhex::<16>(first_five[i - 1]),
+                    "{key_len}-byte key, I={i}"
+                );
             }
             if i == 49 {
-                assert_eq!(hex::encode_upper(&key), key_49, "{key_len}-byte key, I=49 key");
+                assert_eq!(
+                    hex::encode_upper(&key),
+                    key_49,
+                    "{key_len}-byte key, I=49 key"
+                );
                 assert_eq!(cipher, unhex::<16>(ct_49), "{key_len}-byte key, I=49");
             }
             let mut next = plain.to_vec();
@@ -110,14 +118,22 @@ fn ecb_vk_vt_against_oracle() {
             let mut key = vec![0u8; key_len];
             key[bit / 8] = 0x80 >> (bit % 8);
             let ours = encrypt_one(&TwofishKey::new(&key), [0; 16]);
-            assert_eq!(ours, oracle_encrypt(&key, [0; 16]), "VK {key_len} bit {bit}");
+            assert_eq!(
+                ours,
+                oracle_encrypt(&key, [0; 16]),
+                "VK {key_len} bit {bit}"
+            );
         }
         let zero_key = TwofishKey::new(&vec![0u8; key_len]);
         for bit in 0..128 {
             let mut block = [0u8; 16];
             block[bit / 8] = 0x80 >> (bit % 8);
             let ours = encrypt_one(&zero_key, block);
-            assert_eq!(ours, oracle_encrypt(&vec![0u8; key_len], block), "VT {key_len} bit {bit}");
+            assert_eq!(
+                ours,
+                oracle_encrypt(&vec![0u8; key_len], block),
+                "VT {key_len} bit {bit}"
+            );
         }
     }
 }

@@ -82,7 +82,7 @@ pub enum Error {
         found: String,
     },
     /// A kernel keyring call failed.
-    #[error("cannot {action} kernel keyring key {description:?}: {source}; the kernel may lack keyring support (use hex key loading)")]
+    #[error("cannot {action} kernel keyring key {description:?} ({errno}): {fix}", errno = errno_name(source.raw_os_error()), fix = keyring_fix(source.raw_os_error()))]
     Keyring {
         action: &'static str,
         description: String,
@@ -130,6 +130,7 @@ pub(crate) fn errno_name(errno: Option<i32>) -> String {
         Some(libc::ENODEV) => "ENODEV",
         Some(libc::EINVAL) => "EINVAL",
         Some(libc::ENOSPC) => "ENOSPC",
+        Some(libc::EDQUOT) => "EDQUOT",
         Some(libc::ENOTTY) => "ENOTTY",
         Some(libc::ENOSYS) => "ENOSYS",
         Some(libc::ENOKEY) => "ENOKEY",
@@ -140,6 +141,22 @@ pub(crate) fn errno_name(errno: Option<i32>) -> String {
         None => "no errno",
     };
     name.to_owned()
+}
+
+/// What to do about a failed keyring call.
+fn keyring_fix(errno: Option<i32>) -> &'static str {
+    match errno {
+        Some(libc::EDQUOT) => {
+            "the key quota is used up; raise /proc/sys/kernel/keys/root_maxkeys or use hex key loading"
+        }
+        Some(libc::ENOSYS | libc::EOPNOTSUPP) => {
+            "this kernel has no keyring support; use hex key loading"
+        }
+        Some(libc::EPERM | libc::EACCES) => {
+            "a security policy (seccomp, container, LSM) refuses keyring calls; use hex key loading"
+        }
+        _ => "use hex key loading",
+    }
 }
 
 /// What to do about a failed device-mapper ioctl.
@@ -195,6 +212,20 @@ mod tests {
         );
         assert!(!text.contains('\n'));
         assert_eq!(err.errno(), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn keyring_errors_say_what_to_do() {
+        let err = Error::Keyring {
+            action: "add",
+            description: "tosskey:x".into(),
+            source: io::Error::from_raw_os_error(libc::EDQUOT),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot add kernel keyring key \"tosskey:x\" (EDQUOT): the key quota is used up; \
+             raise /proc/sys/kernel/keys/root_maxkeys or use hex key loading"
+        );
     }
 
     #[test]

@@ -6,6 +6,25 @@
 //! [`activate_crypt`] creates a crypt mapping in one call with the key loaded through the
 //! kernel keyring (or hex as a fallback) and rolls back on failure.
 //!
+//! ```no_run
+//! use tosskey_dm::{activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, DmUuid,
+//!                  KeyLoading, Sectors};
+//! # fn main() -> Result<(), tosskey_dm::Error> {
+//! # let key = [0u8; 64];
+//! let dm = DmControl::open()?;
+//! let name = DmName::new("ephemeral-encrypted")?;
+//! let uuid = DmUuid::new("TOSSKEY-<boot id>-ephemeral-encrypted")?;
+//! let target = CryptTarget::new("twofish-xts-plain64", DevId::new(259, 0), Sectors(2 << 30))?
+//!     .with_options(CryptOptions { sector_size: 4096, ..CryptOptions::default() });
+//! println!("{}", target.line_elided()?); // for --dry-run: the key shows as <key-elided>
+//! let mapping = activate_crypt(&dm, &name, &uuid, &target, &key, KeyLoading::Auto)?;
+//! // ... use mapping.node (/dev/mapper/ephemeral-encrypted) ...
+//! dm.suspend(&name)?; // shred: suspend, wipe the key, remove
+//! dm.wipe_crypt_key(&name)?;
+//! dm.remove(&name)?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Why not the `devicemapper` crate
 //!
 //! The design named the `devicemapper` crate (0.34). Judged against tosskey's key-hygiene

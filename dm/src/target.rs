@@ -200,7 +200,7 @@ impl KeyRef {
             }
             KeyRef::Hex(hex) => {
                 // The message must not contain the key: report only the shape.
-                if hex.is_empty() || hex.len() % 2 != 0 {
+                if hex.is_empty() || !hex.len().is_multiple_of(2) {
                     return Err(invalid("the hex key has an odd or zero number of digits"));
                 }
                 if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -358,7 +358,7 @@ impl CryptTarget {
             ("iv_offset", self.iv_offset),
             ("offset", self.offset),
         ] {
-            if value.0 % per != 0 {
+            if !value.0.is_multiple_of(per) {
                 return Err(invalid(format!(
                     "{what} {value} (512-byte sectors) is not a multiple of the {size}-byte sector size"
                 )));
@@ -710,7 +710,7 @@ fn parse_key_field(token: &str) -> Result<CryptKeyField, String> {
     if token == ELIDED_KEY {
         return Ok(CryptKeyField::Elided);
     }
-    if token.len() % 2 == 0 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(CryptKeyField::Hex {
             bytes: token.len() / 2,
         });

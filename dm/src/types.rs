@@ -134,7 +134,9 @@ impl Bytes {
 
     /// The sector count when this is a whole number of sectors.
     pub fn sectors_exact(self) -> Option<Sectors> {
-        (self.0 % SECTOR_SIZE == 0).then_some(Sectors(self.0 / SECTOR_SIZE))
+        self.0
+            .is_multiple_of(SECTOR_SIZE)
+            .then_some(Sectors(self.0 / SECTOR_SIZE))
     }
 }
 

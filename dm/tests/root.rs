@@ -536,3 +536,80 @@ fn failed_activation_rolls_back() {
     assert!(!DmControl::node_path(&n).exists());
     assert!(wait_until_no_tosskey_keys().is_empty());
 }
+
+/// Sets root's key quota (`/proc/sys/kernel/keys/root_maxkeys`) for the life of the guard.
+struct RootKeyQuota(String);
+
+impl RootKeyQuota {
+    const PATH: &'static str = "/proc/sys/kernel/keys/root_maxkeys";
+
+    fn set(value: &str) -> Self {
+        let old = fs::read_to_string(Self::PATH).unwrap();
+        fs::write(Self::PATH, value).unwrap();
+        Self(old.trim().to_owned())
+    }
+}
+
+impl Drop for RootKeyQuota {
+    fn drop(&mut self) {
+        fs::write(Self::PATH, &self.0).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn auto_falls_back_to_hex_when_the_keyring_is_unusable() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(2 * MIB).unwrap();
+    let n = name("tkdm-fallback");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let target = CryptTarget::new(
+        "aes-xts-plain64",
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap();
+    let data = pattern(4096);
+    {
+        // No key may be added: add_key fails with EDQUOT, as under a keyring-less kernel or a
+        // seccomp filter that refuses add_key.
+        let _quota = RootKeyQuota::set("1");
+        let err = activate_crypt(
+            &dm,
+            &n,
+            &uuid("fallback"),
+            &target,
+            &test_key(),
+            KeyLoading::Keyring,
+        )
+        .unwrap_err();
+        report(&err.to_string());
+        assert!(matches!(err, Error::Keyring { .. }), "{err}");
+        assert!(!dm.list().unwrap().iter().any(|(listed, _)| *listed == n));
+
+        let activation = activate_crypt(
+            &dm,
+            &n,
+            &uuid("fallback"),
+            &target,
+            &test_key(),
+            KeyLoading::Auto,
+        )
+        .unwrap();
+        assert_eq!(activation.key_loaded, KeyLoaded::Hex);
+        write_direct(&activation.node, 0, &data);
+        dm.remove(&n).unwrap();
+    }
+    // Same key through the keyring once keys can be added again: same plaintext.
+    let activation = activate_crypt(
+        &dm,
+        &n,
+        &uuid("fallback"),
+        &target,
+        &test_key(),
+        KeyLoading::Keyring,
+    )
+    .unwrap();
+    assert_eq!(read_direct(&activation.node, 0, 4096), data);
+    dm.remove(&n).unwrap();
+}

@@ -166,8 +166,12 @@ def main():
         process.wait()
 
     if not finished:
-        where = f" while running {run.current[0]} {run.current[1]}" if run.current else ""
-        run.problems.append(f"timed out after {args.timeout:.0f}s{where} (raise it with --timeout)")
+        run.problems.append(f"timed out after {args.timeout:.0f}s (raise it with --timeout)")
+    if run.current is not None:
+        # The guest died or timed out in the middle of a test: that test failed.
+        label, test, test_started = run.current
+        run.results.append((label, test, False, time.monotonic() - test_started))
+        run.problems.append(f"{label} {test} never finished")
     elif run.payload_status is None and not run.problems:
         run.problems.append(f"QEMU exited (status {process.returncode}) before the guest finished")
 

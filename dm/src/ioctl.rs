@@ -304,12 +304,12 @@ impl DmBuffer {
         self.bytes().get(start..end).unwrap_or(&[])
     }
 
-    /// A buffer twice as large holding the same request (header and input payload).
-    fn grown(&self) -> Self {
+    /// A buffer twice as large for re-sending the request whose header was `request` (the
+    /// header as sent: the kernel's answer fills in both name and UUID, and a request naming
+    /// both is refused with EINVAL).
+    fn regrown(&self, request: &DmIoctl) -> Self {
         let mut bigger = Self::new(self.len().saturating_mul(2) - DM_IOCTL_SIZE);
-        let used = DM_IOCTL_SIZE + self.input_len;
-        bigger.bytes_mut()[..used].copy_from_slice(&self.bytes()[..used]);
-        bigger.input_len = self.input_len;
+        *bigger.header_mut() = *request;
         bigger
     }
 }
@@ -343,13 +343,14 @@ pub(crate) fn dm_ioctl(
             command: cmd.name(),
             device: device.clone(),
         })?;
-        let request_flags = buffer.header().flags;
         {
             let header = buffer.header_mut();
             header.version = DM_VERSION_REQUIRED;
             header.data_size = data_size;
             header.data_start = DM_IOCTL_SIZE_U32;
         }
+        // The header carries no key material: keep it to re-send the request.
+        let request = *buffer.header();
         let result = loop {
             // SAFETY: `control` is an open fd of /dev/mapper/control; the request is one of the
             // _IOWR(0xfd, nr, struct dm_ioctl) numbers above, whose argument is a pointer to a
@@ -382,18 +383,16 @@ pub(crate) fn dm_ioctl(
         if buffer.header().flags & flags::BUFFER_FULL == 0 {
             return Ok(buffer);
         }
-        // With DM_SECURE_DATA_FLAG the kernel cleared our copy of the request's input: it
-        // cannot be re-sent from this buffer (only TARGET_MSG has input and an answer).
-        let input_lost = request_flags & flags::SECURE_DATA != 0 && buffer.input_len > 0;
-        if buffer.len() >= MAX_BUFFER || input_lost {
+        // Only requests without input payload are re-sent: the answer overwrote the input
+        // (and with DM_SECURE_DATA_FLAG the kernel cleared it). TARGET_MSG is the only command
+        // with both input and an answer, and its answers fit the first buffer.
+        if buffer.len() >= MAX_BUFFER || buffer.input_len > 0 {
             return Err(Error::BufferTooLarge {
                 command: cmd.name(),
                 device,
             });
         }
-        let mut bigger = buffer.grown();
-        bigger.header_mut().flags = request_flags;
-        buffer = bigger;
+        buffer = buffer.regrown(&request);
     }
 }
 
@@ -644,17 +643,22 @@ int main(void) {
     }
 
     #[test]
-    fn buffer_keeps_the_request_when_it_grows() {
+    fn regrown_buffer_carries_the_request_header_not_the_answer() {
         let mut buffer = DmBuffer::new(16);
         set_c_string(&mut buffer.header_mut().name, "grow-me");
-        buffer.header_mut().flags = flags::STATUS_TABLE;
-        buffer.fill_payload(3, |payload| payload[..3].copy_from_slice(b"abc"));
-        let bigger = buffer.grown();
+        buffer.header_mut().flags = flags::STATUS_TABLE | flags::SECURE_DATA;
+        let request = *buffer.header();
+        // What the kernel writes back with BUFFER_FULL: its status, UUID included.
+        set_c_string(&mut buffer.header_mut().uuid, "TOSSKEY-x");
+        buffer.header_mut().flags |= flags::BUFFER_FULL;
+        let bigger = buffer.regrown(&request);
         assert_eq!(bigger.len(), 2 * buffer.len());
         assert_eq!(c_string(&bigger.header().name), "grow-me");
-        assert_eq!(bigger.header().flags, flags::STATUS_TABLE);
-        assert_eq!(&bigger.bytes()[DM_IOCTL_SIZE..DM_IOCTL_SIZE + 3], b"abc");
-        assert_eq!(bigger.header().data_start, 312);
+        assert_eq!(c_string(&bigger.header().uuid), "");
+        assert_eq!(
+            bigger.header().flags,
+            flags::STATUS_TABLE | flags::SECURE_DATA
+        );
     }
 
     #[test]

@@ -21,6 +21,20 @@ fn uuid(text: &str) -> DmUuid {
     DmUuid::new(&format!("TOSSKEY-TEST-{text}")).unwrap()
 }
 
+/// A crypt target over the whole of `backing`.
+fn crypt_over(cipher: &str, backing: &LoopDevice) -> CryptTarget {
+    CryptTarget::new(cipher, dev_of(backing), Sectors(backing.size_sectors())).unwrap()
+}
+
+/// A linear target over the whole of `backing`.
+fn linear_over(backing: &LoopDevice) -> LinearTarget {
+    LinearTarget {
+        device: dev_of(backing),
+        offset: Sectors(0),
+        length: Sectors(backing.size_sectors()),
+    }
+}
+
 fn tosskey_keys_in_proc() -> Vec<String> {
     fs::read_to_string("/proc/keys")
         .unwrap_or_default()
@@ -121,12 +135,7 @@ fn hex_key_is_returned_by_the_kernel_and_elided_by_table() {
     let n = name("tkdm-hex");
     let _cleanup = Cleanup(vec![n.clone()]);
     let key = test_key();
-    let target = CryptTarget::new(
-        "aes-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("aes-xts-plain64", &backing);
     let activation = activate_crypt(&dm, &n, &uuid("hex"), &target, &key, KeyLoading::Hex).unwrap();
     assert_eq!(activation.key_loaded, KeyLoaded::Hex);
 
@@ -173,13 +182,7 @@ fn keyring_key_is_invalidated_and_absent_from_the_table() {
         sector_size: 4096,
         ..CryptOptions::default()
     };
-    let target = CryptTarget::new(
-        "twofish-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap()
-    .with_options(options);
+    let target = crypt_over("twofish-xts-plain64", &backing).with_options(options);
     let activation = activate_crypt(
         &dm,
         &n,
@@ -232,12 +235,7 @@ fn auto_loading_prefers_the_keyring() {
     let backing = LoopDevice::new(2 * MIB).unwrap();
     let n = name("tkdm-auto");
     let _cleanup = Cleanup(vec![n.clone()]);
-    let target = CryptTarget::new(
-        "aes-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("aes-xts-plain64", &backing);
     let activation = activate_crypt(
         &dm,
         &n,
@@ -317,12 +315,7 @@ fn shred_wipes_the_key_so_resume_fails_and_remove_succeeds() {
     let n = name("tkdm-shred");
     let _cleanup = Cleanup(vec![n.clone()]);
     let key = test_key();
-    let target = CryptTarget::new(
-        "twofish-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("twofish-xts-plain64", &backing);
     let activation =
         activate_crypt(&dm, &n, &uuid("shred"), &target, &key, KeyLoading::Keyring).unwrap();
     let data = pattern(8192);
@@ -411,11 +404,7 @@ fn device_node_is_made_and_removed_without_udev() {
     let n = name("tkdm-node");
     let _cleanup = Cleanup(vec![n.clone()]);
     let node = DmControl::node_path(&n);
-    let linear = LinearTarget {
-        device: dev_of(&backing),
-        offset: Sectors(0),
-        length: Sectors(backing.size_sectors()),
-    };
+    let linear = linear_over(&backing);
     dm.create(&n, &uuid("node")).unwrap();
     dm.load_table(&n, &[linear.line(Sectors(0)).unwrap()])
         .unwrap();
@@ -453,12 +442,7 @@ fn duplicate_name_is_refused_and_the_existing_device_kept() {
     let other = LoopDevice::new(2 * MIB).unwrap();
     let n = name("tkdm-dup");
     let _cleanup = Cleanup(vec![n.clone()]);
-    let target = CryptTarget::new(
-        "aes-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("aes-xts-plain64", &backing);
     let first = activate_crypt(
         &dm,
         &n,
@@ -473,12 +457,7 @@ fn duplicate_name_is_refused_and_the_existing_device_kept() {
     assert_eq!(err.errno(), Some(libc::EBUSY));
     assert!(err.to_string().contains("already exists"), "{err}");
 
-    let second_target = CryptTarget::new(
-        "aes-xts-plain64",
-        dev_of(&other),
-        Sectors(other.size_sectors()),
-    )
-    .unwrap();
+    let second_target = crypt_over("aes-xts-plain64", &other);
     let err = activate_crypt(
         &dm,
         &n,
@@ -508,12 +487,7 @@ fn failed_activation_rolls_back() {
     let backing = LoopDevice::new(2 * MIB).unwrap();
     let n = name("tkdm-rollback");
     let _cleanup = Cleanup(vec![n.clone()]);
-    let target = CryptTarget::new(
-        "nosuchcipher-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("nosuchcipher-xts-plain64", &backing);
     let err = activate_crypt(
         &dm,
         &n,
@@ -563,12 +537,7 @@ fn auto_falls_back_to_hex_when_the_keyring_is_unusable() {
     let backing = LoopDevice::new(2 * MIB).unwrap();
     let n = name("tkdm-fallback");
     let _cleanup = Cleanup(vec![n.clone()]);
-    let target = CryptTarget::new(
-        "aes-xts-plain64",
-        dev_of(&backing),
-        Sectors(backing.size_sectors()),
-    )
-    .unwrap();
+    let target = crypt_over("aes-xts-plain64", &backing);
     let data = pattern(4096);
     {
         // No key may be added: add_key fails with EDQUOT, as under a keyring-less kernel or a
@@ -611,5 +580,46 @@ fn auto_falls_back_to_hex_when_the_keyring_is_unusable() {
     )
     .unwrap();
     assert_eq!(read_direct(&activation.node, 0, 4096), data);
+    dm.remove(&n).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn a_table_larger_than_the_first_buffer_is_read_back_whole() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(4 * MIB).unwrap();
+    let n = name("tkdm-large-table");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    // 1000 targets of 8 sectors, in reverse order on the backing device: about 56 KiB of
+    // TABLE_STATUS answer, several times the first 16 KiB buffer.
+    let count = 1000u64;
+    let lines: Vec<_> = (0..count)
+        .map(|i| {
+            LinearTarget {
+                device: dev_of(&backing),
+                offset: Sectors(8 * (count - 1 - i)),
+                length: Sectors(8),
+            }
+            .line(Sectors(8 * i))
+            .unwrap()
+        })
+        .collect();
+    dm.create(&n, &uuid("large-table")).unwrap();
+    dm.load_table(&n, &lines).unwrap();
+    dm.resume(&n).unwrap();
+    assert_eq!(dm.info(&n).unwrap().target_count, 1000);
+    let table = dm.table(&n).unwrap();
+    assert_eq!(table.len(), 1000);
+    for (i, entry) in (0u64..).zip(&table) {
+        assert_eq!((entry.start, entry.length), (Sectors(8 * i), Sectors(8)));
+        assert_eq!(
+            entry.params,
+            format!("{} {}", dev_of(&backing), 8 * (count - 1 - i))
+        );
+    }
+    // The last 4 KiB of the mapping is the first 4 KiB of the backing device.
+    let data = pattern(4096);
+    write_direct(&DmControl::node_path(&n), 8 * 512 * (count - 1), &data);
+    assert_eq!(read_direct(backing.path(), 0, 4096), data);
     dm.remove(&n).unwrap();
 }

@@ -150,7 +150,7 @@ pub fn default_journal_blocks(blocks: u64) -> Option<u32> {
 /// Whether group `group` carries a superblock and descriptor backup (`sparse_super`).
 pub fn group_has_super(group: u32) -> bool {
     fn is_power_of(mut n: u32, base: u32) -> bool {
-        while n % base == 0 {
+        while n.is_multiple_of(base) {
             n /= base;
         }
         n == 1
@@ -235,12 +235,16 @@ impl Layout {
         }
     }
 
-    /// Blocks of the bitmaps and inode tables of flex group starting at `group` (which
-    /// must be a multiple of [`FLEX_GROUPS`]); they all sit in `group`.
-    fn flex_tables_range(&self, group: u32) -> Range<u64> {
+    /// The block bitmaps, inode bitmaps and inode tables of the flex group starting at
+    /// `group` (a multiple of [`FLEX_GROUPS`]); they all sit in `group`.
+    fn flex_tables_ranges(&self, group: u32) -> [Range<u64>; 3] {
         let members = u64::from((self.groups - group).min(FLEX_GROUPS));
-        let start = self.tables[group as usize].block_bitmap;
-        start..start + members * (2 + self.inode_table_blocks)
+        let first = self.tables[group as usize];
+        [
+            first.block_bitmap..first.block_bitmap + members,
+            first.inode_bitmap..first.inode_bitmap + members,
+            first.inode_table..first.inode_table + members * self.inode_table_blocks,
+        ]
     }
 
     /// Blocks used by files (root, `lost+found`, journal) as sorted ranges.
@@ -271,8 +275,8 @@ impl Layout {
         if sb > 0 {
             used.push(first..first + sb);
         }
-        if group % FLEX_GROUPS == 0 {
-            used.push(self.flex_tables_range(group));
+        if group.is_multiple_of(FLEX_GROUPS) {
+            used.extend(self.flex_tables_ranges(group));
         }
         for range in self.file_ranges() {
             let clipped = range.start.max(first)..range.end.min(end);
@@ -298,7 +302,7 @@ impl Layout {
     /// kernel and e2fsck can rebuild its block bitmap (`BLOCK_UNINIT`). The last group never
     /// qualifies: its bitmap needs padding bits.
     pub fn block_bitmap_derivable(&self, group: u32) -> bool {
-        group + 1 != self.groups && group % FLEX_GROUPS != 0 && {
+        group + 1 != self.groups && !group.is_multiple_of(FLEX_GROUPS) && {
             let first = self.group_first_block(group);
             let end = first + self.group_len(group);
             !self
@@ -337,19 +341,32 @@ impl Geometry {
         let mut data_start = 0;
         for flex_first in (0..self.groups).step_by(FLEX_GROUPS as usize) {
             let members = u64::from((self.groups - flex_first).min(FLEX_GROUPS));
+            // Distance between the block bitmaps, inode bitmaps and inode tables: the
+            // group count, except that a last flex group of one group keeps the full
+            // 16-block spacing (`table_offset` in ext2fs_allocate_group_table()).
+            let spacing = if members == 1 {
+                u64::from(FLEX_GROUPS)
+            } else {
+                members
+            };
             let group_first = u64::from(flex_first) * BLOCKS_PER_GROUP;
             let group_end = (group_first + BLOCKS_PER_GROUP).min(self.blocks);
             let mut start = group_first;
             if group_has_super(flex_first) {
                 start += 1 + self.desc_blocks;
             }
-            let end = start + members * (2 + self.inode_table_blocks);
-            // Group 0 also takes the root directory and lost+found.
-            let needed_end = if flex_first == 0 {
-                end + 1 + LOST_FOUND_BLOCKS
-            } else {
-                end
-            };
+            let end = start + 2 * spacing + members * self.inode_table_blocks;
+            // Group 0 also takes the root directory and lost+found, in the first free
+            // blocks: the gap after the block bitmap if there is one, else after the tables.
+            let mut needed_end = end;
+            if flex_first == 0 {
+                if spacing - members >= 1 + LOST_FOUND_BLOCKS {
+                    data_start = start + members;
+                } else {
+                    data_start = end;
+                    needed_end = end + 1 + LOST_FOUND_BLOCKS;
+                }
+            }
             if needed_end > group_end {
                 return Err(if self.groups == 1 {
                     LayoutError::TooSmall {
@@ -364,12 +381,9 @@ impl Geometry {
             for i in 0..members {
                 tables.push(GroupTables {
                     block_bitmap: start + i,
-                    inode_bitmap: start + members + i,
-                    inode_table: start + 2 * members + i * self.inode_table_blocks,
+                    inode_bitmap: start + spacing + i,
+                    inode_table: start + 2 * spacing + i * self.inode_table_blocks,
                 });
-            }
-            if flex_first == 0 {
-                data_start = end;
             }
         }
         let reserved_blocks = self.blocks * u64::from(reserved_percent) / 100;
@@ -586,8 +600,9 @@ mod tests {
                     "{run:?} hits {sb:?}"
                 );
             }
-            let flex = layout.flex_tables_range(0);
-            assert!(run.end <= flex.start || run.start >= flex.end);
+            for tables in layout.flex_tables_ranges(0) {
+                assert!(run.end <= tables.start || run.start >= tables.end);
+            }
         }
     }
 
@@ -607,6 +622,13 @@ mod tests {
     fn eight_mib_is_one_group_with_a_1024_block_journal() {
         let layout = Layout::compute(8 << 20, LARGEFILE4, 5, true).unwrap();
         assert_eq!(layout.groups, 1);
+        // As mke2fs: a lone group keeps the 16-block spacing, root and lost+found fill
+        // the gap after the block bitmap.
+        assert_eq!(layout.tables[0].block_bitmap, 2);
+        assert_eq!(layout.tables[0].inode_bitmap, 18);
+        assert_eq!(layout.tables[0].inode_table, 34);
+        assert_eq!(layout.root_block, 3);
+        assert_eq!(layout.lost_found_block, 4);
         assert_eq!(layout.inodes_per_group, 16);
         assert_eq!(layout.journal.as_ref().unwrap().blocks, 1024);
     }

@@ -354,8 +354,24 @@ fn comparable_header(image: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The per-group part of `dumpe2fs` (locations, flags, free counts), checksums removed.
+fn group_listing(image: &Path) -> Vec<String> {
+    let output = Command::new(sbin("dumpe2fs")).arg(image).output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip_while(|line| !line.starts_with("Group 0:"))
+        .map(|line| {
+            line.split(' ')
+                .filter(|word| !word.starts_with("0x"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
 #[test]
-fn superblock_matches_mke2fs_with_the_same_features() {
+fn superblock_and_groups_match_mke2fs_with_the_same_features() {
     let uuid_text = "73da1192-a955-40a1-a8d8-7ef899b1c0f4";
     let uuid: [u8; 16] = (0..16)
         .map(|i| {
@@ -402,6 +418,11 @@ fn superblock_matches_mke2fs_with_the_same_features() {
                 comparable_header(&ours),
                 comparable_header(&theirs),
                 "dumpe2fs -h differs from mke2fs for {size} bytes, journal {journal}"
+            );
+            assert_eq!(
+                group_listing(&ours),
+                group_listing(&theirs),
+                "dumpe2fs group listing differs from mke2fs for {size} bytes, journal {journal}"
             );
         }
     }

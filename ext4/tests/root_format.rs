@@ -11,6 +11,8 @@ use tosskey_ext4::{format, Error, FormatOptions};
 use tosskey_testkit::{sha256_of_range, virtio_disks, LoopDevice};
 
 const MIB: u64 = 1 << 20;
+/// One inode per 64 KiB: the tree below needs more inodes than largefile4 gives a small disk.
+const DENSE_INODES: u64 = 64 << 10;
 
 /// A mount that is undone on drop.
 struct Mounted {
@@ -62,7 +64,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-const SMALL_FILES: u64 = 1000;
+const SMALL_FILES: u64 = 400;
 const DEPTH: usize = 64;
 
 fn deep_dir(root: &Path) -> PathBuf {
@@ -81,7 +83,7 @@ fn write_tree(root: &Path, large_bytes: usize) {
     let small = root.join("small");
     std::fs::create_dir(&small).unwrap();
     for i in 0..SMALL_FILES {
-        let len = usize::try_from(1 + i * 37 % 5000).unwrap();
+        let len = usize::try_from(1 + i * 37 % 3000).unwrap();
         std::fs::write(small.join(format!("f{i:04}")), pattern(100 + i, len)).unwrap();
     }
     let deep = deep_dir(root);
@@ -102,7 +104,7 @@ fn verify_tree(root: &Path, large_bytes: usize) {
         usize::try_from(SMALL_FILES).unwrap()
     );
     for i in 0..SMALL_FILES {
-        let len = usize::try_from(1 + i * 37 % 5000).unwrap();
+        let len = usize::try_from(1 + i * 37 % 3000).unwrap();
         assert_eq!(
             std::fs::read(small.join(format!("f{i:04}"))).unwrap(),
             pattern(100 + i, len),
@@ -159,26 +161,51 @@ fn virtio_disk_without_journal_mounts_holds_files_and_stays_fsck_clean() {
         &disk.path,
         &FormatOptions {
             label: Some("tosskey-test".to_string()),
+            inode_ratio: DENSE_INODES,
             ..FormatOptions::default()
         },
         "virtio",
-        64 << 20,
+        16 << 20,
     );
 }
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn loop_device_with_journal_mounts_holds_files_and_stays_fsck_clean() {
-    let device = LoopDevice::new(256 * MIB).unwrap();
+    let device = LoopDevice::new(64 * MIB).unwrap();
     round_trip(
         device.path(),
         &FormatOptions {
             journal: true,
+            inode_ratio: DENSE_INODES,
             ..FormatOptions::default()
         },
         "journal",
-        32 << 20,
+        8 << 20,
     );
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn garbage_filled_device_with_journal_is_fsck_clean() {
+    // A reused disk: old bytes everywhere. Nothing may depend on zeros that are not
+    // there (inode tables are lazily initialised, the journal is zeroed explicitly).
+    let device = LoopDevice::new(32 * MIB).unwrap();
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device.path())
+            .unwrap();
+        file.write_all(&pattern(7, usize::try_from(32 * MIB).unwrap()))
+            .unwrap();
+        file.sync_all().unwrap();
+    }
+    let journal = FormatOptions {
+        journal: true,
+        inode_ratio: DENSE_INODES,
+        ..FormatOptions::default()
+    };
+    round_trip(device.path(), &journal, "garbage", 4 << 20);
 }
 
 #[test]
@@ -186,18 +213,22 @@ fn loop_device_with_journal_mounts_holds_files_and_stays_fsck_clean() {
 fn loop_device_with_4k_sectors_and_odd_size_is_fsck_clean() {
     // 4Kn logical blocks and a size that leaves a short last group.
     let device = LoopDevice::with_block_size(128 * MIB + 300 * 4096, 4096).unwrap();
-    round_trip(device.path(), &FormatOptions::default(), "4kn", 8 << 20);
+    let opts = FormatOptions {
+        inode_ratio: DENSE_INODES,
+        ..FormatOptions::default()
+    };
+    round_trip(device.path(), &opts, "4kn", 4 << 20);
 }
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn mounted_device_is_refused_and_untouched() {
-    let device = LoopDevice::new(64 * MIB).unwrap();
+    let device = LoopDevice::new(16 * MIB).unwrap();
     format(device.path(), &FormatOptions::default()).unwrap();
     let mounted = Mounted::new(device.path(), "busy");
     std::fs::write(mounted.point.join("keep"), b"still here").unwrap();
     nix::unistd::sync();
-    let before = sha256_of_range(device.path(), 0, 64 * MIB).unwrap();
+    let before = sha256_of_range(device.path(), 0, 16 * MIB).unwrap();
     let error = format(device.path(), &FormatOptions::default()).unwrap_err();
     assert!(
         matches!(error, Error::Mounted { .. } | Error::InUse { .. }),
@@ -212,7 +243,7 @@ fn mounted_device_is_refused_and_untouched() {
         message.contains("unmount") || message.contains("release"),
         "{message}"
     );
-    assert_eq!(sha256_of_range(device.path(), 0, 64 * MIB).unwrap(), before);
+    assert_eq!(sha256_of_range(device.path(), 0, 16 * MIB).unwrap(), before);
     assert_eq!(
         std::fs::read(mounted.point.join("keep")).unwrap(),
         b"still here"
@@ -222,8 +253,8 @@ fn mounted_device_is_refused_and_untouched() {
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn read_only_device_is_refused_and_untouched() {
-    let device = LoopDevice::new(64 * MIB).unwrap();
-    let before = sha256_of_range(device.path(), 0, 64 * MIB).unwrap();
+    let device = LoopDevice::new(16 * MIB).unwrap();
+    let before = sha256_of_range(device.path(), 0, 16 * MIB).unwrap();
     let status = Command::new("blockdev")
         .arg("--setro")
         .arg(device.path())
@@ -240,7 +271,7 @@ fn read_only_device_is_refused_and_untouched() {
     let error = result.unwrap_err();
     assert!(matches!(error, Error::ReadOnly { .. }), "{error}");
     assert!(error.to_string().contains("read-only"));
-    assert_eq!(sha256_of_range(device.path(), 0, 64 * MIB).unwrap(), before);
+    assert_eq!(sha256_of_range(device.path(), 0, 16 * MIB).unwrap(), before);
 }
 
 #[test]

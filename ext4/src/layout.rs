@@ -357,10 +357,11 @@ impl Geometry {
             }
             let end = start + 2 * spacing + members * self.inode_table_blocks;
             // Group 0 also takes the root directory and lost+found, in the first free
-            // blocks: the gap after the block bitmap if there is one, else after the tables.
+            // blocks: the gap after the block bitmaps if it holds them (1 + 4 blocks), else
+            // right after the tables.
             let mut needed_end = end;
             if flex_first == 0 {
-                if spacing - members >= 1 + LOST_FOUND_BLOCKS {
+                if spacing - members > LOST_FOUND_BLOCKS {
                     data_start = start + members;
                 } else {
                     data_start = end;

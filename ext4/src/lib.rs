@@ -1,6 +1,6 @@
 //! tosskey-ext4: a pure-Rust ext4 formatter.
 //!
-//! [`format`] writes a fresh ext4 filesystem onto a block device or an image file, the way
+//! [`format()`] writes a fresh ext4 filesystem onto a block device or an image file, the way
 //! `mke2fs -t ext4 -T largefile4` does, so that a minimal initramfs or a `FROM scratch`
 //! image needs no e2fsprogs:
 //!

@@ -153,7 +153,11 @@ pub fn discover_in(state: &SystemState, matcher: &DiskMatcher) -> Discovery {
     let mut disks = Vec::new();
     let mut skipped = Vec::new();
     // `state.devices` is in natural name order already.
-    for device in state.devices.iter().filter(|d| !d.is_partition()) {
+    for device in state
+        .devices
+        .iter()
+        .filter(|d| !d.is_partition() && !d.hidden && !d.is_virtual)
+    {
         let Some(identity) = identify(device, matcher) else {
             continue;
         };
@@ -242,7 +246,7 @@ fn explain_empty(state: &SystemState, discovery: &Discovery, matcher: &DiskMatch
     let seen: Vec<String> = state
         .devices
         .iter()
-        .filter(|d| !d.is_partition() && !d.name.starts_with("loop") && !d.name.starts_with("dm-"))
+        .filter(|d| !d.is_partition() && !d.hidden && !d.is_virtual)
         .map(|d| match (&d.model, &d.serial) {
             (Some(model), _) => format!("{} ({model})", d.name),
             (None, Some(serial)) => format!("{} (serial {serial})", d.name),

@@ -147,6 +147,11 @@ pub struct BlockDevice {
     pub removable: bool,
     pub rotational: bool,
     pub read_only: bool,
+    /// `hidden`: a per-path NVMe multipath device (`nvme0c0n1`) with no /dev node.
+    pub hidden: bool,
+    /// Lives under `/sys/devices/virtual/block`: loop, ram (brd), zram, dm, md, nbd — no
+    /// hardware behind it.
+    pub is_virtual: bool,
     /// `device/model` (SCSI, NVMe controller); trimmed.
     pub model: Option<String>,
     /// `device/vendor` (SCSI).
@@ -395,7 +400,12 @@ fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
             continue;
         };
         let parent = if dir.join("partition").exists() {
-            fs::canonicalize(&dir)?
+            // A partition's directory sits inside its disk's; if it vanished meanwhile
+            // (hot-unplug), leave it out rather than fail the whole inventory.
+            let Ok(canonical) = fs::canonicalize(&dir) else {
+                continue;
+            };
+            canonical
                 .parent()
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
@@ -446,6 +456,9 @@ fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
             removable: read_flag(&disk_dir.join("removable")),
             rotational: read_flag(&disk_dir.join("queue/rotational")),
             read_only: read_flag(&dir.join("ro")),
+            hidden: read_flag(&dir.join("hidden")),
+            is_virtual: fs::canonicalize(&dir)
+                .is_ok_and(|path| path.to_string_lossy().contains("/devices/virtual/")),
             model: read_trimmed(&identity_dir.join("device/model")),
             vendor: read_trimmed(&identity_dir.join("device/vendor")),
             serial,

@@ -218,6 +218,20 @@ fn gcp_local_ssds_nvme_and_scsi_but_not_persistent_disks() {
 }
 
 #[test]
+fn hidden_nvme_multipath_path_devices_are_not_disks() {
+    let mut tree = aws_i4i();
+    tree.nvme(
+        "nvme1c1n1",
+        20,
+        468 * GIB,
+        "Amazon EC2 NVMe Instance Storage",
+        "AWS24BBF51AF55097008",
+    )
+    .attr("nvme1c1n1", "hidden", "1");
+    assert_eq!(names(&tree, Cloud::Aws), ["nvme1n1", "nvme2n1"]);
+}
+
+#[test]
 fn gcp_by_id_link_alone_identifies_a_local_ssd() {
     let mut tree = FakeTree::new();
     tree.disk("nvme3n1", (259, 7), 375 * GIB)
@@ -281,7 +295,10 @@ fn any_cloud_unites_the_identities() {
 fn no_instance_disk_is_a_one_line_error_listing_what_was_seen() {
     let mut tree = FakeTree::new();
     tree.nvme("nvme0n1", 0, 8 * GIB, "Amazon Elastic Block Store", "vol1")
-        .mount((259, 0), "/", "xfs", "/dev/nvme0n1");
+        .mount((259, 0), "/", "xfs", "/dev/nvme0n1")
+        // Devices with no hardware behind them are not worth listing.
+        .virtual_disk("loop0", (7, 0), GIB)
+        .virtual_disk("ram0", (1, 0), GIB);
     let err = discover(&tree.root, Cloud::Aws).unwrap_err();
     assert_eq!(
         err.to_string(),

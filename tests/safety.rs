@@ -360,7 +360,7 @@ fn node(tree: &FakeTree, name: &str, dev: (u32, u32)) -> PathBuf {
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn block_nodes_are_looked_up_by_device_number() {
+fn block_disk_nodes_are_looked_up_by_device_number() {
     let mut tree = aws_i4i();
     tree.mount((259, 3), "/data", "ext4", "/dev/nvme1n1");
     // The node's name does not matter: its device number does.
@@ -384,7 +384,7 @@ fn block_nodes_are_looked_up_by_device_number() {
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn duplicate_and_overlapping_block_members() {
+fn duplicate_and_overlapping_block_disk_members() {
     let mut tree = aws_i4i();
     tree.partition("nvme2n1", "nvme2n1p1", (259, 9), 10 * GIB);
     let a = node(&tree, "nvme1n1", (259, 3));

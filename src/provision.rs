@@ -382,6 +382,7 @@ pub fn build_plan(cfg: &ProvisionConfig, checked: &[CheckedDevice]) -> Result<Pl
     {
         return Err(Refused("--level raid1 needs at least 2 devices".into()).into());
     }
+    refuse_wasteful_sizes(assembly, &members)?;
     let largest_block = members
         .iter()
         .map(|m| m.logical_block_size)
@@ -507,6 +508,36 @@ pub fn build_plan(cfg: &ProvisionConfig, checked: &[CheckedDevice]) -> Result<Pl
         escrow: cfg.escrow.clone(),
         steps,
     })
+}
+
+/// Striping and mirroring use every member only up to the smallest one's size. Members that
+/// differ by more than half are almost certainly a wrong device, and would waste most of the
+/// big ones: refuse (linear concatenation has no such problem).
+fn refuse_wasteful_sizes(assembly: Assembly, members: &[PlannedMember]) -> Result<()> {
+    let striped = matches!(
+        assembly,
+        Assembly::DmStripe { .. }
+            | Assembly::Md {
+                level: crate::plan::MdLevel::Raid0 | crate::plan::MdLevel::Raid1,
+                ..
+            }
+    );
+    let smallest = members.iter().min_by_key(|m| m.size_bytes);
+    let largest = members.iter().max_by_key(|m| m.size_bytes);
+    if let (true, Some(small), Some(large)) = (striped, smallest, largest) {
+        if small.size_bytes.saturating_mul(2) < large.size_bytes {
+            return Err(Refused(format!(
+                "member sizes differ too much: {} has {} bytes but {} has {}, so striping would waste over half of it: leave out {}, or use --level linear",
+                small.path.display(),
+                small.size_bytes,
+                large.path.display(),
+                large.size_bytes,
+                small.path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn planned_member(checked: &CheckedDevice) -> Result<PlannedMember> {

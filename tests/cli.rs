@@ -1,0 +1,111 @@
+//! The real binary on the host: help, usage errors, refusals that need no kernel support.
+
+mod common;
+
+use common::tosskey;
+
+#[test]
+fn help_lists_every_command_and_the_exit_codes() {
+    let run = tosskey(&["--help"]).ok();
+    for command in [
+        "provision",
+        "status",
+        "close",
+        "shred",
+        "recover",
+        "escrow",
+        "mkfs",
+    ] {
+        assert!(
+            run.stdout.contains(command),
+            "--help lacks {command}: {}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("Exit codes"), "{}", run.stdout);
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for command in ["provision", "status", "close", "shred", "recover", "mkfs"] {
+        let run = tosskey(&[command, "--help"]).ok();
+        assert!(
+            run.stdout.starts_with(char::is_uppercase),
+            "{command} --help: {}",
+            run.stdout
+        );
+    }
+    let run = tosskey(&["escrow", "decrypt", "--help"]).ok();
+    assert!(run.stdout.contains("--key-out"), "{}", run.stdout);
+    let run = tosskey(&["provision", "--help"]).ok();
+    for flag in [
+        "--cipher",
+        "--key-size",
+        "--sector-size",
+        "--raid",
+        "--layout",
+        "--dry-run",
+        "--json",
+        "--escrow-key",
+    ] {
+        assert!(run.stdout.contains(flag), "provision --help lacks {flag}");
+    }
+    assert!(
+        !run.stdout.contains("discover-serial-prefix"),
+        "test-only flag is hidden"
+    );
+}
+
+#[test]
+fn unknown_cipher_is_a_usage_error_listing_the_supported_ones() {
+    tosskey(&[
+        "provision",
+        "/dev/null",
+        "--cipher",
+        "serpent-cbc-essiv",
+        "--dry-run",
+    ])
+    .fails_with(2, "supported: twofish-xts-plain64, aes-xts-plain64");
+}
+
+#[test]
+fn missing_device_is_refused_with_the_fix() {
+    tosskey(&["provision", "/dev/does-not-exist", "--dry-run"])
+        .fails_with(3, "/dev/does-not-exist: no such device");
+}
+
+#[test]
+fn a_regular_file_is_refused() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(64 << 20).unwrap();
+    let path = file.path().to_str().unwrap();
+    tosskey(&["provision", path, "--dry-run"]).fails_with(3, "not a block device");
+}
+
+#[test]
+fn raid1_with_one_disk_is_a_usage_error() {
+    tosskey(&["provision", "/dev/vdb", "--level", "raid1"])
+        .fails_with(2, "raid1 needs at least 2 devices");
+}
+
+#[test]
+fn mkfs_formats_an_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fs.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let run = tosskey(&["mkfs", image.to_str().unwrap(), "--label", "data"]).ok();
+    assert!(run.stdout.contains("ext4, 16384 blocks"), "{}", run.stdout);
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}

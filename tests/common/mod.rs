@@ -1,0 +1,104 @@
+//! Running the real `tosskey` binary from integration tests.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The outcome of one `tosskey` invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "tosskey failed: {}{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, code: i32, message: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code (stdout: {} stderr: {})",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(message),
+            "stderr {:?} lacks {message:?}",
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "error is not one line: {:?}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+pub fn tosskey(args: &[&str]) -> Run {
+    tosskey_env(args, &[])
+}
+
+pub fn tosskey_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_tosskey"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run tosskey");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes an embedded test key to a temp path (the test executable runs in the VM guest,
+/// where the source tree does not exist).
+fn materialise(name: &str, pem: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, pem).expect("write test key");
+    path
+}
+
+/// The RSA test key pair committed with the crypto crate (test-only, never a real key):
+/// (public SPKI PEM, private PKCS#8 PEM).
+pub fn escrow_test_keys() -> (PathBuf, PathBuf) {
+    (
+        materialise(
+            "tosskey-test-a.spki.pem",
+            include_str!("../../crypto/tests/data/escrow/test-a-2048.spki.pem"),
+        ),
+        materialise(
+            "tosskey-test-a.pkcs8.pem",
+            include_str!("../../crypto/tests/data/escrow/test-a-2048.pkcs8.pem"),
+        ),
+    )
+}
+
+/// A private key that does not match [`escrow_test_keys`].
+pub fn other_private_key() -> PathBuf {
+    materialise(
+        "tosskey-test-b.pkcs8.pem",
+        include_str!("../../crypto/tests/data/escrow/test-b-3072.pkcs8.pem"),
+    )
+}
+
+/// Whether `needle` occurs in `haystack` (memchr's SIMD search: whole disks are scanned).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}

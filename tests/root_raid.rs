@@ -1,0 +1,371 @@
+//! Root tests of the multi-disk path, run inside the VM guest by `scripts/vm-test`:
+//! md raid0/raid1/linear and dm-stripe (shared and per-disk) with escrow, mkfs and mount;
+//! close; recover from escrow; nothing on the members but ciphertext; bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use common::{contains, escrow_test_keys, other_private_key, tosskey};
+use sha2::{Digest, Sha256};
+use tosskey_testkit::{sha256_of_device, virtio_disks, zero_range};
+
+/// Closes the volume and wipes the members' heads and tails when the test ends.
+struct Cleanup {
+    name: &'static str,
+    disks: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = tosskey(&["close", "--unmount", self.name]);
+        for disk in &self.disks {
+            let _ = zero_range(disk, 0, 4 << 20);
+        }
+    }
+}
+
+fn disks(count: usize) -> Vec<PathBuf> {
+    let disks = virtio_disks().expect("list virtio disks");
+    assert!(disks.len() >= count, "the guest needs {count} virtio disks");
+    disks.into_iter().take(count).map(|d| d.path).collect()
+}
+
+fn strs(paths: &[PathBuf]) -> Vec<&str> {
+    paths.iter().map(|p| p.to_str().unwrap()).collect()
+}
+
+/// Writes a tree of files (large, many small, a deep directory) and returns their hashes.
+fn write_files(dir: &Path) -> BTreeMap<PathBuf, [u8; 32]> {
+    let mut files = BTreeMap::new();
+    let mut seed = [0u8; 32];
+    let mut next = |len: usize| {
+        let mut data = Vec::with_capacity(len);
+        while data.len() < len {
+            seed = Sha256::digest(seed).into();
+            data.extend_from_slice(&seed);
+        }
+        data.truncate(len);
+        data
+    };
+    let mut put = |path: PathBuf, data: Vec<u8>| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &data).unwrap();
+        files.insert(path, Sha256::digest(&data).into());
+    };
+    put(dir.join("large.bin"), next(24 << 20));
+    for i in 0..200 {
+        put(dir.join(format!("small/{i}.txt")), next(100 + i));
+    }
+    put(dir.join("a/b/c/d/e/f/g/h/deep.txt"), next(5000));
+    files
+}
+
+fn check_files(files: &BTreeMap<PathBuf, [u8; 32]>) {
+    for (path, hash) in files {
+        let mut data = Vec::new();
+        File::open(path).unwrap().read_to_end(&mut data).unwrap();
+        assert_eq!(
+            <[u8; 32]>::from(Sha256::digest(&data)),
+            *hash,
+            "{} differs",
+            path.display()
+        );
+    }
+}
+
+fn read_all(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    File::open(path).unwrap().read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+/// Provision with escrow, fill, close, recover, compare; check the members hold nothing
+/// but ciphertext and no key material.
+fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str]) {
+    let _cleanup = Cleanup {
+        name,
+        disks: members.to_vec(),
+    };
+    let (public, private) = escrow_test_keys();
+    let escrow = format!("/tmp/{name}.escrow");
+    let mount = format!("/mnt/{name}");
+    let _ = std::fs::remove_file(&escrow);
+    let mut args = vec!["provision"];
+    args.extend(strs(members));
+    args.extend([
+        "--name",
+        name,
+        "--escrow-key",
+        public.to_str().unwrap(),
+        "--escrow-file",
+        &escrow,
+    ]);
+    args.extend(["--mount", &mount, "--json"]);
+    args.extend(layout_args);
+    let report = tosskey(&args).ok().json();
+    for crypt in report["stack"]["crypt"].as_array().unwrap() {
+        assert!(crypt["verification"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["matched"] == true));
+    }
+    let files = write_files(Path::new(&mount));
+    let status = tosskey(&["status", name]).ok().stdout;
+    assert!(status.contains(&format!("mounted at {mount}")), "{status}");
+    tosskey(&["close", name, "--unmount"]).ok();
+    assert!(tosskey(&["status"])
+        .ok()
+        .stdout
+        .contains("no tosskey volumes"));
+    assert!(!std::fs::read_to_string("/proc/mdstat")
+        .unwrap()
+        .contains("md_tk_"));
+
+    // Only ciphertext on the members: no md superblock, no ext4 or LUKS magic, no key.
+    let key_out = format!("/tmp/{name}.key");
+    let _ = std::fs::remove_file(&key_out);
+    let _ = std::fs::remove_file(format!("{key_out}.0"));
+    let _ = std::fs::remove_file(format!("{key_out}.1"));
+    tosskey(&[
+        "escrow",
+        "decrypt",
+        "--escrow-file",
+        &escrow,
+        "--private-key",
+        private.to_str().unwrap(),
+        "--key-out",
+        &key_out,
+    ])
+    .ok();
+    let key_files: Vec<PathBuf> = [
+        key_out.clone(),
+        format!("{key_out}.0"),
+        format!("{key_out}.1"),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .filter(|p| p.exists())
+    .collect();
+    assert!(!key_files.is_empty());
+    for member in members {
+        let raw = read_all(member);
+        assert!(
+            !contains(&raw, &[0xfc, 0x4e, 0x2b, 0xa9]),
+            "md magic on {}",
+            member.display()
+        );
+        assert!(
+            !contains(&raw, b"LUKS\xba\xbe"),
+            "LUKS magic on {}",
+            member.display()
+        );
+        assert_ne!(
+            &raw[1080..1082],
+            &[0x53, 0xef],
+            "ext4 magic on {}",
+            member.display()
+        );
+        for key_file in &key_files {
+            let key = std::fs::read(key_file).unwrap();
+            assert!(
+                !contains(&raw, &key[..16]),
+                "key bytes on {}",
+                member.display()
+            );
+            let hex: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !contains(&raw, hex.as_bytes()),
+                "hex key on {}",
+                member.display()
+            );
+        }
+    }
+    for key_file in &key_files {
+        std::fs::remove_file(key_file).unwrap();
+    }
+
+    // A wrong private key fails clearly and changes nothing.
+    let before: Vec<_> = members
+        .iter()
+        .map(|m| sha256_of_device(m).unwrap())
+        .collect();
+    let wrong = tosskey(&[
+        "recover",
+        "--escrow-file",
+        &escrow,
+        "--private-key",
+        other_private_key().to_str().unwrap(),
+        "--mount",
+        &mount,
+    ]);
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("private key"), "{}", wrong.stderr);
+    assert!(tosskey(&["status"])
+        .ok()
+        .stdout
+        .contains("no tosskey volumes"));
+    let after: Vec<_> = members
+        .iter()
+        .map(|m| sha256_of_device(m).unwrap())
+        .collect();
+    assert_eq!(before, after);
+
+    // The right key brings every file back.
+    tosskey(&[
+        "recover",
+        "--escrow-file",
+        &escrow,
+        "--private-key",
+        private.to_str().unwrap(),
+        "--mount",
+        &mount,
+    ])
+    .ok();
+    check_files(&files);
+    tosskey(&["close", name, "--unmount"]).ok();
+    std::fs::remove_file(&escrow).unwrap();
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_raid0_over_two_disks_round_trips() {
+    round_trip("t-r0x2", &disks(2), &[]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_raid0_over_four_disks_round_trips() {
+    round_trip("t-r0x4", &disks(4), &[]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_raid1_round_trips() {
+    round_trip("t-r1", &disks(2), &["--level", "raid1"]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_linear_round_trips() {
+    round_trip("t-lin", &disks(2), &["--level", "linear"]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn dm_stripe_over_four_disks_round_trips() {
+    round_trip("t-ds", &disks(4), &["--raid", "dm-stripe"]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn per_disk_layout_round_trips() {
+    round_trip("t-pd", &disks(2), &["--layout", "per-disk"]);
+    round_trip(
+        "t-pds",
+        &disks(2),
+        &["--layout", "per-disk", "--raid", "dm-stripe"],
+    );
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn discovery_finds_the_test_disks_and_refuses_when_none_is_free() {
+    let all = disks(4);
+    let _cleanup = Cleanup {
+        name: "t-disc",
+        disks: all.clone(),
+    };
+    let run = tosskey(&[
+        "provision",
+        "--discover",
+        "any",
+        "--discover-serial-prefix",
+        "tosskey-disk-",
+        "--name",
+        "t-disc",
+        "--mkfs",
+        "none",
+        "--json",
+    ])
+    .ok();
+    let members = run.json()["chain"]["members"].as_array().unwrap().len();
+    assert_eq!(members, all.len());
+    tosskey(&[
+        "provision",
+        "--discover",
+        "any",
+        "--discover-serial-prefix",
+        "tosskey-disk-",
+        "--name",
+        "t-disc2",
+    ])
+    .fails_with(3, "no instance-store disks found");
+    tosskey(&["provision", "--discover", "aws", "--name", "t-disc3"])
+        .fails_with(3, "no instance-store disks found for aws");
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn bad_member_lists_are_refused_and_nothing_is_written() {
+    let two = disks(2);
+    let before: Vec<_> = two.iter().map(|m| sha256_of_device(m).unwrap()).collect();
+    let a = two[0].to_str().unwrap();
+    tosskey(&["provision", a, a, "--name", "t-bad"]).fails_with(3, "name each member once");
+    let small = tosskey_testkit::LoopDevice::new(20 << 20).unwrap();
+    tosskey(&[
+        "provision",
+        a,
+        small.path().to_str().unwrap(),
+        "--name",
+        "t-bad",
+    ])
+    .fails_with(3, "member sizes differ too much");
+    let after: Vec<_> = two.iter().map(|m| sha256_of_device(m).unwrap()).collect();
+    assert_eq!(before, after);
+    assert!(tosskey(&["status"])
+        .ok()
+        .stdout
+        .contains("no tosskey volumes"));
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn crash_after_assembly_converges() {
+    let two = disks(2);
+    let _cleanup = Cleanup {
+        name: "t-rcrash",
+        disks: two.clone(),
+    };
+    let mut args = vec!["provision"];
+    args.extend(strs(&two));
+    args.extend(["--name", "t-rcrash", "--mkfs", "none"]);
+    for step in ["assembly", "crypt"] {
+        let crashed = common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", step)]);
+        assert_eq!(crashed.code, -1, "{step}: {}", crashed.stderr);
+        assert!(tosskey(&["status"]).ok().stdout.contains("incomplete"));
+        tosskey(&args).ok();
+        tosskey(&["close", "t-rcrash"]).ok();
+        assert!(
+            !std::fs::read_to_string("/proc/mdstat")
+                .unwrap()
+                .contains("md_tk_"),
+            "{step}"
+        );
+    }
+    // close after a crash cleans up as well.
+    let crashed = common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", "verify")]);
+    assert_eq!(crashed.code, -1);
+    tosskey(&["close", "t-rcrash"]).ok();
+    assert!(tosskey(&["status"])
+        .ok()
+        .stdout
+        .contains("no tosskey volumes"));
+    assert!(!std::fs::read_to_string("/proc/mdstat")
+        .unwrap()
+        .contains("md_tk_"));
+}

@@ -75,6 +75,12 @@ impl MdArray {
     /// [`MdArray::build`] with sysfs, procfs and device nodes under `system`.
     pub fn build_in(system: &SystemPaths, spec: &ArraySpec) -> Result<MdArray> {
         spec.validate()?;
+        // A rerun with the same name finds its array before anything else.
+        if let Some(name) = spec.kernel_name_from_hint() {
+            if system.sys("block").join(&name).exists() {
+                return Err(RaidError::NameInUse { name });
+            }
+        }
         check_members(system, spec)?;
         let name = create_array(system, spec)?;
         let array = match MdArray::attach(system, &name) {
@@ -298,15 +304,29 @@ impl MdArray {
         if spec.needs_truncation() {
             self.truncate_members(spec)?;
         }
-        ioctl::run_array(self.fd.as_fd(), &description)?;
+        if let Err(error) = ioctl::run_array(self.fd.as_fd(), &description) {
+            // md answers EINVAL when it cannot find (or auto-load) the personality.
+            let personality = spec.level.name();
+            if self
+                .system
+                .personalities()
+                .is_ok_and(|loaded| !loaded.iter().any(|name| name == personality))
+            {
+                return Err(RaidError::MissingPersonality {
+                    device: description,
+                    level: personality,
+                    module: personality,
+                });
+            }
+            return Err(error);
+        }
         let built = self.system.array_status(&self.name)?.size_bytes;
         let expected = spec.expected_size_bytes();
         if built != expected {
-            return Err(RaidError::InvalidSpec {
-                problem: format!(
-                    "the kernel built {} with {built} bytes instead of the expected {expected}; refusing an array of unexpected geometry (check dmesg)",
-                    self.node.display()
-                ),
+            return Err(RaidError::UnexpectedSize {
+                device: description,
+                built,
+                expected,
             });
         }
         Ok(())

@@ -61,6 +61,26 @@ pub enum RaidError {
         /// What was expected.
         expected: &'static str,
     },
+    /// RUN_ARRAY failed because the kernel has no driver for the level.
+    #[error("RUN_ARRAY on {device} failed: the kernel has no md {level} personality loaded (not in /proc/mdstat); load it with modprobe {module}")]
+    MissingPersonality {
+        /// The md device.
+        device: String,
+        /// `raid0`, `raid1`, `linear`.
+        level: &'static str,
+        /// The module to load.
+        module: &'static str,
+    },
+    /// The kernel built an array of another size than the spec implies.
+    #[error("{device}: the kernel built {built} bytes, expected {expected}; refusing an array of unexpected geometry (check dmesg)")]
+    UnexpectedSize {
+        /// The md device.
+        device: String,
+        /// Size the kernel reports.
+        built: u64,
+        /// Size computed from the spec.
+        expected: u64,
+    },
     /// Every md minor from 127 down to 0 is taken.
     #[error("no free md minor (md0..md127 are all in use); stop an unused md array and retry")]
     NoFreeMinor,

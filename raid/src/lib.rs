@@ -70,6 +70,6 @@ pub use spec::{
     MIN_CHUNK, MIN_MEMBER_BYTES,
 };
 pub use sysfs::{
-    parse_mdstat, ArrayMemberStatus, ArrayStatus, MdstatEntry, MdstatMember, SystemPaths,
-    HIGHEST_AUTO_MINOR,
+    parse_mdstat, parse_personalities, ArrayMemberStatus, ArrayStatus, MdstatEntry, MdstatMember,
+    SystemPaths, HIGHEST_AUTO_MINOR,
 };

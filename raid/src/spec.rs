@@ -28,9 +28,9 @@ impl Bytes {
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 != 0 && self.0 % (1 << 20) == 0 {
+        if self.0 != 0 && self.0.is_multiple_of(1 << 20) {
             write!(f, "{} MiB", self.0 >> 20)
-        } else if self.0 != 0 && self.0 % (1 << 10) == 0 {
+        } else if self.0 != 0 && self.0.is_multiple_of(1 << 10) {
             write!(f, "{} KiB", self.0 >> 10)
         } else {
             write!(f, "{} bytes", self.0)

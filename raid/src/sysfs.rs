@@ -141,6 +141,21 @@ impl SystemPaths {
         }
     }
 
+    /// The md personalities the kernel has loaded (`Personalities :` line of
+    /// `/proc/mdstat`), e.g. `["raid0", "raid1"]`; empty when md is not loaded.
+    pub fn personalities(&self) -> Result<Vec<String>> {
+        let path = self.proc("mdstat");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(parse_personalities(&text)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(RaidError::Io {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
     /// md minors nobody uses, from [`HIGHEST_AUTO_MINOR`] down to 0 (mdadm's order):
     /// a minor is taken if `/sys/block/mdN` or `/sys/dev/block/9:N` exists or
     /// `/proc/mdstat` lists `mdN`.
@@ -299,6 +314,19 @@ pub fn parse_mdstat(text: &str) -> Vec<MdstatEntry> {
         entries.push(entry);
     }
     entries
+}
+
+/// The names in brackets on the `Personalities :` line of `/proc/mdstat`.
+pub fn parse_personalities(text: &str) -> Vec<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Personalities :"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|word| word.strip_prefix('[')?.strip_suffix(']'))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn parse_mdstat_member(word: &str) -> Option<MdstatMember> {
@@ -501,6 +529,13 @@ unused devices: <none>
         assert_eq!(inactive.members.len(), 2);
         assert_eq!(inactive.members[0].flags, "S");
         assert!(!inactive.non_persistent);
+    }
+
+    #[test]
+    fn personalities_are_read_from_the_first_line() {
+        assert_eq!(parse_personalities(MDSTAT), ["raid0", "raid1", "linear"]);
+        assert!(parse_personalities("Personalities : \n").is_empty());
+        assert!(parse_personalities("").is_empty());
     }
 
     #[test]

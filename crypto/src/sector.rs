@@ -137,8 +137,28 @@ impl core::fmt::Debug for SectorCipher {
 
 impl SectorCipher {
     /// Expands `key` (the whole XTS key as in the dm table: data half then tweak half,
-    /// 32 or 64 bytes).
+    /// 32 or 64 bytes), picking the fastest implementation this CPU runs.
     pub fn new(cipher: BlockCipher, key: &[u8], layout: SectorLayout) -> Result<Self, Error> {
+        Self::build(cipher, key, layout, true)
+    }
+
+    /// Like [`Self::new`] but never uses SIMD paths: the portable reference the SIMD
+    /// paths are cross-checked and benchmarked against.
+    pub fn new_portable(
+        cipher: BlockCipher,
+        key: &[u8],
+        layout: SectorLayout,
+    ) -> Result<Self, Error> {
+        Self::build(cipher, key, layout, false)
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn build(
+        cipher: BlockCipher,
+        key: &[u8],
+        layout: SectorLayout,
+        use_simd: bool,
+    ) -> Result<Self, Error> {
         if !matches!(key.len(), 32 | 64) {
             return Err(Error::XtsKeyLength {
                 cipher,
@@ -156,14 +176,19 @@ impl SectorCipher {
                     data: AesKey::new(data_key).ok_or_else(length_error)?,
                     tweak: AesKey::new(tweak_key).ok_or_else(length_error)?,
                     #[cfg(target_arch = "x86_64")]
-                    vaes: crate::simd_x86::VaesXts::new(data_key, tweak_key).map(Box::new),
+                    vaes: use_simd
+                        .then(|| crate::simd_x86::VaesXts::new(data_key, tweak_key))
+                        .flatten()
+                        .map(Box::new),
                 }
             }
             BlockCipher::Twofish => Engine::Twofish {
                 data: TwofishKey::new(data_key),
                 tweak: TwofishKey::new(tweak_key),
                 #[cfg(target_arch = "x86_64")]
-                avx512: crate::simd_x86::TwofishAvx512::detect(),
+                avx512: use_simd
+                    .then(crate::simd_x86::TwofishAvx512::detect)
+                    .flatten(),
             },
         };
         Ok(Self {

@@ -599,3 +599,16 @@ fn json_layout_is_stable() {
         256
     );
 }
+
+/// OpenSSL made this ciphertext (`tests/data/escrow/make-openssl-fixture.py seal`), with the
+/// label re-derived in Python from the documented rule: tosskey's RSA-OAEP-SHA-256 and its
+/// label are the standard ones, so the key can be recovered with stock tools too.
+#[test]
+fn opens_a_file_sealed_by_openssl() {
+    let file = EscrowFile::parse(data("openssl-sealed.json").as_bytes()).unwrap();
+    let key = file.open(&private_a()).unwrap();
+    assert_eq!(
+        hex(key.expose_secret()),
+        data("openssl-sealed.key.hex").trim()
+    );
+}

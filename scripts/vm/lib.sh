@@ -13,7 +13,7 @@
 #   TOSSKEY_VM_ACCEL  QEMU accelerator (default tcg; set kvm only where it is proven)
 
 VM_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-VM_CACHE=${TOSSKEY_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tosskey-vm}
+VM_CACHE=${TOSSKEY_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME or TOSSKEY_VM_CACHE}/.cache}/tosskey-vm}
 VM_TOOLS=${TOSSKEY_VM_TOOLS-e2fsck dumpe2fs mke2fs}
 VM_ACCEL=${TOSSKEY_VM_ACCEL:-tcg}
 
@@ -30,6 +30,7 @@ VM_MODULES=(
     "required dm-mod"
     "required dm-crypt"
     "required md-mod"
+    "required linear"
     "required raid0"
     "required raid1"
     "required raid10"
@@ -158,7 +159,10 @@ vm_install_modules() {
     for spec in "${VM_MODULES[@]}"; do
         read -r need name params <<<"$spec"
         local depends
-        if ! depends=$(modprobe -d "$VM_KERNEL_ROOT" -S "$VM_KERNEL_RELEASE" --show-depends "$name" 2>&1); then
+        # --config=/dev/null: the host's /etc/modprobe.d (e.g. mdadm's "options md_mod
+        # start_ro=1") must not leak into the guest.
+        if ! depends=$(modprobe -d "$VM_KERNEL_ROOT" -S "$VM_KERNEL_RELEASE" --config=/dev/null \
+            --show-depends "$name" 2>&1); then
             [ "$need" = optional ] || vm_die "module $name: $depends"
             vm_log "optional module $name is not in $VM_KERNEL_RELEASE; skipped"
             continue

@@ -139,10 +139,21 @@ pub struct OpenedKey {
     pub key: VolumeKey,
 }
 
-/// A parsed, validated escrow file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A parsed, validated escrow file. Only [`EscrowFile::parse`] and the `seal` functions make
+/// one (it is deliberately not `Deserialize`, so no path skips validation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EscrowFile {
+    format: String,
+    version: u32,
+    metadata: EscrowMetadata,
+    recipient: Recipient,
+    keys: Vec<SealedKey>,
+}
+
+/// The JSON shape of [`EscrowFile`], before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UncheckedEscrowFile {
     format: String,
     version: u32,
     metadata: EscrowMetadata,
@@ -281,7 +292,15 @@ impl EscrowFile {
                 ))
             }
         }
-        let file: EscrowFile = serde_json::from_slice(bytes).map_err(Error::EscrowJson)?;
+        let unchecked: UncheckedEscrowFile =
+            serde_json::from_slice(bytes).map_err(Error::EscrowJson)?;
+        let file = EscrowFile {
+            format: unchecked.format,
+            version: unchecked.version,
+            metadata: unchecked.metadata,
+            recipient: unchecked.recipient,
+            keys: unchecked.keys,
+        };
         file.validate()?;
         Ok(file)
     }

@@ -12,6 +12,10 @@ use crate::ioctl::{self, MduArrayInfo, MduDiskInfo, MD_DISK_ACTIVE, MD_DISK_SYNC
 use crate::spec::{ArraySpec, DevNumber, Level};
 use crate::sysfs::SystemPaths;
 
+/// How long [`MdArray::stop`] waits for the kernel to delete the stopped md device
+/// (it does so from a workqueue once the last descriptor is closed).
+const DELETE_WAIT: Duration = Duration::from_secs(5);
+
 /// How often STOP_ARRAY is retried while something (a udev/blkid probe) briefly holds
 /// the array open, and how long to wait between tries.
 const STOP_ATTEMPTS: u32 = 10;
@@ -81,7 +85,7 @@ impl MdArray {
                 return Err(RaidError::NameInUse { name });
             }
         }
-        check_members(system, spec)?;
+        spec.check_members(system)?;
         let name = create_array(system, spec)?;
         let array = match MdArray::attach(system, &name) {
             Ok(array) => array,
@@ -183,8 +187,9 @@ impl MdArray {
     }
 
     /// Stops the array (STOP_ARRAY, retried while a probe briefly holds it open), closes
-    /// the descriptor and removes the node if this process created it. The kernel then
-    /// deletes the md device. Fails with EBUSY while the array is mounted or held.
+    /// the descriptor, removes the node if this process created it and waits (up to 5 s)
+    /// until the kernel has deleted the md device, so its name can be reused at once.
+    /// Fails with EBUSY while the array is mounted or held.
     pub fn stop(self) -> Result<()> {
         let description = self.describe();
         let mut attempt = 1;
@@ -202,8 +207,10 @@ impl MdArray {
         }
         let MdArray {
             fd,
+            name,
             node,
             created_node,
+            system,
             ..
         } = self;
         drop(fd);
@@ -213,6 +220,13 @@ impl MdArray {
                 path: node.clone(),
                 source,
             })?;
+        }
+        // The array is stopped either way; an empty md device that lingers longer is
+        // harmless (it holds no members) and is skipped when choosing a minor.
+        let sysfs_dir = system.sys("block").join(&name);
+        let deadline = std::time::Instant::now() + DELETE_WAIT;
+        while sysfs_dir.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }
@@ -367,6 +381,15 @@ impl MdArray {
 /// 20 bits, so this never saturates for a real device).
 fn to_c_int(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+impl ArraySpec {
+    /// Checks the members against the running system, as [`MdArray::build`] does before
+    /// creating anything: each path is the block device and size given, is not a member
+    /// of any md array, and has no holders (dm, md, bcache, …). Usable for a dry run.
+    pub fn check_members(&self, system: &SystemPaths) -> Result<()> {
+        check_members(system, self)
+    }
 }
 
 /// Refuses members that are not what the spec says or that something else holds.

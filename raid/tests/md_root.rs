@@ -400,6 +400,11 @@ fn a_member_of_another_array_is_refused() {
         }
         other => panic!("expected MemberInArray, got {other:?}"),
     }
+    // The same check is available without building (for a dry run).
+    assert!(matches!(
+        second.check_members(&SystemPaths::live()),
+        Err(RaidError::MemberInArray { .. })
+    ));
     assert_eq!(SystemPaths::live().list_arrays().unwrap().len(), 1);
     assert_eq!(
         SystemPaths::live()
@@ -450,6 +455,10 @@ fn a_named_array_is_found_again_by_a_later_run() {
         MdArray::open_existing("md_tosskey_roottest"),
         Err(RaidError::NoSuchArray { .. })
     ));
+    // Once stop returns, the name is free again: a rerun can rebuild right away.
+    let mut rebuilt = Stopper(Some(MdArray::build(&spec).expect("rebuild after stop")));
+    assert_eq!(rebuilt.array().name(), "md_tosskey_roottest");
+    rebuilt.stop();
 }
 
 #[test]

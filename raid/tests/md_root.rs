@@ -556,3 +556,73 @@ fn raid0_over_the_guest_virtio_disks() {
         tosskey_testkit::zero_range(&disk.path, disk.size_bytes - 4 * MIB, 4 * MIB).unwrap();
     }
 }
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn arrays_left_half_built_by_a_crash_can_be_opened_and_stopped() {
+    use std::os::fd::AsFd;
+    use tosskey_raid::ioctl::{self, MduArrayInfo, MduDiskInfo};
+
+    let devices = loops(&[4 * MIB; 2]);
+    let new_array = "/sys/module/md_mod/parameters/new_array";
+
+    // Crash right after the md device was created: an empty named device.
+    std::fs::write(new_array, "md_tosskey_crash").unwrap();
+    assert!(Path::new("/sys/block/md_tosskey_crash/md").is_dir());
+    let empty = MdArray::open_existing("md_tosskey_crash").expect("open the empty device");
+    assert!(
+        empty.info().is_err(),
+        "an unconfigured array has no array info"
+    );
+    empty.stop().expect("stop the empty device");
+    assert!(!Path::new("/sys/block/md_tosskey_crash").exists());
+
+    // Crash after SET_ARRAY_INFO and one ADD_NEW_DISK: an inactive array claiming a member.
+    std::fs::write(new_array, "md_tosskey_crash").unwrap();
+    let node = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/md_tosskey_crash")
+        .unwrap();
+    let info = MduArrayInfo {
+        raid_disks: 2,
+        nr_disks: 2,
+        not_persistent: 1,
+        state: 1,
+        chunk_size: 64 << 10,
+        ..MduArrayInfo::default()
+    };
+    ioctl::set_array_info(node.as_fd(), "/dev/md_tosskey_crash", &info).unwrap();
+    let member = Member::probe(devices[0].path()).unwrap();
+    let disk = MduDiskInfo {
+        number: 0,
+        major: i32::try_from(member.dev.major).unwrap(),
+        minor: i32::try_from(member.dev.minor).unwrap(),
+        raid_disk: 0,
+        state: 6,
+    };
+    ioctl::add_new_disk(node.as_fd(), "/dev/md_tosskey_crash", &disk).unwrap();
+    drop(node);
+    let system = SystemPaths::live();
+    assert_eq!(
+        system.array_holding(member.dev).unwrap().as_deref(),
+        Some("md_tosskey_crash")
+    );
+    let status = system.array_status("md_tosskey_crash").unwrap();
+    assert_eq!(status.array_state, "inactive");
+    let spec = ArraySpec::new(Level::Raid0, members_of(&devices));
+    assert!(matches!(
+        spec.check_members(&system),
+        Err(RaidError::MemberInArray { .. })
+    ));
+
+    MdArray::open_existing("/dev/md_tosskey_crash")
+        .unwrap()
+        .stop()
+        .expect("stop the inactive array");
+    assert!(!Path::new("/sys/block/md_tosskey_crash").exists());
+    assert_eq!(system.array_holding(member.dev).unwrap(), None);
+    // The member is free again: the real build now succeeds.
+    let mut array = Stopper(Some(MdArray::build(&spec).expect("build after cleanup")));
+    array.stop();
+}

@@ -34,9 +34,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
     /// A system call on `path` failed.
-    #[error(
-        "{action} {path}: {source} (root tests need root inside the VM guest: run scripts/vm-test)"
-    )]
+    #[error("{action} {path}: {source}{hint}")]
     Io {
         /// What was being done, e.g. "open" or "LOOP_CONFIGURE".
         action: &'static str,
@@ -45,6 +43,8 @@ pub enum TestkitError {
         /// The errno.
         #[source]
         source: io::Error,
+        /// Outside the guest, a pointer to where root tests are meant to run.
+        hint: &'static str,
     },
     /// `path` exists but is not what the fixture needs.
     #[error("{path}: {problem}")]
@@ -64,6 +64,15 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         action,
         path: path.to_path_buf(),
         source,
+        hint: outside_vm_hint(),
+    }
+}
+
+fn outside_vm_hint() -> &'static str {
+    if in_vm() {
+        ""
+    } else {
+        " (root tests run inside the VM guest: scripts/vm-test)"
     }
 }
 
@@ -80,6 +89,7 @@ pub fn request_skcipher(name: &str) -> Result<()> {
         action: "AF_ALG bind skcipher",
         path: PathBuf::from(name),
         source,
+        hint: outside_vm_hint(),
     })
 }
 
@@ -176,11 +186,14 @@ impl LoopDevice {
             std::process::id(),
             BACKING_FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
+        if !matches!(block_size, 512 | 1024 | 2048 | 4096)
+            || size_bytes == 0
+            || !size_bytes.is_multiple_of(u64::from(block_size))
+        {
             return Err(TestkitError::Unexpected {
                 path: backing_path,
                 problem: format!(
-                    "loop size {size_bytes} is not a positive multiple of block size {block_size}"
+                    "loop size {size_bytes} is not a positive multiple of block size {block_size} (512, 1024, 2048 or 4096)"
                 ),
             });
         }
@@ -455,6 +468,17 @@ mod tests {
             error.to_string().contains("not a positive multiple"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn io_errors_name_the_path_and_outside_the_guest_point_to_vm_test() {
+        let error = sha256_of_device(Path::new("/nonexistent/tosskey-disk")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("stat /nonexistent/tosskey-disk: "),
+            "{message}"
+        );
+        assert_eq!(message.contains("scripts/vm-test"), !in_vm(), "{message}");
     }
 
     #[test]

@@ -9,9 +9,7 @@ use tosskey::discover::{discover, discover_matching, Cloud, DiskMatcher};
 use tosskey::safety::{check_member, CheckOptions, MemberKind, SafetyError};
 use tosskey::signature::SignatureKind;
 use tosskey::sysfs::{SystemRoot, SystemState};
-use tosskey_testkit::{
-    sha256_of_device, sha256_of_range, virtio_disks, zero_range, LoopDevice, VirtioDisk,
-};
+use tosskey_testkit::{sha256_of_range, virtio_disks, zero_range, LoopDevice, VirtioDisk};
 
 const HEAD: u64 = 4 << 20;
 const TAIL: u64 = 256 << 10;

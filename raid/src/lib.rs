@@ -17,7 +17,10 @@
 //! # Members of unequal size
 //!
 //! raid0 over members whose sizes differ by a chunk or more is "multi-zone", and since
-//! Linux 5.4 `RUN_ARRAY` refuses it unless a zone layout is chosen (and
+//! Linux 5.4 `RUN_ARRAY` refuses it (when a later zone spans two or more members; the
+//! root test `the_kernel_refuses_uncut_unequal_raid0…` shows it on the guest's 6.1:
+//! "cannot assemble multi-zone RAID0 with default_layout setting") unless a zone layout
+//! is chosen (and
 //! `SET_ARRAY_INFO`'s `layout` field is ignored for raid0: md.c sets it to -1 — "Cannot
 //! trust RAID0 layout info here"; only sysfs `md/layout` or the `raid0.default_layout`
 //! module parameter set it). tosskey does not pick a layout: it cuts every member to the

@@ -626,3 +626,78 @@ fn arrays_left_half_built_by_a_crash_can_be_opened_and_stopped() {
     let mut array = Stopper(Some(MdArray::build(&spec).expect("build after cleanup")));
     array.stop();
 }
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn the_kernel_refuses_uncut_unequal_raid0_which_is_why_members_are_cut() {
+    // Control experiment for raid0_over_unequal_members_is_cut_to_the_smallest: the
+    // plain mdadm --build sequence without the cut fails at RUN_ARRAY on this kernel.
+    use std::os::fd::AsFd;
+    use tosskey_raid::ioctl::{self, MduArrayInfo, MduDiskInfo};
+
+    // The second zone must span at least two members: with only one, raid0 treats the
+    // layouts as equivalent and runs it (raid0.c: strip_zone[1].nb_dev == 1).
+    let devices = loops(&[4 * MIB, 6 * MIB, 6 * MIB]);
+    let default_layout =
+        std::fs::read_to_string("/sys/module/raid0/parameters/default_layout").unwrap();
+    assert_eq!(
+        default_layout.trim(),
+        "0",
+        "the kernel would pick a layout itself"
+    );
+    std::fs::write(
+        "/sys/module/md_mod/parameters/new_array",
+        "md_tosskey_zones",
+    )
+    .unwrap();
+    let node = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/md_tosskey_zones")
+        .unwrap();
+    let info = MduArrayInfo {
+        level: 0,
+        raid_disks: 3,
+        nr_disks: 3,
+        not_persistent: 1,
+        state: 1,
+        chunk_size: 64 << 10,
+        // Ignored for raid0 by SET_ARRAY_INFO since 5.4 (RAID0_ALT_MULTIZONE_LAYOUT).
+        layout: 2,
+        ..MduArrayInfo::default()
+    };
+    ioctl::set_array_info(node.as_fd(), "md_tosskey_zones", &info).unwrap();
+    for (slot, device) in (0..).zip(&devices) {
+        let member = Member::probe(device.path()).unwrap();
+        let disk = MduDiskInfo {
+            number: slot,
+            major: i32::try_from(member.dev.major).unwrap(),
+            minor: i32::try_from(member.dev.minor).unwrap(),
+            raid_disk: slot,
+            state: 6,
+        };
+        ioctl::add_new_disk(node.as_fd(), "md_tosskey_zones", &disk).unwrap();
+    }
+    let refused = ioctl::run_array(node.as_fd(), "md_tosskey_zones");
+    ioctl::stop_array(node.as_fd(), "md_tosskey_zones").unwrap();
+    drop(node);
+    wait_until_gone("md_tosskey_zones");
+    let error = refused.expect_err("a multi-zone raid0 without a layout must be refused");
+    eprintln!("uncut unequal raid0: {error}");
+    match error {
+        RaidError::Ioctl {
+            command, source, ..
+        } => {
+            assert_eq!(command, "RUN_ARRAY");
+            // -ENOTSUPP (524) on some kernels, -EINVAL/-EOPNOTSUPP on others.
+            assert!(
+                matches!(
+                    source.raw_os_error(),
+                    Some(524 | libc::EINVAL | libc::EOPNOTSUPP)
+                ),
+                "{source}"
+            );
+        }
+        other => panic!("expected a RUN_ARRAY error, got {other:?}"),
+    }
+}

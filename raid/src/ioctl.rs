@@ -6,7 +6,7 @@
 //! against the installed header when gcc is available.
 //!
 //! This is the only module of the crate allowed to use `unsafe`: every ioctl goes
-//! through [`issue`], which records the command, the device and the errno in the error.
+//! through one private choke point (`issue`), which records the command, the device and the errno in the error.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;

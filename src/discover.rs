@@ -31,6 +31,9 @@
 //!   is the same as every managed data disk's on SCSI VMs, and telling them apart needs the
 //!   VMBus `device_id` GUID rather than a model string. Name it explicitly to use it.
 //!
+//! Not discovered: instance store on Xen-era AWS types (`xvdb`…, no identity in sysfs) and
+//! any SCSI instance store without a cloud-specific model — name those devices explicitly.
+//!
 //! Discovery never picks a disk that is mounted (itself or a partition), active swap,
 //! held by another device, carrying partitions, read-only, or holding `/` or `/boot`
 //! (through any dm/md stack): those are reported as skipped, with the reason.

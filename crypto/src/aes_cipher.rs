@@ -8,9 +8,11 @@ use crate::xts::{Block, BlockBatch};
 
 /// An AES-128 or AES-256 key schedule (zeroized on drop by the `aes` crate's
 /// `zeroize` feature). Its `Debug` prints no key material.
+// Stored inline in the sector cipher's locked pages and never moved after that.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AesKey {
-    Aes128(Box<aes::Aes128>),
-    Aes256(Box<aes::Aes256>),
+    Aes128(aes::Aes128),
+    Aes256(aes::Aes256),
 }
 
 impl core::fmt::Debug for AesKey {
@@ -23,15 +25,17 @@ impl core::fmt::Debug for AesKey {
 }
 
 impl AesKey {
+    /// A schedule of the all-zero AES-128 key: a non-secret stand-in before a key is
+    /// expanded in place and after it is wiped.
+    pub(crate) fn placeholder() -> Self {
+        Self::Aes128(aes::Aes128::new(&[0u8; 16].into()))
+    }
+
     /// Expands a 16- or 32-byte key; `None` for any other length.
     pub(crate) fn new(key: &[u8]) -> Option<Self> {
         match key.len() {
-            16 => aes::Aes128::new_from_slice(key)
-                .ok()
-                .map(|k| Self::Aes128(Box::new(k))),
-            32 => aes::Aes256::new_from_slice(key)
-                .ok()
-                .map(|k| Self::Aes256(Box::new(k))),
+            16 => aes::Aes128::new_from_slice(key).ok().map(Self::Aes128),
+            32 => aes::Aes256::new_from_slice(key).ok().map(Self::Aes256),
             _ => None,
         }
     }

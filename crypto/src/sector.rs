@@ -15,6 +15,8 @@ use crate::aes_cipher::AesKey;
 use crate::error::Error;
 use crate::spec::BlockCipher;
 use crate::twofish::TwofishKey;
+use zeroize::Zeroize;
+
 use crate::xts::{plain64_iv, xts_sector, Block, BlockBatch, BLOCK};
 
 /// The crypt sector size of a dm-crypt mapping (`sector_size:` optional parameter).
@@ -101,14 +103,15 @@ impl Default for SectorLayout {
 }
 
 /// Which implementation runs the sectors (picked at construction from CPU features).
+/// It lives in its own locked pages and is never moved, so the size difference between
+/// the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Engine {
-    Aes {
-        data: AesKey,
-        tweak: AesKey,
-        #[cfg(target_arch = "x86_64")]
-        vaes: Option<Box<crate::simd_x86::VaesXts>>,
-    },
+    /// VAES on 512-bit registers; holds its own round keys.
+    #[cfg(target_arch = "x86_64")]
+    AesVaes(crate::simd_x86::VaesXts),
+    /// The `aes` crate (AES-NI when present, bitsliced software otherwise).
+    AesPortable { data: AesKey, tweak: AesKey },
     Twofish {
         data: TwofishKey,
         tweak: TwofishKey,
@@ -117,12 +120,48 @@ enum Engine {
     },
 }
 
+impl Engine {
+    /// Overwrites every key schedule in place.
+    fn wipe(&mut self) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::AesVaes(v) => v.zeroize(),
+            Self::AesPortable { data, tweak } => {
+                // The aes crate zeroizes a schedule when it is dropped, which the
+                // assignment does in place.
+                *data = AesKey::placeholder();
+                *tweak = AesKey::placeholder();
+            }
+            Self::Twofish { data, tweak, .. } => {
+                data.zeroize();
+                tweak.zeroize();
+            }
+        }
+    }
+}
+
+/// Page alignment makes the allocation own whole pages, so locking and unlocking it
+/// cannot affect any other allocation (mlock does not nest; munlock of a shared page
+/// would unlock someone else's key).
+#[repr(C, align(4096))]
+struct PageAligned<T>(T);
+
 /// An XTS-plain64 sector cipher keyed like a dm-crypt table. Holds only expanded keys,
-/// which are zeroized on drop; its `Debug` shows the cipher and layout, never keys.
+/// in mlocked pages of their own, zeroized on drop before they are unlocked; its `Debug`
+/// shows the cipher and layout, never keys.
 pub struct SectorCipher {
     cipher: BlockCipher,
     layout: SectorLayout,
-    engine: Engine,
+    // Field order is drop order: `Drop` wipes the engine, then the lock guard
+    // munlocks, then the pages are freed.
+    _lock: region::LockGuard,
+    engine: Box<PageAligned<Engine>>,
+}
+
+impl Drop for SectorCipher {
+    fn drop(&mut self) {
+        self.engine.0.wipe();
+    }
 }
 
 impl core::fmt::Debug for SectorCipher {
@@ -159,43 +198,72 @@ impl SectorCipher {
         layout: SectorLayout,
         use_simd: bool,
     ) -> Result<Self, Error> {
+        let length_error = || Error::XtsKeyLength {
+            cipher,
+            len: key.len(),
+        };
         if !matches!(key.len(), 32 | 64) {
-            return Err(Error::XtsKeyLength {
-                cipher,
-                len: key.len(),
-            });
+            return Err(length_error());
         }
         let (data_key, tweak_key) = key.split_at(key.len() / 2);
-        let engine = match cipher {
+        // Allocate and lock the pages first, then expand the keys into them.
+        let mut engine = Box::new(PageAligned(Self::unkeyed_engine(cipher, use_simd)));
+        let lock = region::lock(
+            core::ptr::from_ref::<PageAligned<Engine>>(&engine),
+            core::mem::size_of::<PageAligned<Engine>>(),
+        )
+        .map_err(Error::LockMemory)?;
+        match &mut engine.0 {
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesVaes(vaes) => {
+                if !vaes.expand(data_key, tweak_key) {
+                    return Err(length_error());
+                }
+            }
+            Engine::AesPortable { data, tweak } => {
+                // The aes crate builds its schedule by value; it is moved straight in.
+                *data = AesKey::new(data_key).ok_or_else(length_error)?;
+                *tweak = AesKey::new(tweak_key).ok_or_else(length_error)?;
+            }
+            Engine::Twofish { data, tweak, .. } => {
+                data.expand(data_key);
+                tweak.expand(tweak_key);
+            }
+        }
+        Ok(Self {
+            cipher,
+            layout,
+            _lock: lock,
+            engine,
+        })
+    }
+
+    /// The engine for `cipher` with all-zero (or placeholder) schedules.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn unkeyed_engine(cipher: BlockCipher, use_simd: bool) -> Engine {
+        match cipher {
             BlockCipher::Aes => {
-                let length_error = || Error::XtsKeyLength {
-                    cipher,
-                    len: key.len(),
-                };
-                Engine::Aes {
-                    data: AesKey::new(data_key).ok_or_else(length_error)?,
-                    tweak: AesKey::new(tweak_key).ok_or_else(length_error)?,
-                    #[cfg(target_arch = "x86_64")]
-                    vaes: use_simd
-                        .then(|| crate::simd_x86::VaesXts::new(data_key, tweak_key))
-                        .flatten()
-                        .map(Box::new),
+                #[cfg(target_arch = "x86_64")]
+                if let Some(vaes) = use_simd
+                    .then(crate::simd_x86::VaesXts::zeroed_if_available)
+                    .flatten()
+                {
+                    return Engine::AesVaes(vaes);
+                }
+                Engine::AesPortable {
+                    data: AesKey::placeholder(),
+                    tweak: AesKey::placeholder(),
                 }
             }
             BlockCipher::Twofish => Engine::Twofish {
-                data: TwofishKey::new(data_key),
-                tweak: TwofishKey::new(tweak_key),
+                data: TwofishKey::zeroed(),
+                tweak: TwofishKey::zeroed(),
                 #[cfg(target_arch = "x86_64")]
                 avx512: use_simd
                     .then(crate::simd_x86::TwofishAvx512::detect)
                     .flatten(),
             },
-        };
-        Ok(Self {
-            cipher,
-            layout,
-            engine,
-        })
+        }
     }
 
     /// The block cipher under XTS.
@@ -210,10 +278,10 @@ impl SectorCipher {
 
     /// Which implementation was picked for this CPU (for benchmarks and logs).
     pub fn implementation(&self) -> &'static str {
-        match &self.engine {
+        match &self.engine.0 {
             #[cfg(target_arch = "x86_64")]
-            Engine::Aes { vaes: Some(_), .. } => "aes-xts vaes-avx512",
-            Engine::Aes { .. } => "aes-xts aes-crate (aes-ni when present)",
+            Engine::AesVaes(_) => "aes-xts vaes-avx512",
+            Engine::AesPortable { .. } => "aes-xts aes-crate (aes-ni when present)",
             #[cfg(target_arch = "x86_64")]
             Engine::Twofish {
                 avx512: Some(_), ..
@@ -266,18 +334,10 @@ impl SectorCipher {
     }
 
     fn crypt_sector(&self, iv: [u8; BLOCK], sector: &mut [u8], encrypt: bool) {
-        match &self.engine {
-            Engine::Aes {
-                data,
-                tweak,
-                #[cfg(target_arch = "x86_64")]
-                vaes,
-            } => {
-                #[cfg(target_arch = "x86_64")]
-                if let Some(vaes) = vaes {
-                    vaes.crypt_sector(u128::from_le_bytes(iv), sector, encrypt);
-                    return;
-                }
+        match &self.engine.0 {
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesVaes(vaes) => vaes.crypt_sector(u128::from_le_bytes(iv), sector, encrypt),
+            Engine::AesPortable { data, tweak } => {
                 xts_sector(data, encrypted_tweak(tweak, iv), sector, encrypt);
             }
             Engine::Twofish {

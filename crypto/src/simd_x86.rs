@@ -226,44 +226,57 @@ fn expand_aes_key(key: &[u8], out: &mut [u128; 15]) -> Option<usize> {
     for (o, r) in out.iter_mut().zip(rk.iter()).take(rounds + 1) {
         *o = u128_from_xmm(*r);
     }
+    rk.zeroize();
     Some(rounds)
 }
 
 #[target_feature(enable = "aes,sse4.1")]
-fn inverse_schedule(enc: &[u128; 15], rounds: usize) -> [u128; 15] {
-    let mut dec = [0u128; 15];
+fn inverse_schedule(enc: &[u128; 15], rounds: usize, dec: &mut [u128; 15]) {
     dec[0] = enc[rounds];
     for i in 1..rounds {
         dec[i] = u128_from_xmm(_mm_aesimc_si128(xmm_from_u128(enc[rounds - i])));
     }
     dec[rounds] = enc[0];
-    dec
 }
 
 impl VaesXts {
-    /// Builds the schedules from the two XTS key halves, or `None` when the CPU lacks
-    /// the features or the half length is not 16 or 32.
-    pub(crate) fn new(data_key: &[u8], tweak_key: &[u8]) -> Option<Self> {
-        if !vaes_available() {
-            return None;
-        }
-        let mut enc = [0u128; 15];
-        let mut tweak = [0u128; 15];
-        // SAFETY: vaes_available() just confirmed AES-NI and SSE4.1.
-        let rounds = unsafe { expand_aes_key(data_key, &mut enc) }?;
-        // SAFETY: as above.
-        let tweak_rounds = unsafe { expand_aes_key(tweak_key, &mut tweak) }?;
-        if tweak_rounds != rounds {
-            return None;
-        }
-        // SAFETY: as above.
-        let dec = unsafe { inverse_schedule(&enc, rounds) };
-        Some(Self {
-            rounds,
-            enc,
-            dec,
-            tweak,
+    /// An all-zero schedule to be filled in place by [`Self::expand`], or `None` when
+    /// the CPU lacks the features.
+    pub(crate) fn zeroed_if_available() -> Option<Self> {
+        vaes_available().then_some(Self {
+            rounds: 0,
+            enc: [0; 15],
+            dec: [0; 15],
+            tweak: [0; 15],
         })
+    }
+
+    /// Builds the schedules from the two XTS key halves into `self`; false (and `self`
+    /// left zeroed) when the half length is not 16 or 32.
+    pub(crate) fn expand(&mut self, data_key: &[u8], tweak_key: &[u8]) -> bool {
+        // SAFETY: a VaesXts exists only if vaes_available() confirmed AES-NI and SSE4.1.
+        let rounds = unsafe { expand_aes_key(data_key, &mut self.enc) };
+        // SAFETY: as above.
+        let tweak_rounds = unsafe { expand_aes_key(tweak_key, &mut self.tweak) };
+        match (rounds, tweak_rounds) {
+            (Some(r), Some(t)) if r == t => {
+                self.rounds = r;
+                // SAFETY: as above.
+                unsafe { inverse_schedule(&self.enc, r, &mut self.dec) };
+                true
+            }
+            _ => {
+                self.zeroize();
+                false
+            }
+        }
+    }
+
+    /// Builds a new value (tests; the sector cipher expands in place).
+    #[cfg(test)]
+    pub(crate) fn new(data_key: &[u8], tweak_key: &[u8]) -> Option<Self> {
+        let mut v = Self::zeroed_if_available()?;
+        v.expand(data_key, tweak_key).then_some(v)
     }
 
     /// Encrypts or decrypts one sector (a multiple of 512 bytes) in place.
@@ -284,7 +297,7 @@ impl VaesXts {
         let mut tweaks = initial_tweaks(u128_from_xmm(t));
 
         let schedule = if encrypt { &self.enc } else { &self.dec };
-        let keys: [__m512i; 15] =
+        let mut keys: [__m512i; 15] =
             core::array::from_fn(|i| _mm512_broadcast_i32x4(xmm_from_u128(schedule[i])));
         for batch in sector.chunks_exact_mut(BATCH) {
             let mut x = load_batch(batch);
@@ -316,6 +329,9 @@ impl VaesXts {
             }
             store_batch(batch, &x);
         }
+        // The round keys were spilled to the stack: clear them (and the tweaks).
+        keys.zeroize();
+        tweaks.zeroize();
     }
 }
 

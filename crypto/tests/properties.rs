@@ -84,6 +84,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The SIMD paths `new` picks on this CPU give the same bytes as the portable ones.
+    #[test]
+    fn simd_equals_portable(
+        (cipher, key) in ciphers(),
+        layout in layouts(),
+        sectors in 1usize..20,
+        start_units in 0u64..1 << 30,
+        fill in any::<u8>(),
+    ) {
+        let fast = SectorCipher::new(cipher, &key, layout).expect("cipher");
+        let portable = SectorCipher::new_portable(cipher, &key, layout).expect("cipher");
+        let start = start_units * layout.sector_size.units_of_512();
+        let plain: Vec<u8> = (0..sectors * layout.sector_size.bytes())
+            .map(|i| fill ^ i.to_le_bytes()[0].rotate_left(3))
+            .collect();
+        let mut a = plain.clone();
+        fast.encrypt(start, &mut a).expect("encrypt");
+        let mut b = plain.clone();
+        portable.encrypt(start, &mut b).expect("encrypt");
+        prop_assert!(a == b, "{} vs {}", fast.implementation(), portable.implementation());
+        portable.decrypt(start, &mut a).expect("decrypt");
+        prop_assert!(a == plain);
+    }
+}
+
 /// A run big enough to take the multi-threaded path (the property test above mostly
 /// stays under its threshold) matches the sequential result.
 #[test]

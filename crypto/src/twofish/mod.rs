@@ -145,12 +145,14 @@ fn h(x: u32, words: &[u32]) -> u32 {
 }
 
 /// The Twofish key: 40 round subkeys and the four key-dependent g tables
-/// (`g_tables[j][b]` = MDS column j times s_j(b)). Zeroized on drop.
+/// (`g_tables[256 * j + b]` = MDS column j times s_j(b)), stored inline so that the
+/// whole schedule lives wherever its owner put it (the sector cipher keeps it in
+/// locked pages). Zeroized on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct TwofishKey {
     pub(crate) subkeys: [u32; 40],
     /// Four tables of 256 words, table j at `[256 * j..256 * (j + 1)]`.
-    pub(crate) g_tables: Box<[u32; 1024]>,
+    pub(crate) g_tables: [u32; 1024],
 }
 
 impl core::fmt::Debug for TwofishKey {
@@ -160,9 +162,26 @@ impl core::fmt::Debug for TwofishKey {
 }
 
 impl TwofishKey {
-    /// Expands a 16-, 24- or 32-byte key. Other lengths are a caller bug (the XTS layer
-    /// validates lengths first).
+    /// An all-zero schedule to be filled in place by [`Self::expand`].
+    pub(crate) const fn zeroed() -> Self {
+        Self {
+            subkeys: [0; 40],
+            g_tables: [0; 1024],
+        }
+    }
+
+    /// Expands a 16-, 24- or 32-byte key into a new value (tests; the sector cipher
+    /// expands in place).
+    #[cfg(test)]
     pub(crate) fn new(key: &[u8]) -> Self {
+        let mut k = Self::zeroed();
+        k.expand(key);
+        k
+    }
+
+    /// Expands a 16-, 24- or 32-byte key into `self`. Other lengths are a caller bug
+    /// (the sector cipher validates lengths first).
+    pub(crate) fn expand(&mut self, key: &[u8]) {
         assert!(
             matches!(key.len(), 16 | 24 | 32),
             "twofish key length checked by caller"
@@ -185,26 +204,21 @@ impl TwofishKey {
             // S is used in reverse order: S_{k-1}, ..., S_0.
             sbox_words[k - 1 - i] = u32::from_le_bytes(s);
         }
-        let mut subkeys = [0u32; 40];
         const RHO: u32 = 0x0101_0101;
-        for i in 0..20u32 {
+        for (i, pair) in (0u32..).zip(self.subkeys.chunks_exact_mut(2)) {
             let a = h(2 * i * RHO, &even[..k]);
             let b = h((2 * i + 1) * RHO, &odd[..k]).rotate_left(8);
-            let idx = 2 * usize::try_from(i).unwrap_or_default();
-            subkeys[idx] = a.wrapping_add(b);
-            subkeys[idx + 1] = a.wrapping_add(b.wrapping_mul(2)).rotate_left(9);
+            pair[0] = a.wrapping_add(b);
+            pair[1] = a.wrapping_add(b.wrapping_mul(2)).rotate_left(9);
         }
-        let mut g_tables = Box::new([0u32; 1024]);
-        for position in 0..4 {
-            for byte in 0..=255u8 {
-                g_tables[256 * position + usize::from(byte)] =
-                    mds_column(position, h_sbox(position, byte, &sbox_words[..k]));
+        for (position, table) in self.g_tables.chunks_exact_mut(256).enumerate() {
+            for (byte, entry) in (0..=255u8).zip(table.iter_mut()) {
+                *entry = mds_column(position, h_sbox(position, byte, &sbox_words[..k]));
             }
         }
         even.zeroize();
         odd.zeroize();
         sbox_words.zeroize();
-        Self { subkeys, g_tables }
     }
 
     #[inline(always)]

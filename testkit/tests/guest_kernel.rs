@@ -185,3 +185,32 @@ fn crypto_api_has_xts_twofish_and_xts_aes() {
         );
     }
 }
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn host_e2fsprogs_run_in_the_guest() {
+    // scripts/vm-test copies e2fsck, dumpe2fs and mke2fs (TOSSKEY_VM_TOOLS) with their
+    // shared libraries; running them proves the libraries and ELF interpreter came along.
+    let ram = "/dev/ram2";
+    let run = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("{program}: {error}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run("/usr/sbin/mke2fs", &["-q", "-F", "-t", "ext4", ram]);
+    run("/usr/sbin/e2fsck", &["-f", "-n", ram]);
+    let header = run("/usr/sbin/dumpe2fs", &["-h", ram]);
+    assert!(
+        header.contains("Filesystem magic number:  0xEF53"),
+        "{header}"
+    );
+    zero_range(Path::new(ram), 0, 1 << 20).unwrap();
+}

@@ -23,6 +23,8 @@ import sys
 import time
 
 MARKER = "@@tosskey@@ "
+# First "still running" notice for a test after this many seconds, then at 2x, 4x, ...
+SLOW_TEST_NOTICE_SECONDS = 60.0
 # A kernel panic, BUG or oops: the run is broken even if the tests go on.
 PANIC_PATTERN = re.compile(r"Kernel panic - not syncing|kernel BUG at|BUG: kernel|Oops: [0-9a-f]{4} ")
 
@@ -74,6 +76,18 @@ class Run:
         self.payload_status = None
         self.problems = []
         self.blank_pending = False
+        self.next_slow_notice = SLOW_TEST_NOTICE_SECONDS
+
+    def report_slow_test(self):
+        """Say which test is running once it has been quiet for a while, so that a
+        hanging test is named in the log before any timeout hits."""
+        if self.current is None:
+            return
+        label, test, started = self.current
+        running = time.monotonic() - started
+        if running >= self.next_slow_notice:
+            log(f"still running after {running:.0f}s: {label} {test}")
+            self.next_slow_notice *= 2
 
     def elapsed(self):
         return time.monotonic() - self.started
@@ -101,6 +115,7 @@ class Run:
             log(f"boot-to-first-test: {self.elapsed():.1f}s on the host clock ({rest} in the guest)")
         elif kind == "START":
             self.current = (fields[0], fields[1], time.monotonic())
+            self.next_slow_notice = SLOW_TEST_NOTICE_SECONDS
         elif kind == "END":
             label, test, status = fields[0], fields[1], int(fields[2])
             seconds = time.monotonic() - self.current[2] if self.current else 0.0
@@ -132,6 +147,7 @@ def stream(process, run, timeout):
             return False
         ready, _, _ = select.select([fd], [], [], min(remaining, 5.0))
         if not ready:
+            run.report_slow_test()
             continue
         chunk = os.read(fd, 65536)
         if not chunk:

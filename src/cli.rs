@@ -41,6 +41,8 @@ pub enum Command {
     Escrow(EscrowCommand),
     /// Format a block device or image file as ext4 (pure Rust, no mke2fs needed).
     Mkfs(MkfsArgs),
+    /// Measure the kernel and userspace ciphers (or, with --device, dm-crypt over a RAM disk).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +231,28 @@ pub struct MkfsArgs {
     pub journal: bool,
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub inode_ratio: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure dm-crypt over a brd RAM disk (overwritten) for each sector size and
+    /// workqueue setting, instead of the ciphers alone.
+    #[arg(long)]
+    pub device: bool,
+    /// The RAM disk for --device (only /dev/ramN is accepted).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/dev/ram0",
+        requires = "device"
+    )]
+    pub ramdisk: PathBuf,
+    /// Milliseconds spent on each measured cell.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub millis: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

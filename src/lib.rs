@@ -1,5 +1,7 @@
 //! tosskey: encrypt ephemeral disks with a key nobody keeps.
 
+pub mod af_alg;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod discover;

@@ -7,7 +7,7 @@ use tosskey::cli::{Cli, Command, EscrowCommand};
 use tosskey::config::ProvisionConfig;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{exit, harden, volumes};
+use tosskey::{bench, exit, harden, volumes};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,6 +115,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             harden::harden_process()?;
             for line in escrow_decrypt(&args.escrow_file, &args.private_key, &args.key_out)? {
                 println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            harden::harden_process()?;
+            let options = bench::BenchOptions {
+                duration: std::time::Duration::from_millis(args.millis),
+                ramdisk: args.ramdisk,
+            };
+            if args.device {
+                let report = bench::run_device(&options)?;
+                if args.json {
+                    return print_json(&report);
+                }
+                print!("{}", bench::render_device(&report));
+            } else {
+                let report = bench::run_ciphers(&options)?;
+                if args.json {
+                    return print_json(&report);
+                }
+                print!("{}", bench::render_ciphers(&report));
             }
             Ok(())
         }

@@ -34,10 +34,11 @@ use crate::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
 const MIB: f64 = 1024.0 * 1024.0;
 /// dm-crypt's request size with `sector_size:4096`: one skcipher request per crypt sector.
 const CRYPT_SECTOR: usize = 4096;
-/// Bytes per userspace call on one core, and per round on all cores (large enough that
-/// thread start-up in the `*_parallel` API is noise).
-const SINGLE_CORE_RUN: usize = 1 << 20;
-const ALL_CORES_RUN: usize = 16 << 20;
+/// Bytes per round on one core (one userspace call, or 64 kernel requests), and per round
+/// on all cores (large enough that thread start-up in the `*_parallel` API is noise, small
+/// enough that a round stays short in an emulated guest).
+const SINGLE_CORE_RUN: usize = 256 << 10;
+const ALL_CORES_RUN: usize = 4 << 20;
 /// Size of each O_DIRECT request in device mode.
 const DEVICE_REQUEST: usize = 1 << 20;
 

@@ -1,12 +1,18 @@
 //! Spreading a large run of sectors over all cores: the run is cut on crypt-sector
-//! boundaries into one contiguous piece per core, each piece knowing its own start
-//! sector, so the result is byte-identical to the sequential path.
+//! boundaries into 256 KiB pieces, each knowing its own start sector (so the result is
+//! byte-identical to the sequential path), which one thread per core takes from a
+//! shared queue until none are left.
+
+use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::sector::SectorCipher;
 
 /// Runs smaller than this stay on the calling thread (thread start-up would dominate).
-const MIN_PARALLEL_BYTES: usize = 256 * 1024;
+const MIN_PARALLEL_BYTES: usize = 512 * 1024;
+/// Work unit handed to a thread: a multiple of both sector sizes, small enough that
+/// the last pieces even out, large enough that taking one costs nothing.
+const PIECE_BYTES: usize = 256 * 1024;
 
 impl SectorCipher {
     /// [`SectorCipher::encrypt`] on all available cores.
@@ -25,24 +31,32 @@ impl SectorCipher {
 
     fn run_parallel(&self, start: u64, data: &mut [u8], encrypt: bool) {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let sector_bytes = self.layout().sector_size.bytes();
-        let sectors = data.len() / sector_bytes;
-        if threads < 2 || data.len() < MIN_PARALLEL_BYTES || sectors < 2 {
+        if threads < 2 || data.len() < MIN_PARALLEL_BYTES {
             self.run(start, data, encrypt);
             return;
         }
-        let piece = sectors.div_ceil(threads) * sector_bytes;
+        // Pieces are handed out one at a time, so a core that is busy with something
+        // else simply takes fewer of them instead of holding everyone up.
+        let piece = PIECE_BYTES.max(self.layout().sector_size.bytes());
+        let mut pieces: Vec<(u64, &mut [u8])> = data
+            .chunks_mut(piece)
+            .enumerate()
+            .map(|(index, chunk)| (start + units_before(index, piece), chunk))
+            .collect();
+        pieces.reverse();
+        let queue = Mutex::new(pieces);
+        let work = || loop {
+            // A poisoned queue means another worker panicked; the scope re-raises it.
+            let Ok(Some((piece_start, chunk))) = queue.lock().map(|mut q| q.pop()) else {
+                break;
+            };
+            self.run(piece_start, chunk, encrypt);
+        };
         std::thread::scope(|scope| {
-            let mut pieces = data.chunks_mut(piece).enumerate();
-            // The calling thread takes the first piece itself.
-            let first = pieces.next();
-            for (index, chunk) in pieces {
-                let piece_start = start + units_before(index, piece);
-                scope.spawn(move || self.run(piece_start, chunk, encrypt));
+            for _ in 1..threads {
+                scope.spawn(work);
             }
-            if let Some((_, chunk)) = first {
-                self.run(start, chunk, encrypt);
-            }
+            work();
         });
     }
 }

@@ -112,26 +112,29 @@ proptest! {
     }
 }
 
-/// A run big enough to take the multi-threaded path (the property test above mostly
-/// stays under its threshold) matches the sequential result.
+/// Runs big enough to take the multi-threaded path (the property tests above stay
+/// under its threshold), ending in a partial work piece, match the sequential result.
 #[test]
 fn large_parallel_run_equals_sequential() {
     for cipher in [BlockCipher::Aes, BlockCipher::Twofish] {
-        let layout = SectorLayout {
-            sector_size: SectorSize::S4096,
-            iv_large_sectors: false,
-            iv_offset: 24,
-        };
-        let c = SectorCipher::new(cipher, &[0x42; 64], layout).expect("cipher");
-        let plain: Vec<u8> = (0..4u32 << 20)
-            .map(|i| (i % 251).to_le_bytes()[0])
-            .collect();
-        let mut seq = plain.clone();
-        c.encrypt(8, &mut seq).expect("encrypt");
-        let mut par = plain.clone();
-        c.encrypt_parallel(8, &mut par).expect("encrypt");
-        assert!(seq == par, "{cipher:?}");
-        c.decrypt_parallel(8, &mut par).expect("decrypt");
-        assert!(par == plain, "{cipher:?}");
+        for (sector_size, iv_large_sectors) in
+            [(SectorSize::S4096, false), (SectorSize::S512, true)]
+        {
+            let layout = SectorLayout {
+                sector_size,
+                iv_large_sectors,
+                iv_offset: 24,
+            };
+            let c = SectorCipher::new(cipher, &[0x42; 64], layout).expect("cipher");
+            let len = (4 << 20) + 3 * sector_size.bytes();
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251).to_le_bytes()[0]).collect();
+            let mut seq = plain.clone();
+            c.encrypt(8, &mut seq).expect("encrypt");
+            let mut par = plain.clone();
+            c.encrypt_parallel(8, &mut par).expect("encrypt");
+            assert!(seq == par, "{cipher:?} {sector_size:?}");
+            c.decrypt_parallel(8, &mut par).expect("decrypt");
+            assert!(par == plain, "{cipher:?} {sector_size:?}");
+        }
     }
 }

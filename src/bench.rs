@@ -38,7 +38,23 @@ const CRYPT_SECTOR: usize = 4096;
 /// on all cores (large enough that thread start-up in the `*_parallel` API is noise, small
 /// enough that a round stays short in an emulated guest).
 const SINGLE_CORE_RUN: usize = 256 << 10;
-const ALL_CORES_RUN: usize = 4 << 20;
+const ALL_CORES_RUN_MIN: usize = 4 << 20;
+const ALL_CORES_RUN_MAX: usize = 64 << 20;
+
+/// Bytes per all-cores round: about 20 ms of single-core work, so that starting the
+/// threads of the `*_parallel` API stays noise on fast ciphers (AES at GiB/s) while a round
+/// stays short on slow ones (an emulated guest), in whole 4 KiB sectors.
+fn all_cores_run(single_core_mib_s: f64) -> usize {
+    let wanted = single_core_mib_s * MIB * 0.020;
+    let sectors = (wanted / to_f64(CRYPT_SECTOR)).clamp(
+        to_f64(ALL_CORES_RUN_MIN / CRYPT_SECTOR),
+        to_f64(ALL_CORES_RUN_MAX / CRYPT_SECTOR),
+    );
+    // Clamped to [1024, 16384]: the conversion cannot truncate.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let sectors = sectors as usize;
+    sectors * CRYPT_SECTOR
+}
 /// Size of each O_DIRECT request in device mode.
 const DEVICE_REQUEST: usize = 1 << 20;
 
@@ -219,9 +235,11 @@ fn bench_cipher(spec: &CipherSpec, bits: u32, duration: Duration) -> anyhow::Res
     };
     let cipher = SectorCipher::new(spec.block_cipher(), key.expose_secret(), layout)?;
     let userspace = |encrypt: bool| -> anyhow::Result<Speeds> {
+        let single_core = userspace_speed(&cipher, encrypt, SINGLE_CORE_RUN, false, duration)?;
+        let run = all_cores_run(single_core);
         Ok(Speeds {
-            single_core: userspace_speed(&cipher, encrypt, SINGLE_CORE_RUN, false, duration)?,
-            all_cores: userspace_speed(&cipher, encrypt, ALL_CORES_RUN, true, duration)?,
+            single_core,
+            all_cores: userspace_speed(&cipher, encrypt, run, true, duration)?,
         })
     };
     let userspace_encrypt = userspace(true)?;
@@ -959,6 +977,19 @@ mod tests {
         assert_eq!(twofish["kernel"]["reason"], "AF_ALG unavailable");
         assert!(twofish["kernel_over_userspace"].is_null());
         assert_eq!(value["machine"]["cores"], 2);
+    }
+
+    #[test]
+    fn all_cores_rounds_grow_with_the_cipher_speed_within_bounds() {
+        assert_eq!(all_cores_run(1.0), ALL_CORES_RUN_MIN);
+        assert_eq!(all_cores_run(1e9), ALL_CORES_RUN_MAX);
+        // 1000 MiB/s x 20 ms = 20 MiB, in whole sectors.
+        let run = all_cores_run(1000.0);
+        assert_eq!(run % CRYPT_SECTOR, 0);
+        assert!(
+            ((20 << 20) - CRYPT_SECTOR..=20 << 20).contains(&run),
+            "{run}"
+        );
     }
 
     #[test]

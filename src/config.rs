@@ -9,7 +9,9 @@ use tosskey_dm::{DmName, DmUuid};
 
 use crate::cli::{self, ProvisionArgs};
 use crate::discover::{Cloud, DiskMatcher};
-use crate::plan::{Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel};
+use crate::plan::{
+    Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
+};
 
 /// A usage error: a flag or value that cannot work, found before touching anything.
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +173,8 @@ impl ProvisionConfig {
                 cli::LayoutArg::PerDisk => Layout::PerDisk,
             },
             allow_discards: args.allow_discards,
-            no_read_workqueue: args.no_read_workqueue,
-            no_write_workqueue: args.no_write_workqueue,
+            no_read_workqueue: BYPASS_WORKQUEUES && !args.read_workqueue,
+            no_write_workqueue: BYPASS_WORKQUEUES && !args.write_workqueue,
             key_loading: match args.key_loading {
                 cli::KeyLoadingArg::Auto => KeyLoading::Auto,
                 cli::KeyLoadingArg::Keyring => KeyLoading::Keyring,

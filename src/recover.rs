@@ -11,6 +11,7 @@ use tosskey_dm::{CryptTarget, DevId, DmControl, DmName, Sectors};
 use crate::exit::{Refused, RollbackIncomplete};
 use crate::plan::{
     crypt_length_sectors, Assembly, CryptSettings, KeyLoading, Layout, PlannedMember,
+    BYPASS_WORKQUEUES,
 };
 use crate::provision::Environment;
 use crate::rollback::Rollback;
@@ -145,8 +146,8 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         iv_offset: meta.crypt.iv_offset,
         data_offset: meta.crypt.data_offset,
         allow_discards: false,
-        no_read_workqueue: false,
-        no_write_workqueue: false,
+        no_read_workqueue: BYPASS_WORKQUEUES,
+        no_write_workqueue: BYPASS_WORKQUEUES,
         key_loading: KeyLoading::Auto,
     };
     let boot = boot_id(&env.root.proc)?;
@@ -238,8 +239,8 @@ pub fn escrow_decrypt(
         iv_offset: meta.crypt.iv_offset,
         data_offset: meta.crypt.data_offset,
         allow_discards: false,
-        no_read_workqueue: false,
-        no_write_workqueue: false,
+        no_read_workqueue: BYPASS_WORKQUEUES,
+        no_write_workqueue: BYPASS_WORKQUEUES,
         key_loading: KeyLoading::Hex,
     };
     let member_list = meta

@@ -185,9 +185,12 @@ fn find_mount(mountinfo: &str, kind: TargetKind, canonical: Option<&Path>) -> Op
             TargetKind::BlockDevice { major, minor } => *dev == format!("{major}:{minor}"),
             TargetKind::RegularFile => false,
         };
-        let source_matches = canonical.is_some_and(|target| {
-            std::fs::canonicalize(unescape_mountinfo(source)).is_ok_and(|s| s == target)
-        });
+        // Only absolute sources name files: `devtmpfs`, `cgroup`, … are not paths, and
+        // resolving them would look them up relative to the working directory.
+        let source_matches = source.starts_with('/')
+            && canonical.is_some_and(|target| {
+                std::fs::canonicalize(unescape_mountinfo(source)).is_ok_and(|s| s == target)
+            });
         if dev_matches || source_matches {
             return Some(PathBuf::from(unescape_mountinfo(mount_point)));
         }

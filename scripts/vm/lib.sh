@@ -9,12 +9,12 @@
 # Environment knobs:
 #   TOSSKEY_VM_CACHE  where unpacked kernels are kept (default ~/.cache/tosskey-vm)
 #   TOSSKEY_VM_TOOLS  host programs copied into the guest's /usr/sbin with their shared
-#                     libraries (default "e2fsck dumpe2fs mke2fs")
+#                     libraries (default: none; scripts/vm-test sets the root tests' list)
 #   TOSSKEY_VM_ACCEL  QEMU accelerator (default tcg; set kvm only where it is proven)
 
 VM_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_CACHE=${TOSSKEY_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME or TOSSKEY_VM_CACHE}/.cache}/tosskey-vm}
-VM_TOOLS=${TOSSKEY_VM_TOOLS-e2fsck dumpe2fs mke2fs}
+VM_TOOLS=${TOSSKEY_VM_TOOLS-}
 VM_ACCEL=${TOSSKEY_VM_ACCEL:-tcg}
 
 # Kernel modules loaded by the guest init, in this order (their dependencies first, as

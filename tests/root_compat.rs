@@ -1,0 +1,120 @@
+//! Root test (VM guest): a tosskey volume is byte-compatible with
+//! `cryptsetup open --type plain`. The escrowed key, handed to stock cryptsetup with the
+//! options `tosskey escrow decrypt` prints, yields the same dm table and the same plaintext.
+//! The guest gets the host's cryptsetup (scripts/vm-test's TOSSKEY_VM_TOOLS).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{escrow_test_keys, tosskey};
+use tosskey_dm::{DmControl, DmName};
+use tosskey_testkit::{virtio_disks, zero_range};
+
+fn table_with_key(name: &str) -> String {
+    let dm = DmControl::open().unwrap();
+    let entries = dm.table_with_keys(&DmName::new(name).unwrap()).unwrap();
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    format!(
+        "{} {} {} {}",
+        e.start,
+        e.length,
+        e.target_type,
+        e.params.as_str()
+    )
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn cryptsetup_plain_reopens_a_tosskey_volume_with_the_same_table() {
+    assert!(
+        Path::new("/usr/sbin/cryptsetup").exists(),
+        "cryptsetup is not in the guest: scripts/vm-test copies it from the host (apt-get install cryptsetup-bin)"
+    );
+    let disk = virtio_disks().unwrap().remove(1).path;
+    let (public, private) = escrow_test_keys();
+    let escrow = "/tmp/t-compat.escrow";
+    let key_file = "/tmp/t-compat.key";
+    for stale in [escrow, key_file] {
+        let _ = std::fs::remove_file(stale);
+    }
+    // Hex loading, so the kernel's table holds the key and can be compared whole.
+    tosskey(&[
+        "provision",
+        disk.to_str().unwrap(),
+        "--name",
+        "t-compat",
+        "--mkfs",
+        "ext4",
+        "--key-loading",
+        "hex",
+        "--escrow-key",
+        public.to_str().unwrap(),
+        "--escrow-file",
+        escrow,
+    ])
+    .ok();
+    let tosskey_table = table_with_key("t-compat");
+    tosskey(&["close", "t-compat"]).ok();
+
+    let decrypt = tosskey(&[
+        "escrow",
+        "decrypt",
+        "--escrow-file",
+        escrow,
+        "--private-key",
+        private.to_str().unwrap(),
+        "--key-out",
+        key_file,
+    ])
+    .ok();
+    let command = decrypt
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cryptsetup open"))
+        .expect("escrow decrypt prints the cryptsetup command")
+        .to_owned();
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let opened = Command::new("/usr/sbin/cryptsetup")
+        .args(&args)
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    let cryptsetup_table = table_with_key("t-compat");
+    assert_eq!(
+        cryptsetup_table, tosskey_table,
+        "cryptsetup built a different table"
+    );
+
+    // Same table, so the filesystem tosskey made is there.
+    let fsck = Command::new("/usr/sbin/e2fsck")
+        .args(["-fn", "/dev/mapper/t-compat"])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let closed = Command::new("/usr/sbin/cryptsetup")
+        .args(["close", "t-compat"])
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .unwrap();
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    for file in [escrow, key_file] {
+        std::fs::remove_file(file).unwrap();
+    }
+    zero_range(&disk, 0, 4 << 20).unwrap();
+}

@@ -256,17 +256,46 @@ pub fn escrow_decrypt(
             .map(|i| PathBuf::from(format!("{}.{i}", key_out.display())))
             .collect()
     };
-    match (meta.assembly, meta.layout) {
-        (Assembly::Md { .. } | Assembly::DmStripe { .. }, Layout::Shared) => commands.push(format!(
-            "# first reassemble the {:?} array over {} in this order (mdadm --build or dmsetup striped), then:",
-            meta.assembly,
-            member_list.join(" ")
+    let array = format!("/dev/md/{}", meta.name);
+    let reassemble = |over: &[String]| match meta.assembly {
+        Assembly::Single => None,
+        Assembly::Md { level, chunk_bytes } => Some(format!(
+            "mdadm --build {array} --level={} --chunk={}K --raid-devices={} {}",
+            crate::plan::md_level_name(level),
+            chunk_bytes >> 10,
+            over.len(),
+            over.join(" ")
         )),
-        (_, Layout::PerDisk) => commands.push(format!(
-            "# open each member, then stripe /dev/mapper/{}-m* ({:?}) in this order:",
-            meta.name, meta.assembly
-        )),
-        (Assembly::Single, Layout::Shared) => {}
+        Assembly::DmStripe { chunk_bytes } => {
+            let width = meta
+                .members
+                .iter()
+                .map(|m| m.size_bytes / 512)
+                .min()
+                .unwrap_or(0)
+                / (chunk_bytes / 512)
+                * (chunk_bytes / 512);
+            let devices: Vec<String> = over.iter().map(|d| format!("{d} 0")).collect();
+            Some(format!(
+                "dmsetup create {}-stripe --table \"0 {} striped {} {} {}\"",
+                meta.name,
+                width * over.len() as u64,
+                over.len(),
+                chunk_bytes / 512,
+                devices.join(" ")
+            ))
+        }
+    };
+    let assembled = match meta.assembly {
+        Assembly::Single => member_list[0].clone(),
+        Assembly::Md { .. } => array.clone(),
+        Assembly::DmStripe { .. } => format!("/dev/mapper/{}-stripe", meta.name),
+    };
+    if meta.layout == Layout::Shared {
+        commands.extend(
+            reassemble(&member_list)
+                .map(|c| format!("{c}   # members in this order, nothing written to them")),
+        );
     }
     for (i, (opened, key_file)) in opened.iter().zip(&key_files).enumerate() {
         opened
@@ -275,8 +304,7 @@ pub fn escrow_decrypt(
             .with_context(|| format!("writing {}", key_file.display()))?;
         let device = match meta.layout {
             Layout::PerDisk => member_list[i].clone(),
-            Layout::Shared if meta.assembly == Assembly::Single => member_list[0].clone(),
-            Layout::Shared => "<the reassembled array>".to_owned(),
+            Layout::Shared => assembled.clone(),
         };
         let size = meta.members.get(i).map(|m| m.size_bytes).unwrap_or(0);
         let target = CryptTarget::new(
@@ -294,6 +322,21 @@ pub fn escrow_decrypt(
             &opened.dm_name,
         );
         commands.push(format!("cryptsetup {}", args.join(" ")));
+    }
+    if meta.layout == Layout::PerDisk {
+        let mappings: Vec<String> = opened
+            .iter()
+            .map(|o| format!("/dev/mapper/{}", o.dm_name))
+            .collect();
+        commands.extend(reassemble(&mappings).map(|c| {
+            format!(
+                "{c}   # then mount {}",
+                match meta.assembly {
+                    Assembly::DmStripe { .. } => format!("/dev/mapper/{}-stripe", meta.name),
+                    _ => array.clone(),
+                }
+            )
+        }));
     }
     Ok(commands)
 }

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tosskey_dm::{CryptKeyField, DmControl, DmName};
+use tosskey_dm::{CryptKeyField, DmControl, DmName, TargetLine};
+use zeroize::Zeroizing;
 
 use crate::config::UUID_PREFIX;
 use crate::exit::Refused;
@@ -247,9 +248,12 @@ fn is_mount_point_of_volume(env: &Environment, journal: &Journal) -> Result<bool
     Ok(!mount_points_of(&env.root.proc, dev.major, dev.minor)?.is_empty())
 }
 
-/// Emergency crypto-shred of volume `name`: every crypt mapping is suspended and told to
-/// `key wipe` (the kernel zeroes its key: from here on the data is unrecoverable), then the
-/// stack is taken down as far as its users allow.
+/// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to
+/// `key wipe` (the kernel zeroes its key: from here on the data is unrecoverable), then its
+/// table is replaced by an `error` target and resumed, so whatever still uses the device
+/// (a filesystem with dirty pages, a process with open files) gets I/O errors instead of
+/// hanging on a suspended device forever. Then the stack is taken down as far as its users
+/// allow.
 pub fn shred(env: &Environment, name: &str) -> Result<String> {
     let journal = journal_for(env, name)?;
     let dm = DmControl::open()?;
@@ -263,23 +267,37 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
         if !live.contains(&dm_name) {
             continue;
         }
-        let is_crypt = dm.table(&dm_name)?.iter().any(|t| t.target_type == "crypt");
-        if is_crypt {
-            dm.suspend(&dm_name)?;
-            dm.wipe_crypt_key(&dm_name)?;
-            wiped.push(dm_name.to_string());
+        let table = dm.table(&dm_name)?;
+        if !table.iter().any(|t| t.target_type == "crypt") {
+            continue;
         }
+        dm.suspend(&dm_name)?;
+        dm.wipe_crypt_key(&dm_name)?;
+        let errors = table
+            .iter()
+            .map(|t| {
+                TargetLine::new(
+                    t.start,
+                    t.length,
+                    "error",
+                    Zeroizing::new(String::new()),
+                    false,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        dm.load_table(&dm_name, &errors)?;
+        dm.resume(&dm_name)?;
+        wiped.push(dm_name.to_string());
     }
-    // The keys are gone. A filesystem on top can no longer write: detach it lazily rather
-    // than flush into a keyless, suspended device.
+    // The keys are gone and the devices answer with errors: unmount without waiting for
+    // users (a lazy unmount completes when the last one lets go).
     if let Some(dir) = &journal.mount {
         let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     }
-    let removed = teardown(&journal, &env.journals);
-    Ok(match removed {
+    Ok(match teardown(&journal, &env.journals) {
         Ok(()) => format!("shredded {name}: key wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
-            "shredded {name}: key wiped from {}; the keyless mappings stay until their users let go ({e:#}); run `tosskey close {name}` later",
+            "shredded {name}: key wiped from {}; the mappings now fail every I/O and stay until their users let go ({e:#}); run `tosskey close {name}` later",
             wiped.join(", ")
         ),
     })

@@ -180,8 +180,9 @@ pub struct ShredArgs {
     pub name: String,
 }
 
+/// Which escrow file, opened with which private key.
 #[derive(Debug, Args)]
-pub struct RecoverArgs {
+pub struct EscrowAccess {
     #[arg(
         long,
         value_name = "FILE",
@@ -191,11 +192,17 @@ pub struct RecoverArgs {
     /// RSA private key (PEM, PKCS#8 or PKCS#1).
     #[arg(long, value_name = "KEY.pem")]
     pub private_key: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub escrow: EscrowAccess,
     /// Mount the filesystem here.
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
-    /// Open the mapping read-only (and mount read-only).
-    #[arg(long)]
+    /// Mount the filesystem read-only.
+    #[arg(long, requires = "mount")]
     pub read_only: bool,
     /// Member devices in recorded order, when their recorded identities cannot be found.
     #[arg(long, value_name = "DEVICE", num_args = 1..)]
@@ -210,14 +217,8 @@ pub enum EscrowCommand {
 
 #[derive(Debug, Args)]
 pub struct EscrowDecryptArgs {
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/root/.ephemeral_escrowed_key"
-    )]
-    pub escrow_file: PathBuf,
-    #[arg(long, value_name = "KEY.pem")]
-    pub private_key: PathBuf,
+    #[command(flatten)]
+    pub escrow: EscrowAccess,
     /// Raw key output (mode 0400; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub key_out: PathBuf,

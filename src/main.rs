@@ -95,8 +95,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let built = recover(
                 &env,
                 &RecoverOptions {
-                    escrow_file: args.escrow_file,
-                    private_key: args.private_key,
+                    escrow_file: args.escrow.escrow_file,
+                    private_key: args.escrow.private_key,
                     mount: args.mount.clone(),
                     read_only: args.read_only,
                     devices: args.devices,
@@ -113,7 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Escrow(EscrowCommand::Decrypt(args)) => {
             harden::harden_process()?;
-            for line in escrow_decrypt(&args.escrow_file, &args.private_key, &args.key_out)? {
+            for line in escrow_decrypt(
+                &args.escrow.escrow_file,
+                &args.escrow.private_key,
+                &args.key_out,
+            )? {
                 println!("{line}");
             }
             Ok(())

@@ -369,7 +369,7 @@ fn member_paths(cfg: &ProvisionConfig, env: &Environment) -> Result<Vec<PathBuf>
 pub fn build_plan(cfg: &ProvisionConfig, checked: &[CheckedDevice]) -> Result<Plan> {
     let members = checked
         .iter()
-        .map(planned_member)
+        .map(|c| planned_member(c, None))
         .collect::<Result<Vec<_>>>()?;
     let assembly = cfg.assembly_for(members.len());
     if matches!(
@@ -540,13 +540,14 @@ fn refuse_wasteful_sizes(assembly: Assembly, members: &[PlannedMember]) -> Resul
     Ok(())
 }
 
-fn planned_member(checked: &CheckedDevice) -> Result<PlannedMember> {
+/// A checked member as the plan records it. `identity`: the recorded one (recovery), else
+/// the device's serial, WWN or by-id link.
+pub fn planned_member(checked: &CheckedDevice, identity: Option<String>) -> Result<PlannedMember> {
     let MemberKind::Block(device) = &checked.kind else {
         anyhow::bail!("{} is not a block device", checked.path.display());
     };
-    let identity = device
-        .serial
-        .clone()
+    let identity = identity
+        .or_else(|| device.serial.clone())
         .or_else(|| device.wwid.clone())
         .or_else(|| {
             device

@@ -10,12 +10,12 @@ use tosskey_dm::{CryptTarget, DevId, DmControl, DmName, Sectors};
 
 use crate::exit::{Refused, RollbackIncomplete};
 use crate::plan::{
-    crypt_length_sectors, Assembly, CryptSettings, KeyLoading, Layout, PlannedMember,
-    BYPASS_WORKQUEUES,
+    crypt_length_sectors, Assembly, CryptSettings, KeyLoading, Layout, BYPASS_WORKQUEUES,
 };
+use crate::provision::planned_member;
 use crate::provision::Environment;
 use crate::rollback::Rollback;
-use crate::safety::{check_members, CheckOptions, CheckedDevice, MemberKind};
+use crate::safety::{check_members, CheckOptions, CheckedDevice};
 use crate::stack::{self, crypt_options, BuiltStack, StackSpec};
 use crate::state::{boot_id, Journal, Stage};
 use crate::sysfs::{BlockDevice, SystemState};
@@ -92,19 +92,20 @@ fn find_members(
         .collect()
 }
 
-fn planned(checked: &CheckedDevice, identity: &str) -> Result<PlannedMember> {
-    let MemberKind::Block(device) = &checked.kind else {
-        bail!("{} is not a block device", checked.path.display());
-    };
-    Ok(PlannedMember {
-        path: checked.path.clone(),
-        dev: device.dev.to_string(),
-        major: device.dev.major,
-        minor: device.dev.minor,
-        size_bytes: checked.size_bytes,
-        logical_block_size: checked.logical_block_size,
-        identity: Some(identity.to_owned()),
-    })
+/// The crypt settings an escrow file records, with tosskey's table options.
+fn crypt_settings(meta: &EscrowMetadata, key_loading: KeyLoading) -> CryptSettings {
+    CryptSettings {
+        cipher: meta.crypt.cipher.to_string(),
+        key_bits: meta.crypt.key_bits,
+        sector_size: meta.crypt.sector_size,
+        iv_large_sectors: meta.crypt.iv_large_sectors,
+        iv_offset: meta.crypt.iv_offset,
+        data_offset: meta.crypt.data_offset,
+        allow_discards: false,
+        no_read_workqueue: BYPASS_WORKQUEUES,
+        no_write_workqueue: BYPASS_WORKQUEUES,
+        key_loading,
+    }
 }
 
 /// Reassemble and reopen the escrowed volume; mount it if asked.
@@ -134,22 +135,11 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let members = checked
         .iter()
         .zip(&meta.members)
-        .map(|(c, m)| planned(c, &m.identity))
+        .map(|(c, m)| planned_member(c, Some(m.identity.clone())))
         .collect::<Result<Vec<_>>>()?;
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
-    let crypt = CryptSettings {
-        cipher: meta.crypt.cipher.to_string(),
-        key_bits: meta.crypt.key_bits,
-        sector_size: meta.crypt.sector_size,
-        iv_large_sectors: meta.crypt.iv_large_sectors,
-        iv_offset: meta.crypt.iv_offset,
-        data_offset: meta.crypt.data_offset,
-        allow_discards: false,
-        no_read_workqueue: BYPASS_WORKQUEUES,
-        no_write_workqueue: BYPASS_WORKQUEUES,
-        key_loading: KeyLoading::Auto,
-    };
+    let crypt = crypt_settings(meta, KeyLoading::Auto);
     let boot = boot_id(&env.root.proc)?;
     let spec = StackSpec {
         name: &name,
@@ -231,18 +221,7 @@ pub fn escrow_decrypt(
 ) -> Result<Vec<String>> {
     let (escrow, opened) = open_escrow(escrow_file, private_key)?;
     let meta = escrow.metadata();
-    let crypt = CryptSettings {
-        cipher: meta.crypt.cipher.to_string(),
-        key_bits: meta.crypt.key_bits,
-        sector_size: meta.crypt.sector_size,
-        iv_large_sectors: meta.crypt.iv_large_sectors,
-        iv_offset: meta.crypt.iv_offset,
-        data_offset: meta.crypt.data_offset,
-        allow_discards: false,
-        no_read_workqueue: BYPASS_WORKQUEUES,
-        no_write_workqueue: BYPASS_WORKQUEUES,
-        key_loading: KeyLoading::Hex,
-    };
+    let crypt = crypt_settings(meta, KeyLoading::Hex);
     let member_list = meta
         .members
         .iter()

@@ -17,8 +17,8 @@ use tosskey_crypto::key::VolumeKey;
 use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
 use tosskey_crypto::spec::CipherSpec;
 use tosskey_dm::{
-    activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, KeyLoaded, LinearTarget,
-    Sectors, StripeMember, StripedTarget, TargetLine,
+    activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, DmUuid, KeyLoaded,
+    LinearTarget, Sectors, StripeMember, StripedTarget, TargetLine,
 };
 use tosskey_raid::{ArraySpec, MdArray};
 
@@ -333,6 +333,26 @@ fn record(journal: &mut Journal, journals: &JournalDir, component: Component) ->
     journals.save(journal)
 }
 
+/// The dm name and tagged UUID of mapping `name`, recorded in the journal before it is made.
+fn name_and_record(
+    spec: &StackSpec<'_>,
+    name: &str,
+    uuid_suffix: Option<&str>,
+    journal: &mut Journal,
+    journals: &JournalDir,
+) -> Result<(DmName, DmUuid)> {
+    let dm_name = DmName::new(name)?;
+    let uuid = mapping_uuid(spec.boot_id, spec.name.as_str(), uuid_suffix)?;
+    record(
+        journal,
+        journals,
+        Component::Dm {
+            name: name.to_owned(),
+        },
+    )?;
+    Ok((dm_name, uuid))
+}
+
 /// A keyless mapping (stripe, linear): create, load, resume, with rollback.
 #[allow(clippy::too_many_arguments)]
 fn create_plain_mapping(
@@ -345,15 +365,7 @@ fn create_plain_mapping(
     journals: &JournalDir,
     rollback: &mut Rollback,
 ) -> Result<PathBuf> {
-    let dm_name = DmName::new(name)?;
-    let uuid = mapping_uuid(spec.boot_id, spec.name.as_str(), uuid_suffix)?;
-    record(
-        journal,
-        journals,
-        Component::Dm {
-            name: name.to_owned(),
-        },
-    )?;
+    let (dm_name, uuid) = name_and_record(spec, name, uuid_suffix, journal, journals)?;
     dm.create(&dm_name, &uuid)?;
     push_dm_removal(rollback, &dm_name);
     dm.load_table(&dm_name, lines)?;
@@ -397,18 +409,12 @@ fn open_crypt(
         .with_iv_offset(Sectors(crypt.iv_offset))
         .with_options(crypt_options(crypt));
     let name = crypt_name.name.as_str();
-    let dm_name = DmName::new(name)?;
-    let uuid = mapping_uuid(
-        spec.boot_id,
-        spec.name.as_str(),
+    let (dm_name, uuid) = name_and_record(
+        spec,
+        name,
         crypt_name.uuid_suffix.as_deref(),
-    )?;
-    record(
         journal,
         journals,
-        Component::Dm {
-            name: name.to_owned(),
-        },
     )?;
     let loading = match crypt.key_loading {
         KeyLoading::Auto => tosskey_dm::KeyLoading::Auto,

@@ -252,7 +252,18 @@ fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str], sca
     ])
     .ok();
     check_files(&files);
-    tosskey(&["close", name, "--unmount"]).ok();
+    // The filesystem tosskey wrote and the kernel then used is consistent.
+    nix::mount::umount(mount.as_str()).unwrap();
+    let fsck = std::process::Command::new("/usr/sbin/e2fsck")
+        .args(["-fn", &format!("/dev/mapper/{name}")])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    tosskey(&["close", name]).ok();
     std::fs::remove_file(&escrow).unwrap();
 }
 

@@ -10,9 +10,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// An XTS key must be two equal halves of a valid block-cipher key.
-    #[error(
-        "{cipher:?}-xts key is {len} bytes; use 32 (2 x 128-bit) or 64 (2 x 256-bit) bytes"
-    )]
+    #[error("{cipher:?}-xts key is {len} bytes; use 32 (2 x 128-bit) or 64 (2 x 256-bit) bytes")]
     XtsKeyLength { cipher: BlockCipher, len: usize },
 
     /// A run of sectors must start on a sector boundary of the mapping.
@@ -64,7 +62,9 @@ pub enum Error {
     UnsupportedCipher { spec: String },
 
     /// A key size the cipher spec cannot use.
-    #[error("{spec} needs a 256- or 512-bit key (XTS uses two keys of half that size), not {bits} bits")]
+    #[error(
+        "{spec} needs a 256- or 512-bit key (XTS uses two keys of half that size), not {bits} bits"
+    )]
     KeyBitsForCipher { spec: String, bits: u32 },
 
     // ---- escrow/ ----
@@ -109,7 +109,9 @@ pub enum Error {
     EscrowField { field: String, reason: String },
 
     /// Larger than any escrow file could be.
-    #[error("escrow file is {len} bytes, larger than any tosskey escrow file ({max} bytes at most)")]
+    #[error(
+        "escrow file is {len} bytes, larger than any tosskey escrow file ({max} bytes at most)"
+    )]
     EscrowTooLarge { len: usize, max: usize },
 
     /// `open` on a file that holds one key per member.

@@ -4,20 +4,20 @@
 //!
 //! (lib.rs is shared: each module's owner adds only its own `pub mod` / `pub use` lines.)
 
-pub mod spec;
-pub mod error;
-pub mod sector;
 mod aes_cipher;
 mod bulk;
-#[cfg(target_arch = "x86_64")]
-mod simd_x86;
-mod twofish;
-mod xts;
+pub mod error;
 pub mod escrow;
 pub mod key;
+pub mod sector;
+#[cfg(target_arch = "x86_64")]
+mod simd_x86;
+pub mod spec;
+mod twofish;
+mod xts;
 
 pub use error::{Error, Result};
 pub use escrow::{EscrowFile, EscrowMetadata};
 pub use key::{KeySize, VolumeKey};
-pub use spec::{BlockCipher, CipherSpec};
 pub use sector::{SectorCipher, SectorLayout, SectorSize};
+pub use spec::{BlockCipher, CipherSpec};

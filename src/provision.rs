@@ -14,7 +14,7 @@ use tosskey_dm::{DmControl, DmName};
 
 use crate::config::{MemberSource, ProvisionConfig, UUID_PREFIX};
 use crate::discover::discover_matching;
-use crate::exit::{Refused, RollbackIncomplete};
+use crate::exit::Refused;
 use crate::harden::Hardening;
 use crate::plan::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSettings, Layout, Plan,
@@ -138,7 +138,7 @@ pub fn provision(
         rollback.push(format!("journal of {name}"), move || journals.remove(&name));
     }
     crash_point("journal");
-    match execute(
+    let result = execute(
         cfg,
         env,
         &plan,
@@ -147,22 +147,13 @@ pub fn provision(
         &mut rollback,
         hardening,
         started_at,
-    ) {
-        Ok(report) => {
-            journal.stage = Stage::Complete;
-            env.journals.save(&journal)?;
-            rollback.commit();
-            Ok(Outcome::Provisioned(Box::new(report)))
-        }
-        Err(failure) => {
-            let leftovers = rollback.unwind();
-            if leftovers.is_empty() {
-                Err(failure)
-            } else {
-                Err(RollbackIncomplete { failure, leftovers }.into())
-            }
-        }
-    }
+    )
+    .and_then(|report| {
+        journal.stage = Stage::Complete;
+        env.journals.save(&journal)?;
+        Ok(Outcome::Provisioned(Box::new(report)))
+    });
+    rollback.settle(result)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@ use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, OpenedKey};
 use tosskey_crypto::key::VolumeKey;
 use tosskey_dm::{CryptTarget, DevId, DmControl, DmName, Sectors};
 
-use crate::exit::{Refused, RollbackIncomplete};
+use crate::exit::Refused;
 use crate::plan::{
     crypt_length_sectors, Assembly, CryptSettings, KeyLoading, Layout, BYPASS_WORKQUEUES,
 };
@@ -196,20 +196,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         env.journals.save(&journal)?;
         Ok(built)
     });
-    match result {
-        Ok(built) => {
-            rollback.commit();
-            Ok(built)
-        }
-        Err(failure) => {
-            let leftovers = rollback.unwind();
-            if leftovers.is_empty() {
-                Err(failure)
-            } else {
-                Err(RollbackIncomplete { failure, leftovers }.into())
-            }
-        }
-    }
+    rollback.settle(result)
 }
 
 /// `escrow decrypt`: write the raw key(s) and return the stock commands that reopen the

@@ -58,6 +58,25 @@ impl Rollback {
         self.steps.clear();
     }
 
+    /// Keep what was built if `result` is a success; otherwise undo it, and if the undo
+    /// leaves something behind, the error says what ([`crate::exit::RollbackIncomplete`]).
+    pub fn settle<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        match result {
+            Ok(value) => {
+                self.commit();
+                Ok(value)
+            }
+            Err(failure) => {
+                let leftovers = self.unwind();
+                if leftovers.is_empty() {
+                    Err(failure)
+                } else {
+                    Err(crate::exit::RollbackIncomplete { failure, leftovers }.into())
+                }
+            }
+        }
+    }
+
     /// Undo everything now, newest first; returns what could not be undone.
     pub fn unwind(mut self) -> Vec<Leftover> {
         self.run_undo()
@@ -150,5 +169,25 @@ mod tests {
         assert_eq!(leftovers.len(), 1);
         assert_eq!(leftovers[0].to_string(), "dm ephemeral-encrypted (EBUSY)");
         assert_eq!(*log.borrow(), ["md"]);
+    }
+
+    #[test]
+    fn settle_keeps_on_success_and_reports_leftovers_on_failure() {
+        let (log, undo) = recorder();
+        let mut rollback = Rollback::new();
+        rollback.push("md", undo("md"));
+        assert_eq!(rollback.settle(Ok(7)).unwrap(), 7);
+        assert!(log.borrow().is_empty());
+
+        let mut rollback = Rollback::new();
+        rollback.push("dm x", || anyhow::bail!("EBUSY"));
+        let err = rollback
+            .settle::<()>(Err(anyhow::anyhow!("mkfs failed")))
+            .unwrap_err();
+        assert_eq!(
+            crate::exit::code_for(&err),
+            crate::exit::ROLLBACK_INCOMPLETE
+        );
+        assert!(format!("{err:#}").contains("dm x (EBUSY)"), "{err:#}");
     }
 }

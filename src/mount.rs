@@ -40,12 +40,23 @@ pub fn unmount(dir: &Path) -> Result<()> {
     })
 }
 
-/// Where the block device `major:minor` is mounted, from `/proc/self/mountinfo`.
-pub fn mount_points_of(proc_root: &Path, major: u32, minor: u32) -> Result<Vec<String>> {
+/// Whether something is mounted at `dir`.
+pub fn is_mount_point(dir: &Path) -> Result<bool> {
+    Ok(read_mountinfo(Path::new("/proc"))?
+        .iter()
+        .any(|m| Path::new(&m.mount_point) == dir))
+}
+
+fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>> {
     let path = proc_root.join("self/mountinfo");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(crate::sysfs::parse_mountinfo(&text)
+    Ok(crate::sysfs::parse_mountinfo(&text))
+}
+
+/// Where the block device `major:minor` is mounted, from `/proc/self/mountinfo`.
+pub fn mount_points_of(proc_root: &Path, major: u32, minor: u32) -> Result<Vec<String>> {
+    Ok(read_mountinfo(proc_root)?
         .into_iter()
         .filter(|m| m.dev.major == major && m.dev.minor == minor)
         .map(|m| m.mount_point)

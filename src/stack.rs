@@ -499,7 +499,7 @@ fn verify_mapping(
 /// no longer exist are skipped, so this also cleans up after a crash half-way.
 pub fn teardown(journal: &Journal, journals: &JournalDir) -> Result<()> {
     if let Some(dir) = &journal.mount {
-        if is_mount_point(dir)? {
+        if crate::mount::is_mount_point(dir)? {
             crate::mount::unmount(dir)?;
         }
     }
@@ -527,12 +527,4 @@ pub fn teardown(journal: &Journal, journals: &JournalDir) -> Result<()> {
         }
     }
     journals.remove(&journal.name)
-}
-
-fn is_mount_point(dir: &Path) -> Result<bool> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(crate::sysfs::parse_mountinfo(&text)
-        .iter()
-        .any(|m| Path::new(&m.mount_point) == dir))
 }

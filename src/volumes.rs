@@ -66,12 +66,9 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
             mappings: Vec::new(),
         })
         .collect();
-    for (dm_name, _) in dm.list()? {
-        let info = dm.info(&dm_name)?;
-        let Some(uuid) = info.uuid.clone().filter(|u| u.starts_with(UUID_PREFIX)) else {
-            continue;
-        };
-        let mapping = mapping_status(&dm, &env.root.proc, &dm_name, uuid, &info)?;
+    for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
+        let dm_name = info.name.clone();
+        let mapping = mapping_status(&dm, &env.root.proc, &info)?;
         let owner = journals
             .iter()
             .find(|j| {
@@ -107,10 +104,9 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
 fn mapping_status(
     dm: &DmControl,
     proc_root: &Path,
-    name: &DmName,
-    uuid: String,
     info: &tosskey_dm::DeviceInfo,
 ) -> Result<MappingStatus> {
+    let name = &info.name;
     let table = dm.table(name)?;
     let size_bytes = table.iter().map(|t| t.length.0 * 512).sum();
     let target = table
@@ -127,7 +123,7 @@ fn mapping_status(
         .unwrap_or_default();
     Ok(MappingStatus {
         name: name.to_string(),
-        uuid,
+        uuid: info.uuid.clone().unwrap_or_default(),
         dev: info.dev.to_string(),
         size_bytes,
         target,

@@ -6,6 +6,8 @@
 mod common;
 
 use common::tosskey;
+// Links the root-test gate: outside the VM guest this executable refuses --ignored runs.
+use tosskey_testkit as _;
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]

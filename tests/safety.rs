@@ -14,6 +14,8 @@ use tosskey::safety::{
 };
 use tosskey::signature::{ExtFlavour, SignatureKind};
 use tosskey::sysfs::SystemState;
+// Links the root-test gate: outside the VM guest this executable refuses --ignored runs.
+use tosskey_testkit as _;
 
 const FILES: CheckOptions = CheckOptions {
     force: false,

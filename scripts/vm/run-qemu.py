@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Boot the tosskey guest in QEMU, stream its serial console, and judge the run.
 
-Called by scripts/lib/vm.sh (vm_boot); not meant to be run by hand. The guest's init
+Called by scripts/vm/lib.sh (vm_boot); not meant to be run by hand. The guest's init
 (scripts/vm/init) and test runner (scripts/vm/run-tests) print protocol lines starting
 with "@@tosskey@@" on the serial console; this script echoes everything live, turns the
 protocol lines into readable host lines, and decides the exit status:
@@ -17,6 +17,7 @@ clearer with select() and a small state machine than in bash.
 import argparse
 import os
 import re
+import secrets
 import select
 import subprocess
 import sys
@@ -51,7 +52,9 @@ def qemu_command(args):
         "-kernel", args.kernel,
         "-initrd", args.initrd,
         # quiet = console loglevel 4: dm/md/crypto errors (KERN_ERR) still show.
-        "-append", "console=ttyS0 panic=-1 quiet rdinit=/init",
+        # tosskey.guest=TOKEN: init copies it to /run/tosskey-guest, and root tests run only
+        # where both agree (testkit/src/guest.rs); a fresh token per boot.
+        "-append", f"console=ttyS0 panic=-1 quiet rdinit=/init tosskey.guest={secrets.token_hex(16)}",
     ]
     for index, disk in enumerate(args.disk):
         # cache=unsafe: the disks are scratch files deleted after the run, so host

@@ -12,13 +12,18 @@
 //! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
 //!   [`block_device_size`], [`DevId::of_block_device`]: small block-device helpers.
 //! - [`request_skcipher`]: make the kernel crypto API instantiate e.g. `xts(twofish)`.
-//! - [`in_vm`]: whether this process runs inside the harness guest.
+//! - [`in_vm`] / [`require_guest`]: whether this process runs inside the harness guest.
 //!
 //! Every fixture cleans up after itself, because dm/md/loop names are global to the guest
-//! and the next test expects a clean kernel.
+//! and the next test expects a clean kernel. Outside the guest nothing here creates or
+//! writes a block device, and a test executable asked to run root tests exits before any
+//! test starts (see [`guest`]).
 
 mod af_alg;
+pub mod guest;
 mod loop_ioctl;
+
+pub use guest::{in_vm, require_guest};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -76,15 +81,11 @@ fn outside_vm_hint() -> &'static str {
     }
 }
 
-/// True inside the guest booted by `scripts/vm-test` (its init exports `TOSSKEY_IN_VM=1`).
-pub fn in_vm() -> bool {
-    std::env::var_os("TOSSKEY_IN_VM").is_some_and(|value| value == "1")
-}
-
 /// Asks the kernel crypto API for the symmetric cipher `name` (e.g. `xts(twofish)`), so
 /// that it is instantiated, self-tested and listed in `/proc/crypto`. Fails with ENOENT
 /// if the kernel cannot provide it.
 pub fn request_skcipher(name: &str) -> Result<()> {
+    require_guest();
     af_alg::request_algorithm("skcipher", name).map_err(|source| TestkitError::Io {
         action: "AF_ALG bind skcipher",
         path: PathBuf::from(name),
@@ -197,6 +198,7 @@ impl LoopDevice {
                 ),
             });
         }
+        require_guest();
         let backing = OpenOptions::new()
             .read(true)
             .write(true)
@@ -303,7 +305,10 @@ impl Drop for LoopDevice {
     }
 }
 
-/// One of the guest's virtio disks.
+/// The serial prefix `scripts/vm/run-qemu.py` gives every test disk.
+pub const TEST_DISK_SERIAL_PREFIX: &str = "tosskey-disk-";
+
+/// One of the guest's test disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioDisk {
     /// Kernel name, e.g. `vda`.
@@ -318,32 +323,51 @@ pub struct VirtioDisk {
     pub serial: String,
 }
 
-/// The guest's virtio block devices (`/sys/block/vd*`), sorted by name. Empty outside
-/// the guest.
+/// The guest's test disks: the virtio block devices (`/sys/block/vd*`) whose serial starts
+/// with `tosskey-disk-`, in serial order (`tosskey-disk-0` first). A disk without that
+/// serial is never returned, whatever its name. Panics outside the guest.
 pub fn virtio_disks() -> Result<Vec<VirtioDisk>> {
+    require_guest();
     let sys_block = Path::new("/sys/block");
     let mut disks = Vec::new();
     for entry in std::fs::read_dir(sys_block).map_err(io_err("list", sys_block))? {
         let entry = entry.map_err(io_err("list", sys_block))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("vd") {
+        let sys_dir = entry.path();
+        let serial_file = sys_dir.join("serial");
+        if !name.starts_with("vd") || !serial_file.exists() {
             continue;
         }
-        let sys_dir = entry.path();
+        let serial = read_sysfs_string(&serial_file)?;
+        let Some(index) = test_disk_index(&serial) else {
+            continue;
+        };
         let path = PathBuf::from("/dev").join(&name);
-        disks.push(VirtioDisk {
-            dev: DevId::of_block_device(&path)?,
-            size_bytes: read_sysfs_u64(&sys_dir.join("size"))? * 512,
-            serial: read_sysfs_string(&sys_dir.join("serial"))?,
-            path,
-            name,
-        });
+        disks.push((
+            index,
+            VirtioDisk {
+                dev: DevId::of_block_device(&path)?,
+                size_bytes: read_sysfs_u64(&sys_dir.join("size"))? * 512,
+                serial,
+                path,
+                name,
+            },
+        ));
     }
-    disks.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(disks)
+    disks.sort_by_key(|(index, _)| *index);
+    Ok(disks.into_iter().map(|(_, disk)| disk).collect())
 }
 
-/// The virtio disk whose serial is `serial` (e.g. `tosskey-disk-2`), if present.
+/// The number in a test disk's serial (`tosskey-disk-2` → 2); `None` for any other serial.
+fn test_disk_index(serial: &str) -> Option<u32> {
+    let digits = serial.strip_prefix(TEST_DISK_SERIAL_PREFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The test disk whose serial is `serial` (e.g. `tosskey-disk-2`), if present.
 pub fn virtio_disk_by_serial(serial: &str) -> Result<Option<VirtioDisk>> {
     Ok(virtio_disks()?
         .into_iter()
@@ -384,8 +408,12 @@ pub fn zero_device(path: &Path) -> Result<()> {
     zero_range(path, 0, size)
 }
 
-/// Overwrites `len` bytes of `path` at byte `offset` with zeros and flushes them.
+/// Overwrites `len` bytes of `path` at byte `offset` with zeros and flushes them. A block
+/// device is only written inside the guest (panics elsewhere); a regular file anywhere.
 pub fn zero_range(path: &Path, offset: u64, len: u64) -> Result<()> {
+    if guest::is_block_device(path) {
+        require_guest();
+    }
     let mut file = OpenOptions::new()
         .write(true)
         .open(path)
@@ -482,11 +510,31 @@ mod tests {
     }
 
     #[test]
-    fn in_vm_follows_the_environment_marker() {
-        // The host test run never sets the marker; the guest init always does.
-        assert_eq!(
-            in_vm(),
-            std::env::var("TOSSKEY_IN_VM").as_deref() == Ok("1")
-        );
+    fn only_tosskey_disk_serials_are_test_disks() {
+        assert_eq!(test_disk_index("tosskey-disk-0"), Some(0));
+        assert_eq!(test_disk_index("tosskey-disk-12"), Some(12));
+        for other in [
+            "",
+            "tosskey-disk-",
+            "tosskey-disk-x",
+            "vol0123456789",
+            "TOSSKEY-DISK-1",
+        ] {
+            assert_eq!(test_disk_index(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn outside_the_guest_no_device_is_created_or_listed() {
+        // (zero_range's gate is not tried here: a broken gate would write to a host disk.)
+        assert!(!in_vm());
+        for attempt in [
+            std::panic::catch_unwind(|| LoopDevice::new(1 << 20).map(drop)),
+            std::panic::catch_unwind(|| virtio_disks().map(drop)),
+        ] {
+            let panic = attempt.unwrap_err();
+            let message = panic.downcast_ref::<String>().unwrap();
+            assert!(message.contains("use scripts/vm-test"), "{message}");
+        }
     }
 }

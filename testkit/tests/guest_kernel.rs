@@ -16,7 +16,7 @@ use tosskey_testkit::{
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn harness_marks_the_guest() {
-    assert!(in_vm(), "TOSSKEY_IN_VM=1 is exported by the guest init");
+    assert!(in_vm(), "the guest init writes the kernel command line's tosskey.guest= token to /run/tosskey-guest");
     assert_eq!(std::env::current_dir().unwrap(), Path::new("/tmp"));
     // Root tests need real root: the effective uid in /proc/self/status.
     let status = fs::read_to_string("/proc/self/status").unwrap();

@@ -288,23 +288,44 @@ fn too_small_target_is_refused_and_untouched() {
     assert_eq!(allocated_bytes(&small), 0);
 }
 
+/// A target that cannot be opened for writing is refused, named, and left untouched. A
+/// mode of 0444 stops an ordinary user; root (how CI runs) ignores modes, so there the file
+/// is also made immutable (`chattr +i`), which stops root too (EPERM). The read-only block
+/// device case runs in the guest (root_format.rs).
 #[test]
 fn read_only_target_is_refused_and_untouched() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let image = sparse_image(&dir, "ro.img", 64 * MIB);
     std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let immutable = nix::unistd::geteuid().is_root();
+    if immutable {
+        chattr("+i", &image);
+    }
     let result = format(&image, &FormatOptions::default());
-    if nix::unistd::geteuid().is_root() {
-        // root ignores file modes; the mode check cannot refuse here. The read-only
-        // block device case is covered in the VM (root_format.rs).
-        assert!(result.is_ok());
-        return;
+    let allocated = allocated_bytes(&image);
+    if immutable {
+        // Before asserting, so that the tempdir can be removed whatever happens.
+        chattr("-i", &image);
     }
     let error = result.unwrap_err();
     assert!(matches!(error, Error::ReadOnly { .. }), "{error}");
-    assert!(error.to_string().contains("ro.img"));
-    assert_eq!(allocated_bytes(&image), 0);
+    assert!(error.to_string().contains("ro.img"), "{error}");
+    assert_eq!(allocated, 0);
+}
+
+fn chattr(flags: &str, path: &Path) {
+    let output = Command::new("chattr")
+        .arg(flags)
+        .arg(path)
+        .output()
+        .expect("chattr (e2fsprogs) is needed to make the image immutable");
+    assert!(
+        output.status.success(),
+        "chattr {flags} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

@@ -1,61 +1,96 @@
-//! Produces dm-crypt test vectors with the guest kernel for tosskey-crypto's host tests.
+//! The guest kernel against the stored dm-crypt vectors in crypto/tests/data/kernel/, which
+//! tosskey-crypto's host tests hold its userspace XTS to.
 //!
-//! Each case loads a fixed, public test key (hex) into a crypt mapping over a zeroed loop
-//! device, writes a known plaintext through the mapping with O_DIRECT at 512-byte sector 8 of
-//! the mapping, reads the raw backing bytes with O_DIRECT, checks the mapping reads the
-//! plaintext back, and prints the vector file to the guest console between the lines
-//! `@@tosskey-vector@@ BEGIN <path>` and `@@tosskey-vector@@ END <path>`; the files under
-//! crypto/tests/data/kernel/ were copied out of that log.
+//! The root test takes each stored file's own fields (cipher, key, sector size, IV options,
+//! plaintext), loads the key as hex into a crypt mapping over a zeroed loop device, writes
+//! the plaintext through the mapping with O_DIRECT at 512-byte sector `start`, reads the raw
+//! backing bytes with O_DIRECT, and requires them to equal the file's `ciphertext`: a
+//! kernel that encrypts differently, or a vector copied wrong, fails it.
+//!
+//! Making a vector is separate from that check, and only ever a by-product of a failure:
+//! for every mismatch the test prints the file this kernel makes for that case to the guest
+//! console between `@@tosskey-vector@@ BEGIN <path>` and `@@tosskey-vector@@ END <path>`.
+//! To add a vector, add a file with the new case's fields and `ciphertext 00`, add it to
+//! [`STORED`], run `scripts/vm-test -p tosskey-dm -- stored_vectors`, and copy the printed
+//! file over it.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::{dev_of, hex, name, pattern, read_direct, test_key, write_direct, Cleanup};
+use common::{dev_of, hex, name, read_direct, write_direct, Cleanup};
 use tosskey_dm::{
     activate_crypt, CryptOptions, CryptTarget, DmControl, DmUuid, KeyLoading, Sectors,
 };
 use tosskey_testkit::LoopDevice;
 
-/// 512-byte sector of the mapping where the plaintext starts.
-const START: u64 = 8;
-/// The same, in bytes.
-const START_BYTES: usize = 8 * 512;
-/// Plaintext length: this many sectors of the case's sector size.
-const SECTORS: usize = 4;
-
-struct Case {
-    cipher: &'static str,
-    sector_size: u32,
-    iv_offset: u64,
-    iv_large_sectors: bool,
-    variant: &'static str,
+/// `(file name, contents)` of a file in crypto/tests/data/kernel/.
+macro_rules! stored {
+    ($file:literal) => {
+        (
+            $file,
+            include_str!(concat!("../../crypto/tests/data/kernel/", $file)),
+        )
+    };
 }
 
-const CASES: [Case; 8] = [
-    case("twofish-xts-plain64", 512, 0, false, ""),
-    case("twofish-xts-plain64", 4096, 0, false, ""),
-    case("aes-xts-plain64", 512, 0, false, ""),
-    case("aes-xts-plain64", 4096, 0, false, ""),
-    case("twofish-xts-plain64", 4096, 0, true, "-iv_large_sectors"),
-    case("aes-xts-plain64", 4096, 0, true, "-iv_large_sectors"),
-    case("twofish-xts-plain64", 512, 1000, false, "-iv_offset"),
-    case("aes-xts-plain64", 4096, 2048, false, "-iv_offset"),
+/// Every file of crypto/tests/data/kernel/, embedded: the guest has no source tree.
+const STORED: [(&str, &str); 8] = [
+    stored!("twofish-xts-plain64-512.txt"),
+    stored!("twofish-xts-plain64-4096.txt"),
+    stored!("aes-xts-plain64-512.txt"),
+    stored!("aes-xts-plain64-4096.txt"),
+    stored!("twofish-xts-plain64-4096-iv_large_sectors.txt"),
+    stored!("aes-xts-plain64-4096-iv_large_sectors.txt"),
+    stored!("twofish-xts-plain64-512-iv_offset.txt"),
+    stored!("aes-xts-plain64-4096-iv_offset.txt"),
 ];
 
-const fn case(
-    cipher: &'static str,
+/// One stored vector file's fields.
+struct Vector {
+    cipher: String,
+    key: Vec<u8>,
     sector_size: u32,
     iv_offset: u64,
     iv_large_sectors: bool,
-    variant: &'static str,
-) -> Case {
-    Case {
-        cipher,
-        sector_size,
-        iv_offset,
-        iv_large_sectors,
-        variant,
+    /// 512-byte sector of the mapping where the plaintext starts.
+    start: u64,
+    plaintext: Vec<u8>,
+    ciphertext: String,
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    assert!(text.len().is_multiple_of(2), "odd-length hex {text:?}");
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+        .collect()
+}
+
+fn parse(file: &str, text: &str) -> Vector {
+    let fields: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            line.split_once(' ')
+                .unwrap_or_else(|| panic!("{file}: {line:?}"))
+        })
+        .collect();
+    let field = |key: &str| {
+        *fields
+            .get(key)
+            .unwrap_or_else(|| panic!("{file} has no {key}"))
+    };
+    Vector {
+        cipher: field("cipher").to_owned(),
+        key: unhex(field("key")),
+        sector_size: field("sector_size").parse().unwrap(),
+        iv_offset: field("iv_offset").parse().unwrap(),
+        iv_large_sectors: field("iv_large_sectors") == "1",
+        start: field("start").parse().unwrap(),
+        plaintext: unhex(field("plaintext")),
+        ciphertext: field("ciphertext").to_owned(),
     }
 }
 
@@ -85,100 +120,142 @@ fn console() -> Box<dyn Write> {
     }
 }
 
-#[test]
-#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn kernel_made_xts_vectors() {
-    let dm = DmControl::open().unwrap();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let kernel = kernel.trim();
+/// What the kernel writes to the backing device for `vector`'s plaintext, and the table
+/// line of the mapping it used (key included: it is the public test key).
+fn kernel_ciphertext(dm: &DmControl, vector: &Vector) -> (Vec<u8>, String) {
+    let backing = LoopDevice::new(1 << 20).unwrap();
+    let n = name("tkdm-vector");
+    let _cleanup = Cleanup(vec![n.clone()]);
+    let options = CryptOptions {
+        sector_size: vector.sector_size,
+        iv_large_sectors: vector.iv_large_sectors,
+        ..CryptOptions::default()
+    };
+    let target = CryptTarget::new(
+        &vector.cipher,
+        dev_of(&backing),
+        Sectors(backing.size_sectors()),
+    )
+    .unwrap()
+    .with_iv_offset(Sectors(vector.iv_offset))
+    .with_options(options);
+    let mapping = activate_crypt(
+        dm,
+        &n,
+        &DmUuid::new("TOSSKEY-TEST-vector").unwrap(),
+        &target,
+        &vector.key,
+        KeyLoading::Hex,
+    )
+    .unwrap();
+    let table_line = format!(
+        "0 {} crypt {}",
+        backing.size_sectors(),
+        dm.table_with_keys(&n).unwrap()[0].params.as_str()
+    );
+    let offset = vector.start * 512;
+    let len = vector.plaintext.len();
+    write_direct(&mapping.node, offset, &vector.plaintext);
+    assert_eq!(read_direct(&mapping.node, offset, len), vector.plaintext);
+    dm.remove(&n).unwrap();
+    // The bytes before the plaintext were never written: still zero.
+    let before = usize::try_from(offset).unwrap();
+    assert!(read_direct(backing.path(), 0, before)
+        .iter()
+        .all(|&b| b == 0));
+    (read_direct(backing.path(), offset, len), table_line)
+}
+
+/// The vector file this kernel makes for `vector` (only printed when the stored one differs).
+fn vector_file(vector: &Vector, kernel: &str, table_line: &str, ciphertext: &[u8]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let key = test_key();
-    let mut out = console();
-    for case in &CASES {
-        let backing = LoopDevice::new(1 << 20).unwrap();
-        let n = name("tkdm-vector");
-        let _cleanup = Cleanup(vec![n.clone()]);
-        let options = CryptOptions {
-            sector_size: case.sector_size,
-            iv_large_sectors: case.iv_large_sectors,
-            ..CryptOptions::default()
-        };
-        let target = CryptTarget::new(
-            case.cipher,
-            dev_of(&backing),
-            Sectors(backing.size_sectors()),
-        )
-        .unwrap()
-        .with_iv_offset(Sectors(case.iv_offset))
-        .with_options(options);
-        let mapping = activate_crypt(
-            &dm,
-            &n,
-            &DmUuid::new("TOSSKEY-TEST-vector").unwrap(),
-            &target,
-            &key,
-            KeyLoading::Hex,
-        )
-        .unwrap();
-        let table_line = format!(
-            "0 {} crypt {}",
-            backing.size_sectors(),
-            dm.table_with_keys(&n).unwrap()[0].params.as_str()
-        );
-        let len = SECTORS * case.sector_size as usize;
-        let plaintext = pattern(len);
-        write_direct(&mapping.node, START * 512, &plaintext);
-        assert_eq!(read_direct(&mapping.node, START * 512, len), plaintext);
-        dm.remove(&n).unwrap();
-        let ciphertext = read_direct(backing.path(), START * 512, len);
-        assert_ne!(ciphertext, plaintext);
-        assert!(
-            ciphertext.iter().any(|&b| b != 0),
-            "nothing reached the disk"
-        );
-        // The bytes before the plaintext were never written: still zero.
-        assert!(read_direct(backing.path(), 0, START_BYTES)
-            .iter()
-            .all(|&b| b == 0));
+    format!(
+        "# dm-crypt vector made by the Linux kernel {kernel} (guest of scripts/vm-test) on {}\n\
+         # by dm/tests/kernel_vectors.rs: a crypt mapping over a zeroed loop device with the\n\
+         # public test key key[i] = (i*37+11) mod 256, loaded as hex with the table line\n\
+         # {table_line}\n\
+         # plaintext[i] = (i*7+3) mod 256 written through the mapping with O_DIRECT at\n\
+         # 512-byte sector `start`; ciphertext read raw from the backing device at the same\n\
+         # offset (the mapping's data offset is 0).\n\
+         cipher {}\n\
+         key {}\n\
+         sector_size {}\n\
+         iv_offset {}\n\
+         iv_large_sectors {}\n\
+         start {}\n\
+         plaintext {}\n\
+         ciphertext {}\n",
+        civil_date(now),
+        vector.cipher,
+        hex(&vector.key),
+        vector.sector_size,
+        vector.iv_offset,
+        u8::from(vector.iv_large_sectors),
+        vector.start,
+        hex(&vector.plaintext),
+        hex(ciphertext),
+    )
+}
 
-        let path = format!(
-            "crypto/tests/data/kernel/{}-{}{}.txt",
-            case.cipher, case.sector_size, case.variant
-        );
-        let file = format!(
-            "# dm-crypt vector made by the Linux kernel {kernel} (guest of scripts/vm-test) on {}\n\
-             # by dm/tests/kernel_vectors.rs: a crypt mapping over a zeroed loop device with the\n\
-             # public test key key[i] = (i*37+11) mod 256, loaded as hex with the table line\n\
-             # {table_line}\n\
-             # plaintext[i] = (i*7+3) mod 256 written through the mapping with O_DIRECT at\n\
-             # 512-byte sector `start`; ciphertext read raw from the backing device at the same\n\
-             # offset (the mapping's data offset is 0).\n\
-             cipher {}\n\
-             key {}\n\
-             sector_size {}\n\
-             iv_offset {}\n\
-             iv_large_sectors {}\n\
-             start {START}\n\
-             plaintext {}\n\
-             ciphertext {}\n",
-            civil_date(now),
-            case.cipher,
-            hex(&key),
-            case.sector_size,
-            case.iv_offset,
-            u8::from(case.iv_large_sectors),
-            hex(&plaintext),
-            hex(&ciphertext),
-        );
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn kernel_reproduces_the_stored_vectors() {
+    let dm = DmControl::open().unwrap();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let kernel = kernel.trim();
+    let mut mismatches = Vec::new();
+    for (file, text) in STORED {
+        let vector = parse(file, text);
+        let (ciphertext, table_line) = kernel_ciphertext(&dm, &vector);
+        if hex(&ciphertext) == vector.ciphertext {
+            continue;
+        }
+        let path = format!("crypto/tests/data/kernel/{file}");
+        let made = vector_file(&vector, kernel, &table_line, &ciphertext);
+        let mut out = console();
         write!(
             out,
-            "\n@@tosskey-vector@@ BEGIN {path}\n{file}@@tosskey-vector@@ END {path}\n"
+            "\n@@tosskey-vector@@ BEGIN {path}\n{made}@@tosskey-vector@@ END {path}\n"
         )
         .unwrap();
         out.flush().unwrap();
+        mismatches.push(path);
+    }
+    assert!(
+        mismatches.is_empty(),
+        "kernel {kernel} encrypts differently from the stored vectors {mismatches:?} (the files it \
+         makes are printed above)"
+    );
+}
+
+/// Every file in crypto/tests/data/kernel/ is in [`STORED`], so none is left unchecked by
+/// the root test.
+#[test]
+fn every_stored_vector_is_checked_against_the_kernel() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crypto/tests/data/kernel");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = STORED.iter().map(|(file, _)| (*file).to_owned()).collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded);
+    for (file, text) in STORED {
+        let vector = parse(file, text);
+        assert_eq!(
+            vector.plaintext.len(),
+            4 * vector.sector_size as usize,
+            "{file}"
+        );
+        assert_eq!(
+            vector.ciphertext.len(),
+            2 * vector.plaintext.len(),
+            "{file}"
+        );
     }
 }
 

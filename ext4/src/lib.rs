@@ -62,6 +62,10 @@
 //! group flags and unused-inode counts, the same journal placement and journal
 //! superblock fields.
 
+// No ioctl table here (the workspace lints allow unsafe only in those): forbid, so no
+// module can opt back in.
+#![forbid(unsafe_code)]
+
 mod disk;
 mod layout;
 mod target;

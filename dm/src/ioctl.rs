@@ -506,7 +506,7 @@ mod tests {
 
     /// Compiles a C program against linux/dm-ioctl.h with the host's gcc and compares every
     /// size, offset and request number with the Rust side. gcc and the header are part of the
-    /// development machine (see CONTRIBUTING in the workspace); the test fails loudly without
+    /// development machine (README, Requirements); the test fails loudly without
     /// them rather than passing vacuously.
     #[test]
     fn layout_matches_gcc_and_the_uapi_header() {

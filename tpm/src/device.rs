@@ -196,3 +196,47 @@ pub(crate) fn check_pcr(pcr: u32) -> Result<()> {
         Err(Error::InvalidPcr { pcr })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_node_is_no_device_in_one_line() {
+        let err = Tpm::open("/nonexistent/tpmrm0").unwrap_err();
+        assert!(matches!(err, Error::NoDevice { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("no TPM at /nonexistent/tpmrm0: "),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+    }
+
+    // A regular file stands in for a device that answers nothing: the error names the device
+    // and the command, and says what is wrong with the answer.
+    #[test]
+    fn a_device_that_does_not_answer_is_named_with_the_command() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut tpm = Tpm::open(file.path()).unwrap();
+        let err = tpm.pcr_banks().unwrap_err();
+        match &err {
+            Error::Malformed {
+                device, command, ..
+            } => {
+                assert_eq!(device, file.path());
+                assert_eq!(*command, "TPM2_GetCapability(TPM_CAP_PCRS)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("ends early"), "{err}");
+        assert!(matches!(
+            tpm.pcr_extend(24, &[]),
+            Err(Error::InvalidPcr { pcr: 24 })
+        ));
+        assert!(matches!(
+            tpm.measurable_banks(99),
+            Err(Error::InvalidPcr { pcr: 99 })
+        ));
+    }
+}

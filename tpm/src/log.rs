@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -217,8 +217,11 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRecord>> {
     let file = File::open(path).map_err(|source| log_error("open", source))?;
     let locked = Flock::lock(file, FlockArg::LockShared)
         .map_err(|(_, errno)| log_error("flock", errno.into()))?;
-    let bytes = std::io::read_to_string(&*locked).map_err(|source| log_error("read", source))?;
-    parse_log(bytes.as_bytes(), path)
+    let mut bytes = Vec::new();
+    (&*locked)
+        .read_to_end(&mut bytes)
+        .map_err(|source| log_error("read", source))?;
+    parse_log(&bytes, path)
 }
 
 /// True when the log's writer extended a PCR and has not (yet) logged it: the sticky bit.

@@ -135,6 +135,15 @@ impl Tpm {
     pub fn pcr_extend(&mut self, pcr: u32, digests: &[(HashAlg, &[u8])]) -> Result<()> {
         const COMMAND: &str = "TPM2_PCR_Extend";
         check_pcr(pcr)?;
+        if let Some((alg, digest)) = digests
+            .iter()
+            .find(|(alg, digest)| digest.len() != alg.digest_len())
+        {
+            return Err(Error::DigestLength {
+                alg: *alg,
+                len: digest.len(),
+            });
+        }
         let response = self.transmit(COMMAND, &proto::encode_pcr_extend(pcr, digests))?;
         proto::decode_pcr_extend(&response).map_err(|err| self.decode_error(COMMAND, err))
     }
@@ -233,6 +242,13 @@ mod tests {
         assert!(matches!(
             tpm.pcr_extend(24, &[]),
             Err(Error::InvalidPcr { pcr: 24 })
+        ));
+        assert!(matches!(
+            tpm.pcr_extend(15, &[(HashAlg::Sha256, &[0; 20])]),
+            Err(Error::DigestLength {
+                alg: HashAlg::Sha256,
+                len: 20
+            })
         ));
         assert!(matches!(
             tpm.measurable_banks(99),

@@ -63,6 +63,9 @@ pub enum Error {
         required: HashAlg,
         allocated: String,
     },
+    /// A digest handed to an extend is not the size of its bank's hash.
+    #[error("a {len}-byte digest cannot extend the {alg} bank (it takes {} bytes)", alg.digest_len())]
+    DigestLength { alg: HashAlg, len: usize },
     /// A PCR index outside 0..=23.
     #[error("PCR {pcr} does not exist; use a PCR from 0 to 23 (15 is the system-identity PCR)")]
     InvalidPcr { pcr: u32 },

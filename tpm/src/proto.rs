@@ -277,7 +277,7 @@ pub fn encode_get_capability_pcrs() -> Vec<u8> {
 
 /// Decodes `moreData` (`TPMI_YES_NO`) and `TPMS_CAPABILITY_DATA` holding a
 /// `TPML_PCR_SELECTION` (Part 2 §10.9.7): u32 count, then per bank `TPMS_PCR_SELECTION`
-/// {hash u16, sizeofSelect u8, pcrSelect[sizeofSelect]} with PCR n at bit n%8 of byte n/8.
+/// `{hash u16, sizeofSelect u8, pcrSelect[sizeofSelect]}` with PCR n at bit n%8 of byte n/8.
 pub fn decode_get_capability_pcrs(response: &[u8]) -> Result<Vec<PcrBank>, DecodeError> {
     let mut reader = response_body(response, "TPM2_GetCapability(TPM_CAP_PCRS) response")?;
     let _more_data = reader.u8()?;

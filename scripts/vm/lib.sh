@@ -11,6 +11,8 @@
 #   TOSSKEY_VM_TOOLS  host programs copied into the guest's /usr/sbin with their shared
 #                     libraries (default: none; scripts/vm-test sets the root tests' list)
 #   TOSSKEY_VM_ACCEL  QEMU accelerator (default tcg; set kvm only where it is proven)
+#   VM_TPM_STATE      set by scripts/vm-test --tpm: vm_boot attaches a swtpm TPM 2.0 whose
+#                     state lives in this directory
 
 VM_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_CACHE=${TOSSKEY_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME or TOSSKEY_VM_CACHE}/.cache}/tosskey-vm}
@@ -235,6 +237,7 @@ vm_boot() {
     local initrd=$1 timeout=$2 mode=$3 disk
     shift 3
     local args=(--kernel "$VM_KERNEL_IMAGE" --initrd "$initrd" --timeout "$timeout" --mode "$mode" --accel "$VM_ACCEL")
+    [ -z "${VM_TPM_STATE:-}" ] || args+=(--tpm-state "$VM_TPM_STATE")
     for disk in "$@"; do
         args+=(--disk "$disk")
     done

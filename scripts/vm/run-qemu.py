@@ -56,6 +56,14 @@ def qemu_command(args):
         # where both agree (testkit/src/guest.rs); a fresh token per boot.
         "-append", f"console=ttyS0 panic=-1 quiet rdinit=/init tosskey.guest={secrets.token_hex(16)}",
     ]
+    if args.tpm_socket:
+        # A TPM 2.0 on the TIS interface, backed by swtpm through its control socket (QEMU
+        # docs/specs/tpm.rst); the guest kernel's built-in tpm_tis driver makes /dev/tpmrm0.
+        command += [
+            "-chardev", f"socket,id=chrtpm,path={args.tpm_socket}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+            "-device", "tpm-tis,tpmdev=tpm0",
+        ]
     for index, disk in enumerate(args.disk):
         # cache=unsafe: the disks are scratch files deleted after the run, so host
         # flushes would only cost time. The serial is how tests find the disk
@@ -65,6 +73,35 @@ def qemu_command(args):
             "-device", f"virtio-blk-pci,drive=d{index},serial=tosskey-disk-{index}",
         ]
     return command
+
+
+def start_swtpm(state_dir):
+    """A fresh software TPM 2.0 (swtpm) with its state in state_dir, listening on a control
+    socket there; returns the process and the socket path. --terminate ends it when QEMU
+    disconnects; main() stops it in any case."""
+    socket_path = os.path.join(state_dir, "swtpm.sock")
+    process = subprocess.Popen(
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state_dir}",
+         "--ctrl", f"type=unixio,path={socket_path}", "--terminate"],
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(socket_path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_swtpm(process)
+            raise SystemExit(f"[vm] ERROR: swtpm did not create {socket_path}")
+        time.sleep(0.05)
+    return process, socket_path
+
+
+def stop_swtpm(process):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class Run:
@@ -171,18 +208,24 @@ def main():
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--mode", choices=("test", "demo"), default="test")
     parser.add_argument("--accel", default="tcg")
+    parser.add_argument("--tpm-state", help="attach a software TPM 2.0 (swtpm) keeping its state here")
     args = parser.parse_args()
 
     run = Run(args.mode)
-    command = qemu_command(args)
-    log(f"booting: {' '.join(command)}")
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    swtpm, args.tpm_socket = start_swtpm(args.tpm_state) if args.tpm_state else (None, None)
     try:
-        finished = stream(process, run, args.timeout)
+        command = qemu_command(args)
+        log(f"booting: {' '.join(command)}")
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            finished = stream(process, run, args.timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        if swtpm is not None:
+            stop_swtpm(swtpm)
 
     if not finished:
         run.problems.append(f"timed out after {args.timeout:.0f}s (raise it with --timeout)")

@@ -173,7 +173,7 @@ fn sixty_segments_load_sixty_logon_keys_and_re_derive_across_boundaries() {
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn dmsetup_sees_sixty_crypt_targets_with_distinct_logon_keys_and_no_key() {
+fn dmsetup_sees_sixty_segments_with_distinct_logon_keys_and_no_key() {
     let dm = DmControl::open().unwrap();
     let backing = LoopDevice::new(SEGMENTS as u64 * SCOPE).unwrap();
     let n = name("tkdm-segments-witness");
@@ -243,4 +243,58 @@ fn sixty_segments_load_as_hex_with_the_keys_in_the_secure_table_only() {
     write_direct(&activation.node, SCOPE - 4096, &data);
     assert_eq!(read_direct(&activation.node, SCOPE - 4096, 8192), data);
     dm.remove(&n).unwrap();
+}
+
+/// `MemAvailable` in KiB and the number of dm-crypt kernel threads (`dmcrypt_write/...`,
+/// one per crypt target).
+fn kernel_footprint() -> (i64, usize) {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let write_threads = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.starts_with("dmcrypt_write"))
+        })
+        .count();
+    (available, write_threads)
+}
+
+/// What one key costs the kernel: each crypt target is a dm-crypt instance of its own, with
+/// its own write thread, workqueues and mempools. Measured here, against one segment over the
+/// same device, so the integration can quote it.
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn each_segment_is_a_dm_crypt_instance_with_its_own_write_thread() {
+    let dm = DmControl::open().unwrap();
+    let backing = LoopDevice::new(SEGMENTS as u64 * SCOPE).unwrap();
+    let table = sixty_segments(&backing);
+    let whole = CryptTable::single(
+        CryptTarget::new("aes-xts-plain64", dev_of(&backing), table.length())
+            .unwrap()
+            .with_options(table.segments()[0].target.options()),
+    );
+    let mut cost = Vec::new();
+    for (label, table) in [("1 segment", &whole), ("60 segments", &table)] {
+        let n = name("tkdm-segments-cost");
+        let _cleanup = Cleanup(vec![n.clone()]);
+        let keys = KeyArena::generate(KeySize::Bits512, table.len()).unwrap();
+        let (available_before, threads_before) = kernel_footprint();
+        let started = Instant::now();
+        activate(&dm, &n, table, &keys, KeyLoading::Keyring);
+        let took = started.elapsed();
+        let (available_after, threads_after) = kernel_footprint();
+        assert_eq!(threads_after - threads_before, table.len(), "{label}");
+        cost.push(format!(
+            "{label}: activation {took:?}, MemAvailable -{} KiB, +{} dmcrypt_write threads",
+            available_before - available_after,
+            threads_after - threads_before
+        ));
+        dm.remove(&n).unwrap();
+    }
+    report(&format!("kernel cost of key scope: {}", cost.join("; ")));
 }

@@ -347,8 +347,9 @@ fn hostile_metadata_sealed_to_the_right_key_is_refused_before_decryption() {
         let err = EscrowFile::parse(seal_like_an_attacker(&m, "ephemeral").as_bytes()).unwrap_err();
         assert!(err.to_string().contains("sector_size"), "{size}: {err}");
     }
-    // What real devices look like still passes.
+    // What real devices and hosts look like still passes (`(none)`: no hostname was set).
     let mut m = single_disk();
+    m.hostname = "(none)".into();
     m.members[0].path_at_creation = PathBuf::from("/dev/disk/by-path/pci-0000:00:1f.0-nvme-1");
     m.members[0].identity = "t10.ATA     QEMU HARDDISK   QM00005".into();
     EscrowFile::parse(seal_like_an_attacker(&m, "ephemeral-encrypted").as_bytes()).unwrap();

@@ -42,6 +42,9 @@ const MAX_TEXT_BYTES: usize = 4096;
 /// `/dev/nvme1n1`, `/dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_AWS1…` and
 /// `/dev/disk/by-path/pci-0000:00:1f.0-nvme-1`, and nothing a shell interprets.
 const PATH_PUNCTUATION: &str = "/-_.:+@,=";
+/// Besides ASCII letters and digits, what a recorded hostname may contain: a DNS name, or the
+/// kernel's `(none)` when nothing set one (an initramfs). Never placed in a printed command.
+const HOSTNAME_PUNCTUATION: &str = "-_.()";
 /// Besides ASCII letters and digits, what a recorded identity (serial, WWN, by-id link) may
 /// contain: SCSI `t10.` WWNs carry spaces; an identity is only compared, never placed in a
 /// printed command.
@@ -564,7 +567,7 @@ impl EscrowFile {
         let m = &self.metadata;
         check_dm_name("metadata.name", &m.name)?;
         check_text("metadata.hostname", &m.hostname, 255, true)?;
-        check_charset("metadata.hostname", &m.hostname, "-_.")?;
+        check_charset("metadata.hostname", &m.hostname, HOSTNAME_PUNCTUATION)?;
         if m.created_at.len() > 64 || humantime::parse_rfc3339(&m.created_at).is_err() {
             return Err(field_error(
                 "metadata.created_at".into(),

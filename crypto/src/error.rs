@@ -56,6 +56,18 @@ pub enum Error {
     #[error("could not lock the volume key in memory (mlock): raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
     LockMemory(#[source] region::Error),
 
+    /// mlock(2) or madvise(2) of key memory failed: the keys would be swappable or dumpable.
+    #[error("could not lock {bytes} bytes of key memory (mlock/madvise): raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
+    LockKeys {
+        bytes: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A key arena must hold between one and `max` keys.
+    #[error("{count} keys requested; a key arena holds 1 to {max} (use a larger --key-scope)")]
+    KeyCount { count: usize, max: usize },
+
     // ---- spec.rs ----
     /// A dm-crypt cipher string this crate cannot verify.
     #[error("unsupported cipher \"{spec}\": supported: {supported}", supported = crate::spec::SUPPORTED_CIPHER_NAMES)]
@@ -101,7 +113,7 @@ pub enum Error {
     EscrowFormat { found: String },
 
     /// A format version this build does not read.
-    #[error("escrow file format version {found} is not supported (this tosskey reads version {supported}): use the tosskey release that wrote it")]
+    #[error("escrow file format version {found} is not supported (this tosskey reads versions 1 to {supported}): use the tosskey release that wrote it")]
     EscrowVersion { found: u64, supported: u32 },
 
     /// A field that parses but has an impossible value.

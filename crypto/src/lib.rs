@@ -9,6 +9,7 @@ mod bulk;
 pub mod error;
 pub mod escrow;
 pub mod key;
+mod locked;
 pub mod sector;
 #[cfg(target_arch = "x86_64")]
 mod simd_x86;
@@ -18,6 +19,6 @@ mod xts;
 
 pub use error::{Error, Result};
 pub use escrow::{EscrowFile, EscrowMetadata};
-pub use key::{KeySize, VolumeKey};
+pub use key::{KeyArena, KeySize, VolumeKey};
 pub use sector::{SectorCipher, SectorLayout, SectorSize};
 pub use spec::{BlockCipher, CipherSpec};

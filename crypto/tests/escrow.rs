@@ -2,28 +2,16 @@
 //! keys, tampering with every field, truncation, versions, file mode and overwrite.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod common;
 
 use base64::Engine as _;
+use common::{data, default_crypt, private_a, public_a};
 use tosskey_crypto::escrow::{
-    rfc3339_utc, Assembly, EscrowCrypt, EscrowMember, EscrowPrivateKey, EscrowPublicKey, Layout,
-    MdLevel,
+    rfc3339_utc, Assembly, EscrowMember, EscrowPrivateKey, EscrowPublicKey, Layout, MdLevel,
 };
-use tosskey_crypto::{CipherSpec, Error, EscrowFile, EscrowMetadata, KeySize, VolumeKey};
-
-fn data(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/escrow")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn public_a() -> String {
-    data("test-a-2048.spki.pem")
-}
-fn private_a() -> String {
-    data("test-a-2048.pkcs8.pem")
-}
+use tosskey_crypto::{Error, EscrowFile, EscrowMetadata, KeySize, VolumeKey};
 
 fn member(i: usize) -> EscrowMember {
     EscrowMember {
@@ -38,14 +26,7 @@ fn metadata(layout: Layout, members: usize, key_bits: u32) -> EscrowMetadata {
         name: "ephemeral".into(),
         hostname: "ip-10-0-0-17".into(),
         created_at: "2026-11-27T03:00:00Z".into(),
-        crypt: EscrowCrypt {
-            cipher: CipherSpec::default(),
-            key_bits,
-            sector_size: 4096,
-            iv_large_sectors: false,
-            iv_offset: 0,
-            data_offset: 0,
-        },
+        crypt: default_crypt(key_bits),
         assembly: if members == 1 {
             Assembly::Single
         } else {
@@ -448,22 +429,23 @@ fn versions_formats_and_unknown_fields() {
     let original: serde_json::Value = serde_json::from_str(&sealed(&key).to_json()).unwrap();
 
     let mut v = original.clone();
-    v["version"] = 2.into();
+    v["version"] = 3.into();
     // A future version may have other fields: the version error must win.
-    v["new_field_of_v2"] = true.into();
+    v["new_field_of_v3"] = true.into();
     let err = EscrowFile::parse(v.to_string().as_bytes()).unwrap_err();
     assert!(
         matches!(
             err,
             Error::EscrowVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{err}"
     );
     assert!(
-        err.to_string().contains("version 2 is not supported"),
+        err.to_string()
+            .contains("version 3 is not supported (this tosskey reads versions 1 to 2)"),
         "{err}"
     );
 

@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use tosskey_crypto::{Error, KeySize, VolumeKey};
+use tosskey_crypto::{Error, KeyArena, KeySize, VolumeKey};
 use zeroize::Zeroizing;
 
 fn hex(bytes: &[u8]) -> String {
@@ -70,10 +70,17 @@ fn recovered_keys_must_be_32_or_64_bytes() {
     assert_eq!(key.expose_secret(), &[7u8; 64][..]);
 }
 
-/// `Locked:` kB of the mapping in /proc/self/smaps that contains `address`.
-fn locked_kb_at(address: usize) -> u64 {
+/// The mapping in /proc/self/smaps that contains `address`: its size, `Locked:` kB and
+/// `VmFlags` (where `dd` means "do not include in core dumps").
+struct Mapping {
+    bytes: usize,
+    locked_kb: u64,
+    flags: Vec<String>,
+}
+
+fn mapping_at(address: usize) -> Mapping {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
+    let mut found: Option<Mapping> = None;
     for line in smaps.lines() {
         if let Some((range, _)) = line.split_once(' ') {
             if let Some((start, end)) = range.split_once('-') {
@@ -81,18 +88,34 @@ fn locked_kb_at(address: usize) -> u64 {
                     usize::from_str_radix(start, 16),
                     usize::from_str_radix(end, 16),
                 ) {
-                    inside = (start..end).contains(&address);
+                    if found.is_some() {
+                        break;
+                    }
+                    if (start..end).contains(&address) {
+                        found = Some(Mapping {
+                            bytes: end - start,
+                            locked_kb: 0,
+                            flags: Vec::new(),
+                        });
+                    }
                     continue;
                 }
             }
         }
-        if inside {
+        if let Some(mapping) = found.as_mut() {
             if let Some(rest) = line.strip_prefix("Locked:") {
-                return rest.trim().trim_end_matches("kB").trim().parse().unwrap();
+                mapping.locked_kb = rest.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+            if let Some(rest) = line.strip_prefix("VmFlags:") {
+                mapping.flags = rest.split_whitespace().map(str::to_owned).collect();
             }
         }
     }
-    panic!("no mapping holds {address:#x}");
+    found.unwrap_or_else(|| panic!("no mapping holds {address:#x}"))
+}
+
+fn locked_kb_at(address: usize) -> u64 {
+    mapping_at(address).locked_kb
 }
 
 #[test]
@@ -143,4 +166,48 @@ fn key_file_is_raw_bytes_mode_0400_and_never_overwritten() {
     assert_eq!(std::fs::read(&path).unwrap(), key.expose_secret());
     // No temp file is left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn keys_are_excluded_from_core_dumps() {
+    let key = VolumeKey::generate(KeySize::Bits512).unwrap();
+    let flags = mapping_at(key.expose_secret().as_ptr().addr()).flags;
+    assert!(flags.iter().any(|f| f == "dd"), "VmFlags {flags:?}");
+}
+
+#[test]
+fn three_hundred_keys_share_one_locked_undumpable_mapping_of_five_pages() {
+    let arena = KeyArena::generate(KeySize::Bits512, 300).unwrap();
+    assert_eq!(arena.len(), 300);
+    // 300 x 64 bytes = 19200 bytes: 5 pages of 4 KiB, against 300 pages for 300 VolumeKeys.
+    let page = 4096;
+    assert_eq!(arena.locked_bytes(), 19200usize.div_ceil(page) * page);
+    let first = arena.key(0).unwrap().as_ptr().addr();
+    let last = arena.key(299).unwrap().as_ptr().addr();
+    // The kernel may merge it with an adjacent mapping of the same kind (another test's key),
+    // so the area holding the keys is at least the arena, wholly locked.
+    let mapping = mapping_at(first);
+    assert!(mapping.bytes >= arena.locked_bytes());
+    assert_eq!(mapping.locked_kb * 1024, mapping.bytes as u64);
+    assert!(
+        mapping.flags.iter().any(|f| f == "dd"),
+        "{:?}",
+        mapping.flags
+    );
+    assert!(
+        mapping.flags.iter().any(|f| f == "lo"),
+        "{:?}",
+        mapping.flags
+    );
+    assert_eq!(last - first, 299 * 64, "keys are packed");
+    assert_eq!(
+        mapping_at(last).bytes,
+        mapping.bytes,
+        "one mapping holds every key"
+    );
+    // Distinct random keys, none with equal XTS halves.
+    let distinct: std::collections::HashSet<&[u8]> = arena.iter().collect();
+    assert_eq!(distinct.len(), 300);
+    assert!(arena.iter().all(|k| k[..32] != k[32..]));
+    assert_eq!(format!("{arena:?}"), "KeyArena(<300 keys of 512 bits>)");
 }

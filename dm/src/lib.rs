@@ -4,7 +4,9 @@
 //! (version, create, table load, resume, suspend, remove, list, status, table, target message);
 //! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines;
 //! [`activate_crypt`] creates a crypt mapping in one call with the key loaded through the
-//! kernel keyring (or hex as a fallback) and rolls back on failure.
+//! kernel keyring (or hex as a fallback) and rolls back on failure. [`CryptTable`] splits a
+//! mapping into key-scope segments (consecutive crypt targets whose offsets and IVs continue,
+//! one key each) and [`activate_crypt_table`] loads it with one `logon` key per segment.
 //!
 //! ```no_run
 //! use tosskey_dm::{activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, DmUuid,
@@ -85,11 +87,13 @@ mod control;
 mod error;
 mod ioctl;
 mod keyring;
+mod segments;
 mod target;
 mod types;
 
 pub use activate::{
-    activate_crypt, keyring_description, load_crypt_table, Activation, KeyLoaded, KeyLoading,
+    activate_crypt, activate_crypt_table, keyring_description, load_crypt_segments,
+    load_crypt_table, segment_keyring_description, Activation, KeyLoaded, KeyLoading,
 };
 pub use control::{
     describe_holders, DeviceInfo, DmControl, SecretTableEntry, TableEntry, TargetStatus,
@@ -97,8 +101,9 @@ pub use control::{
 };
 pub use error::Error;
 pub use keyring::KeyringKey;
+pub use segments::{wipe_crypt_keys, CryptSegment, CryptTable, MAX_SEGMENTS};
 pub use target::{
-    elide_params, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef, LinearTarget,
-    StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
+    elide_params, hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef,
+    LinearTarget, StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
 };
 pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};

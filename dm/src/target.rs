@@ -129,6 +129,28 @@ pub fn elide_params(target_type: &str, params: &str) -> String {
     out
 }
 
+/// Lower-case hex of key material, written once into locked, zeroizing memory of exactly the
+/// right capacity (no reallocation leaves a stray copy). The digits are computed without a
+/// table lookup or branch indexed by secret nibbles, so cache timing says nothing about the
+/// key. The one hex encoder of tosskey: tosskey-crypto's `VolumeKey::to_hex` uses it too.
+pub fn hex_encode_secret(bytes: &[u8]) -> Zeroizing<String> {
+    let mut hex = Zeroizing::new(String::with_capacity(bytes.len() * 2));
+    lock_in_memory(hex.as_ptr(), hex.capacity());
+    for &byte in bytes {
+        hex.push(char::from(hex_digit(byte >> 4)));
+        hex.push(char::from(hex_digit(byte & 0x0f)));
+    }
+    hex
+}
+
+/// `nibble` (0..=15) as a lower-case hex digit, branch- and table-free.
+fn hex_digit(nibble: u8) -> u8 {
+    // 9 - nibble wraps to >= 0xf6 exactly when nibble >= 10; its top bit selects the
+    // distance from '0'+10 to 'a' (39).
+    let above_nine = (9u8.wrapping_sub(nibble) >> 7).wrapping_neg();
+    b'0' + nibble + (above_nine & 39)
+}
+
 /// How the crypt target gets its key.
 pub enum KeyRef {
     /// A key in the kernel keyring: rendered `:<bytes>:logon:<description>`. dm-crypt looks
@@ -152,16 +174,9 @@ impl fmt::Debug for KeyRef {
 }
 
 impl KeyRef {
-    /// Hex-encodes `key` straight into zeroizing memory of exactly the right capacity.
+    /// Hex-encodes `key` with [`hex_encode_secret`].
     pub fn hex_from_bytes(key: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = Zeroizing::new(String::with_capacity(key.len() * 2));
-        lock_in_memory(hex.as_ptr(), hex.capacity());
-        for &byte in key {
-            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-            hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-        }
-        KeyRef::Hex(hex)
+        KeyRef::Hex(hex_encode_secret(key))
     }
 
     /// Key length in bytes.
@@ -411,21 +426,26 @@ impl CryptTarget {
 
     /// The table line `0 <length> crypt <params>` with `key`.
     pub fn line(&self, key: &KeyRef) -> Result<TargetLine, Error> {
+        self.line_at(Sectors(0), key)
+    }
+
+    /// The table line `<start> <length> crypt <params>` with `key`: this target placed at
+    /// sector `start` of the mapping (a segment of a [`crate::CryptTable`]).
+    pub fn line_at(&self, start: Sectors, key: &KeyRef) -> Result<TargetLine, Error> {
         let carries_key = matches!(key, KeyRef::Hex(_));
-        TargetLine::new(
-            Sectors(0),
-            self.length,
-            "crypt",
-            self.params(key)?,
-            carries_key,
-        )
+        TargetLine::new(start, self.length, "crypt", self.params(key)?, carries_key)
     }
 
     /// The table line with the key shown as [`ELIDED_KEY`], for plans and dry runs.
     pub fn line_elided(&self) -> Result<String, Error> {
+        self.line_elided_at(Sectors(0))
+    }
+
+    /// [`CryptTarget::line_elided`] for this target placed at sector `start` of the mapping.
+    pub fn line_elided_at(&self, start: Sectors) -> Result<String, Error> {
         self.validate()?;
         let mut line = format!(
-            "0 {} crypt {} {ELIDED_KEY} {} {} {}",
+            "{start} {} crypt {} {ELIDED_KEY} {} {} {}",
             self.length, self.cipher, self.iv_offset, self.device, self.offset
         );
         let words = self.options.words();
@@ -739,6 +759,16 @@ mod tests {
         assert_eq!(hex.as_str(), KEY64);
         assert_eq!(hex.capacity(), 128);
         assert_eq!(KeyRef::hex_from_bytes(&[0xab, 0xff]).key_bytes(), 2);
+    }
+
+    #[test]
+    fn hex_digits_match_the_table() {
+        for nibble in 0u8..16 {
+            assert_eq!(hex_digit(nibble), b"0123456789abcdef"[usize::from(nibble)]);
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex_encode_secret(&all).as_str(), expected);
     }
 
     #[test]

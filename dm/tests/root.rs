@@ -195,7 +195,7 @@ fn keyring_key_is_invalidated_and_absent_from_the_table() {
     assert_eq!(
         activation.key_loaded,
         KeyLoaded::Keyring {
-            description: "tosskey:tkdm-keyring".into()
+            descriptions: vec!["tosskey:tkdm-keyring".into()]
         }
     );
     let leftover = wait_until_no_tosskey_keys();

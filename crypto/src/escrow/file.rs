@@ -14,24 +14,41 @@ use zeroize::Zeroizing;
 
 use super::rsa_keys::{EscrowPrivateKey, EscrowPublicKey, MIN_RSA_BITS};
 use crate::error::{Error, Result};
-use crate::key::VolumeKey;
+use crate::key::{KeyArena, KeySize, VolumeKey};
+use crate::sector::SectorSize;
 use crate::spec::CipherSpec;
 
 /// The `format` field of every escrow file.
 pub const FORMAT_NAME: &str = "tosskey-escrow";
-/// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version: one key per key-scope segment, each with its range
+/// ([`EscrowFile::seal_segments`]). This build reads it and [`FORMAT_VERSION_ONE_KEY`].
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format: one key per crypt mapping, covering all of it ([`EscrowFile::seal`],
+/// [`EscrowFile::seal_keys`]).
+pub const FORMAT_VERSION_ONE_KEY: u32 = 1;
 /// The `recipient.algorithm` field.
 pub const ALGORITHM: &str = "RSA-OAEP-SHA-256";
-/// No valid escrow file comes near this (a 256-member per-disk file with 8192-bit RSA is
-/// about 400 KiB); anything larger is refused before parsing.
-pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// No valid escrow file comes near this (1024 keys sealed to 8192-bit RSA take about
+/// 1.6 MiB); anything larger is refused before parsing.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+/// Most keys one file holds: 336 TB under 1 TiB key scopes is 306 keys (per-disk: 24 disks
+/// of 14 TB, 13 segments each, 312).
+pub const MAX_KEYS: usize = 1024;
 
 const MAX_MEMBERS: usize = 256;
 const MAX_RSA_BITS: u32 = 8192; // the rsa crate's limit for public keys
 const MAX_TEXT_BYTES: usize = 4096;
-/// DM_NAME_LEN (128) includes the terminating NUL.
-const MAX_DM_NAME_BYTES: usize = 127;
+/// Besides ASCII letters and digits, what a recorded device path may contain: enough for
+/// `/dev/nvme1n1`, `/dev/disk/by-id/nvme-Amazon_EC2_NVMe_Instance_Storage_AWS1…` and
+/// `/dev/disk/by-path/pci-0000:00:1f.0-nvme-1`, and nothing a shell interprets.
+const PATH_PUNCTUATION: &str = "/-_.:+@,=";
+/// Besides ASCII letters and digits, what a recorded hostname may contain: a DNS name, or the
+/// kernel's `(none)` when nothing set one (an initramfs). Never placed in a printed command.
+const HOSTNAME_PUNCTUATION: &str = "-_.()";
+/// Besides ASCII letters and digits, what a recorded identity (serial, WWN, by-id link) may
+/// contain: SCSI `t10.` WWNs carry spaces; an identity is only compared, never placed in a
+/// printed command.
+const IDENTITY_PUNCTUATION: &str = " /-_.:+@,=";
 
 /// What the escrow file records about the volume. The binary fills it; `seal` and `parse`
 /// validate it the same way.
@@ -128,8 +145,22 @@ pub struct Recipient {
 pub struct SealedKey {
     /// The dm-crypt mapping this key opens.
     pub dm_name: String,
+    /// The part of the mapping this key encrypts (version 2; absent in version 1, where a key
+    /// covers its whole mapping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<KeySegment>,
     /// RSA-OAEP-SHA-256 ciphertext, standard base64 with padding.
     pub ciphertext: String,
+}
+
+/// A key-scope segment: sectors `start_sector..start_sector + sectors` of its mapping, in
+/// 512-byte sectors. Its crypt target's `offset` is `data_offset + start_sector` and its
+/// `iv_offset` is `crypt.iv_offset + start_sector`, so IVs continue across segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySegment {
+    pub start_sector: u64,
+    pub sectors: u64,
 }
 
 /// A key opened from an escrow file, with the mapping it belongs to.
@@ -137,6 +168,22 @@ pub struct SealedKey {
 pub struct OpenedKey {
     pub dm_name: String,
     pub key: VolumeKey,
+}
+
+/// Every key of an escrow file, opened into one locked arena ([`EscrowFile::open_segments`]).
+#[derive(Debug)]
+pub struct OpenedSegments {
+    /// `keys.key(i)` opens `segments[i]`.
+    pub keys: KeyArena,
+    pub segments: Vec<OpenedSegment>,
+}
+
+/// Where an opened key goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedSegment {
+    pub dm_name: String,
+    /// `None` for a version 1 file: the key covers the whole mapping.
+    pub segment: Option<KeySegment>,
 }
 
 /// A parsed, validated escrow file. Only [`EscrowFile::parse`] and the `seal` functions make
@@ -175,6 +222,9 @@ struct LabelInput<'a> {
     recipient: &'a Recipient,
     key_index: usize,
     dm_name: &'a str,
+    /// Absent in version 1 labels, which therefore stay byte-identical.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment: Option<&'a KeySegment>,
 }
 
 const LABEL_PURPOSE: &str = "tosskey escrow: OAEP label binding the metadata to the key";
@@ -197,10 +247,56 @@ impl EscrowFile {
     }
 
     /// Seal one key per crypt mapping: one for the shared layout, one per member (in member
-    /// order) for the per-disk layout.
+    /// order) for the per-disk layout. Writes format version 1 (each key covers its mapping).
     pub fn seal_keys(
         public_key: &EscrowPublicKey,
         keys: &[(&str, &VolumeKey)],
+        metadata: EscrowMetadata,
+    ) -> Result<EscrowFile> {
+        let entries = keys
+            .iter()
+            .map(|(dm_name, _)| ((*dm_name).to_string(), None))
+            .collect();
+        let secrets: Vec<&[u8]> = keys.iter().map(|(_, key)| key.expose_secret()).collect();
+        EscrowFile::seal_secrets(
+            public_key,
+            FORMAT_VERSION_ONE_KEY,
+            entries,
+            &secrets,
+            metadata,
+        )
+    }
+
+    /// Seal one key per key-scope segment (format version 2): `keys.key(i)` encrypts segment
+    /// `segments[i]` = (mapping name, range). Segments of one mapping are consecutive in
+    /// mapping order from sector 0; mappings come in member order for the per-disk layout.
+    pub fn seal_segments(
+        public_key: &EscrowPublicKey,
+        segments: &[(&str, KeySegment)],
+        keys: &KeyArena,
+        metadata: EscrowMetadata,
+    ) -> Result<EscrowFile> {
+        if segments.len() != keys.len() {
+            return Err(field_error(
+                "keys".into(),
+                format!("{} keys for {} segments", keys.len(), segments.len()),
+            ));
+        }
+        let entries = segments
+            .iter()
+            .map(|(dm_name, segment)| ((*dm_name).to_string(), Some(*segment)))
+            .collect();
+        let secrets: Vec<&[u8]> = keys.iter().collect();
+        EscrowFile::seal_secrets(public_key, FORMAT_VERSION, entries, &secrets, metadata)
+    }
+
+    /// Validates the file as the parser would (with placeholder ciphertexts of the right
+    /// length), then seals `secrets[i]` for `entries[i]` = (mapping name, segment).
+    fn seal_secrets(
+        public_key: &EscrowPublicKey,
+        version: u32,
+        entries: Vec<(String, Option<KeySegment>)>,
+        secrets: &[&[u8]],
         metadata: EscrowMetadata,
     ) -> Result<EscrowFile> {
         let recipient = Recipient {
@@ -208,46 +304,43 @@ impl EscrowFile {
             rsa_bits: public_key.bits(),
             public_key_sha256: public_key.fingerprint().to_string(),
         };
-        let mut file = EscrowFile {
+        let placeholder = BASE64.encode(vec![0u8; public_key.ciphertext_len()]);
+        let file = EscrowFile {
             format: FORMAT_NAME.to_string(),
-            version: FORMAT_VERSION,
+            version,
             metadata,
             recipient,
-            keys: keys
-                .iter()
-                .map(|(dm_name, _)| SealedKey {
-                    dm_name: (*dm_name).to_string(),
-                    ciphertext: String::new(),
+            keys: entries
+                .into_iter()
+                .map(|(dm_name, segment)| SealedKey {
+                    dm_name,
+                    segment,
+                    ciphertext: placeholder.clone(),
                 })
                 .collect(),
         };
-        for (index, (_, key)) in keys.iter().enumerate() {
-            if key.bits() != file.metadata.crypt.key_bits {
+        for (index, secret) in secrets.iter().enumerate() {
+            if secret.len() * 8 != file.metadata.crypt.key_bits as usize {
                 return Err(field_error(
                     format!("keys[{index}]"),
                     format!(
                         "the key has {} bits but crypt.key_bits is {}",
-                        key.bits(),
+                        secret.len() * 8,
                         file.metadata.crypt.key_bits
                     ),
                 ));
             }
         }
-        // Validate with placeholder ciphertexts of the right length so the checks are the
-        // parser's, then encrypt.
-        let placeholder = BASE64.encode(vec![0u8; public_key.ciphertext_len()]);
-        for sealed in &mut file.keys {
-            sealed.ciphertext.clone_from(&placeholder);
-        }
         file.validate()?;
-        for (index, (_, key)) in keys.iter().enumerate() {
+        let mut file = file;
+        for (index, secret) in secrets.iter().enumerate() {
             let label = file.label(index)?;
             let ciphertext = public_key
                 .rsa()
                 .encrypt(
                     &mut getrandom::SysRng,
                     Oaep::<Sha256>::new_with_label(label),
-                    key.expose_secret(),
+                    secret,
                 )
                 .map_err(Error::EscrowSeal)?;
             file.keys[index].ciphertext = BASE64.encode(ciphertext);
@@ -278,7 +371,8 @@ impl EscrowFile {
             });
         }
         match header.version.as_u64() {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) if v == u64::from(FORMAT_VERSION) || v == u64::from(FORMAT_VERSION_ONE_KEY) => {
+            }
             Some(found) => {
                 return Err(Error::EscrowVersion {
                     found,
@@ -359,7 +453,38 @@ impl EscrowFile {
             .collect()
     }
 
+    /// Decrypt every key into one locked arena, with the segment each one opens (version 1
+    /// files: one whole-mapping key per mapping). For hundreds of key-scope segments this
+    /// locks a few pages where [`EscrowFile::open_all`] would lock one per key.
+    pub fn open_segments(&self, private_key_pem: &str) -> Result<OpenedSegments> {
+        let private_key = EscrowPrivateKey::from_pem(private_key_pem)?;
+        let size = KeySize::from_bits(self.metadata.crypt.key_bits)?;
+        let keys = KeyArena::from_fn(size, self.keys.len(), |index, slot| {
+            let secret = self.decrypt_key(&private_key, index)?;
+            slot.copy_from_slice(&secret);
+            Ok(())
+        })?;
+        let segments = self
+            .keys
+            .iter()
+            .map(|sealed| OpenedSegment {
+                dm_name: sealed.dm_name.clone(),
+                segment: sealed.segment,
+            })
+            .collect();
+        Ok(OpenedSegments { keys, segments })
+    }
+
     fn open_key(&self, private_key: &EscrowPrivateKey, index: usize) -> Result<VolumeKey> {
+        VolumeKey::from_secret_bytes(self.decrypt_key(private_key, index)?)
+    }
+
+    /// Key `index`, decrypted and checked to be `crypt.key_bits` long.
+    fn decrypt_key(
+        &self,
+        private_key: &EscrowPrivateKey,
+        index: usize,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         if private_key.fingerprint() != self.recipient.public_key_sha256 {
             return Err(Error::EscrowWrongPrivateKey {
                 sealed_to: self.recipient.public_key_sha256.clone(),
@@ -387,7 +512,7 @@ impl EscrowFile {
         if secret.len() * 8 != self.metadata.crypt.key_bits as usize {
             return Err(tampered());
         }
-        VolumeKey::from_secret_bytes(secret)
+        Ok(secret)
     }
 
     fn label(&self, key_index: usize) -> Result<Vec<u8>> {
@@ -399,6 +524,7 @@ impl EscrowFile {
             recipient: &self.recipient,
             key_index,
             dm_name: &self.keys[key_index].dm_name,
+            segment: self.keys[key_index].segment.as_ref(),
         };
         // Only fails for a path that is not UTF-8, which validate() has refused already.
         serde_json::to_vec(&input).map_err(|e| {
@@ -432,7 +558,7 @@ impl EscrowFile {
                 found: truncate_for_message(&self.format),
             });
         }
-        if self.version != FORMAT_VERSION {
+        if self.version != FORMAT_VERSION && self.version != FORMAT_VERSION_ONE_KEY {
             return Err(Error::EscrowVersion {
                 found: u64::from(self.version),
                 supported: FORMAT_VERSION,
@@ -441,6 +567,7 @@ impl EscrowFile {
         let m = &self.metadata;
         check_dm_name("metadata.name", &m.name)?;
         check_text("metadata.hostname", &m.hostname, 255, true)?;
+        check_charset("metadata.hostname", &m.hostname, HOSTNAME_PUNCTUATION)?;
         if m.created_at.len() > 64 || humantime::parse_rfc3339(&m.created_at).is_err() {
             return Err(field_error(
                 "metadata.created_at".into(),
@@ -476,34 +603,13 @@ impl EscrowFile {
             ));
         }
 
-        let expected_keys = match m.layout {
-            Layout::Shared => 1,
-            Layout::PerDisk => m.members.len(),
-        };
-        if self.keys.len() != expected_keys {
-            return Err(field_error(
-                "keys".into(),
-                format!(
-                    "{} keys for the {} layout with {} members (expected {expected_keys})",
-                    self.keys.len(),
-                    match m.layout {
-                        Layout::Shared => "shared",
-                        Layout::PerDisk => "per-disk",
-                    },
-                    m.members.len()
-                ),
-            ));
+        if self.version == FORMAT_VERSION_ONE_KEY {
+            self.validate_one_key_per_mapping()?;
+        } else {
+            self.validate_segments()?;
         }
         let ciphertext_len = (r.rsa_bits as usize).div_ceil(8);
-        let mut dm_names = HashSet::new();
         for (index, sealed) in self.keys.iter().enumerate() {
-            check_dm_name(&format!("keys[{index}].dm_name"), &sealed.dm_name)?;
-            if !dm_names.insert(sealed.dm_name.as_str()) {
-                return Err(field_error(
-                    format!("keys[{index}].dm_name"),
-                    "the same mapping name appears twice".into(),
-                ));
-            }
             // Cheap length check before decoding: base64 of k bytes is 4*ceil(k/3) chars.
             let field = format!("keys[{index}].ciphertext");
             if sealed.ciphertext.len() != ciphertext_len.div_ceil(3) * 4 {
@@ -533,6 +639,138 @@ impl EscrowFile {
         }
         Ok(())
     }
+
+    /// Version 1: one key per mapping (shared: 1, per-disk: one per member), no segments,
+    /// every mapping name once.
+    fn validate_one_key_per_mapping(&self) -> Result<()> {
+        let m = &self.metadata;
+        let expected_keys = match m.layout {
+            Layout::Shared => 1,
+            Layout::PerDisk => m.members.len(),
+        };
+        if self.keys.len() != expected_keys {
+            return Err(field_error(
+                "keys".into(),
+                format!(
+                    "{} keys for the {} layout with {} members (expected {expected_keys})",
+                    self.keys.len(),
+                    layout_name(m.layout),
+                    m.members.len()
+                ),
+            ));
+        }
+        let mut dm_names = HashSet::new();
+        for (index, sealed) in self.keys.iter().enumerate() {
+            let field = format!("keys[{index}]");
+            check_dm_name(&format!("{field}.dm_name"), &sealed.dm_name)?;
+            if !dm_names.insert(sealed.dm_name.as_str()) {
+                return Err(field_error(
+                    format!("{field}.dm_name"),
+                    "the same mapping name appears twice".into(),
+                ));
+            }
+            if sealed.segment.is_some() {
+                return Err(field_error(
+                    format!("{field}.segment"),
+                    format!("version {FORMAT_VERSION_ONE_KEY} files have no segments"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Version 2: 1 to [`MAX_KEYS`] keys, each with a segment. The keys of one mapping are
+    /// adjacent and their segments tile the mapping from sector 0 without gap or overlap, on
+    /// crypt-sector boundaries; there is one mapping (shared) or one per member (per-disk),
+    /// and no mapping is longer than the members under it.
+    fn validate_segments(&self) -> Result<()> {
+        let m = &self.metadata;
+        if self.keys.is_empty() || self.keys.len() > MAX_KEYS {
+            return Err(field_error(
+                "keys".into(),
+                format!("{} keys; 1..={MAX_KEYS} expected", self.keys.len()),
+            ));
+        }
+        let crypt_sector = u64::from(m.crypt.sector_size / 512);
+        let member_sectors: Vec<u64> = m.members.iter().map(|x| x.size_bytes / 512).collect();
+        let mut mappings: Vec<&str> = Vec::new();
+        let mut next_start = 0u64;
+        for (index, sealed) in self.keys.iter().enumerate() {
+            let field = format!("keys[{index}]");
+            check_dm_name(&format!("{field}.dm_name"), &sealed.dm_name)?;
+            let Some(segment) = sealed.segment else {
+                return Err(field_error(
+                    format!("{field}.segment"),
+                    format!("missing: version {FORMAT_VERSION} records each key's segment"),
+                ));
+            };
+            if mappings.last() != Some(&sealed.dm_name.as_str()) {
+                if mappings.contains(&sealed.dm_name.as_str()) {
+                    return Err(field_error(
+                        format!("{field}.dm_name"),
+                        "the keys of one mapping must be adjacent".into(),
+                    ));
+                }
+                mappings.push(&sealed.dm_name);
+                next_start = 0;
+            }
+            if segment.start_sector != next_start {
+                return Err(field_error(
+                    format!("{field}.segment.start_sector"),
+                    format!(
+                        "{} leaves a gap or overlap: the previous segment of {} ends at {next_start}",
+                        segment.start_sector, sealed.dm_name
+                    ),
+                ));
+            }
+            if segment.sectors == 0 || !segment.sectors.is_multiple_of(crypt_sector) {
+                return Err(field_error(
+                    format!("{field}.segment.sectors"),
+                    format!(
+                        "{} is not a positive multiple of {crypt_sector} (the crypt sector in 512-byte sectors)",
+                        segment.sectors
+                    ),
+                ));
+            }
+            next_start = next_start.saturating_add(segment.sectors);
+            let room = match m.layout {
+                Layout::Shared => member_sectors.iter().sum::<u64>(),
+                Layout::PerDisk => member_sectors.get(mappings.len() - 1).copied().unwrap_or(0),
+            };
+            if next_start.saturating_add(m.crypt.data_offset) > room {
+                return Err(field_error(
+                    format!("{field}.segment"),
+                    format!(
+                        "{} ends at sector {next_start}, beyond the {room} sectors of its members",
+                        sealed.dm_name
+                    ),
+                ));
+            }
+        }
+        let expected_mappings = match m.layout {
+            Layout::Shared => 1,
+            Layout::PerDisk => m.members.len(),
+        };
+        if mappings.len() != expected_mappings {
+            return Err(field_error(
+                "keys".into(),
+                format!(
+                    "keys for {} mappings in the {} layout with {} members (expected {expected_mappings})",
+                    mappings.len(),
+                    layout_name(m.layout),
+                    m.members.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Shared => "shared",
+        Layout::PerDisk => "per-disk",
+    }
 }
 
 fn validate_crypt(c: &EscrowCrypt) -> Result<()> {
@@ -547,11 +785,13 @@ fn validate_crypt(c: &EscrowCrypt) -> Result<()> {
             ),
         ));
     }
-    if !matches!(c.sector_size, 512 | 1024 | 2048 | 4096) {
+    // dm-crypt also takes 1024 and 2048, but tosskey's verifier cannot check them, so no
+    // tosskey volume has them.
+    if SectorSize::try_from(u64::from(c.sector_size)).is_err() {
         return Err(field_error(
             "metadata.crypt.sector_size".into(),
             format!(
-                "{} bytes; dm-crypt takes 512, 1024, 2048 or 4096",
+                "{} bytes; tosskey volumes use 512 or 4096 (the sizes its verifier checks)",
                 c.sector_size
             ),
         ));
@@ -580,6 +820,7 @@ fn validate_members(members: &[EscrowMember], sector_size: u32) -> Result<()> {
     for (index, member) in members.iter().enumerate() {
         let field = |name: &str| format!("metadata.members[{index}].{name}");
         check_text(&field("identity"), &member.identity, MAX_TEXT_BYTES, false)?;
+        check_charset(&field("identity"), &member.identity, IDENTITY_PUNCTUATION)?;
         if !identities.insert(member.identity.as_str()) {
             return Err(field_error(
                 field("identity"),
@@ -599,13 +840,7 @@ fn validate_members(members: &[EscrowMember], sector_size: u32) -> Result<()> {
             .path_at_creation
             .to_str()
             .ok_or_else(|| field_error(field("path_at_creation"), "not UTF-8".into()))?;
-        check_text(&field("path_at_creation"), path, MAX_TEXT_BYTES, false)?;
-        if !member.path_at_creation.is_absolute() {
-            return Err(field_error(
-                field("path_at_creation"),
-                "not an absolute path".into(),
-            ));
-        }
+        check_path(&field("path_at_creation"), path)?;
     }
     Ok(())
 }
@@ -638,12 +873,55 @@ fn validate_assembly(assembly: Assembly, members: usize) -> Result<()> {
     Ok(())
 }
 
+/// The rules of a device-mapper name as tosskey creates them (`tosskey_dm::DmName`): 1 to 127
+/// bytes of ASCII letters, digits and `-_.+:@`, not `.` or `..`. No space, quote, `$`, `;`,
+/// backtick or non-ASCII (bidi, format) character can reach a printed command this way.
 fn check_dm_name(field: &str, name: &str) -> Result<()> {
-    check_text(field, name, MAX_DM_NAME_BYTES, false)?;
-    if name == "." || name == ".." || name.contains('/') {
+    match tosskey_dm::DmName::new(name) {
+        Ok(_) => Ok(()),
+        Err(tosskey_dm::Error::InvalidName { reason, .. }) => Err(field_error(
+            field.into(),
+            format!(
+                "{} is not a valid device-mapper name: {reason}; names have 1-127 bytes of letters, digits and -_.+:@",
+                truncate_for_message(name)
+            ),
+        )),
+        Err(_) => Err(field_error(
+            field.into(),
+            "not a valid device-mapper name".into(),
+        )),
+    }
+}
+
+/// Only ASCII letters, digits and the characters of `punctuation`.
+fn check_charset(field: &str, text: &str, punctuation: &str) -> Result<()> {
+    match text
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || punctuation.contains(c)))
+    {
+        None => Ok(()),
+        Some(bad) => Err(field_error(
+            field.into(),
+            format!(
+                "contains {:?}; only ASCII letters, digits and {punctuation:?} are allowed",
+                bad.escape_unicode().to_string()
+            ),
+        )),
+    }
+}
+
+/// An absolute path of ASCII letters, digits and [`PATH_PUNCTUATION`], without `.` or `..`
+/// components.
+fn check_path(field: &str, path: &str) -> Result<()> {
+    check_text(field, path, MAX_TEXT_BYTES, false)?;
+    check_charset(field, path, PATH_PUNCTUATION)?;
+    if !path.starts_with('/') {
+        return Err(field_error(field.into(), "not an absolute path".into()));
+    }
+    if path.split('/').any(|part| part == "." || part == "..") {
         return Err(field_error(
             field.into(),
-            "not a valid device-mapper name (no '/', not '.' or '..')".into(),
+            "has a '.' or '..' component".into(),
         ));
     }
     Ok(())

@@ -21,6 +21,13 @@
 //!   constant-time `crypto-bigint` arithmetic and advises 0.10 against the Marvin timing
 //!   attack (RUSTSEC-2023-0071, which affected ≤ 0.9) and uses random blinding on top;
 //!   running offline makes a timing oracle moot either way.
+//! - **Key scope** (format version 2): one key per segment of a mapping, each recorded with
+//!   its range (`start_sector`, `sectors`) and sealed with that range in its label; up to
+//!   1024 keys per file. Version 1 files (one key per mapping) are still read.
+//! - **Metadata is hostile input**: anyone holding the *public* key can seal a file with
+//!   metadata of their choosing, and `escrow decrypt` prints commands an operator pastes as
+//!   root. Names follow the device-mapper name rules, paths a strict character set, and
+//!   only sector sizes the verifier checks (512, 4096) are accepted.
 //! - **Files**: written atomically with mode 0400, never over an existing file unless asked
 //!   (see `atomic`).
 
@@ -30,7 +37,8 @@ mod rsa_keys;
 
 pub(crate) use atomic::write_new_file;
 pub use file::{
-    rfc3339_utc, Assembly, EscrowCrypt, EscrowFile, EscrowMember, EscrowMetadata, Layout, MdLevel,
-    OpenedKey, Recipient, SealedKey, ALGORITHM, FORMAT_NAME, FORMAT_VERSION, MAX_FILE_BYTES,
+    rfc3339_utc, Assembly, EscrowCrypt, EscrowFile, EscrowMember, EscrowMetadata, KeySegment,
+    Layout, MdLevel, OpenedKey, OpenedSegment, OpenedSegments, Recipient, SealedKey, ALGORITHM,
+    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_ONE_KEY, MAX_FILE_BYTES, MAX_KEYS,
 };
 pub use rsa_keys::{EscrowPrivateKey, EscrowPublicKey, MIN_RSA_BITS};

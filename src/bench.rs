@@ -21,7 +21,7 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _}
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::{CipherSpec, KeySize, SectorCipher, SectorLayout, SectorSize, VolumeKey};
 use tosskey_dm::{
@@ -623,10 +623,10 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
         .strip_prefix("ram")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if !is_ram_name {
-        bail!(
+        return refused(format!(
             "{}: device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)",
             path.display()
-        );
+        ));
     }
     let metadata = std::fs::metadata(path).with_context(|| {
         format!(
@@ -635,15 +635,15 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
         )
     })?;
     if !metadata.file_type().is_block_device() {
-        bail!("{} is not a block device", path.display());
+        return refused(format!("{} is not a block device", path.display()));
     }
     let rdev = metadata.rdev();
     let driver = std::fs::read_link(format!("/sys/block/{name}/device/driver")).ok();
     if driver.is_some() {
-        bail!(
+        return refused(format!(
             "{} is backed by hardware, not brd: refusing to overwrite it",
             path.display()
-        );
+        ));
     }
     let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{name}/size"))
         .with_context(|| format!("size of {}", path.display()))?
@@ -651,16 +651,21 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
         .parse()
         .with_context(|| format!("size of {}", path.display()))?;
     if sectors * 512 < 2 * DEVICE_REQUEST as u64 {
-        bail!(
+        return refused(format!(
             "{} is too small for the bench ({} bytes)",
             path.display(),
             sectors * 512
-        );
+        ));
     }
     Ok((
         DevId::new(libc::major(rdev), libc::minor(rdev)),
         sectors * 512,
     ))
+}
+
+/// A refusal (exit code 3) travelling through this module's `anyhow` results.
+fn refused<T>(message: String) -> anyhow::Result<T> {
+    Err(crate::error::Error::Refused(message).into())
 }
 
 /// A dm-crypt mapping over the RAM disk with a throwaway key, removed on drop.

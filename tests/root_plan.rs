@@ -350,6 +350,12 @@ fn run_stock(line: &str) {
 }
 
 fn stock_tools_match(case: &Case) {
+    // Hex loading, so the kernel's tables hold the keys and can be compared whole.
+    let hex: &[&str] = if case.args.contains(&"--key-loading") {
+        &[]
+    } else {
+        &["--key-loading", "hex"]
+    };
     let members = disks(case.disks);
     let (public, private) = escrow_test_keys();
     let escrow = format!("/tmp/{}.escrow", case.name);
@@ -358,7 +364,7 @@ fn stock_tools_match(case: &Case) {
     let plan = tosskey(&provision_args(
         case,
         &members,
-        &["--key-loading", "hex", "--dry-run", "--json"],
+        &[hex, &["--dry-run", "--json"]].concat(),
     ))
     .ok()
     .json()["plan"]
@@ -371,18 +377,19 @@ fn stock_tools_match(case: &Case) {
         .map(|n| PathBuf::from(n["path"].as_str().unwrap()));
 
     let volume = Volume(case.name);
-    // Hex loading, so the kernel's tables hold the keys and can be compared whole.
     tosskey(&provision_args(
         case,
         &members,
         &[
-            "--key-loading",
-            "hex",
-            "--escrow-key",
-            public.to_str().unwrap(),
-            "--escrow-file",
-            &escrow,
-        ],
+            hex,
+            &[
+                "--escrow-key",
+                public.to_str().unwrap(),
+                "--escrow-file",
+                &escrow,
+            ],
+        ]
+        .concat(),
     ))
     .ok();
     let by_tosskey = kernel_view(&plan, md_node.as_deref().unwrap_or(Path::new("/")));

@@ -62,6 +62,14 @@ pub fn from_config(
         .iter()
         .map(|c| planned_member(c, None))
         .collect::<Result<Vec<_>, _>>()?;
+    for_members(cfg, members, boot_id)
+}
+
+fn for_members(
+    cfg: &ProvisionConfig,
+    members: Vec<PlannedMember>,
+    boot_id: &str,
+) -> Result<Plan, Error> {
     if let Some(problem) = member_count_problem(cfg.assembly, members.len()) {
         return Err(Error::Refused(problem));
     }
@@ -453,4 +461,175 @@ pub fn planned_member(
         logical_block_size: checked.logical_block_size,
         identity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
+    fn plan(args: &[&str], disks: usize) -> Result<Plan, Error> {
+        let mut argv = vec!["tosskey", "provision", "--name", "v"];
+        let paths: Vec<String> = (0..disks)
+            .map(|i| format!("/dev/vd{}", ['b', 'c', 'd'][i]))
+            .collect();
+        argv.extend(paths.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        let crate::cli::Command::Provision(args) =
+            crate::cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("expected provision")
+        };
+        let cfg = ProvisionConfig::from_args(args).unwrap();
+        let members = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| PlannedMember {
+                path: PathBuf::from(path),
+                dev: format!("254:{}", 16 * (i + 1)),
+                major: 254,
+                minor: u32::try_from(16 * (i + 1)).unwrap(),
+                size_bytes: 256 << 20,
+                logical_block_size: 512,
+                identity: None,
+            })
+            .collect();
+        for_members(&cfg, members, BOOT)
+    }
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    const OPTIONS: &str = "3 no_read_workqueue no_write_workqueue sector_size:4096";
+
+    #[test]
+    fn single_disk_is_one_crypt_node_with_the_keyring_reference() {
+        let plan = plan(&[], 1).unwrap();
+        assert_eq!(names(&plan), ["v"]);
+        let node = &plan.nodes[0];
+        assert_eq!(
+            node.uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v")
+        );
+        assert_eq!(
+            node.table.as_deref(),
+            Some(
+                format!(
+                    "0 524288 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 254:16 0 {OPTIONS}"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(plan.volume_bytes, 256 << 20);
+        assert_eq!(plan.keys.len(), 1);
+        assert!(plan.facilities.contains(&Facility::LogonKeys));
+    }
+
+    #[test]
+    fn hex_loading_elides_the_key_and_needs_no_keyring() {
+        let plan = plan(&["--key-loading", "hex"], 1).unwrap();
+        let table = plan.nodes[0].table.as_deref().unwrap();
+        assert!(
+            table.contains(" twofish-xts-plain64 <key-elided> 0 254:16 0 "),
+            "{table}"
+        );
+        assert!(!plan.facilities.contains(&Facility::LogonKeys));
+    }
+
+    #[test]
+    fn shared_raid0_is_an_array_under_one_crypt_node() {
+        let plan = plan(&[], 2).unwrap();
+        assert_eq!(names(&plan), ["md_tk_v", "v"]);
+        assert_eq!(plan.nodes[0].size_bytes, 512 << 20);
+        assert_eq!(plan.nodes[0].uuid, None);
+        assert_eq!(
+            plan.nodes[1].table.as_deref(),
+            Some(format!("0 1048576 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 /dev/md_tk_v 0 {OPTIONS}").as_str())
+        );
+        assert!(plan.facilities.contains(&Facility::MdPersonality("raid0")));
+    }
+
+    #[test]
+    fn per_disk_md_has_a_key_per_member_and_a_linear_volume_node() {
+        let plan = plan(&["--layout", "per-disk"], 2).unwrap();
+        assert_eq!(names(&plan), ["v-m0", "v-m1", "md_tk_v", "v"]);
+        assert_eq!(
+            plan.nodes[1].uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v-m1")
+        );
+        assert_eq!(
+            plan.keys
+                .iter()
+                .map(|k| k.mapping.as_str())
+                .collect::<Vec<_>>(),
+            ["v-m0", "v-m1"]
+        );
+        assert_eq!(
+            plan.keys[0].covers,
+            SectorRange {
+                start: 0,
+                length: 524288
+            }
+        );
+        assert_eq!(
+            plan.nodes[3].table.as_deref(),
+            Some("0 1048576 linear /dev/md_tk_v 0")
+        );
+        assert_eq!(plan.volume().path, PathBuf::from("/dev/mapper/v"));
+    }
+
+    #[test]
+    fn per_disk_dm_stripe_stripes_the_crypt_nodes() {
+        let plan = plan(&["--layout", "per-disk", "--raid", "dm-stripe"], 2).unwrap();
+        assert_eq!(names(&plan), ["v-m0", "v-m1", "v"]);
+        assert_eq!(
+            plan.nodes[2].table.as_deref(),
+            Some("0 1048576 striped 2 1024 /dev/mapper/v-m0 0 /dev/mapper/v-m1 0")
+        );
+    }
+
+    #[test]
+    fn shared_dm_stripe_sits_under_the_crypt_node() {
+        let plan = plan(&["--raid", "dm-stripe"], 3).unwrap();
+        assert_eq!(names(&plan), ["v-stripe", "v"]);
+        assert_eq!(
+            plan.nodes[0].table.as_deref(),
+            Some("0 1572864 striped 3 1024 254:16 0 254:32 0 254:48 0")
+        );
+        assert_eq!(
+            plan.nodes[0].uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v-stripe")
+        );
+    }
+
+    #[test]
+    fn stock_commands_rebuild_every_node_bottom_first() {
+        let plan = plan(&["--layout", "per-disk", "--level", "raid1"], 2).unwrap();
+        let keys = [PathBuf::from("/k.0"), PathBuf::from("/k.1")];
+        let commands = render::stock_commands(&plan, &keys).unwrap();
+        assert_eq!(commands.len(), 4, "{commands:#?}");
+        assert!(commands[0].starts_with("cryptsetup open --type plain --cipher twofish-xts-plain64 --key-size 512 --key-file /k.0 --sector-size 4096 --perf-no_read_workqueue --perf-no_write_workqueue /dev/vdb v-m0"), "{}", commands[0]);
+        assert!(commands[2].starts_with("mdadm --build /dev/md/v --level=raid1 --assume-clean --raid-devices=2 /dev/mapper/v-m0 /dev/mapper/v-m1"), "{}", commands[2]);
+        assert_eq!(
+            commands[3],
+            "dmsetup create v --table \"0 524288 linear /dev/md/v 0\""
+        );
+    }
+
+    #[test]
+    fn a_mirror_needs_two_disks() {
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 1).is_some());
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 2).is_none());
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid0), 1).is_none());
+    }
+
+    #[test]
+    fn dry_run_text_says_key_loading_in_words() {
+        let text = render::text(&plan(&["--key-loading", "auto"], 1).unwrap());
+        assert!(text.contains("through the kernel keyring"), "{text}");
+        assert!(!text.contains("Auto"), "{text}");
+    }
 }

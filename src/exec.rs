@@ -218,10 +218,7 @@ impl<'a> Executor<'a> {
                     };
                     tosskey_raid::Member {
                         path: plan.device_path(*d).to_path_buf(),
-                        dev: tosskey_raid::DevNumber {
-                            major: dev.major,
-                            minor: dev.minor,
-                        },
+                        dev,
                         size_bytes: plan.device_bytes(*d),
                     }
                 })
@@ -243,8 +240,7 @@ impl<'a> Executor<'a> {
                 node.size_bytes
             )));
         }
-        let dev = array.dev();
-        Ok(DevId::new(dev.major, dev.minor))
+        Ok(array.dev())
     }
 
     fn names(node: &Node) -> Result<(DmName, DmUuid)> {

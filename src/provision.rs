@@ -1,7 +1,7 @@
 //! `tosskey provision`: devices → safety checks → plan → [RAID] → key → dm-crypt → verify →
 //! [escrow] → key wiped → [mkfs] → [mount], with rollback of everything this run built.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -121,7 +121,7 @@ pub fn provision(
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
     let mut run = Executor::start(&env.journals, &plan.name, &boot, paths)?;
-    let report = execute(&mut run, &plan, hardening, started_at);
+    let report = execute(&mut run, &env.root, &plan, hardening, started_at);
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))
 }
@@ -129,6 +129,7 @@ pub fn provision(
 /// Build the plan with fresh keys, escrow them, wipe them, format, mount.
 fn execute(
     run: &mut Executor<'_>,
+    root: &SystemRoot,
     plan: &Plan,
     hardening: Hardening,
     started_at: String,
@@ -156,7 +157,7 @@ fn execute(
                 .map(|k| k.mapping.as_str())
                 .zip(keys.iter())
                 .collect();
-            let file = EscrowFile::seal_keys(&public_key, &pairs, escrow_metadata(plan)?)?;
+            let file = EscrowFile::seal_keys(&public_key, &pairs, escrow_metadata(plan, root)?)?;
             file.write_atomic(&escrow.file, false)
                 .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
             run.wrote_file(&escrow.file);
@@ -198,7 +199,7 @@ fn execute(
     Ok(Report {
         tool: "tosskey",
         version: env!("CARGO_PKG_VERSION"),
-        kernel: kernel_release(),
+        kernel: kernel_release(root),
         started_at,
         finished_at: rfc3339_utc(SystemTime::now()),
         chain: Chain {
@@ -305,10 +306,10 @@ fn member_paths(cfg: &ProvisionConfig, env: &Environment) -> Result<Vec<PathBuf>
     })
 }
 
-fn escrow_metadata(plan: &Plan) -> Result<EscrowMetadata> {
+fn escrow_metadata(plan: &Plan, root: &SystemRoot) -> Result<EscrowMetadata> {
     Ok(EscrowMetadata {
         name: plan.name.clone(),
-        hostname: read_proc_line("/proc/sys/kernel/hostname"),
+        hostname: proc_line(root, "sys/kernel/hostname"),
         created_at: rfc3339_utc(SystemTime::now()),
         crypt: EscrowCrypt {
             cipher: plan.crypt.cipher,
@@ -335,13 +336,12 @@ fn escrow_metadata(plan: &Plan) -> Result<EscrowMetadata> {
     })
 }
 
-fn read_proc_line(path: &str) -> String {
-    std::fs::read_to_string(Path::new(path))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+/// One line of a procfs file, or "unknown".
+pub fn proc_line(root: &SystemRoot, relative: &str) -> String {
+    tosskey_sysutil::read_attr(&root.proc.join(relative)).unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> String {
-    read_proc_line("/proc/sys/kernel/osrelease")
+pub fn kernel_release(root: &SystemRoot) -> String {
+    proc_line(root, "sys/kernel/osrelease")
 }

@@ -1,7 +1,5 @@
 //! `status`, `close` and `shred`: looking at and taking down the volumes tosskey made.
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_dm::{CryptKeyField, DmControl, DmName, TargetLine};
@@ -13,6 +11,7 @@ use crate::exec::teardown;
 use crate::mount::{mount_points_of, unmount};
 use crate::provision::Environment;
 use crate::state::{Component, Journal, Stage};
+use crate::sysfs::SystemRoot;
 
 /// One dm mapping tosskey made, as the kernel reports it. Never carries key material.
 #[derive(Debug, Serialize)]
@@ -68,7 +67,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
         .collect();
     for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
         let dm_name = info.name.clone();
-        let mapping = mapping_status(&dm, &env.root.proc, &info)?;
+        let mapping = mapping_status(&dm, &env.root, &info)?;
         let owner = journals
             .iter()
             .find(|j| {
@@ -102,7 +101,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
 
 fn mapping_status(
     dm: &DmControl,
-    proc_root: &Path,
+    root: &SystemRoot,
     info: &tosskey_dm::DeviceInfo,
 ) -> Result<MappingStatus> {
     let name = &info.name;
@@ -113,7 +112,7 @@ fn mapping_status(
         .map(|t| t.target_type.clone())
         .unwrap_or_default();
     let crypt = table.iter().find_map(|t| t.crypt.as_ref());
-    let backing = std::fs::read_dir(format!("/sys/dev/block/{}/slaves", info.dev))
+    let backing = std::fs::read_dir(root.block_dir(info.dev).join("slaves"))
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -139,7 +138,7 @@ fn mapping_status(
         sector_size: crypt.map(|c| c.options.sector_size),
         flags: crypt.map(|c| c.options.words()).unwrap_or_default(),
         backing,
-        mount_points: mount_points_of(proc_root, info.dev.major, info.dev.minor)?,
+        mount_points: mount_points_of(&root.proc, info.dev.major, info.dev.minor)?,
         suspended: info.suspended,
         open_count: info.open_count,
     })

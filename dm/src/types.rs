@@ -146,65 +146,8 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// A block device number. Displays and parses as `MAJ:MIN`, the form dm tables use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DevId {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl DevId {
-    pub const fn new(major: u32, minor: u32) -> Self {
-        Self { major, minor }
-    }
-
-    /// Decodes `dm_ioctl.dev`, which the kernel fills with `huge_encode_dev()`:
-    /// major = bits 8..20, minor = bits 0..8 and 20..32.
-    #[allow(clippy::cast_possible_truncation)] // both values are masked to at most 20 bits
-    pub const fn from_kernel(dev: u64) -> Self {
-        Self {
-            major: ((dev >> 8) & 0xfff) as u32,
-            minor: ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32,
-        }
-    }
-
-    /// Encodes like the kernel's `huge_encode_dev()` (inverse of [`DevId::from_kernel`]).
-    pub const fn to_kernel(self) -> u64 {
-        let major = self.major as u64;
-        let minor = self.minor as u64;
-        (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-    }
-
-    /// From a userspace `dev_t` (`st_rdev`), glibc encoding.
-    pub fn from_dev_t(dev: libc::dev_t) -> Self {
-        Self {
-            major: libc::major(dev),
-            minor: libc::minor(dev),
-        }
-    }
-
-    /// As a userspace `dev_t` for `mknod` and comparisons with `st_rdev`.
-    pub fn to_dev_t(self) -> libc::dev_t {
-        libc::makedev(self.major, self.minor)
-    }
-}
-
-impl fmt::Display for DevId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
-
-impl FromStr for DevId {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (major, minor) = s.split_once(':').unwrap_or((s, ""));
-        Ok(Self {
-            major: major.parse()?,
-            minor: minor.parse()?,
-        })
-    }
-}
+/// A block device number (`MAJ:MIN` in dm tables): the one type all tosskey crates share.
+pub use tosskey_sysutil::DevId;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::{RaidError, Result};
 use crate::ioctl::{self, MduArrayInfo, MduDiskInfo, MD_DISK_ACTIVE, MD_DISK_SYNC, MD_SB_CLEAN};
-use crate::spec::{ArraySpec, DevNumber, Level};
+use crate::spec::{ArraySpec, DevId, Level};
 use crate::sysfs::SystemPaths;
 
 /// How long [`MdArray::stop`] waits for the kernel to delete the stopped md device
@@ -30,7 +30,7 @@ pub struct MdArray {
     fd: OwnedFd,
     name: String,
     node: PathBuf,
-    dev: DevNumber,
+    dev: DevId,
     created_node: bool,
     system: SystemPaths,
 }
@@ -41,7 +41,7 @@ pub struct ArrayInfo {
     /// Kernel name: `md127`, `md_tosskey`.
     pub name: String,
     /// Device number.
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// The personality, if it is one tosskey builds.
     pub level: Option<Level>,
     /// `mdu_array_info_t.level` as the kernel reports it.
@@ -149,7 +149,7 @@ impl MdArray {
     }
 
     /// Device number (what a dm table names as `MAJOR:MINOR`).
-    pub fn dev(&self) -> DevNumber {
+    pub fn dev(&self) -> DevId {
         self.dev
     }
 
@@ -239,7 +239,7 @@ impl MdArray {
             path: dev_file.clone(),
             source,
         })?;
-        let dev = DevNumber::parse(&dev_text).ok_or_else(|| RaidError::Parse {
+        let dev = dev_text.parse::<DevId>().map_err(|_| RaidError::Parse {
             path: dev_file,
             found: dev_text.trim_end().to_owned(),
             expected: "MAJOR:MINOR",
@@ -401,7 +401,7 @@ fn check_members(system: &SystemPaths, spec: &ArraySpec) -> Result<()> {
             source,
         })?;
         if !metadata.file_type().is_block_device()
-            || DevNumber::from_rdev(metadata.rdev()) != member.dev
+            || DevId::from_dev_t(metadata.rdev()) != member.dev
         {
             return Err(RaidError::InvalidSpec {
                 problem: format!(
@@ -481,13 +481,13 @@ fn create_array(system: &SystemPaths, spec: &ArraySpec) -> Result<String> {
 
 /// Makes sure `node` is block device `dev`; creates it (mode 0600) when absent. Returns
 /// true if it was created here.
-fn ensure_node(node: &Path, dev: DevNumber) -> Result<bool> {
+fn ensure_node(node: &Path, dev: DevId) -> Result<bool> {
     let conflict = || RaidError::NodeConflict {
         path: node.to_path_buf(),
         expected: dev.to_string(),
     };
     let is_expected = |metadata: &std::fs::Metadata| {
-        metadata.file_type().is_block_device() && DevNumber::from_rdev(metadata.rdev()) == dev
+        metadata.file_type().is_block_device() && DevId::from_dev_t(metadata.rdev()) == dev
     };
     match std::fs::symlink_metadata(node) {
         Ok(metadata) if is_expected(&metadata) => return Ok(false),

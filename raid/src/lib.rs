@@ -69,8 +69,8 @@ mod sysfs;
 pub use array::{ArrayInfo, MdArray};
 pub use error::{RaidError, Result};
 pub use spec::{
-    ArraySpec, Bytes, DevNumber, Level, Member, DEFAULT_CHUNK, MAX_CHUNK, MAX_NAME_HINT_LEN,
-    MIN_CHUNK, MIN_MEMBER_BYTES,
+    ArraySpec, Bytes, DevId, Level, Member, DEFAULT_CHUNK, MAX_CHUNK, MAX_NAME_HINT_LEN, MIN_CHUNK,
+    MIN_MEMBER_BYTES,
 };
 pub use sysfs::{
     parse_mdstat, parse_personalities, ArrayMemberStatus, ArrayStatus, MdstatEntry, MdstatMember,

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{RaidError, Result};
-use crate::spec::DevNumber;
+use crate::spec::DevId;
 
 /// Where sysfs, procfs and device nodes live. [`SystemPaths::live`] is the real system;
 /// tests point `root` at a fake tree and `dev_dir` at a scratch directory.
@@ -45,12 +45,12 @@ impl SystemPaths {
     }
 
     /// `/sys/dev/block/MAJOR:MINOR` (a link to the device's directory).
-    pub fn block_dir(&self, dev: DevNumber) -> PathBuf {
+    pub fn block_dir(&self, dev: DevId) -> PathBuf {
         self.sys(format!("dev/block/{dev}"))
     }
 
     /// The kernel name of block device `dev` (`vdb`, `loop3`, `nvme0n1p1`).
-    pub fn device_name(&self, dev: DevNumber) -> Result<String> {
+    pub fn device_name(&self, dev: DevId) -> Result<String> {
         let link = self.block_dir(dev);
         let target = std::fs::read_link(&link).map_err(io_error("resolve", &link))?;
         file_name(&target).ok_or_else(|| RaidError::Parse {
@@ -61,12 +61,12 @@ impl SystemPaths {
     }
 
     /// Size in bytes of block device `dev` (sysfs `size` counts 512-byte sectors).
-    pub fn device_size_bytes(&self, dev: DevNumber) -> Result<u64> {
+    pub fn device_size_bytes(&self, dev: DevId) -> Result<u64> {
         Ok(read_u64(&self.block_dir(dev).join("size"))? * 512)
     }
 
     /// Kernel names of what holds block device `dev` (md arrays, dm devices, …).
-    pub fn holders(&self, dev: DevNumber) -> Result<Vec<String>> {
+    pub fn holders(&self, dev: DevId) -> Result<Vec<String>> {
         list_names(&self.block_dir(dev).join("holders"))
     }
 
@@ -119,7 +119,7 @@ impl SystemPaths {
     }
 
     /// The md array that has `dev` as a member, if any.
-    pub fn array_holding(&self, dev: DevNumber) -> Result<Option<String>> {
+    pub fn array_holding(&self, dev: DevId) -> Result<Option<String>> {
         Ok(self
             .list_arrays()?
             .into_iter()
@@ -167,7 +167,7 @@ impl SystemPaths {
                 let name = format!("md{minor}");
                 !self.sys("block").join(&name).exists()
                     && !self
-                        .block_dir(DevNumber {
+                        .block_dir(DevId {
                             major: crate::ioctl::MD_MAJOR,
                             minor: *minor,
                         })
@@ -208,7 +208,7 @@ pub struct ArrayStatus {
     /// Kernel name: `md127`, `md_tosskey`.
     pub name: String,
     /// Device number, `9:127` (named arrays get minors from 512 up).
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// `md/level`: `raid0`, `raid1`, `linear`; empty while unconfigured.
     pub level: String,
     /// `md/array_state`: `clean`, `active`, `inactive`, `clear`, …
@@ -229,7 +229,7 @@ pub struct ArrayMemberStatus {
     /// Kernel name of the member device: `vdb`, `loop3`.
     pub name: String,
     /// Its device number.
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// Its slot (`None` for spares or `none`).
     pub slot: Option<u32>,
     /// `dev-*/state`: `in_sync`, `faulty`, …
@@ -368,11 +368,11 @@ fn read_u64(path: &Path) -> Result<u64> {
     })
 }
 
-fn parse_dev(path: &Path) -> Result<DevNumber> {
+fn parse_dev(path: &Path) -> Result<DevId> {
     let text = read_trimmed(path)?;
-    DevNumber::parse(&text).ok_or_else(|| RaidError::Parse {
+    text.parse::<DevId>().map_err(|_| RaidError::Parse {
         path: path.to_path_buf(),
-        found: text,
+        found: text.clone(),
         expected: "MAJOR:MINOR",
     })
 }
@@ -588,7 +588,7 @@ unused devices: <none>
         assert_eq!(array.name, "md_tosskey");
         assert_eq!(
             array.dev,
-            DevNumber {
+            DevId {
                 major: 9,
                 minor: 512
             }
@@ -598,11 +598,11 @@ unused devices: <none>
         assert_eq!(array.size_bytes, 4096 * 512);
         let names: Vec<&str> = array.members.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["loop0", "loop1"], "sorted by slot");
-        assert_eq!(array.members[1].dev, DevNumber { major: 7, minor: 1 });
+        assert_eq!(array.members[1].dev, DevId { major: 7, minor: 1 });
         assert_eq!(array.members[1].slot, Some(1));
 
-        let loop1 = DevNumber { major: 7, minor: 1 };
-        let loop2 = DevNumber { major: 7, minor: 2 };
+        let loop1 = DevId { major: 7, minor: 1 };
+        let loop2 = DevId { major: 7, minor: 2 };
         assert_eq!(
             fake.paths.array_holding(loop1).unwrap().as_deref(),
             Some("md_tosskey")

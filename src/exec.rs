@@ -3,7 +3,7 @@
 //! with escrowed ones); close and reruns tear down through [`teardown`].
 //!
 //! Every kernel object is recorded in the [`Journal`] *before* it is created and registered
-//! with the [`Rollback`] right after ([`Executor::create`]), so a failure undoes it and a
+//! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a failure undoes it and a
 //! SIGKILL leaves a record a rerun can clean up.
 
 use std::fs::{File, OpenOptions};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{RaidError, Result};
 use crate::ioctl::LEVEL_LINEAR;
-use crate::sysfs::SystemPaths;
+use crate::sysfs::{MdSysfs as _, SystemRoot};
 
 /// A size in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -110,11 +110,11 @@ pub struct Member {
 impl Member {
     /// Looks `path` up: it must be a block device; the size comes from sysfs.
     pub fn probe(path: &Path) -> Result<Member> {
-        Member::probe_in(&SystemPaths::live(), path)
+        Member::probe_in(&SystemRoot::host(), path)
     }
 
     /// [`Member::probe`] with sysfs under `system`'s root.
-    pub fn probe_in(system: &SystemPaths, path: &Path) -> Result<Member> {
+    pub fn probe_in(system: &SystemRoot, path: &Path) -> Result<Member> {
         let metadata = std::fs::metadata(path).map_err(|source| RaidError::Io {
             action: "stat",
             path: path.to_path_buf(),

@@ -2,55 +2,57 @@
 //! under a configurable root (so host tests can use fake trees).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{RaidError, Result};
 use crate::spec::DevId;
-
-/// Where sysfs, procfs and device nodes live. [`SystemPaths::live`] is the real system;
-/// tests point `root` at a fake tree and `dev_dir` at a scratch directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemPaths {
-    /// Directory holding `sys/` and `proc/` (`/` on a live system).
-    pub root: PathBuf,
-    /// Directory for device nodes (`/dev` on a live system).
-    pub dev_dir: PathBuf,
-}
+pub use tosskey_sysutil::SystemRoot;
 
 /// The highest minor mdadm (and tosskey) hands out; it counts down from here.
 pub const HIGHEST_AUTO_MINOR: u32 = 127;
 
-impl SystemPaths {
-    /// `/sys`, `/proc` and `/dev`.
-    pub fn live() -> SystemPaths {
-        SystemPaths {
-            root: PathBuf::from("/"),
-            dev_dir: PathBuf::from("/dev"),
-        }
-    }
-
-    /// `root/sys/<relative>`.
-    pub fn sys(&self, relative: impl AsRef<Path>) -> PathBuf {
-        self.root.join("sys").join(relative)
-    }
-
-    /// `root/proc/<relative>`.
-    pub fn proc(&self, relative: impl AsRef<Path>) -> PathBuf {
-        self.root.join("proc").join(relative)
-    }
-
-    /// `dev_dir/<kernel_name>`.
-    pub fn node(&self, kernel_name: &str) -> PathBuf {
-        self.dev_dir.join(kernel_name)
-    }
-
-    /// `/sys/dev/block/MAJOR:MINOR` (a link to the device's directory).
-    pub fn block_dir(&self, dev: DevId) -> PathBuf {
-        self.sys(format!("dev/block/{dev}"))
-    }
-
+/// md's view of sysfs and procfs under a [`SystemRoot`] (the real system, or a fake tree in
+/// host tests).
+pub trait MdSysfs {
     /// The kernel name of block device `dev` (`vdb`, `loop3`, `nvme0n1p1`).
-    pub fn device_name(&self, dev: DevId) -> Result<String> {
+    fn device_name(&self, dev: DevId) -> Result<String>;
+
+    /// Size in bytes of block device `dev` (sysfs `size` counts 512-byte sectors).
+    fn device_size_bytes(&self, dev: DevId) -> Result<u64>;
+
+    /// Kernel names of what holds block device `dev` (md arrays, dm devices, …).
+    fn holders(&self, dev: DevId) -> Result<Vec<String>>;
+
+    /// The md arrays the kernel knows (every `/sys/block/md*` with an `md/` directory),
+    /// sorted by name, including inactive ones.
+    fn list_arrays(&self) -> Result<Vec<ArrayStatus>>;
+
+    /// The state of md array `name` (kernel name, e.g. `md127` or `md_tosskey`).
+    fn array_status(&self, name: &str) -> Result<ArrayStatus>;
+
+    /// The md array that has `dev` as a member, if any.
+    fn array_holding(&self, dev: DevId) -> Result<Option<String>>;
+
+    /// `/proc/mdstat`, parsed; empty when md is not loaded.
+    fn mdstat(&self) -> Result<Vec<MdstatEntry>>;
+
+    /// The md personalities the kernel has loaded (`Personalities :` line of
+    /// `/proc/mdstat`), e.g. `["raid0", "raid1"]`; empty when md is not loaded.
+    fn personalities(&self) -> Result<Vec<String>>;
+
+    /// md minors nobody uses, from [`HIGHEST_AUTO_MINOR`] down to 0 (mdadm's order):
+    /// a minor is taken if `/sys/block/mdN` or `/sys/dev/block/9:N` exists or
+    /// `/proc/mdstat` lists `mdN`.
+    fn free_md_minors(&self) -> Result<Vec<u32>>;
+
+    /// The dm UUID of block device `name` (`/sys/block/<name>/dm/uuid`), if it is a dm
+    /// device with one. tosskey's mappings carry `TOSSKEY-…`: an array whose holder has
+    /// such a UUID belongs to tosskey.
+    fn dm_uuid(&self, name: &str) -> Result<Option<String>>;
+}
+
+impl MdSysfs for SystemRoot {
+    fn device_name(&self, dev: DevId) -> Result<String> {
         let link = self.block_dir(dev);
         let target = std::fs::read_link(&link).map_err(io_error("resolve", &link))?;
         file_name(&target).ok_or_else(|| RaidError::Parse {
@@ -60,31 +62,26 @@ impl SystemPaths {
         })
     }
 
-    /// Size in bytes of block device `dev` (sysfs `size` counts 512-byte sectors).
-    pub fn device_size_bytes(&self, dev: DevId) -> Result<u64> {
+    fn device_size_bytes(&self, dev: DevId) -> Result<u64> {
         Ok(read_u64(&self.block_dir(dev).join("size"))? * 512)
     }
 
-    /// Kernel names of what holds block device `dev` (md arrays, dm devices, …).
-    pub fn holders(&self, dev: DevId) -> Result<Vec<String>> {
+    fn holders(&self, dev: DevId) -> Result<Vec<String>> {
         list_names(&self.block_dir(dev).join("holders"))
     }
 
-    /// The md arrays the kernel knows (every `/sys/block/md*` with an `md/` directory),
-    /// sorted by name, including inactive ones.
-    pub fn list_arrays(&self) -> Result<Vec<ArrayStatus>> {
+    fn list_arrays(&self) -> Result<Vec<ArrayStatus>> {
         let mut arrays = Vec::new();
-        for name in list_names(&self.sys("block"))? {
-            if name.starts_with("md") && self.sys("block").join(&name).join("md").is_dir() {
+        for name in list_names(&self.sys.join("block"))? {
+            if name.starts_with("md") && self.sys.join("block").join(&name).join("md").is_dir() {
                 arrays.push(self.array_status(&name)?);
             }
         }
         Ok(arrays)
     }
 
-    /// The state of md array `name` (kernel name, e.g. `md127` or `md_tosskey`).
-    pub fn array_status(&self, name: &str) -> Result<ArrayStatus> {
-        let dir = self.sys("block").join(name);
+    fn array_status(&self, name: &str) -> Result<ArrayStatus> {
+        let dir = self.sys.join("block").join(name);
         let md = dir.join("md");
         if !md.is_dir() {
             return Err(RaidError::NoSuchArray {
@@ -118,8 +115,7 @@ impl SystemPaths {
         })
     }
 
-    /// The md array that has `dev` as a member, if any.
-    pub fn array_holding(&self, dev: DevId) -> Result<Option<String>> {
+    fn array_holding(&self, dev: DevId) -> Result<Option<String>> {
         Ok(self
             .list_arrays()?
             .into_iter()
@@ -127,9 +123,8 @@ impl SystemPaths {
             .map(|array| array.name))
     }
 
-    /// `/proc/mdstat`, parsed; empty when md is not loaded.
-    pub fn mdstat(&self) -> Result<Vec<MdstatEntry>> {
-        let path = self.proc("mdstat");
+    fn mdstat(&self) -> Result<Vec<MdstatEntry>> {
+        let path = self.proc.join("mdstat");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(parse_mdstat(&text)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -141,10 +136,8 @@ impl SystemPaths {
         }
     }
 
-    /// The md personalities the kernel has loaded (`Personalities :` line of
-    /// `/proc/mdstat`), e.g. `["raid0", "raid1"]`; empty when md is not loaded.
-    pub fn personalities(&self) -> Result<Vec<String>> {
-        let path = self.proc("mdstat");
+    fn personalities(&self) -> Result<Vec<String>> {
+        let path = self.proc.join("mdstat");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(parse_personalities(&text)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -156,16 +149,13 @@ impl SystemPaths {
         }
     }
 
-    /// md minors nobody uses, from [`HIGHEST_AUTO_MINOR`] down to 0 (mdadm's order):
-    /// a minor is taken if `/sys/block/mdN` or `/sys/dev/block/9:N` exists or
-    /// `/proc/mdstat` lists `mdN`.
-    pub fn free_md_minors(&self) -> Result<Vec<u32>> {
+    fn free_md_minors(&self) -> Result<Vec<u32>> {
         let listed: Vec<String> = self.mdstat()?.into_iter().map(|entry| entry.name).collect();
         Ok((0..=HIGHEST_AUTO_MINOR)
             .rev()
             .filter(|minor| {
                 let name = format!("md{minor}");
-                !self.sys("block").join(&name).exists()
+                !self.sys.join("block").join(&name).exists()
                     && !self
                         .block_dir(DevId {
                             major: crate::ioctl::MD_MAJOR,
@@ -177,11 +167,8 @@ impl SystemPaths {
             .collect())
     }
 
-    /// The dm UUID of block device `name` (`/sys/block/<name>/dm/uuid`), if it is a dm
-    /// device with one. tosskey's mappings carry `TOSSKEY-…`: an array whose holder has
-    /// such a UUID belongs to tosskey.
-    pub fn dm_uuid(&self, name: &str) -> Result<Option<String>> {
-        let path = self.sys("block").join(name).join("dm").join("uuid");
+    fn dm_uuid(&self, name: &str) -> Result<Option<String>> {
+        let path = self.sys.join("block").join(name).join("dm").join("uuid");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let uuid = text.trim_end();
@@ -195,11 +182,11 @@ impl SystemPaths {
             }),
         }
     }
+}
 
-    /// Writes `value` to a sysfs attribute.
-    pub(crate) fn write_attribute(&self, path: &Path, value: &str) -> Result<()> {
-        std::fs::write(path, value).map_err(io_error("write", path))
-    }
+/// Writes `value` to a sysfs attribute.
+pub(crate) fn write_attribute(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(io_error("write", path))
 }
 
 /// One md array as sysfs shows it.
@@ -403,10 +390,12 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
 
     /// A scratch directory removed on drop.
     struct FakeRoot {
-        paths: SystemPaths,
+        dir: PathBuf,
+        paths: SystemRoot,
     }
 
     impl FakeRoot {
@@ -418,15 +407,13 @@ mod tests {
             std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
             std::fs::create_dir_all(root.join("proc")).unwrap();
             FakeRoot {
-                paths: SystemPaths {
-                    dev_dir: root.join("dev"),
-                    root,
-                },
+                paths: SystemRoot::under(&root),
+                dir: root,
             }
         }
 
         fn write(&self, relative: &str, contents: &str) {
-            let path = self.paths.root.join(relative);
+            let path = self.dir.join(relative);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, contents).unwrap();
         }
@@ -435,11 +422,10 @@ mod tests {
         fn block_device(&self, name: &str, dev: &str, sectors: u64) {
             self.write(&format!("sys/block/{name}/dev"), &format!("{dev}\n"));
             self.write(&format!("sys/block/{name}/size"), &format!("{sectors}\n"));
-            std::fs::create_dir_all(self.paths.root.join(format!("sys/block/{name}/holders")))
-                .unwrap();
+            std::fs::create_dir_all(self.dir.join(format!("sys/block/{name}/holders"))).unwrap();
             symlink(
                 format!("../../block/{name}"),
-                self.paths.root.join(format!("sys/dev/block/{dev}")),
+                self.dir.join(format!("sys/dev/block/{dev}")),
             )
             .unwrap();
         }
@@ -455,15 +441,13 @@ mod tests {
                 self.write(&format!("{dir}/slot"), &format!("{slot}\n"));
                 self.write(&format!("{dir}/state"), "in_sync\n");
                 symlink(
-                    self.paths.root.join(format!("sys/block/{member}")),
-                    self.paths.root.join(format!("{dir}/block")),
+                    self.dir.join(format!("sys/block/{member}")),
+                    self.dir.join(format!("{dir}/block")),
                 )
                 .unwrap();
                 symlink(
-                    self.paths.root.join(format!("sys/block/{name}")),
-                    self.paths
-                        .root
-                        .join(format!("sys/block/{member}/holders/{name}")),
+                    self.dir.join(format!("sys/block/{name}")),
+                    self.dir.join(format!("sys/block/{member}/holders/{name}")),
                 )
                 .unwrap();
             }
@@ -472,7 +456,7 @@ mod tests {
 
     impl Drop for FakeRoot {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.paths.root);
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 
@@ -551,10 +535,10 @@ unused devices: <none>
         assert_eq!(fake.paths.free_md_minors().unwrap().first(), Some(&127));
         fake.array("md127", "9:127", "raid0", &[]);
         // An empty md126 left by an earlier probe shows only in /sys/dev/block.
-        std::fs::create_dir_all(fake.paths.root.join("sys/devices/virtual/block/md126")).unwrap();
+        std::fs::create_dir_all(fake.dir.join("sys/devices/virtual/block/md126")).unwrap();
         symlink(
-            fake.paths.root.join("sys/devices/virtual/block/md126"),
-            fake.paths.root.join("sys/dev/block/9:126"),
+            fake.dir.join("sys/devices/virtual/block/md126"),
+            fake.dir.join("sys/dev/block/9:126"),
         )
         .unwrap();
         // md125 is only in /proc/mdstat (sysfs not yet updated).

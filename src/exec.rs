@@ -3,8 +3,8 @@
 //! with escrowed ones); close and reruns tear down through [`teardown`].
 //!
 //! Every kernel object is recorded in the [`Journal`] *before* it is created and registered
-//! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a failure undoes it and a
-//! SIGKILL leaves a record a rerun can clean up.
+//! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a
+//! failure undoes it and a SIGKILL leaves a record a rerun can clean up.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -295,18 +295,22 @@ impl<'a> Executor<'a> {
         crash_point("crypt");
 
         let layout = SectorLayout {
-            sector_size: SectorSize::try_from(u64::from(crypt.sector_size))?,
-            iv_large_sectors: crypt.iv_large_sectors,
-            iv_offset: crypt.iv_offset,
+            sector_size: SectorSize::try_from(u64::from(crypt.format.sector_size))?,
+            iv_large_sectors: crypt.format.iv_large_sectors,
+            iv_offset: crypt.format.iv_offset,
         };
-        let cipher = SectorCipher::new(crypt.cipher.block_cipher(), key.expose_secret(), layout)?;
+        let cipher = SectorCipher::new(
+            crypt.format.cipher.block_cipher(),
+            key.expose_secret(),
+            layout,
+        )?;
         let backing = plan.device_path(device);
         let verification = verify_mapping(
             backing,
-            crypt.data_offset * SECTOR,
+            crypt.format.data_offset * SECTOR,
             &activation.node,
             &cipher,
-            crypt.sector_size,
+            crypt.format.sector_size,
             node.size_bytes,
         )?;
         let mismatched = verification.checks.iter().filter(|c| !c.matched).count();

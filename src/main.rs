@@ -159,7 +159,7 @@ fn render_outcome(outcome: &Outcome) -> String {
             let mut text = format!(
                 "{} ready: {} via {} on {}; {checks} sectors verified against the userspace cipher; key wiped from tosskey's memory{}\n",
                 report.chain.volume.display(),
-                report.plan.crypt.cipher,
+                report.plan.crypt.format.cipher,
                 report.stack.crypt.iter().map(|c| c.key_loaded).collect::<Vec<_>>().join("+"),
                 report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
                 report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::escrow::{
-    rfc3339_utc, EscrowCrypt, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey,
+    rfc3339_utc, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey,
 };
 use tosskey_crypto::key::{KeySize, VolumeKey};
 use tosskey_dm::DmControl;
@@ -311,14 +311,7 @@ fn escrow_metadata(plan: &Plan, root: &SystemRoot) -> Result<EscrowMetadata> {
         name: plan.name.clone(),
         hostname: proc_line(root, "sys/kernel/hostname"),
         created_at: rfc3339_utc(SystemTime::now()),
-        crypt: EscrowCrypt {
-            cipher: plan.crypt.cipher,
-            key_bits: plan.crypt.key_bits,
-            sector_size: plan.crypt.sector_size,
-            iv_large_sectors: plan.crypt.iv_large_sectors,
-            iv_offset: plan.crypt.iv_offset,
-            data_offset: plan.crypt.data_offset,
-        },
+        crypt: plan.crypt.format.clone(),
         assembly: plan.assembly,
         layout: plan.layout,
         members: plan

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{escrow_test_keys, tosskey};
+use common::{escrow_decrypt, escrow_test_keys, tosskey};
 use serde_json::Value;
 use tosskey_dm::{DmControl, DmName};
 use tosskey_testkit::{virtio_disks, zero_range};
@@ -396,17 +396,7 @@ fn stock_tools_match(case: &Case) {
     tosskey(&["close", case.name]).ok();
     drop(volume);
 
-    let decrypt = tosskey(&[
-        "escrow",
-        "decrypt",
-        "--escrow-file",
-        &escrow,
-        "--private-key",
-        private.to_str().unwrap(),
-        "--key-out",
-        &key_out,
-    ])
-    .ok();
+    let decrypt = escrow_decrypt(&escrow, &private, &key_out).ok();
     let commands: Vec<&str> = decrypt.stdout.lines().collect();
     assert_eq!(
         commands.len(),

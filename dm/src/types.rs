@@ -177,32 +177,6 @@ mod tests {
     }
 
     #[test]
-    fn kernel_dev_encoding_matches_huge_encode_dev() {
-        // 253:0 is the first dm device; 259:65536 needs the high minor bits.
-        assert_eq!(DevId::new(253, 0).to_kernel(), 0xfd00);
-        assert_eq!(DevId::from_kernel(0xfd00), DevId::new(253, 0));
-        assert_eq!(DevId::new(7, 3).to_kernel(), 0x0703);
-        let big = DevId::new(259, 0x12345);
-        assert_eq!(big.to_kernel(), 0x45 | (259 << 8) | (0x12300 << 12));
-        assert_eq!(DevId::from_kernel(big.to_kernel()), big);
-        for major in [1u32, 7, 8, 9, 252, 253, 259, 4095] {
-            for minor in [0u32, 1, 255, 256, 65_535, 0xf_ffff] {
-                let dev = DevId::new(major, minor);
-                assert_eq!(DevId::from_kernel(dev.to_kernel()), dev);
-                assert_eq!(DevId::from_dev_t(dev.to_dev_t()), dev);
-            }
-        }
-    }
-
-    #[test]
-    fn dev_ids_parse_and_print_as_major_minor() {
-        assert_eq!("253:12".parse::<DevId>().unwrap(), DevId::new(253, 12));
-        assert_eq!(DevId::new(7, 0).to_string(), "7:0");
-        assert!("253".parse::<DevId>().is_err());
-        assert!("a:b".parse::<DevId>().is_err());
-    }
-
-    #[test]
     fn sizes_convert() {
         assert_eq!(Sectors(8).to_bytes(), Some(Bytes(4096)));
         assert_eq!(Sectors(u64::MAX).to_bytes(), None);

@@ -14,8 +14,8 @@ use crate::safety::{CheckedDevice, MemberKind};
 use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
-    DeviceRef, Facility, KeyLoading, Layout, MdLevel, Node, NodeKind, Plan, PlannedKey,
-    PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
+    DeviceRef, EscrowCrypt, Facility, KeyLoading, Layout, MdLevel, Node, NodeKind, Plan,
+    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
 };
 
 /// The dm UUID for mapping `name` (plus an optional role suffix) in boot `boot_id`.
@@ -101,12 +101,14 @@ fn for_members(
         Layout::Shared
     };
     let crypt = CryptSettings {
-        cipher: cfg.cipher,
-        key_bits: cfg.key_size.bits(),
-        sector_size,
-        iv_large_sectors: false,
-        iv_offset: 0,
-        data_offset: 0,
+        format: EscrowCrypt {
+            cipher: cfg.cipher,
+            key_bits: cfg.key_size.bits(),
+            sector_size,
+            iv_large_sectors: false,
+            iv_offset: 0,
+            data_offset: 0,
+        },
         allow_discards: cfg.allow_discards,
         no_read_workqueue: cfg.no_read_workqueue,
         no_write_workqueue: cfg.no_write_workqueue,
@@ -136,12 +138,7 @@ pub fn from_escrow(
 ) -> Result<Plan, Error> {
     let name = DmName::new(&meta.name).map_err(anyhow::Error::from)?;
     let crypt = CryptSettings {
-        cipher: meta.crypt.cipher,
-        key_bits: meta.crypt.key_bits,
-        sector_size: meta.crypt.sector_size,
-        iv_large_sectors: meta.crypt.iv_large_sectors,
-        iv_offset: meta.crypt.iv_offset,
-        data_offset: meta.crypt.data_offset,
+        format: meta.crypt.clone(),
         allow_discards: false,
         no_read_workqueue: BYPASS_WORKQUEUES,
         no_write_workqueue: BYPASS_WORKQUEUES,
@@ -241,18 +238,18 @@ impl Builder<'_> {
     ) -> Result<DeviceRef, Error> {
         let data_bytes = self
             .bytes(device)
-            .saturating_sub(self.crypt.data_offset * SECTOR);
-        let length = crypt_length_sectors(data_bytes, self.crypt.sector_size);
+            .saturating_sub(self.crypt.format.data_offset * SECTOR);
+        let length = crypt_length_sectors(data_bytes, self.crypt.format.sector_size);
         if length == 0 {
             return Err(Error::Refused(format!(
                 "the members are too small for one {}-byte encryption sector",
-                self.crypt.sector_size
+                self.crypt.format.sector_size
             )));
         }
         let range = SectorRange { start: 0, length };
         self.keys.push(PlannedKey {
             mapping: name.clone(),
-            bits: self.crypt.key_bits,
+            bits: self.crypt.format.key_bits,
             covers: range,
         });
         let segments = vec![CryptSegment {
@@ -388,7 +385,7 @@ fn facilities(nodes: &[Node], crypt: &CryptSettings) -> Vec<Facility> {
             NodeKind::Crypt { .. } => {
                 let mut crypt_needs = vec![
                     Facility::DmTarget("crypt"),
-                    Facility::Cipher(crypt.cipher.kernel_skcipher_name()),
+                    Facility::Cipher(crypt.format.cipher.kernel_skcipher_name()),
                 ];
                 if crypt.key_loading != KeyLoading::Hex {
                     crypt_needs.push(Facility::LogonKeys);

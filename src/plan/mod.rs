@@ -13,7 +13,6 @@ pub mod render;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tosskey_crypto::spec::CipherSpec;
 use tosskey_dm::{
     CryptOptions, CryptTarget, DevId, KeyRef, LinearTarget, Sectors, StripeMember, StripedTarget,
 };
@@ -34,7 +33,7 @@ pub struct PlannedMember {
 
 // The assembly and layout vocabulary is the escrow file's: a plan is what an escrow file
 // records, so both use one definition.
-pub use tosskey_crypto::escrow::{Assembly, Layout, MdLevel};
+pub use tosskey_crypto::escrow::{Assembly, EscrowCrypt, Layout, MdLevel};
 
 /// The md personality's name as the kernel and mdadm spell it.
 pub fn md_level_name(level: MdLevel) -> &'static str {
@@ -62,15 +61,11 @@ pub const BYPASS_WORKQUEUES: bool = true;
 /// Everything that goes into a crypt table line except the device and the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CryptSettings {
-    pub cipher: CipherSpec,
-    pub key_bits: u32,
-    pub sector_size: u32,
-    /// Always false: IVs count 512-byte sectors, as `cryptsetup open --type plain` does.
-    pub iv_large_sectors: bool,
-    /// In 512-byte sectors.
-    pub iv_offset: u64,
-    /// Where data starts on the device under the target, in 512-byte sectors.
-    pub data_offset: u64,
+    /// What decides the ciphertext (cipher, key size, sector size, IVs, data offset): exactly
+    /// what an escrow file records. IVs count 512-byte sectors, as `cryptsetup open --type
+    /// plain` does.
+    #[serde(flatten)]
+    pub format: EscrowCrypt,
     pub allow_discards: bool,
     pub no_read_workqueue: bool,
     pub no_write_workqueue: bool,
@@ -279,12 +274,12 @@ impl Plan {
                 let crypt = &self.crypt;
                 DmTarget::Crypt(
                     CryptTarget::new(
-                        &crypt.cipher.to_string(),
+                        &crypt.format.cipher.to_string(),
                         dev(*device),
                         Sectors(segment.range.length),
                     )?
-                    .with_offset(Sectors(crypt.data_offset + segment.range.start))
-                    .with_iv_offset(Sectors(crypt.iv_offset + segment.range.start))
+                    .with_offset(Sectors(crypt.format.data_offset + segment.range.start))
+                    .with_iv_offset(Sectors(crypt.format.iv_offset + segment.range.start))
                     .with_options(crypt.options()),
                 )
             }
@@ -311,8 +306,8 @@ impl CryptSettings {
             allow_discards: self.allow_discards,
             no_read_workqueue: self.no_read_workqueue,
             no_write_workqueue: self.no_write_workqueue,
-            iv_large_sectors: self.iv_large_sectors,
-            sector_size: self.sector_size,
+            iv_large_sectors: self.format.iv_large_sectors,
+            sector_size: self.format.sector_size,
             ..CryptOptions::default()
         }
     }

@@ -152,7 +152,7 @@ pub fn steps(plan: &Plan) -> Vec<String> {
         0,
         format!(
             "generate {key_count} random {}-bit key(s) in locked memory",
-            plan.crypt.key_bits
+            plan.crypt.format.key_bits
         ),
     );
     if let Some(escrow) = &plan.escrow {

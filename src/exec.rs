@@ -153,11 +153,7 @@ impl<'a> Executor<'a> {
         let mut devs: Vec<DevId> = Vec::with_capacity(plan.nodes.len());
         let mut crypt = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
-            let dev = |d: DeviceRef| match d {
-                DeviceRef::Member(i) => DevId::new(plan.members[i].major, plan.members[i].minor),
-                DeviceRef::Node(i) => devs[i],
-            };
-            let target = plan.dm_target(index, dev)?;
+            let target = plan.dm_target(index, |d| plan.dev_id(d, &devs))?;
             let built = match (&node.kind, target) {
                 (NodeKind::Md { .. }, _) => self.build_md(plan, node, &devs)?,
                 (NodeKind::Crypt { device, segments }, Some(DmTarget::Crypt(target))) => {
@@ -209,18 +205,10 @@ impl<'a> Executor<'a> {
             chunk: tosskey_raid::Bytes(*chunk_bytes),
             members: members
                 .iter()
-                .map(|d| {
-                    let dev = match *d {
-                        DeviceRef::Member(i) => {
-                            DevId::new(plan.members[i].major, plan.members[i].minor)
-                        }
-                        DeviceRef::Node(i) => devs[i],
-                    };
-                    tosskey_raid::Member {
-                        path: plan.device_path(*d).to_path_buf(),
-                        dev,
-                        size_bytes: plan.device_bytes(*d),
-                    }
+                .map(|d| tosskey_raid::Member {
+                    path: plan.device_path(*d).to_path_buf(),
+                    dev: plan.dev_id(*d, devs),
+                    size_bytes: plan.device_bytes(*d),
                 })
                 .collect(),
             name_hint: node.name.strip_prefix("md_").map(str::to_owned),

@@ -1,5 +1,5 @@
-//! `tosskey provision`: devices → safety checks → plan → [RAID] → key → dm-crypt → verify →
-//! [escrow] → key wiped → [mkfs] → [mount], with rollback of everything this run built.
+//! `tosskey provision`: devices → safety checks → plan → (RAID) → key → dm-crypt → verify →
+//! (escrow) → key wiped → (mkfs) → (mount), with rollback of everything this run built.
 
 use std::path::PathBuf;
 use std::time::SystemTime;

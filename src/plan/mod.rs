@@ -2,7 +2,7 @@
 //! node bottom-up with its name, UUID, size and table (key elided), the keys and what each
 //! covers, the kernel facilities it needs, filesystem and mount.
 //!
-//! [`derive`] is the only place that turns a checked config (provision) or an escrow file
+//! [`derive`](mod@derive) is the only place that turns a checked config (provision) or an escrow file
 //! (recover, escrow decrypt) into a plan: every naming and sizing rule lives there.
 //! [`crate::exec`] builds a plan's nodes in order; [`render`] prints it (`--dry-run`, the
 //! stock-tool commands of `escrow decrypt`). So what is printed is what is built.
@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use tosskey_dm::{
-    CryptOptions, CryptTarget, DevId, KeyRef, LinearTarget, Sectors, StripeMember, StripedTarget,
+    CryptOptions, CryptTarget, DevId, DmName, KeyRef, LinearTarget, Sectors, StripeMember,
+    StripedTarget,
 };
 
 /// A member device that passed the safety checks.
@@ -287,14 +288,22 @@ impl Plan {
     }
 
     /// How the key of crypt node `name` appears in its table: the keyring reference
-    /// (keyring and auto loading) or nothing (hex, elided).
-    pub fn key_ref(&self, name: &str, key_bits: u32) -> Option<KeyRef> {
-        match self.crypt.key_loading {
+    /// (keyring and auto loading: what the kernel shows) or nothing (hex, elided).
+    pub fn key_ref(&self, name: &str, key_bits: u32) -> Result<Option<KeyRef>, tosskey_dm::Error> {
+        Ok(match self.crypt.key_loading {
             KeyLoading::Hex => None,
             KeyLoading::Auto | KeyLoading::Keyring => Some(KeyRef::Keyring {
                 bytes: usize::try_from(key_bits / 8).expect("key bytes fit usize"),
-                description: format!("tosskey:{name}"),
+                description: tosskey_dm::keyring_description(&DmName::new(name)?),
             }),
+        })
+    }
+
+    /// The device number of `device`, given those of the nodes built so far.
+    pub fn dev_id(&self, device: DeviceRef, built: &[DevId]) -> DevId {
+        match device {
+            DeviceRef::Member(i) => DevId::new(self.members[i].major, self.members[i].minor),
+            DeviceRef::Node(i) => built[i],
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn table(
     let (line, devices): (String, Vec<(usize, DeviceRef)>) = match (&target, &node.kind) {
         (DmTarget::Crypt(crypt), NodeKind::Crypt { device, segments }) => {
             let bits = plan.keys[segments[0].key].bits;
-            let line = match plan.key_ref(&node.name, bits) {
+            let line = match plan.key_ref(&node.name, bits)? {
                 Some(key_ref) => crypt.line(&key_ref)?.display_elided(),
                 None => crypt.line_elided()?,
             };
@@ -92,36 +92,31 @@ pub fn key_loading_words(loading: KeyLoading) -> &'static str {
 /// One line per node, bottom first.
 fn describe_node(plan: &Plan, index: usize) -> String {
     let node = &plan.nodes[index];
-    match (&node.kind, &node.table) {
-        (
-            NodeKind::Md {
-                level,
-                chunk_bytes,
-                members,
-            },
-            _,
-        ) => format!(
-            "{}: md {}{} over {}, {} bytes, non-persistent (no superblock)",
-            node.path.display(),
-            md_level_name(*level),
-            if *level == super::MdLevel::Raid0 {
-                format!(" chunk {} KiB", chunk_bytes >> 10)
-            } else {
-                String::new()
-            },
-            members
-                .iter()
-                .map(|d| plan.device_path(*d).display().to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            node.size_bytes
-        ),
-        (_, table) => format!(
-            "{}: {}",
-            node.name,
-            table.as_deref().unwrap_or("(no table)")
-        ),
-    }
+    let NodeKind::Md {
+        level,
+        chunk_bytes,
+        members,
+    } = &node.kind
+    else {
+        let table = node.table.as_deref().unwrap_or("(no table)");
+        return format!("{}: {table}", node.name);
+    };
+    let chunk = if *level == super::MdLevel::Raid0 {
+        format!(" chunk {} KiB", chunk_bytes >> 10)
+    } else {
+        String::new()
+    };
+    let over: Vec<String> = members
+        .iter()
+        .map(|d| plan.device_path(*d).display().to_string())
+        .collect();
+    format!(
+        "{}: md {}{chunk} over {}, {} bytes, non-persistent (no superblock)",
+        node.path.display(),
+        md_level_name(*level),
+        over.join(" "),
+        node.size_bytes
+    )
 }
 
 /// The steps of a provision run, in order.

@@ -61,6 +61,7 @@ pub struct BuiltStack {
 /// A run that builds: its journal, its undo stack and the dm control device.
 #[derive(Debug)]
 pub struct Executor<'a> {
+    root: &'a SystemRoot,
     dm: DmControl,
     journal: Journal,
     journals: &'a JournalDir,
@@ -71,6 +72,7 @@ impl<'a> Executor<'a> {
     /// Start a run for volume `name` over `members`: the journal exists (and is removed on
     /// rollback) before anything is built.
     pub fn start(
+        root: &'a SystemRoot,
         journals: &'a JournalDir,
         name: &str,
         boot_id: &str,
@@ -84,6 +86,7 @@ impl<'a> Executor<'a> {
         rollback.push(format!("journal of {name}"), move || dir.remove(&volume));
         crash_point("journal");
         Ok(Executor {
+            root,
             dm,
             journal,
             journals,
@@ -109,9 +112,9 @@ impl<'a> Executor<'a> {
                 });
             }
             Component::Md { name } => {
-                let undo = name.clone();
+                let (root, undo) = (self.root.clone(), name.clone());
                 self.rollback.push(format!("md array {name}"), move || {
-                    Ok(MdArray::open_existing(&undo)?.stop()?)
+                    Ok(MdArray::open_existing_in(&root, &undo)?.stop()?)
                 });
             }
         }
@@ -188,6 +191,7 @@ impl<'a> Executor<'a> {
     }
 
     fn build_md(&mut self, plan: &Plan, node: &Node, devs: &[DevId]) -> Result<DevId> {
+        let root = self.root;
         let NodeKind::Md {
             level,
             chunk_bytes,
@@ -217,7 +221,7 @@ impl<'a> Executor<'a> {
             Component::Md {
                 name: node.name.clone(),
             },
-            |_| Ok(MdArray::build(&spec)?),
+            |_| Ok(MdArray::build_in(root, &spec)?),
         )?;
         crash_point("assembly");
         let size_bytes = array.info()?.size_bytes;
@@ -372,36 +376,114 @@ fn verify_mapping(
     )
 }
 
+/// One step of taking a recorded stack down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeardownStep {
+    Unmount(PathBuf),
+    RemoveDm(String),
+    StopMd(String),
+}
+
+/// What taking down `journal`'s stack involves now, top first: only what exists (a crash
+/// between recording and creating leaves entries for objects that never were). `live_dm`:
+/// the names of the dm devices the kernel has.
+pub fn teardown_steps(
+    root: &SystemRoot,
+    journal: &Journal,
+    live_dm: &[String],
+) -> Result<Vec<TeardownStep>> {
+    let mut steps = Vec::new();
+    if let Some(dir) = &journal.mount {
+        if crate::mount::is_mount_point(root, dir)? {
+            steps.push(TeardownStep::Unmount(dir.clone()));
+        }
+    }
+    for component in journal.built.iter().rev() {
+        match component {
+            Component::Dm { name } if live_dm.contains(name) => {
+                steps.push(TeardownStep::RemoveDm(name.clone()));
+            }
+            Component::Md { name } if root.block(name).join("md").is_dir() => {
+                steps.push(TeardownStep::StopMd(name.clone()));
+            }
+            Component::Dm { .. } | Component::Md { .. } => {}
+        }
+    }
+    Ok(steps)
+}
+
 /// Tear down everything `journal` recorded, top first, then forget the journal. Objects that
 /// no longer exist are skipped, so this also cleans up after a crash half-way.
 pub fn teardown(root: &SystemRoot, journal: &Journal, journals: &JournalDir) -> Result<()> {
-    if let Some(dir) = &journal.mount {
-        if crate::mount::is_mount_point(root, dir)? {
-            crate::mount::unmount(dir)?;
-        }
-    }
     let dm = DmControl::open()?;
     let live: Vec<String> = dm
         .list()?
         .into_iter()
         .map(|(name, _)| name.to_string())
         .collect();
-    for component in journal.built.iter().rev() {
-        match component {
-            Component::Dm { name } => {
-                if live.contains(name) {
-                    dm.remove(&DmName::new(name)?)
-                        .with_context(|| format!("removing dm mapping {name}"))?;
-                }
-            }
-            Component::Md { name } => {
-                if root.sys.join("block").join(name).join("md").is_dir() {
-                    MdArray::open_existing(name)?
-                        .stop()
-                        .with_context(|| format!("stopping md array {name}"))?;
-                }
-            }
+    for step in teardown_steps(root, journal, &live)? {
+        match step {
+            TeardownStep::Unmount(dir) => crate::mount::unmount(&dir)?,
+            TeardownStep::RemoveDm(name) => dm
+                .remove(&DmName::new(&name)?)
+                .with_context(|| format!("removing dm mapping {name}"))?,
+            TeardownStep::StopMd(name) => MdArray::open_existing_in(root, &name)?
+                .stop()
+                .with_context(|| format!("stopping md array {name}"))?,
         }
     }
     Ok(journals.remove(&journal.name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_takes_down_only_what_exists_top_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::under(dir.path());
+        std::fs::create_dir_all(root.proc.join("self")).unwrap();
+        std::fs::write(
+            root.proc.join("self/mountinfo"),
+            "36 25 253:3 / /mnt/data rw,noatime shared:1 - ext4 /dev/mapper/v rw\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.block("md_tk_v").join("md")).unwrap();
+        let mut journal = Journal::new("v", "boot", vec![PathBuf::from("/dev/vdb")]);
+        journal.built = vec![
+            Component::Dm {
+                name: "v-m0".into(),
+            },
+            Component::Dm {
+                name: "v-m1".into(),
+            },
+            Component::Md {
+                name: "md_tk_v".into(),
+            },
+            Component::Dm { name: "v".into() },
+        ];
+        journal.mount = Some(PathBuf::from("/mnt/data"));
+        // v-m1 was recorded but never created (a crash in between).
+        let live = ["v".to_owned(), "v-m0".to_owned()];
+        assert_eq!(
+            teardown_steps(&root, &journal, &live).unwrap(),
+            [
+                TeardownStep::Unmount(PathBuf::from("/mnt/data")),
+                TeardownStep::RemoveDm("v".into()),
+                TeardownStep::StopMd("md_tk_v".into()),
+                TeardownStep::RemoveDm("v-m0".into()),
+            ]
+        );
+        // Unmounted and the array stopped already: only the mappings are left.
+        std::fs::write(root.proc.join("self/mountinfo"), "").unwrap();
+        std::fs::remove_dir(root.block("md_tk_v").join("md")).unwrap();
+        assert_eq!(
+            teardown_steps(&root, &journal, &live).unwrap(),
+            [
+                TeardownStep::RemoveDm("v".into()),
+                TeardownStep::RemoveDm("v-m0".into()),
+            ]
+        );
+    }
 }

@@ -120,7 +120,7 @@ pub fn provision(
     // md and dm claim the members exclusively: our own O_EXCL opens must go first.
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
-    let mut run = Executor::start(&env.journals, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(&env.root, &env.journals, &plan.name, &boot, paths)?;
     let report = execute(&mut run, &env.root, &plan, hardening, started_at);
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))

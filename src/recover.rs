@@ -146,7 +146,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let boot = boot_id(&env.root.proc)?;
     let plan = derive::from_escrow(meta, members, &boot, KeyLoading::Auto, opts.mount.clone())?;
     let keys = keys_for(&plan, opened)?;
-    let mut run = Executor::start(&env.journals, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(&env.root, &env.journals, &plan.name, &boot, paths)?;
     let built = reopen(&mut run, &plan, keys, opts.read_only);
     run.finish(built)
 }

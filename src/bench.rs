@@ -646,7 +646,8 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
             path.display()
         ));
     }
-    let sectors = read_attr_u64(&sys_dir.join("size"))?;
+    let sectors = read_attr_u64(&sys_dir.join("size"))
+        .with_context(|| format!("size of {}", path.display()))?;
     if sectors * 512 < 2 * DEVICE_REQUEST as u64 {
         return refused(format!(
             "{} is too small for the bench ({} bytes)",

@@ -342,8 +342,7 @@ fn file_name(path: &Path) -> Option<String> {
 }
 
 fn read_trimmed(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(io_error("read", path))?;
-    Ok(text.trim_end().to_owned())
+    tosskey_sysutil::read_attr(path).map_err(io_error("read", path))
 }
 
 fn read_u64(path: &Path) -> Result<u64> {

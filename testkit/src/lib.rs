@@ -113,8 +113,7 @@ pub fn block_device_size(path: &Path) -> Result<u64> {
 }
 
 fn read_sysfs_string(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-    Ok(text.trim_end().to_owned())
+    tosskey_sysutil::read_attr(path).map_err(io_err("read", path))
 }
 
 fn read_sysfs_u64(path: &Path) -> Result<u64> {

@@ -389,75 +389,7 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::path::PathBuf;
-
-    /// A scratch directory removed on drop.
-    struct FakeRoot {
-        dir: PathBuf,
-        paths: SystemRoot,
-    }
-
-    impl FakeRoot {
-        fn new(tag: &str) -> FakeRoot {
-            let root = std::env::temp_dir()
-                .join(format!("tosskey-raid-fake-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::create_dir_all(root.join("sys/block")).unwrap();
-            std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
-            std::fs::create_dir_all(root.join("proc")).unwrap();
-            FakeRoot {
-                paths: SystemRoot::under(&root),
-                dir: root,
-            }
-        }
-
-        fn write(&self, relative: &str, contents: &str) {
-            let path = self.dir.join(relative);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, contents).unwrap();
-        }
-
-        /// A block device `name` with number `dev` and `sectors` size.
-        fn block_device(&self, name: &str, dev: &str, sectors: u64) {
-            self.write(&format!("sys/block/{name}/dev"), &format!("{dev}\n"));
-            self.write(&format!("sys/block/{name}/size"), &format!("{sectors}\n"));
-            std::fs::create_dir_all(self.dir.join(format!("sys/block/{name}/holders"))).unwrap();
-            symlink(
-                format!("../../block/{name}"),
-                self.dir.join(format!("sys/dev/block/{dev}")),
-            )
-            .unwrap();
-        }
-
-        /// md array `name` over `members` (name, dev, slot).
-        fn array(&self, name: &str, dev: &str, level: &str, members: &[(&str, &str)]) {
-            self.block_device(name, dev, 4096);
-            self.write(&format!("sys/block/{name}/md/level"), &format!("{level}\n"));
-            self.write(&format!("sys/block/{name}/md/array_state"), "clean\n");
-            self.write(&format!("sys/block/{name}/md/metadata_version"), "none\n");
-            for (member, slot) in members {
-                let dir = format!("sys/block/{name}/md/dev-{member}");
-                self.write(&format!("{dir}/slot"), &format!("{slot}\n"));
-                self.write(&format!("{dir}/state"), "in_sync\n");
-                symlink(
-                    self.dir.join(format!("sys/block/{member}")),
-                    self.dir.join(format!("{dir}/block")),
-                )
-                .unwrap();
-                symlink(
-                    self.dir.join(format!("sys/block/{name}")),
-                    self.dir.join(format!("sys/block/{member}/holders/{name}")),
-                )
-                .unwrap();
-            }
-        }
-    }
-
-    impl Drop for FakeRoot {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    use tosskey_sysutil::fake::FakeTree;
 
     const MDSTAT: &str = "\
 Personalities : [raid0] [raid1] [linear]
@@ -530,22 +462,22 @@ unused devices: <none>
 
     #[test]
     fn free_minors_count_down_from_127_skipping_used_ones() {
-        let fake = FakeRoot::new("minors");
-        assert_eq!(fake.paths.free_md_minors().unwrap().first(), Some(&127));
-        fake.array("md127", "9:127", "raid0", &[]);
+        let mut fake = FakeTree::new();
+        assert_eq!(fake.root.free_md_minors().unwrap().first(), Some(&127));
+        fake.md_array("md127", 127, "raid0", &[], 4096 * 512);
         // An empty md126 left by an earlier probe shows only in /sys/dev/block.
-        std::fs::create_dir_all(fake.dir.join("sys/devices/virtual/block/md126")).unwrap();
+        std::fs::create_dir_all(fake.path().join("sys/devices/virtual/block/md126")).unwrap();
         symlink(
-            fake.dir.join("sys/devices/virtual/block/md126"),
-            fake.dir.join("sys/dev/block/9:126"),
+            fake.path().join("sys/devices/virtual/block/md126"),
+            fake.path().join("sys/dev/block/9:126"),
         )
         .unwrap();
         // md125 is only in /proc/mdstat (sysfs not yet updated).
-        fake.write(
+        fake.file(
             "proc/mdstat",
             "md125 : active raid0 loop0[0]\n      1 blocks\n",
         );
-        let free = fake.paths.free_md_minors().unwrap();
+        let free = fake.root.free_md_minors().unwrap();
         assert_eq!(free.first(), Some(&124));
         assert_eq!(free.last(), Some(&0));
         assert_eq!(free.len(), 125);
@@ -553,19 +485,20 @@ unused devices: <none>
 
     #[test]
     fn arrays_and_their_members_are_listed_from_sysfs() {
-        let fake = FakeRoot::new("list");
-        fake.block_device("loop0", "7:0", 131_072);
-        fake.block_device("loop1", "7:1", 262_144);
-        fake.block_device("loop2", "7:2", 262_144);
-        fake.array(
+        let mut fake = FakeTree::new();
+        fake.virtual_disk("loop0", (7, 0), 131_072 * 512);
+        fake.virtual_disk("loop1", (7, 1), 262_144 * 512);
+        fake.virtual_disk("loop2", (7, 2), 262_144 * 512);
+        fake.md_array(
             "md_tosskey",
-            "9:512",
+            512,
             "raid0",
-            &[("loop1", "1"), ("loop0", "0")],
+            &[("loop1", 1), ("loop0", 0)],
+            4096 * 512,
         );
-        fake.block_device("sda", "8:0", 100);
+        fake.virtual_disk("sda", (8, 0), 100 * 512);
 
-        let arrays = fake.paths.list_arrays().unwrap();
+        let arrays = fake.root.list_arrays().unwrap();
         assert_eq!(arrays.len(), 1, "sda is not an md array: {arrays:?}");
         let array = &arrays[0];
         assert_eq!(array.name, "md_tosskey");
@@ -587,29 +520,29 @@ unused devices: <none>
         let loop1 = DevId { major: 7, minor: 1 };
         let loop2 = DevId { major: 7, minor: 2 };
         assert_eq!(
-            fake.paths.array_holding(loop1).unwrap().as_deref(),
+            fake.root.array_holding(loop1).unwrap().as_deref(),
             Some("md_tosskey")
         );
-        assert_eq!(fake.paths.array_holding(loop2).unwrap(), None);
-        assert_eq!(fake.paths.holders(loop1).unwrap(), ["md_tosskey"]);
-        assert!(fake.paths.holders(loop2).unwrap().is_empty());
-        assert_eq!(fake.paths.device_name(loop2).unwrap(), "loop2");
-        assert_eq!(fake.paths.device_size_bytes(loop2).unwrap(), 262_144 * 512);
+        assert_eq!(fake.root.array_holding(loop2).unwrap(), None);
+        assert_eq!(fake.root.holders(loop1).unwrap(), ["md_tosskey"]);
+        assert!(fake.root.holders(loop2).unwrap().is_empty());
+        assert_eq!(fake.root.device_name(loop2).unwrap(), "loop2");
+        assert_eq!(fake.root.device_size_bytes(loop2).unwrap(), 262_144 * 512);
         assert!(matches!(
-            fake.paths.array_status("md9"),
+            fake.root.array_status("md9"),
             Err(RaidError::NoSuchArray { .. })
         ));
     }
 
     #[test]
     fn dm_uuid_is_read_for_dm_holders_only() {
-        let fake = FakeRoot::new("uuid");
-        fake.write("sys/block/dm-0/dm/uuid", "TOSSKEY-abc-data\n");
-        fake.block_device("loop0", "7:0", 8);
+        let mut fake = FakeTree::new();
+        fake.file("sys/block/dm-0/dm/uuid", "TOSSKEY-abc-data");
+        fake.virtual_disk("loop0", (7, 0), 8 * 512);
         assert_eq!(
-            fake.paths.dm_uuid("dm-0").unwrap().as_deref(),
+            fake.root.dm_uuid("dm-0").unwrap().as_deref(),
             Some("TOSSKEY-abc-data")
         );
-        assert_eq!(fake.paths.dm_uuid("loop0").unwrap(), None);
+        assert_eq!(fake.root.dm_uuid("loop0").unwrap(), None);
     }
 }

@@ -112,7 +112,7 @@ fn describe_node(plan: &Plan, index: usize) -> String {
         .collect();
     format!(
         "{}: md {}{chunk} over {}, {} bytes, non-persistent (no superblock)",
-        node.path.display(),
+        node.name,
         md_level_name(*level),
         over.join(" "),
         node.size_bytes

@@ -2,8 +2,9 @@
 //! node bottom-up with its name, UUID, size and table (key elided), the keys and what each
 //! covers, the kernel facilities it needs, filesystem and mount.
 //!
-//! [`derive`](mod@derive) is the only place that turns a checked config (provision) or an escrow file
-//! (recover, escrow decrypt) into a plan: every naming and sizing rule lives there.
+//! [`derive`](mod@derive) is the only place that turns a checked config (provision) or an
+//! escrow file (recover, escrow decrypt) into a plan: every naming and sizing rule lives
+//! there.
 //! [`crate::exec`] builds a plan's nodes in order; [`render`] prints it (`--dry-run`, the
 //! stock-tool commands of `escrow decrypt`). So what is printed is what is built.
 
@@ -330,8 +331,8 @@ pub fn crypt_length_sectors(bytes: u64, sector_size: u32) -> u64 {
     bytes / sector * sector / SECTOR
 }
 
-/// Expected size in bytes of the assembled device, before it exists (the plan's estimate;
-/// execution always uses the size the kernel reports).
+/// Size in bytes of the assembled device, before it exists: what md and dm-stripe make of
+/// `member_bytes` (the executor stops if the kernel's md array comes out otherwise).
 pub fn assembled_bytes(assembly: Assembly, member_bytes: &[u64]) -> u64 {
     let min = member_bytes.iter().copied().min().unwrap_or(0);
     let count = u64::try_from(member_bytes.len()).expect("member count fits u64");

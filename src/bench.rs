@@ -21,13 +21,14 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _}
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::{CipherSpec, KeySize, SectorCipher, SectorLayout, SectorSize, VolumeKey};
 use tosskey_dm::{
     activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, DmUuid, KeyLoading,
     Sectors,
 };
+use tosskey_sysutil::{read_attr_u64, AlignedBuf, SystemRoot};
 
 use crate::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
 
@@ -85,7 +86,8 @@ pub struct Machine {
 
 impl Machine {
     pub fn detect() -> Machine {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        let root = SystemRoot::host();
+        let cpu = std::fs::read_to_string(root.proc.join("cpuinfo"))
             .ok()
             .and_then(|info| {
                 info.lines().find_map(|line| {
@@ -94,9 +96,7 @@ impl Machine {
                 })
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let kernel = crate::provision::kernel_release(&root);
         Machine {
             cpu,
             cores: cores(),
@@ -320,7 +320,7 @@ fn kernel_speeds(
 ) -> Result<KernelResult, AfAlgError> {
     let transform = Skcipher::new(skcipher, key)?;
     // Templates such as xts(twofish) are instantiated by the bind above.
-    let driver = std::fs::read_to_string("/proc/crypto")
+    let driver = std::fs::read_to_string(SystemRoot::host().proc.join("crypto"))
         .ok()
         .and_then(|text| kernel_driver(&text, skcipher))
         .map_or_else(|| "unknown".to_owned(), |(driver, _)| driver);
@@ -623,10 +623,10 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
         .strip_prefix("ram")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if !is_ram_name {
-        bail!(
+        return refused(format!(
             "{}: device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)",
             path.display()
-        );
+        ));
     }
     let metadata = std::fs::metadata(path).with_context(|| {
         format!(
@@ -635,32 +635,35 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
         )
     })?;
     if !metadata.file_type().is_block_device() {
-        bail!("{} is not a block device", path.display());
+        return refused(format!("{} is not a block device", path.display()));
     }
     let rdev = metadata.rdev();
-    let driver = std::fs::read_link(format!("/sys/block/{name}/device/driver")).ok();
+    let sys_dir = SystemRoot::host().block(name);
+    let driver = std::fs::read_link(sys_dir.join("device/driver")).ok();
     if driver.is_some() {
-        bail!(
+        return refused(format!(
             "{} is backed by hardware, not brd: refusing to overwrite it",
             path.display()
-        );
+        ));
     }
-    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{name}/size"))
-        .with_context(|| format!("size of {}", path.display()))?
-        .trim()
-        .parse()
+    let sectors = read_attr_u64(&sys_dir.join("size"))
         .with_context(|| format!("size of {}", path.display()))?;
     if sectors * 512 < 2 * DEVICE_REQUEST as u64 {
-        bail!(
+        return refused(format!(
             "{} is too small for the bench ({} bytes)",
             path.display(),
             sectors * 512
-        );
+        ));
     }
     Ok((
         DevId::new(libc::major(rdev), libc::minor(rdev)),
         sectors * 512,
     ))
+}
+
+/// A refusal (exit code 3) travelling through this module's `anyhow` results.
+fn refused<T>(message: String) -> anyhow::Result<T> {
+    Err(crate::error::Error::Refused(message).into())
 }
 
 /// A dm-crypt mapping over the RAM disk with a throwaway key, removed on drop.
@@ -715,30 +718,11 @@ impl Drop for BenchMapping<'_> {
     }
 }
 
-/// A 4096-aligned window of `len` bytes inside a heap buffer (O_DIRECT needs alignment; a
-/// plain Vec gives it without unsafe by skipping to the first aligned byte).
-struct AlignedBuffer {
-    storage: Vec<u8>,
-    offset: usize,
-    len: usize,
-}
-
-impl AlignedBuffer {
-    fn new(len: usize) -> Self {
-        let storage = pattern(len + 4096);
-        let offset = storage.as_ptr().align_offset(4096);
-        AlignedBuffer {
-            storage,
-            offset,
-            len,
-        }
-    }
-    fn as_slice(&self) -> &[u8] {
-        &self.storage[self.offset..self.offset + self.len]
-    }
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.offset..self.offset + self.len]
-    }
+/// A request buffer aligned for O_DIRECT, filled with a non-zero pattern.
+fn pattern_buffer(len: usize) -> AlignedBuf {
+    let mut buffer = AlignedBuf::new(len);
+    buffer.as_mut_slice().copy_from_slice(&pattern(len));
+    buffer
 }
 
 /// Sequential O_DIRECT writes, then reads, of whole requests, wrapping at the end of the
@@ -751,7 +735,7 @@ fn sequential_io(path: &Path, device_bytes: u64, duration: Duration) -> anyhow::
         .open(path)
         .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
     let requests = device_bytes / u64::try_from(DEVICE_REQUEST)?;
-    let mut buffer = AlignedBuffer::new(DEVICE_REQUEST);
+    let mut buffer = pattern_buffer(DEVICE_REQUEST);
     let write = {
         let mut index = 0u64;
         measure(duration, || -> anyhow::Result<usize> {

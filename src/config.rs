@@ -5,21 +5,18 @@ use std::path::PathBuf;
 
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
-use tosskey_dm::{DmName, DmUuid};
+use tosskey_dm::DmName;
 
 use crate::cli::{self, ProvisionArgs};
 use crate::discover::{Cloud, DiskMatcher};
+use crate::error::Error;
+use crate::plan::derive::member_count_problem;
 use crate::plan::{
     Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
 };
 
-/// A usage error: a flag or value that cannot work, found before touching anything.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-fn usage(message: impl Into<String>) -> UsageError {
-    UsageError(message.into())
+fn usage(message: impl Into<String>) -> Error {
+    Error::Usage(message.into())
 }
 
 /// Where the members come from.
@@ -67,17 +64,8 @@ pub const UUID_PREFIX: &str = "TOSSKEY-";
 /// the kernel's 128 bytes.
 pub const MAX_NAME_LEN: usize = 80;
 
-/// The dm UUID for mapping `name` (plus an optional role suffix) in boot `boot_id`.
-pub fn mapping_uuid(boot_id: &str, name: &str, suffix: Option<&str>) -> anyhow::Result<DmUuid> {
-    let uuid = match suffix {
-        Some(suffix) => format!("{UUID_PREFIX}{boot_id}-{name}-{suffix}"),
-        None => format!("{UUID_PREFIX}{boot_id}-{name}"),
-    };
-    Ok(DmUuid::new(&uuid)?)
-}
-
 impl ProvisionConfig {
-    pub fn from_args(args: ProvisionArgs) -> Result<Self, UsageError> {
+    pub fn from_args(args: ProvisionArgs) -> Result<Self, Error> {
         if args.name.len() > MAX_NAME_LEN {
             return Err(usage(format!(
                 "--name {:?} is longer than {MAX_NAME_LEN} bytes: choose a shorter name",
@@ -129,14 +117,6 @@ impl ProvisionConfig {
                 return Err(usage("give device paths or --discover, not both"));
             }
         };
-        if let MemberSource::Explicit(devices) = &source {
-            if matches!(assembly, AssemblyChoice::Md(MdLevel::Raid1)) && devices.len() == 1 {
-                return Err(usage(format!(
-                    "--level raid1 needs at least 2 devices, got only {}: add a device or drop --level raid1",
-                    devices[0].display()
-                )));
-            }
-        }
         if args.mkfs == cli::MkfsKindArg::None && args.mount.is_some() {
             return Err(usage("--mount needs a filesystem: drop --mkfs none"));
         }
@@ -160,7 +140,7 @@ impl ProvisionConfig {
             }),
             None => None,
         };
-        Ok(ProvisionConfig {
+        let cfg = ProvisionConfig {
             source,
             name,
             cipher,
@@ -193,7 +173,15 @@ impl ProvisionConfig {
             force: args.force,
             dry_run: args.dry_run,
             json: args.json,
-        })
+        };
+        if let MemberSource::Explicit(devices) = &cfg.source {
+            if let Some(problem) = member_count_problem(cfg.assembly, devices.len()) {
+                return Err(usage(format!(
+                    "{problem}: add a device or drop --level raid1"
+                )));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The assembly for `members` devices.
@@ -231,9 +219,10 @@ fn cloud_of(cloud: cli::CloudArg) -> Cloud {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::derive::mapping_uuid;
     use clap::Parser;
 
-    fn config(args: &[&str]) -> Result<ProvisionConfig, UsageError> {
+    fn config(args: &[&str]) -> Result<ProvisionConfig, Error> {
         let mut argv = vec!["tosskey", "provision"];
         argv.extend_from_slice(args);
         let cli = cli::Cli::try_parse_from(argv).unwrap();

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::safety::{usage_refusal, SafetyError};
-use crate::sysfs::{BlockDevice, DevNum, SystemRoot, SystemState};
+use crate::sysfs::{BlockDevice, DevId, SystemRoot, SystemState};
 
 const AWS_INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 const GCP_LOCAL_NVME_MODEL: &str = "nvme_card";
@@ -102,7 +102,7 @@ pub struct DiscoveredDisk {
     /// `/dev/<name>` under the [`SystemRoot`]'s dev directory.
     pub path: PathBuf,
     pub name: String,
-    pub dev: DevNum,
+    pub dev: DevId,
     pub size_bytes: u64,
     /// Which identity matched, e.g. `AWS instance store`.
     pub identity: &'static str,

@@ -1,95 +1,63 @@
-//! The `tosskey` binary: parse, check, hand over to the library, map errors to exit codes.
+//! The `tosskey` binary: parse → config → command → render → exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use serde::Serialize;
 use tosskey::cli::{Cli, Command, EscrowCommand};
 use tosskey::config::ProvisionConfig;
+use tosskey::error::{self, Error};
+use tosskey::plan::render;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, exit, harden, volumes};
+use tosskey::{bench, harden, volumes};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit::report(&error),
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tosskey: {}", error::render(&error));
+            ExitCode::from(error.exit_code())
+        }
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+/// The command's result as text, or as pretty JSON when `json` is set.
+fn output(
+    json: bool,
+    value: &impl Serialize,
+    text: impl FnOnce() -> String,
+) -> Result<String, Error> {
+    if json {
+        Ok(serde_json::to_string_pretty(value)? + "\n")
+    } else {
+        Ok(text())
+    }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Run one command; what it prints on success is returned.
+fn run(cli: Cli) -> Result<String, Error> {
     let env = Environment::default();
     match cli.command {
         Command::Provision(args) => {
             let cfg = ProvisionConfig::from_args(args)?;
             let hardening = harden::harden_process()?;
             let outcome = provision(&cfg, &env, hardening)?;
-            if cfg.json {
-                return print_json(&outcome);
-            }
-            match outcome {
-                Outcome::DryRun { plan, mappings } => print!("{}", plan.render_text(&mappings)),
-                Outcome::AlreadyProvisioned {
-                    name,
-                    members,
-                    mount,
-                } => println!(
-                    "{name} is already provisioned on {} ({}): nothing changed",
-                    members
-                        .iter()
-                        .map(|m| m.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    mount.map_or("not mounted".to_owned(), |m| format!(
-                        "mounted at {}",
-                        m.display()
-                    ))
-                ),
-                Outcome::Provisioned(report) => {
-                    let checks: usize = report
-                        .stack
-                        .crypt
-                        .iter()
-                        .map(|c| c.verification.checks.len())
-                        .sum();
-                    println!(
-                        "{} ready: {} via {} on {}; {checks} sectors verified against the userspace cipher; key wiped from tosskey's memory{}",
-                        report.chain.volume.display(),
-                        report.plan.crypt.cipher,
-                        report.stack.crypt.iter().map(|c| c.key_loaded).collect::<Vec<_>>().join("+"),
-                        report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
-                        report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
-                    );
-                    if let Some(file) = &report.escrow_file {
-                        println!("escrowed key written to {}", file.display());
-                    }
-                }
-            }
-            Ok(())
+            output(cfg.json, &outcome, || render_outcome(&outcome))
         }
         Command::Status(args) => {
             let volumes = volumes::status(&env, args.name.as_deref())?;
-            if args.json {
-                return print_json(&volumes);
-            }
-            print!("{}", volumes::render_status(&volumes));
-            Ok(())
+            output(args.json, &volumes, || volumes::render_status(&volumes))
         }
-        Command::Close(args) => {
-            for name in volumes::close(&env, args.name.as_deref(), args.unmount)? {
-                println!("closed {name}");
-            }
-            Ok(())
-        }
-        Command::Shred(args) => {
-            println!("{}", volumes::shred(&env, &args.name)?);
-            Ok(())
-        }
+        Command::Close(args) => Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
+            .iter()
+            .map(|name| format!("closed {name}\n"))
+            .collect()),
+        Command::Shred(args) => Ok(format!("{}\n", volumes::shred(&env, &args.name)?)),
         Command::Recover(args) => {
             harden::harden_process()?;
             let built = recover(
@@ -102,25 +70,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     devices: args.devices,
                 },
             )?;
-            println!(
-                "recovered {}{}",
+            Ok(format!(
+                "recovered {}{}\n",
                 built.node.display(),
                 args.mount
                     .map(|m| format!(", mounted at {}", m.display()))
                     .unwrap_or_default()
-            );
-            Ok(())
+            ))
         }
         Command::Escrow(EscrowCommand::Decrypt(args)) => {
             harden::harden_process()?;
-            for line in escrow_decrypt(
+            Ok(escrow_decrypt(
                 &args.escrow.escrow_file,
                 &args.escrow.private_key,
                 &args.key_out,
-            )? {
-                println!("{line}");
-            }
-            Ok(())
+            )?
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect())
         }
         Command::Bench(args) => {
             harden::harden_process()?;
@@ -130,18 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             if args.device {
                 let report = bench::run_device(&options)?;
-                if args.json {
-                    return print_json(&report);
-                }
-                print!("{}", bench::render_device(&report));
+                output(args.json, &report, || bench::render_device(&report))
             } else {
                 let report = bench::run_ciphers(&options)?;
-                if args.json {
-                    return print_json(&report);
-                }
-                print!("{}", bench::render_ciphers(&report));
+                output(args.json, &report, || bench::render_ciphers(&report))
             }
-            Ok(())
         }
         Command::Mkfs(args) => {
             let report = tosskey_ext4::format(
@@ -153,8 +113,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..tosskey_ext4::FormatOptions::default()
                 },
             )?;
-            println!(
-                "{}: ext4, {} blocks of 4096 bytes, {} inodes, {} groups{}",
+            Ok(format!(
+                "{}: ext4, {} blocks of 4096 bytes, {} inodes, {} groups{}\n",
                 args.target.display(),
                 report.blocks,
                 report.inodes,
@@ -164,8 +124,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     ""
                 }
+            ))
+        }
+    }
+}
+
+/// A provision outcome for humans.
+fn render_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::DryRun { plan } => render::text(plan),
+        Outcome::AlreadyProvisioned {
+            name,
+            members,
+            mount,
+        } => format!(
+            "{name} is already provisioned on {} ({}): nothing changed\n",
+            members
+                .iter()
+                .map(|m| m.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            mount.as_ref().map_or("not mounted".to_owned(), |m| format!(
+                "mounted at {}",
+                m.display()
+            ))
+        ),
+        Outcome::Provisioned(report) => {
+            let checks: usize = report
+                .stack
+                .crypt
+                .iter()
+                .map(|c| c.verification.checks.len())
+                .sum();
+            let mut text = format!(
+                "{} ready: {} via {} on {}; {checks} sectors verified against the userspace cipher; key wiped from tosskey's memory{}\n",
+                report.chain.volume.display(),
+                report.plan.crypt.format.cipher,
+                report.stack.crypt.iter().map(|c| c.key_loaded).collect::<Vec<_>>().join("+"),
+                report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
+                report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
             );
-            Ok(())
+            if let Some(file) = &report.escrow_file {
+                text.push_str(&format!("escrowed key written to {}\n", file.display()));
+            }
+            text
         }
     }
 }

@@ -41,8 +41,8 @@ pub fn unmount(dir: &Path) -> Result<()> {
 }
 
 /// Whether something is mounted at `dir`.
-pub fn is_mount_point(dir: &Path) -> Result<bool> {
-    Ok(read_mountinfo(Path::new("/proc"))?
+pub fn is_mount_point(root: &crate::sysfs::SystemRoot, dir: &Path) -> Result<bool> {
+    Ok(read_mountinfo(&root.proc)?
         .iter()
         .any(|m| Path::new(&m.mount_point) == dir))
 }

@@ -3,21 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context as _;
 use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, OpenedKey};
 use tosskey_crypto::key::VolumeKey;
-use tosskey_dm::{CryptTarget, DevId, DmControl, DmName, Sectors};
+use tosskey_dm::{DmControl, DmName};
 
-use crate::exit::Refused;
-use crate::plan::{
-    crypt_length_sectors, Assembly, CryptSettings, KeyLoading, Layout, BYPASS_WORKQUEUES,
-};
-use crate::provision::planned_member;
+use crate::error::{Error, Result};
+use crate::exec::{BuiltStack, Executor};
+use crate::plan::{derive, render, KeyLoading, Plan};
 use crate::provision::Environment;
-use crate::rollback::Rollback;
 use crate::safety::{check_members, CheckOptions, CheckedDevice};
-use crate::stack::{self, crypt_options, BuiltStack, StackSpec};
-use crate::state::{boot_id, Journal, Stage};
+use crate::state::boot_id;
 use crate::sysfs::{BlockDevice, SystemState};
 
 /// Options of `tosskey recover`.
@@ -56,11 +52,11 @@ fn find_members(
 ) -> Result<Vec<PathBuf>> {
     if !explicit.is_empty() {
         if explicit.len() != meta.members.len() {
-            bail!(
+            return Err(Error::Usage(format!(
                 "the escrow file records {} member(s) but {} were given with --devices",
                 meta.members.len(),
                 explicit.len()
-            );
+            )));
         }
         return Ok(explicit.to_vec());
     }
@@ -74,38 +70,47 @@ fn find_members(
                     || d.by_id.iter().any(|id| member.identity == format!("/dev/disk/by-id/{id}"))
             };
             let device = state.devices.iter().filter(|d| !d.is_partition()).find(matches).ok_or_else(|| {
-                Refused(format!(
+                Error::Refused(format!(
                     "no disk with identity {:?} (was {} when the escrow was made): pass the members in order with --devices",
                     member.identity,
                     member.path_at_creation.display()
                 ))
             })?;
             if device.size_bytes != member.size_bytes {
-                return Err(Refused(format!(
+                return Err(Error::Refused(format!(
                     "/dev/{} has identity {:?} but {} bytes, not the recorded {}: pass the members with --devices",
                     device.name, member.identity, device.size_bytes, member.size_bytes
-                ))
-                .into());
+                )));
             }
             Ok(state.root.dev.join(&device.name))
         })
         .collect()
 }
 
-/// The crypt settings an escrow file records, with tosskey's table options.
-fn crypt_settings(meta: &EscrowMetadata, key_loading: KeyLoading) -> CryptSettings {
-    CryptSettings {
-        cipher: meta.crypt.cipher.to_string(),
-        key_bits: meta.crypt.key_bits,
-        sector_size: meta.crypt.sector_size,
-        iv_large_sectors: meta.crypt.iv_large_sectors,
-        iv_offset: meta.crypt.iv_offset,
-        data_offset: meta.crypt.data_offset,
-        allow_discards: false,
-        no_read_workqueue: BYPASS_WORKQUEUES,
-        no_write_workqueue: BYPASS_WORKQUEUES,
-        key_loading,
+/// The escrowed keys in the plan's key order, each checked against the mapping it was
+/// sealed for.
+fn keys_for(plan: &Plan, opened: Vec<OpenedKey>) -> Result<Vec<VolumeKey>> {
+    if opened.len() != plan.keys.len() {
+        return Err(Error::Refused(format!(
+            "the escrow file holds {} key(s) but its volume has {} crypt mapping(s): it is damaged",
+            opened.len(),
+            plan.keys.len()
+        )));
     }
+    opened
+        .into_iter()
+        .zip(&plan.keys)
+        .map(|(o, planned)| {
+            if o.dm_name == planned.mapping {
+                Ok(o.key)
+            } else {
+                Err(Error::Refused(format!(
+                    "escrow key for {} does not belong to mapping {}",
+                    o.dm_name, planned.mapping
+                )))
+            }
+        })
+        .collect()
 }
 
 /// Reassemble and reopen the escrowed volume; mount it if asked.
@@ -116,11 +121,10 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     if env.journals.load(&meta.name)?.is_some()
         || DmControl::open()?.list()?.iter().any(|(n, _)| n == &name)
     {
-        return Err(Refused(format!(
+        return Err(Error::Refused(format!(
             "{} is already open in this boot: `tosskey status {}` shows it",
             meta.name, meta.name
-        ))
-        .into());
+        )));
     }
     let paths = find_members(env, meta, &opts.devices)?;
     // Recovery writes nothing to the members, so signatures do not matter; use does.
@@ -135,72 +139,36 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let members = checked
         .iter()
         .zip(&meta.members)
-        .map(|(c, m)| planned_member(c, Some(m.identity.clone())))
+        .map(|(c, m)| derive::planned_member(c, Some(m.identity.clone())))
         .collect::<Result<Vec<_>>>()?;
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
-    let crypt = crypt_settings(meta, KeyLoading::Auto);
     let boot = boot_id(&env.root.proc)?;
-    let spec = StackSpec {
-        name: &name,
-        boot_id: &boot,
-        members: &members,
-        assembly: meta.assembly,
-        layout: meta.layout,
-        cipher: meta.crypt.cipher,
-        crypt: &crypt,
-    };
-    let expected: Vec<String> = stack::crypt_mapping_names(&name, members.len(), meta.layout)
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    let keys: Vec<VolumeKey> = opened
-        .into_iter()
-        .zip(&expected)
-        .map(|(o, want)| {
-            if &o.dm_name == want {
-                Ok(o.key)
-            } else {
-                bail!(
-                    "escrow key for {} does not belong to mapping {want}",
-                    o.dm_name
-                )
-            }
-        })
-        .collect::<Result<_>>()?;
+    let plan = derive::from_escrow(meta, members, &boot, KeyLoading::Auto, opts.mount.clone())?;
+    let keys = keys_for(&plan, opened)?;
+    let mut run = Executor::start(&env.root, &env.journals, &plan.name, &boot, paths)?;
+    let built = reopen(&mut run, &plan, keys, opts.read_only);
+    run.finish(built)
+}
 
-    let mut journal = Journal::new(&meta.name, &boot, paths);
-    env.journals.save(&journal)?;
-    let mut rollback = Rollback::new();
-    {
-        let journals = env.journals.clone();
-        let name = meta.name.clone();
-        rollback.push(format!("journal of {name}"), move || journals.remove(&name));
+/// Build the escrowed plan, forget the keys, mount if asked.
+fn reopen(
+    run: &mut Executor<'_>,
+    plan: &Plan,
+    keys: Vec<VolumeKey>,
+    read_only: bool,
+) -> Result<BuiltStack> {
+    let built = run.build(plan, &keys)?;
+    drop(keys);
+    if let Some(dir) = &plan.mount {
+        run.mount(&built.node, dir, read_only)?;
     }
-    let dm = DmControl::open()?;
-    let result = stack::build(
-        &dm,
-        &spec,
-        &keys,
-        &mut journal,
-        &env.journals,
-        &mut rollback,
-    )
-    .and_then(|built| {
-        drop(keys);
-        if let Some(dir) = &opts.mount {
-            crate::mount::mount_volume(&built.node, dir, opts.read_only)?;
-            journal.mount = Some(dir.clone());
-        }
-        journal.stage = Stage::Complete;
-        env.journals.save(&journal)?;
-        Ok(built)
-    });
-    rollback.settle(result)
+    Ok(built)
 }
 
 /// `escrow decrypt`: write the raw key(s) and return the stock commands that reopen the
-/// volume without tosskey.
+/// volume without tosskey: the plan the escrow file records, rendered for mdadm, dmsetup
+/// and cryptsetup.
 pub fn escrow_decrypt(
     escrow_file: &Path,
     private_key: &Path,
@@ -208,101 +176,24 @@ pub fn escrow_decrypt(
 ) -> Result<Vec<String>> {
     let (escrow, opened) = open_escrow(escrow_file, private_key)?;
     let meta = escrow.metadata();
-    let crypt = crypt_settings(meta, KeyLoading::Hex);
-    let member_list = meta
-        .members
-        .iter()
-        .map(|m| m.path_at_creation.display().to_string())
-        .collect::<Vec<_>>();
-    let mut commands = Vec::new();
-    let key_files: Vec<PathBuf> = if opened.len() == 1 {
+    let plan = derive::from_escrow(
+        meta,
+        derive::recorded_members(meta),
+        "escrow",
+        KeyLoading::Hex,
+        None,
+    )?;
+    let keys = keys_for(&plan, opened)?;
+    let key_files: Vec<PathBuf> = if keys.len() == 1 {
         vec![key_out.to_path_buf()]
     } else {
-        (0..opened.len())
+        (0..keys.len())
             .map(|i| PathBuf::from(format!("{}.{i}", key_out.display())))
             .collect()
     };
-    let array = format!("/dev/md/{}", meta.name);
-    let reassemble = |over: &[String]| match meta.assembly {
-        Assembly::Single => None,
-        Assembly::Md { level, chunk_bytes } => Some(format!(
-            "mdadm --build {array} --level={} --chunk={}K --raid-devices={} {}",
-            crate::plan::md_level_name(level),
-            chunk_bytes >> 10,
-            over.len(),
-            over.join(" ")
-        )),
-        Assembly::DmStripe { chunk_bytes } => {
-            let width = meta
-                .members
-                .iter()
-                .map(|m| m.size_bytes / 512)
-                .min()
-                .unwrap_or(0)
-                / (chunk_bytes / 512)
-                * (chunk_bytes / 512);
-            let devices: Vec<String> = over.iter().map(|d| format!("{d} 0")).collect();
-            Some(format!(
-                "dmsetup create {}-stripe --table \"0 {} striped {} {} {}\"",
-                meta.name,
-                width * over.len() as u64,
-                over.len(),
-                chunk_bytes / 512,
-                devices.join(" ")
-            ))
-        }
-    };
-    let assembled = match meta.assembly {
-        Assembly::Single => member_list[0].clone(),
-        Assembly::Md { .. } => array.clone(),
-        Assembly::DmStripe { .. } => format!("/dev/mapper/{}-stripe", meta.name),
-    };
-    if meta.layout == Layout::Shared {
-        commands.extend(
-            reassemble(&member_list)
-                .map(|c| format!("{c}   # members in this order, nothing written to them")),
-        );
+    for (key, file) in keys.iter().zip(&key_files) {
+        key.write_key_file(file)
+            .with_context(|| format!("writing {}", file.display()))?;
     }
-    for (i, (opened, key_file)) in opened.iter().zip(&key_files).enumerate() {
-        opened
-            .key
-            .write_key_file(key_file)
-            .with_context(|| format!("writing {}", key_file.display()))?;
-        let device = match meta.layout {
-            Layout::PerDisk => member_list[i].clone(),
-            Layout::Shared => assembled.clone(),
-        };
-        let size = meta.members.get(i).map(|m| m.size_bytes).unwrap_or(0);
-        let target = CryptTarget::new(
-            &crypt.cipher,
-            DevId::new(0, 0),
-            Sectors(crypt_length_sectors(size, crypt.sector_size).max(1)),
-        )?
-        .with_offset(Sectors(crypt.data_offset))
-        .with_iv_offset(Sectors(crypt.iv_offset))
-        .with_options(crypt_options(&crypt));
-        let args = target.cryptsetup_open_args(
-            opened.key.len(),
-            &key_file.display().to_string(),
-            &device,
-            &opened.dm_name,
-        );
-        commands.push(format!("cryptsetup {}", args.join(" ")));
-    }
-    if meta.layout == Layout::PerDisk {
-        let mappings: Vec<String> = opened
-            .iter()
-            .map(|o| format!("/dev/mapper/{}", o.dm_name))
-            .collect();
-        commands.extend(reassemble(&mappings).map(|c| {
-            format!(
-                "{c}   # then mount {}",
-                match meta.assembly {
-                    Assembly::DmStripe { .. } => format!("/dev/mapper/{}-stripe", meta.name),
-                    _ => array.clone(),
-                }
-            )
-        }));
-    }
-    Ok(commands)
+    Ok(render::stock_commands(&plan, &key_files)?)
 }

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::error::Error;
+
 type UndoFn = Box<dyn FnOnce() -> anyhow::Result<()>>;
 
 pub struct Rollback {
@@ -59,8 +61,8 @@ impl Rollback {
     }
 
     /// Keep what was built if `result` is a success; otherwise undo it, and if the undo
-    /// leaves something behind, the error says what ([`crate::exit::RollbackIncomplete`]).
-    pub fn settle<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    /// leaves something behind, the error says what ([`Error::RollbackIncomplete`]).
+    pub fn settle<T>(self, result: Result<T, Error>) -> Result<T, Error> {
         match result {
             Ok(value) => {
                 self.commit();
@@ -71,7 +73,10 @@ impl Rollback {
                 if leftovers.is_empty() {
                     Err(failure)
                 } else {
-                    Err(crate::exit::RollbackIncomplete { failure, leftovers }.into())
+                    Err(Error::RollbackIncomplete {
+                        failure: Box::new(failure),
+                        leftovers,
+                    })
                 }
             }
         }
@@ -182,12 +187,9 @@ mod tests {
         let mut rollback = Rollback::new();
         rollback.push("dm x", || anyhow::bail!("EBUSY"));
         let err = rollback
-            .settle::<()>(Err(anyhow::anyhow!("mkfs failed")))
+            .settle::<()>(Err(anyhow::anyhow!("mkfs failed").into()))
             .unwrap_err();
-        assert_eq!(
-            crate::exit::code_for(&err),
-            crate::exit::ROLLBACK_INCOMPLETE
-        );
+        assert_eq!(err.exit_code(), crate::error::ROLLBACK_INCOMPLETE);
         assert!(format!("{err:#}").contains("dm x (EBUSY)"), "{err:#}");
     }
 }

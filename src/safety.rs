@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::signature::{self, Signature};
-use crate::sysfs::{BlockDevice, DevNum, HolderKind, SystemRoot, SystemState};
+use crate::sysfs::{BlockDevice, DevId, HolderKind, SystemRoot, SystemState};
 
 /// Smallest member accepted: below this a "disk" is a mistake (a loop image, a partition
 /// of the wrong disk) rather than an ephemeral disk.
@@ -60,7 +60,7 @@ pub enum SafetyError {
     #[error("{path} (block device {dev}) is not listed in {sys}/class/block: is sysfs mounted?")]
     NotInSysfs {
         path: PathBuf,
-        dev: DevNum,
+        dev: DevId,
         sys: PathBuf,
     },
 
@@ -178,7 +178,7 @@ pub struct CheckedDevice {
 
 impl CheckedDevice {
     /// The block device number (None for an image file).
-    pub fn dev(&self) -> Option<DevNum> {
+    pub fn dev(&self) -> Option<DevId> {
         match &self.kind {
             MemberKind::Block(device) => Some(device.dev),
             MemberKind::RegularFile => None,
@@ -233,7 +233,7 @@ pub fn check_members(
 /// What a member path turned out to be, before any check on its use.
 #[derive(Debug, Clone)]
 enum Identity {
-    Block(DevNum),
+    Block(DevId),
     File { canonical: PathBuf, size: u64 },
 }
 
@@ -253,7 +253,7 @@ fn identify(
     })?;
     let file_type = meta.file_type();
     if file_type.is_block_device() {
-        let dev = DevNum::from_rdev(meta.rdev());
+        let dev = DevId::from_dev_t(meta.rdev());
         if state.by_dev(dev).is_none() {
             return Err(SafetyError::NotInSysfs {
                 path: path.to_path_buf(),

@@ -12,70 +12,13 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Serialize;
 
-/// Where sysfs, procfs and /dev are mounted. [`SystemRoot::host`] for the real machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemRoot {
-    pub sys: PathBuf,
-    pub proc: PathBuf,
-    pub dev: PathBuf,
-}
+pub use tosskey_sysutil::{DevId, SystemRoot};
 
-impl SystemRoot {
-    /// `/sys`, `/proc`, `/dev`.
-    pub fn host() -> Self {
-        SystemRoot::under(Path::new("/"))
-    }
-
-    /// `<prefix>/sys`, `<prefix>/proc`, `<prefix>/dev` — a fake tree in tests.
-    pub fn under(prefix: &Path) -> Self {
-        SystemRoot {
-            sys: prefix.join("sys"),
-            proc: prefix.join("proc"),
-            dev: prefix.join("dev"),
-        }
-    }
-
-    fn class_block(&self) -> PathBuf {
-        self.sys.join("class/block")
-    }
-}
-
-/// A block device number, `major:minor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct DevNum {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl DevNum {
-    /// From `st_rdev` of a device node.
-    pub fn from_rdev(rdev: u64) -> Self {
-        DevNum {
-            major: libc::major(rdev),
-            minor: libc::minor(rdev),
-        }
-    }
-}
-
-impl fmt::Display for DevNum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
-
-impl FromStr for DevNum {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (major, minor) = s.trim().split_once(':').ok_or(())?;
-        Ok(DevNum {
-            major: major.parse().map_err(|_| ())?,
-            minor: minor.parse().map_err(|_| ())?,
-        })
-    }
+fn class_block(root: &SystemRoot) -> PathBuf {
+    root.sys.join("class/block")
 }
 
 /// Another block device stacked on this one (from `holders/`).
@@ -140,7 +83,7 @@ impl fmt::Display for Holder {
 pub struct BlockDevice {
     /// Kernel name (`nvme1n1`, `vdb`, `nvme0n1p2`, `dm-0`).
     pub name: String,
-    pub dev: DevNum,
+    pub dev: DevId,
     pub size_bytes: u64,
     pub logical_block_size: u32,
     pub physical_block_size: u32,
@@ -181,7 +124,7 @@ impl BlockDevice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MountEntry {
     /// The st_dev of the filesystem (`0:N` for btrfs and other anonymous devices).
-    pub dev: DevNum,
+    pub dev: DevId,
     pub mount_point: String,
     pub fs_type: String,
     /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
@@ -231,7 +174,7 @@ impl SystemState {
         self.devices.iter().find(|d| d.name == name)
     }
 
-    pub fn by_dev(&self, dev: DevNum) -> Option<&BlockDevice> {
+    pub fn by_dev(&self, dev: DevId) -> Option<&BlockDevice> {
         self.devices.iter().find(|d| d.dev == dev)
     }
 
@@ -243,7 +186,7 @@ impl SystemState {
         let node = self.root.dev.join(rel);
         if let Ok(meta) = fs::metadata(&node) {
             if meta.file_type().is_block_device() {
-                if let Some(found) = self.by_dev(DevNum::from_rdev(meta.rdev())) {
+                if let Some(found) = self.by_dev(DevId::from_dev_t(meta.rdev())) {
                     return Some(found);
                 }
             }
@@ -266,7 +209,7 @@ impl SystemState {
     }
 
     fn dm_name_of(&self, name: &str) -> Option<String> {
-        read_trimmed(&self.root.class_block().join(name).join("dm/name"))
+        read_trimmed(&class_block(&self.root).join(name).join("dm/name"))
     }
 
     /// The device a mount entry lives on: by its device number, or for anonymous device
@@ -351,14 +294,15 @@ impl SystemState {
     }
 }
 
+/// An optional attribute: absent, unreadable or empty are all "not known".
 fn read_trimmed(path: &Path) -> Option<String> {
-    let text = fs::read_to_string(path).ok()?;
-    let trimmed = text.trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+    tosskey_sysutil::read_attr(path)
+        .ok()
+        .filter(|text| !text.is_empty())
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
-    read_trimmed(path)?.parse().ok()
+    tosskey_sysutil::read_attr_u64(path).ok()
 }
 
 fn read_flag(path: &Path) -> bool {
@@ -387,7 +331,7 @@ fn vpd_pg80_serial(path: &Path) -> Option<String> {
 }
 
 fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
-    let class = root.class_block();
+    let class = class_block(root);
     let by_id = read_by_id(root);
     let mut devices = Vec::new();
     for entry in fs::read_dir(&class)? {
@@ -615,7 +559,7 @@ mod tests {
         assert_eq!(mounts.len(), 4);
         assert_eq!(
             mounts[1].dev,
-            DevNum {
+            DevId {
                 major: 259,
                 minor: 2
             }
@@ -639,17 +583,17 @@ mod tests {
 
     #[test]
     fn devnum_parses_and_prints() {
-        let dev: DevNum = "259:12\n".parse().unwrap();
+        let dev: DevId = "259:12\n".parse().unwrap();
         assert_eq!(
             dev,
-            DevNum {
+            DevId {
                 major: 259,
                 minor: 12
             }
         );
         assert_eq!(dev.to_string(), "259:12");
-        assert!("259".parse::<DevNum>().is_err());
+        assert!("259".parse::<DevId>().is_err());
         // makedev(259, 12) on Linux/glibc.
-        assert_eq!(DevNum::from_rdev((259 << 8) | 12), dev);
+        assert_eq!(DevId::from_dev_t((259 << 8) | 12), dev);
     }
 }

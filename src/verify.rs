@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use tosskey_crypto::SectorCipher;
+use tosskey_sysutil::AlignedBuf;
 
 /// How many random sectors are checked besides the first and the last.
 pub const RANDOM_SECTORS: usize = 6;
@@ -62,31 +63,6 @@ pub fn random_picks(count: usize) -> Result<Vec<u64>> {
         .collect())
 }
 
-/// A buffer aligned for O_DIRECT (4096 covers every logical block size we accept).
-struct AlignedBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    const ALIGN: usize = 4096;
-
-    fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + Self::ALIGN];
-        let start = storage.as_ptr().align_offset(Self::ALIGN);
-        AlignedBuf {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-}
-
 /// Compare userspace decryption of `raw` against what `mapping` returns.
 ///
 /// `raw_offset` is where the crypt target's data starts on the raw device (the table's
@@ -105,22 +81,22 @@ pub fn verify_sectors(
     let mut actual = AlignedBuf::new(len);
     let mut checks = Vec::with_capacity(offsets.len());
     for &offset in offsets {
-        raw.read_exact_at(expected.as_mut(), raw_offset + offset)
+        raw.read_exact_at(expected.as_mut_slice(), raw_offset + offset)
             .with_context(|| format!("reading raw ciphertext at byte {}", raw_offset + offset))?;
         cipher
-            .decrypt(offset / 512, expected.as_mut())
+            .decrypt(offset / 512, expected.as_mut_slice())
             .context("userspace decryption")?;
         mapping
-            .read_exact_at(actual.as_mut(), offset)
+            .read_exact_at(actual.as_mut_slice(), offset)
             .with_context(|| format!("reading the mapping at byte {offset}"))?;
         checks.push(SectorCheck {
             offset,
-            matched: expected.as_mut() == actual.as_mut(),
+            matched: expected.as_mut_slice() == actual.as_mut_slice(),
         });
     }
     // The plaintext copies are only zeros-decrypted or user data; still, do not leave them.
-    expected.as_mut().fill(0);
-    actual.as_mut().fill(0);
+    expected.as_mut_slice().fill(0);
+    actual.as_mut_slice().fill(0);
     Ok(VerifyReport {
         sector_size,
         checks,

@@ -1,18 +1,17 @@
 //! `status`, `close` and `shred`: looking at and taking down the volumes tosskey made.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_dm::{CryptKeyField, DmControl, DmName, TargetLine};
 use zeroize::Zeroizing;
 
 use crate::config::UUID_PREFIX;
-use crate::exit::Refused;
+use crate::error::{Error, Result};
+use crate::exec::teardown;
 use crate::mount::{mount_points_of, unmount};
 use crate::provision::Environment;
-use crate::stack::teardown;
 use crate::state::{Component, Journal, Stage};
+use crate::sysfs::SystemRoot;
 
 /// One dm mapping tosskey made, as the kernel reports it. Never carries key material.
 #[derive(Debug, Serialize)]
@@ -68,7 +67,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
         .collect();
     for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
         let dm_name = info.name.clone();
-        let mapping = mapping_status(&dm, &env.root.proc, &info)?;
+        let mapping = mapping_status(&dm, &env.root, &info)?;
         let owner = journals
             .iter()
             .find(|j| {
@@ -92,10 +91,9 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
     if let Some(name) = name {
         volumes.retain(|v| v.name == name);
         if volumes.is_empty() {
-            return Err(Refused(format!(
+            return Err(Error::Refused(format!(
                 "no tosskey volume named {name} in this boot: `tosskey status` lists them"
-            ))
-            .into());
+            )));
         }
     }
     Ok(volumes)
@@ -103,7 +101,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
 
 fn mapping_status(
     dm: &DmControl,
-    proc_root: &Path,
+    root: &SystemRoot,
     info: &tosskey_dm::DeviceInfo,
 ) -> Result<MappingStatus> {
     let name = &info.name;
@@ -114,7 +112,7 @@ fn mapping_status(
         .map(|t| t.target_type.clone())
         .unwrap_or_default();
     let crypt = table.iter().find_map(|t| t.crypt.as_ref());
-    let backing = std::fs::read_dir(format!("/sys/dev/block/{}/slaves", info.dev))
+    let backing = std::fs::read_dir(root.block_dir(info.dev).join("slaves"))
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -140,7 +138,7 @@ fn mapping_status(
         sector_size: crypt.map(|c| c.options.sector_size),
         flags: crypt.map(|c| c.options.words()).unwrap_or_default(),
         backing,
-        mount_points: mount_points_of(proc_root, info.dev.major, info.dev.minor)?,
+        mount_points: mount_points_of(&root.proc, info.dev.major, info.dev.minor)?,
         suspended: info.suspended,
         open_count: info.open_count,
     })
@@ -200,10 +198,9 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
 
 fn journal_for(env: &Environment, name: &str) -> Result<Journal> {
     env.journals.load(name)?.ok_or_else(|| {
-        Refused(format!(
+        Error::Refused(format!(
             "no tosskey volume named {name} in this boot: `tosskey status` lists them"
         ))
-        .into()
     })
 }
 
@@ -218,17 +215,18 @@ pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Resu
         if let Some(dir) = &journal.mount {
             if is_mount_point_of_volume(env, &journal)? {
                 if !unmount_first {
-                    return Err(Refused(format!(
+                    return Err(Error::Refused(format!(
                         "{} is mounted at {}: unmount it first or pass --unmount",
                         journal.name,
                         dir.display()
-                    ))
-                    .into());
+                    )));
                 }
                 unmount(dir)?;
             }
         }
-        teardown(&journal, &env.journals).with_context(|| format!("closing {}", journal.name))?;
+        teardown(&env.root, &journal, &env.journals)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("closing {}", journal.name))?;
         closed.push(journal.name);
     }
     Ok(closed)
@@ -290,11 +288,12 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
     if let Some(dir) = &journal.mount {
         let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     }
-    Ok(match teardown(&journal, &env.journals) {
+    Ok(match teardown(&env.root, &journal, &env.journals) {
         Ok(()) => format!("shredded {name}: key wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
-            "shredded {name}: key wiped from {}; the mappings now fail every I/O and stay until their users let go ({e:#}); run `tosskey close {name}` later",
-            wiped.join(", ")
+            "shredded {name}: key wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
+            wiped.join(", "),
+            crate::error::render(&e)
         ),
     })
 }

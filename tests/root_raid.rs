@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::{contains, escrow_test_keys, other_private_key, tosskey};
+use common::{contains, escrow_decrypt, escrow_test_keys, other_private_key, tosskey};
 use sha2::{Digest, Sha256};
 use tosskey_testkit::{virtio_disks, zero_range};
 
@@ -191,17 +191,7 @@ fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str], sca
     let _ = std::fs::remove_file(&key_out);
     let _ = std::fs::remove_file(format!("{key_out}.0"));
     let _ = std::fs::remove_file(format!("{key_out}.1"));
-    tosskey(&[
-        "escrow",
-        "decrypt",
-        "--escrow-file",
-        &escrow,
-        "--private-key",
-        private.to_str().unwrap(),
-        "--key-out",
-        &key_out,
-    ])
-    .ok();
+    escrow_decrypt(&escrow, &private, &key_out).ok();
     let key_files: Vec<PathBuf> = [
         key_out.clone(),
         format!("{key_out}.0"),

@@ -16,6 +16,7 @@ use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use tosskey_sysutil::cvt;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -417,11 +418,7 @@ pub(crate) fn mknod(path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Re
     // SAFETY: `path` is a valid NUL-terminated string borrowed for the call; mknod reads it and
     // touches no other user memory.
     let rc = unsafe { libc::mknod(path.as_ptr(), mode, dev) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    cvt(rc).map(drop)
 }
 
 /// `KEY_SPEC_THREAD_KEYRING` (linux/keyctl.h): the calling thread's keyring, created on demand.
@@ -451,10 +448,7 @@ pub(crate) fn add_key(
             libc::c_long::from(keyring),
         )
     };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    i32::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
+    i32::try_from(cvt(rc)?).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
 }
 
 /// `keyctl(KEYCTL_INVALIDATE, serial)`: the key is unlinked from every keyring and destroyed.
@@ -467,11 +461,7 @@ pub(crate) fn keyctl_invalidate(serial: i32) -> io::Result<()> {
             libc::c_long::from(serial),
         )
     };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(rc).map(drop)
 }
 
 #[cfg(test)]

@@ -146,65 +146,8 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// A block device number. Displays and parses as `MAJ:MIN`, the form dm tables use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DevId {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl DevId {
-    pub const fn new(major: u32, minor: u32) -> Self {
-        Self { major, minor }
-    }
-
-    /// Decodes `dm_ioctl.dev`, which the kernel fills with `huge_encode_dev()`:
-    /// major = bits 8..20, minor = bits 0..8 and 20..32.
-    #[allow(clippy::cast_possible_truncation)] // both values are masked to at most 20 bits
-    pub const fn from_kernel(dev: u64) -> Self {
-        Self {
-            major: ((dev >> 8) & 0xfff) as u32,
-            minor: ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32,
-        }
-    }
-
-    /// Encodes like the kernel's `huge_encode_dev()` (inverse of [`DevId::from_kernel`]).
-    pub const fn to_kernel(self) -> u64 {
-        let major = self.major as u64;
-        let minor = self.minor as u64;
-        (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-    }
-
-    /// From a userspace `dev_t` (`st_rdev`), glibc encoding.
-    pub fn from_dev_t(dev: libc::dev_t) -> Self {
-        Self {
-            major: libc::major(dev),
-            minor: libc::minor(dev),
-        }
-    }
-
-    /// As a userspace `dev_t` for `mknod` and comparisons with `st_rdev`.
-    pub fn to_dev_t(self) -> libc::dev_t {
-        libc::makedev(self.major, self.minor)
-    }
-}
-
-impl fmt::Display for DevId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
-
-impl FromStr for DevId {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (major, minor) = s.split_once(':').unwrap_or((s, ""));
-        Ok(Self {
-            major: major.parse()?,
-            minor: minor.parse()?,
-        })
-    }
-}
+/// A block device number (`MAJ:MIN` in dm tables): the one type all tosskey crates share.
+pub use tosskey_sysutil::DevId;
 
 #[cfg(test)]
 mod tests {
@@ -231,32 +174,6 @@ mod tests {
         assert!(DmUuid::new(&"u".repeat(129)).is_err());
         assert!(DmUuid::new("has space").is_err());
         assert!(DmUuid::new("").is_err());
-    }
-
-    #[test]
-    fn kernel_dev_encoding_matches_huge_encode_dev() {
-        // 253:0 is the first dm device; 259:65536 needs the high minor bits.
-        assert_eq!(DevId::new(253, 0).to_kernel(), 0xfd00);
-        assert_eq!(DevId::from_kernel(0xfd00), DevId::new(253, 0));
-        assert_eq!(DevId::new(7, 3).to_kernel(), 0x0703);
-        let big = DevId::new(259, 0x12345);
-        assert_eq!(big.to_kernel(), 0x45 | (259 << 8) | (0x12300 << 12));
-        assert_eq!(DevId::from_kernel(big.to_kernel()), big);
-        for major in [1u32, 7, 8, 9, 252, 253, 259, 4095] {
-            for minor in [0u32, 1, 255, 256, 65_535, 0xf_ffff] {
-                let dev = DevId::new(major, minor);
-                assert_eq!(DevId::from_kernel(dev.to_kernel()), dev);
-                assert_eq!(DevId::from_dev_t(dev.to_dev_t()), dev);
-            }
-        }
-    }
-
-    #[test]
-    fn dev_ids_parse_and_print_as_major_minor() {
-        assert_eq!("253:12".parse::<DevId>().unwrap(), DevId::new(253, 12));
-        assert_eq!(DevId::new(7, 0).to_string(), "7:0");
-        assert!("253".parse::<DevId>().is_err());
-        assert!("a:b".parse::<DevId>().is_err());
     }
 
     #[test]

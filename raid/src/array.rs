@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::error::{RaidError, Result};
 use crate::ioctl::{self, MduArrayInfo, MduDiskInfo, MD_DISK_ACTIVE, MD_DISK_SYNC, MD_SB_CLEAN};
-use crate::spec::{ArraySpec, DevNumber, Level};
-use crate::sysfs::SystemPaths;
+use crate::spec::{ArraySpec, DevId, Level};
+use crate::sysfs::{MdSysfs as _, SystemRoot};
 
 /// How long [`MdArray::stop`] waits for the kernel to delete the stopped md device
 /// (it does so from a workqueue once the last descriptor is closed).
@@ -30,9 +30,9 @@ pub struct MdArray {
     fd: OwnedFd,
     name: String,
     node: PathBuf,
-    dev: DevNumber,
+    dev: DevId,
     created_node: bool,
-    system: SystemPaths,
+    system: SystemRoot,
 }
 
 /// What GET_ARRAY_INFO and sysfs say about an array.
@@ -41,7 +41,7 @@ pub struct ArrayInfo {
     /// Kernel name: `md127`, `md_tosskey`.
     pub name: String,
     /// Device number.
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// The personality, if it is one tosskey builds.
     pub level: Option<Level>,
     /// `mdu_array_info_t.level` as the kernel reports it.
@@ -73,15 +73,15 @@ impl MdArray {
     /// written to the members. On any failure the partial array is stopped and its node
     /// removed before the error is returned.
     pub fn build(spec: &ArraySpec) -> Result<MdArray> {
-        MdArray::build_in(&SystemPaths::live(), spec)
+        MdArray::build_in(&SystemRoot::host(), spec)
     }
 
     /// [`MdArray::build`] with sysfs, procfs and device nodes under `system`.
-    pub fn build_in(system: &SystemPaths, spec: &ArraySpec) -> Result<MdArray> {
+    pub fn build_in(system: &SystemRoot, spec: &ArraySpec) -> Result<MdArray> {
         spec.validate()?;
         // A rerun with the same name finds its array before anything else.
         if let Some(name) = spec.kernel_name_from_hint() {
-            if system.sys("block").join(&name).exists() {
+            if system.sys.join("block").join(&name).exists() {
                 return Err(RaidError::NameInUse { name });
             }
         }
@@ -91,8 +91,8 @@ impl MdArray {
             Ok(array) => array,
             Err(primary) => {
                 // No descriptor: stop it through sysfs instead of STOP_ARRAY.
-                let state = system.sys("block").join(&name).join("md/array_state");
-                return Err(match system.write_attribute(&state, "clear") {
+                let state = system.sys.join("block").join(&name).join("md/array_state");
+                return Err(match crate::sysfs::write_attribute(&state, "clear") {
                     Ok(()) => primary,
                     Err(cleanup) => RaidError::Rollback {
                         array: name,
@@ -121,16 +121,22 @@ impl MdArray {
     /// Opens an array built earlier (by this or another run): `name` is its kernel name
     /// (`md127`, `md_tosskey`) or its node (`/dev/md127`).
     pub fn open_existing(name: &str) -> Result<MdArray> {
-        MdArray::open_existing_in(&SystemPaths::live(), name)
+        MdArray::open_existing_in(&SystemRoot::host(), name)
     }
 
     /// [`MdArray::open_existing`] with sysfs, procfs and device nodes under `system`.
-    pub fn open_existing_in(system: &SystemPaths, name: &str) -> Result<MdArray> {
+    pub fn open_existing_in(system: &SystemRoot, name: &str) -> Result<MdArray> {
         let kernel_name = Path::new(name)
             .file_name()
             .and_then(|file| file.to_str())
             .unwrap_or(name);
-        if !system.sys("block").join(kernel_name).join("md").is_dir() {
+        if !system
+            .sys
+            .join("block")
+            .join(kernel_name)
+            .join("md")
+            .is_dir()
+        {
             return Err(RaidError::NoSuchArray {
                 name: kernel_name.to_owned(),
             });
@@ -149,7 +155,7 @@ impl MdArray {
     }
 
     /// Device number (what a dm table names as `MAJOR:MINOR`).
-    pub fn dev(&self) -> DevNumber {
+    pub fn dev(&self) -> DevId {
         self.dev
     }
 
@@ -223,7 +229,7 @@ impl MdArray {
         }
         // The array is stopped either way; an empty md device that lingers longer is
         // harmless (it holds no members) and is skipped when choosing a minor.
-        let sysfs_dir = system.sys("block").join(&name);
+        let sysfs_dir = system.sys.join("block").join(&name);
         let deadline = std::time::Instant::now() + DELETE_WAIT;
         while sysfs_dir.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -232,19 +238,19 @@ impl MdArray {
     }
 
     /// Opens (creating the node if needed) the md device `name`, which must exist.
-    fn attach(system: &SystemPaths, name: &str) -> Result<MdArray> {
-        let dev_file = system.sys("block").join(name).join("dev");
+    fn attach(system: &SystemRoot, name: &str) -> Result<MdArray> {
+        let dev_file = system.sys.join("block").join(name).join("dev");
         let dev_text = std::fs::read_to_string(&dev_file).map_err(|source| RaidError::Io {
             action: "read",
             path: dev_file.clone(),
             source,
         })?;
-        let dev = DevNumber::parse(&dev_text).ok_or_else(|| RaidError::Parse {
+        let dev = dev_text.parse::<DevId>().map_err(|_| RaidError::Parse {
             path: dev_file,
             found: dev_text.trim_end().to_owned(),
             expected: "MAJOR:MINOR",
         })?;
-        let node = system.node(name);
+        let node = system.dev.join(name);
         let created_node = ensure_node(&node, dev)?;
         let opened = OpenOptions::new()
             .read(true)
@@ -355,15 +361,14 @@ impl MdArray {
         };
         let used_kib = (used / 1024).to_string();
         let smallest = spec.members.iter().map(|m| m.size_bytes / 512 * 512).min();
-        let md_dir = self.system.sys("block").join(&self.name).join("md");
+        let md_dir = self.system.sys.join("block").join(&self.name).join("md");
         if smallest.is_some_and(|smallest| smallest > used) {
-            self.system
-                .write_attribute(&md_dir.join("component_size"), &used_kib)?;
+            crate::sysfs::write_attribute(&md_dir.join("component_size"), &used_kib)?;
         }
         for member in &spec.members {
             if member.size_bytes / 512 * 512 > used {
                 let member_name = self.system.device_name(member.dev)?;
-                self.system.write_attribute(
+                crate::sysfs::write_attribute(
                     &md_dir.join(format!("dev-{member_name}")).join("size"),
                     &used_kib,
                 )?;
@@ -387,13 +392,13 @@ impl ArraySpec {
     /// Checks the members against the running system, as [`MdArray::build`] does before
     /// creating anything: each path is the block device and size given, is not a member
     /// of any md array, and has no holders (dm, md, bcache, …). Usable for a dry run.
-    pub fn check_members(&self, system: &SystemPaths) -> Result<()> {
+    pub fn check_members(&self, system: &SystemRoot) -> Result<()> {
         check_members(system, self)
     }
 }
 
 /// Refuses members that are not what the spec says or that something else holds.
-fn check_members(system: &SystemPaths, spec: &ArraySpec) -> Result<()> {
+fn check_members(system: &SystemRoot, spec: &ArraySpec) -> Result<()> {
     for member in &spec.members {
         let metadata = std::fs::metadata(&member.path).map_err(|source| RaidError::Io {
             action: "stat",
@@ -401,7 +406,7 @@ fn check_members(system: &SystemPaths, spec: &ArraySpec) -> Result<()> {
             source,
         })?;
         if !metadata.file_type().is_block_device()
-            || DevNumber::from_rdev(metadata.rdev()) != member.dev
+            || DevId::from_dev_t(metadata.rdev()) != member.dev
         {
             return Err(RaidError::InvalidSpec {
                 problem: format!(
@@ -447,8 +452,8 @@ fn check_members(system: &SystemPaths, spec: &ArraySpec) -> Result<()> {
 /// Creates an empty md device through `md_mod`'s `new_array` parameter and returns its
 /// kernel name: `md_<hint>` when the spec is named, else the first free `mdN` from 127
 /// down (trying the next one if another process takes it first).
-fn create_array(system: &SystemPaths, spec: &ArraySpec) -> Result<String> {
-    let new_array = system.sys("module/md_mod/parameters/new_array");
+fn create_array(system: &SystemRoot, spec: &ArraySpec) -> Result<String> {
+    let new_array = system.sys.join("module/md_mod/parameters/new_array");
     let write = |name: &str| std::fs::write(&new_array, name);
     let io_error = |source| RaidError::Io {
         action: "write",
@@ -456,7 +461,7 @@ fn create_array(system: &SystemPaths, spec: &ArraySpec) -> Result<String> {
         source,
     };
     if let Some(name) = spec.kernel_name_from_hint() {
-        if system.sys("block").join(&name).exists() {
+        if system.sys.join("block").join(&name).exists() {
             return Err(RaidError::NameInUse { name });
         }
         return match write(&name) {
@@ -481,13 +486,13 @@ fn create_array(system: &SystemPaths, spec: &ArraySpec) -> Result<String> {
 
 /// Makes sure `node` is block device `dev`; creates it (mode 0600) when absent. Returns
 /// true if it was created here.
-fn ensure_node(node: &Path, dev: DevNumber) -> Result<bool> {
+fn ensure_node(node: &Path, dev: DevId) -> Result<bool> {
     let conflict = || RaidError::NodeConflict {
         path: node.to_path_buf(),
         expected: dev.to_string(),
     };
     let is_expected = |metadata: &std::fs::Metadata| {
-        metadata.file_type().is_block_device() && DevNumber::from_rdev(metadata.rdev()) == dev
+        metadata.file_type().is_block_device() && DevId::from_dev_t(metadata.rdev()) == dev
     };
     match std::fs::symlink_metadata(node) {
         Ok(metadata) if is_expected(&metadata) => return Ok(false),

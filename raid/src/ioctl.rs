@@ -12,8 +12,10 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use tosskey_sysutil::cvt;
 
 use crate::error::{RaidError, Result};
 
@@ -163,14 +165,11 @@ fn issue(
     // `request` (enforced by the typed wrappers), and the kernel reads/writes at most
     // the size encoded in `number`.
     let status = unsafe { libc::ioctl(fd.as_raw_fd(), number, argument) };
-    if status < 0 {
-        return Err(RaidError::Ioctl {
-            command: request.name(),
-            device: device.to_owned(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    cvt(status).map(drop).map_err(|source| RaidError::Ioctl {
+        command: request.name(),
+        device: device.to_owned(),
+        source,
+    })
 }
 
 /// `SET_ARRAY_INFO`: declares the geometry of a new, empty array.
@@ -258,10 +257,7 @@ pub fn mknod_block(path: &Path, major: u32, minor: u32) -> Result<()> {
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call; mknod
     // does not retain the pointer.
     let status = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFBLK | 0o600, dev) };
-    if status < 0 {
-        return Err(io_error(io::Error::last_os_error()));
-    }
-    Ok(())
+    cvt(status).map(drop).map_err(io_error)
 }
 
 #[cfg(test)]

@@ -51,9 +51,9 @@
 //!   name exists from the moment the md device is created, so even after a crash between
 //!   `RUN_ARRAY` and the dm mapping a rerun finds it by name and can stop or reuse it;
 //! - and the dm-crypt mapping on top carries a `TOSSKEY-…` dm UUID: the array's
-//!   holders ([`ArrayStatus::holders`]) and [`SystemPaths::dm_uuid`] tie it to its volume.
+//!   holders ([`ArrayStatus::holders`]) and [`MdSysfs::dm_uuid`] tie it to its volume.
 //!
-//! [`SystemPaths::list_arrays`] lists every md array with its members (from
+//! [`MdSysfs::list_arrays`] lists every md array with its members (from
 //! `/sys/block/md*/md/dev-*`), so the binary can recognise its own and refuse members
 //! held by another array; [`MdArray::build`] itself refuses a member that is in an md
 //! array or held by anything (`holders/`), and the kernel's exclusive claim in
@@ -69,10 +69,10 @@ mod sysfs;
 pub use array::{ArrayInfo, MdArray};
 pub use error::{RaidError, Result};
 pub use spec::{
-    ArraySpec, Bytes, DevNumber, Level, Member, DEFAULT_CHUNK, MAX_CHUNK, MAX_NAME_HINT_LEN,
-    MIN_CHUNK, MIN_MEMBER_BYTES,
+    ArraySpec, Bytes, DevId, Level, Member, DEFAULT_CHUNK, MAX_CHUNK, MAX_NAME_HINT_LEN, MIN_CHUNK,
+    MIN_MEMBER_BYTES,
 };
 pub use sysfs::{
-    parse_mdstat, parse_personalities, ArrayMemberStatus, ArrayStatus, MdstatEntry, MdstatMember,
-    SystemPaths, HIGHEST_AUTO_MINOR,
+    parse_mdstat, parse_personalities, ArrayMemberStatus, ArrayStatus, MdSysfs, MdstatEntry,
+    MdstatMember, SystemRoot, HIGHEST_AUTO_MINOR,
 };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{RaidError, Result};
 use crate::ioctl::LEVEL_LINEAR;
-use crate::sysfs::SystemPaths;
+use crate::sysfs::{MdSysfs as _, SystemRoot};
 
 /// A size in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -38,39 +38,9 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// A block device number, shown as `MAJOR:MINOR` like sysfs and dm tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DevNumber {
-    /// Major number.
-    pub major: u32,
-    /// Minor number.
-    pub minor: u32,
-}
-
-impl DevNumber {
-    /// From a `st_rdev`.
-    pub fn from_rdev(rdev: u64) -> DevNumber {
-        DevNumber {
-            major: libc::major(rdev),
-            minor: libc::minor(rdev),
-        }
-    }
-
-    /// Parses sysfs's `MAJOR:MINOR`.
-    pub fn parse(text: &str) -> Option<DevNumber> {
-        let (major, minor) = text.trim().split_once(':')?;
-        Some(DevNumber {
-            major: major.parse().ok()?,
-            minor: minor.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for DevNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
-}
+/// A block device number, `MAJOR:MINOR` like sysfs and dm tables: the one type all tosskey
+/// crates share.
+pub use tosskey_sysutil::DevId;
 
 /// The md personalities tosskey builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,7 +102,7 @@ pub struct Member {
     /// Its node, e.g. `/dev/nvme1n1`.
     pub path: PathBuf,
     /// Its device number (what ADD_NEW_DISK takes).
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// Its size in bytes.
     pub size_bytes: u64,
 }
@@ -140,11 +110,11 @@ pub struct Member {
 impl Member {
     /// Looks `path` up: it must be a block device; the size comes from sysfs.
     pub fn probe(path: &Path) -> Result<Member> {
-        Member::probe_in(&SystemPaths::live(), path)
+        Member::probe_in(&SystemRoot::host(), path)
     }
 
     /// [`Member::probe`] with sysfs under `system`'s root.
-    pub fn probe_in(system: &SystemPaths, path: &Path) -> Result<Member> {
+    pub fn probe_in(system: &SystemRoot, path: &Path) -> Result<Member> {
         let metadata = std::fs::metadata(path).map_err(|source| RaidError::Io {
             action: "stat",
             path: path.to_path_buf(),
@@ -158,7 +128,7 @@ impl Member {
                 ),
             });
         }
-        let dev = DevNumber::from_rdev(metadata.rdev());
+        let dev = DevId::from_dev_t(metadata.rdev());
         Ok(Member {
             path: path.to_path_buf(),
             dev,
@@ -339,7 +309,7 @@ mod tests {
     fn member(index: u32, size_bytes: u64) -> Member {
         Member {
             path: PathBuf::from(format!("/dev/loop{index}")),
-            dev: DevNumber {
+            dev: DevId {
                 major: 7,
                 minor: index,
             },
@@ -465,20 +435,20 @@ mod tests {
 
     #[test]
     fn dev_numbers_parse_and_display_like_sysfs() {
-        let dev = DevNumber::parse("259:12\n").unwrap();
+        let dev = "259:12\n".parse::<DevId>().ok().unwrap();
         assert_eq!(
             dev,
-            DevNumber {
+            DevId {
                 major: 259,
                 minor: 12
             }
         );
         assert_eq!(dev.to_string(), "259:12");
-        assert_eq!(DevNumber::parse("259"), None);
-        assert_eq!(DevNumber::parse("a:1"), None);
+        assert_eq!("259".parse::<DevId>().ok(), None);
+        assert_eq!("a:1".parse::<DevId>().ok(), None);
         assert_eq!(
-            DevNumber::from_rdev(libc::makedev(9, 127)),
-            DevNumber {
+            DevId::from_dev_t(libc::makedev(9, 127)),
+            DevId {
                 major: 9,
                 minor: 127
             }

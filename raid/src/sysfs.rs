@@ -2,55 +2,57 @@
 //! under a configurable root (so host tests can use fake trees).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{RaidError, Result};
-use crate::spec::DevNumber;
-
-/// Where sysfs, procfs and device nodes live. [`SystemPaths::live`] is the real system;
-/// tests point `root` at a fake tree and `dev_dir` at a scratch directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SystemPaths {
-    /// Directory holding `sys/` and `proc/` (`/` on a live system).
-    pub root: PathBuf,
-    /// Directory for device nodes (`/dev` on a live system).
-    pub dev_dir: PathBuf,
-}
+use crate::spec::DevId;
+pub use tosskey_sysutil::SystemRoot;
 
 /// The highest minor mdadm (and tosskey) hands out; it counts down from here.
 pub const HIGHEST_AUTO_MINOR: u32 = 127;
 
-impl SystemPaths {
-    /// `/sys`, `/proc` and `/dev`.
-    pub fn live() -> SystemPaths {
-        SystemPaths {
-            root: PathBuf::from("/"),
-            dev_dir: PathBuf::from("/dev"),
-        }
-    }
-
-    /// `root/sys/<relative>`.
-    pub fn sys(&self, relative: impl AsRef<Path>) -> PathBuf {
-        self.root.join("sys").join(relative)
-    }
-
-    /// `root/proc/<relative>`.
-    pub fn proc(&self, relative: impl AsRef<Path>) -> PathBuf {
-        self.root.join("proc").join(relative)
-    }
-
-    /// `dev_dir/<kernel_name>`.
-    pub fn node(&self, kernel_name: &str) -> PathBuf {
-        self.dev_dir.join(kernel_name)
-    }
-
-    /// `/sys/dev/block/MAJOR:MINOR` (a link to the device's directory).
-    pub fn block_dir(&self, dev: DevNumber) -> PathBuf {
-        self.sys(format!("dev/block/{dev}"))
-    }
-
+/// md's view of sysfs and procfs under a [`SystemRoot`] (the real system, or a fake tree in
+/// host tests).
+pub trait MdSysfs {
     /// The kernel name of block device `dev` (`vdb`, `loop3`, `nvme0n1p1`).
-    pub fn device_name(&self, dev: DevNumber) -> Result<String> {
+    fn device_name(&self, dev: DevId) -> Result<String>;
+
+    /// Size in bytes of block device `dev` (sysfs `size` counts 512-byte sectors).
+    fn device_size_bytes(&self, dev: DevId) -> Result<u64>;
+
+    /// Kernel names of what holds block device `dev` (md arrays, dm devices, …).
+    fn holders(&self, dev: DevId) -> Result<Vec<String>>;
+
+    /// The md arrays the kernel knows (every `/sys/block/md*` with an `md/` directory),
+    /// sorted by name, including inactive ones.
+    fn list_arrays(&self) -> Result<Vec<ArrayStatus>>;
+
+    /// The state of md array `name` (kernel name, e.g. `md127` or `md_tosskey`).
+    fn array_status(&self, name: &str) -> Result<ArrayStatus>;
+
+    /// The md array that has `dev` as a member, if any.
+    fn array_holding(&self, dev: DevId) -> Result<Option<String>>;
+
+    /// `/proc/mdstat`, parsed; empty when md is not loaded.
+    fn mdstat(&self) -> Result<Vec<MdstatEntry>>;
+
+    /// The md personalities the kernel has loaded (`Personalities :` line of
+    /// `/proc/mdstat`), e.g. `["raid0", "raid1"]`; empty when md is not loaded.
+    fn personalities(&self) -> Result<Vec<String>>;
+
+    /// md minors nobody uses, from [`HIGHEST_AUTO_MINOR`] down to 0 (mdadm's order):
+    /// a minor is taken if `/sys/block/mdN` or `/sys/dev/block/9:N` exists or
+    /// `/proc/mdstat` lists `mdN`.
+    fn free_md_minors(&self) -> Result<Vec<u32>>;
+
+    /// The dm UUID of block device `name` (`/sys/block/<name>/dm/uuid`), if it is a dm
+    /// device with one. tosskey's mappings carry `TOSSKEY-…`: an array whose holder has
+    /// such a UUID belongs to tosskey.
+    fn dm_uuid(&self, name: &str) -> Result<Option<String>>;
+}
+
+impl MdSysfs for SystemRoot {
+    fn device_name(&self, dev: DevId) -> Result<String> {
         let link = self.block_dir(dev);
         let target = std::fs::read_link(&link).map_err(io_error("resolve", &link))?;
         file_name(&target).ok_or_else(|| RaidError::Parse {
@@ -60,31 +62,26 @@ impl SystemPaths {
         })
     }
 
-    /// Size in bytes of block device `dev` (sysfs `size` counts 512-byte sectors).
-    pub fn device_size_bytes(&self, dev: DevNumber) -> Result<u64> {
+    fn device_size_bytes(&self, dev: DevId) -> Result<u64> {
         Ok(read_u64(&self.block_dir(dev).join("size"))? * 512)
     }
 
-    /// Kernel names of what holds block device `dev` (md arrays, dm devices, …).
-    pub fn holders(&self, dev: DevNumber) -> Result<Vec<String>> {
+    fn holders(&self, dev: DevId) -> Result<Vec<String>> {
         list_names(&self.block_dir(dev).join("holders"))
     }
 
-    /// The md arrays the kernel knows (every `/sys/block/md*` with an `md/` directory),
-    /// sorted by name, including inactive ones.
-    pub fn list_arrays(&self) -> Result<Vec<ArrayStatus>> {
+    fn list_arrays(&self) -> Result<Vec<ArrayStatus>> {
         let mut arrays = Vec::new();
-        for name in list_names(&self.sys("block"))? {
-            if name.starts_with("md") && self.sys("block").join(&name).join("md").is_dir() {
+        for name in list_names(&self.sys.join("block"))? {
+            if name.starts_with("md") && self.sys.join("block").join(&name).join("md").is_dir() {
                 arrays.push(self.array_status(&name)?);
             }
         }
         Ok(arrays)
     }
 
-    /// The state of md array `name` (kernel name, e.g. `md127` or `md_tosskey`).
-    pub fn array_status(&self, name: &str) -> Result<ArrayStatus> {
-        let dir = self.sys("block").join(name);
+    fn array_status(&self, name: &str) -> Result<ArrayStatus> {
+        let dir = self.sys.join("block").join(name);
         let md = dir.join("md");
         if !md.is_dir() {
             return Err(RaidError::NoSuchArray {
@@ -118,8 +115,7 @@ impl SystemPaths {
         })
     }
 
-    /// The md array that has `dev` as a member, if any.
-    pub fn array_holding(&self, dev: DevNumber) -> Result<Option<String>> {
+    fn array_holding(&self, dev: DevId) -> Result<Option<String>> {
         Ok(self
             .list_arrays()?
             .into_iter()
@@ -127,9 +123,8 @@ impl SystemPaths {
             .map(|array| array.name))
     }
 
-    /// `/proc/mdstat`, parsed; empty when md is not loaded.
-    pub fn mdstat(&self) -> Result<Vec<MdstatEntry>> {
-        let path = self.proc("mdstat");
+    fn mdstat(&self) -> Result<Vec<MdstatEntry>> {
+        let path = self.proc.join("mdstat");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(parse_mdstat(&text)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -141,10 +136,8 @@ impl SystemPaths {
         }
     }
 
-    /// The md personalities the kernel has loaded (`Personalities :` line of
-    /// `/proc/mdstat`), e.g. `["raid0", "raid1"]`; empty when md is not loaded.
-    pub fn personalities(&self) -> Result<Vec<String>> {
-        let path = self.proc("mdstat");
+    fn personalities(&self) -> Result<Vec<String>> {
+        let path = self.proc.join("mdstat");
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(parse_personalities(&text)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -156,18 +149,15 @@ impl SystemPaths {
         }
     }
 
-    /// md minors nobody uses, from [`HIGHEST_AUTO_MINOR`] down to 0 (mdadm's order):
-    /// a minor is taken if `/sys/block/mdN` or `/sys/dev/block/9:N` exists or
-    /// `/proc/mdstat` lists `mdN`.
-    pub fn free_md_minors(&self) -> Result<Vec<u32>> {
+    fn free_md_minors(&self) -> Result<Vec<u32>> {
         let listed: Vec<String> = self.mdstat()?.into_iter().map(|entry| entry.name).collect();
         Ok((0..=HIGHEST_AUTO_MINOR)
             .rev()
             .filter(|minor| {
                 let name = format!("md{minor}");
-                !self.sys("block").join(&name).exists()
+                !self.sys.join("block").join(&name).exists()
                     && !self
-                        .block_dir(DevNumber {
+                        .block_dir(DevId {
                             major: crate::ioctl::MD_MAJOR,
                             minor: *minor,
                         })
@@ -177,11 +167,8 @@ impl SystemPaths {
             .collect())
     }
 
-    /// The dm UUID of block device `name` (`/sys/block/<name>/dm/uuid`), if it is a dm
-    /// device with one. tosskey's mappings carry `TOSSKEY-…`: an array whose holder has
-    /// such a UUID belongs to tosskey.
-    pub fn dm_uuid(&self, name: &str) -> Result<Option<String>> {
-        let path = self.sys("block").join(name).join("dm").join("uuid");
+    fn dm_uuid(&self, name: &str) -> Result<Option<String>> {
+        let path = self.sys.join("block").join(name).join("dm").join("uuid");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let uuid = text.trim_end();
@@ -195,11 +182,11 @@ impl SystemPaths {
             }),
         }
     }
+}
 
-    /// Writes `value` to a sysfs attribute.
-    pub(crate) fn write_attribute(&self, path: &Path, value: &str) -> Result<()> {
-        std::fs::write(path, value).map_err(io_error("write", path))
-    }
+/// Writes `value` to a sysfs attribute.
+pub(crate) fn write_attribute(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(io_error("write", path))
 }
 
 /// One md array as sysfs shows it.
@@ -208,7 +195,7 @@ pub struct ArrayStatus {
     /// Kernel name: `md127`, `md_tosskey`.
     pub name: String,
     /// Device number, `9:127` (named arrays get minors from 512 up).
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// `md/level`: `raid0`, `raid1`, `linear`; empty while unconfigured.
     pub level: String,
     /// `md/array_state`: `clean`, `active`, `inactive`, `clear`, …
@@ -229,7 +216,7 @@ pub struct ArrayMemberStatus {
     /// Kernel name of the member device: `vdb`, `loop3`.
     pub name: String,
     /// Its device number.
-    pub dev: DevNumber,
+    pub dev: DevId,
     /// Its slot (`None` for spares or `none`).
     pub slot: Option<u32>,
     /// `dev-*/state`: `in_sync`, `faulty`, …
@@ -355,8 +342,7 @@ fn file_name(path: &Path) -> Option<String> {
 }
 
 fn read_trimmed(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(io_error("read", path))?;
-    Ok(text.trim_end().to_owned())
+    tosskey_sysutil::read_attr(path).map_err(io_error("read", path))
 }
 
 fn read_u64(path: &Path) -> Result<u64> {
@@ -368,11 +354,11 @@ fn read_u64(path: &Path) -> Result<u64> {
     })
 }
 
-fn parse_dev(path: &Path) -> Result<DevNumber> {
+fn parse_dev(path: &Path) -> Result<DevId> {
     let text = read_trimmed(path)?;
-    DevNumber::parse(&text).ok_or_else(|| RaidError::Parse {
+    text.parse::<DevId>().map_err(|_| RaidError::Parse {
         path: path.to_path_buf(),
-        found: text,
+        found: text.clone(),
         expected: "MAJOR:MINOR",
     })
 }
@@ -403,78 +389,7 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-
-    /// A scratch directory removed on drop.
-    struct FakeRoot {
-        paths: SystemPaths,
-    }
-
-    impl FakeRoot {
-        fn new(tag: &str) -> FakeRoot {
-            let root = std::env::temp_dir()
-                .join(format!("tosskey-raid-fake-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::create_dir_all(root.join("sys/block")).unwrap();
-            std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
-            std::fs::create_dir_all(root.join("proc")).unwrap();
-            FakeRoot {
-                paths: SystemPaths {
-                    dev_dir: root.join("dev"),
-                    root,
-                },
-            }
-        }
-
-        fn write(&self, relative: &str, contents: &str) {
-            let path = self.paths.root.join(relative);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, contents).unwrap();
-        }
-
-        /// A block device `name` with number `dev` and `sectors` size.
-        fn block_device(&self, name: &str, dev: &str, sectors: u64) {
-            self.write(&format!("sys/block/{name}/dev"), &format!("{dev}\n"));
-            self.write(&format!("sys/block/{name}/size"), &format!("{sectors}\n"));
-            std::fs::create_dir_all(self.paths.root.join(format!("sys/block/{name}/holders")))
-                .unwrap();
-            symlink(
-                format!("../../block/{name}"),
-                self.paths.root.join(format!("sys/dev/block/{dev}")),
-            )
-            .unwrap();
-        }
-
-        /// md array `name` over `members` (name, dev, slot).
-        fn array(&self, name: &str, dev: &str, level: &str, members: &[(&str, &str)]) {
-            self.block_device(name, dev, 4096);
-            self.write(&format!("sys/block/{name}/md/level"), &format!("{level}\n"));
-            self.write(&format!("sys/block/{name}/md/array_state"), "clean\n");
-            self.write(&format!("sys/block/{name}/md/metadata_version"), "none\n");
-            for (member, slot) in members {
-                let dir = format!("sys/block/{name}/md/dev-{member}");
-                self.write(&format!("{dir}/slot"), &format!("{slot}\n"));
-                self.write(&format!("{dir}/state"), "in_sync\n");
-                symlink(
-                    self.paths.root.join(format!("sys/block/{member}")),
-                    self.paths.root.join(format!("{dir}/block")),
-                )
-                .unwrap();
-                symlink(
-                    self.paths.root.join(format!("sys/block/{name}")),
-                    self.paths
-                        .root
-                        .join(format!("sys/block/{member}/holders/{name}")),
-                )
-                .unwrap();
-            }
-        }
-    }
-
-    impl Drop for FakeRoot {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.paths.root);
-        }
-    }
+    use tosskey_sysutil::fake::FakeTree;
 
     const MDSTAT: &str = "\
 Personalities : [raid0] [raid1] [linear]
@@ -547,22 +462,22 @@ unused devices: <none>
 
     #[test]
     fn free_minors_count_down_from_127_skipping_used_ones() {
-        let fake = FakeRoot::new("minors");
-        assert_eq!(fake.paths.free_md_minors().unwrap().first(), Some(&127));
-        fake.array("md127", "9:127", "raid0", &[]);
+        let mut fake = FakeTree::new();
+        assert_eq!(fake.root.free_md_minors().unwrap().first(), Some(&127));
+        fake.md_array("md127", 127, "raid0", &[], 4096 * 512);
         // An empty md126 left by an earlier probe shows only in /sys/dev/block.
-        std::fs::create_dir_all(fake.paths.root.join("sys/devices/virtual/block/md126")).unwrap();
+        std::fs::create_dir_all(fake.path().join("sys/devices/virtual/block/md126")).unwrap();
         symlink(
-            fake.paths.root.join("sys/devices/virtual/block/md126"),
-            fake.paths.root.join("sys/dev/block/9:126"),
+            fake.path().join("sys/devices/virtual/block/md126"),
+            fake.path().join("sys/dev/block/9:126"),
         )
         .unwrap();
         // md125 is only in /proc/mdstat (sysfs not yet updated).
-        fake.write(
+        fake.file(
             "proc/mdstat",
             "md125 : active raid0 loop0[0]\n      1 blocks\n",
         );
-        let free = fake.paths.free_md_minors().unwrap();
+        let free = fake.root.free_md_minors().unwrap();
         assert_eq!(free.first(), Some(&124));
         assert_eq!(free.last(), Some(&0));
         assert_eq!(free.len(), 125);
@@ -570,25 +485,26 @@ unused devices: <none>
 
     #[test]
     fn arrays_and_their_members_are_listed_from_sysfs() {
-        let fake = FakeRoot::new("list");
-        fake.block_device("loop0", "7:0", 131_072);
-        fake.block_device("loop1", "7:1", 262_144);
-        fake.block_device("loop2", "7:2", 262_144);
-        fake.array(
+        let mut fake = FakeTree::new();
+        fake.virtual_disk("loop0", (7, 0), 131_072 * 512);
+        fake.virtual_disk("loop1", (7, 1), 262_144 * 512);
+        fake.virtual_disk("loop2", (7, 2), 262_144 * 512);
+        fake.md_array(
             "md_tosskey",
-            "9:512",
+            512,
             "raid0",
-            &[("loop1", "1"), ("loop0", "0")],
+            &[("loop1", 1), ("loop0", 0)],
+            4096 * 512,
         );
-        fake.block_device("sda", "8:0", 100);
+        fake.virtual_disk("sda", (8, 0), 100 * 512);
 
-        let arrays = fake.paths.list_arrays().unwrap();
+        let arrays = fake.root.list_arrays().unwrap();
         assert_eq!(arrays.len(), 1, "sda is not an md array: {arrays:?}");
         let array = &arrays[0];
         assert_eq!(array.name, "md_tosskey");
         assert_eq!(
             array.dev,
-            DevNumber {
+            DevId {
                 major: 9,
                 minor: 512
             }
@@ -598,35 +514,35 @@ unused devices: <none>
         assert_eq!(array.size_bytes, 4096 * 512);
         let names: Vec<&str> = array.members.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["loop0", "loop1"], "sorted by slot");
-        assert_eq!(array.members[1].dev, DevNumber { major: 7, minor: 1 });
+        assert_eq!(array.members[1].dev, DevId { major: 7, minor: 1 });
         assert_eq!(array.members[1].slot, Some(1));
 
-        let loop1 = DevNumber { major: 7, minor: 1 };
-        let loop2 = DevNumber { major: 7, minor: 2 };
+        let loop1 = DevId { major: 7, minor: 1 };
+        let loop2 = DevId { major: 7, minor: 2 };
         assert_eq!(
-            fake.paths.array_holding(loop1).unwrap().as_deref(),
+            fake.root.array_holding(loop1).unwrap().as_deref(),
             Some("md_tosskey")
         );
-        assert_eq!(fake.paths.array_holding(loop2).unwrap(), None);
-        assert_eq!(fake.paths.holders(loop1).unwrap(), ["md_tosskey"]);
-        assert!(fake.paths.holders(loop2).unwrap().is_empty());
-        assert_eq!(fake.paths.device_name(loop2).unwrap(), "loop2");
-        assert_eq!(fake.paths.device_size_bytes(loop2).unwrap(), 262_144 * 512);
+        assert_eq!(fake.root.array_holding(loop2).unwrap(), None);
+        assert_eq!(fake.root.holders(loop1).unwrap(), ["md_tosskey"]);
+        assert!(fake.root.holders(loop2).unwrap().is_empty());
+        assert_eq!(fake.root.device_name(loop2).unwrap(), "loop2");
+        assert_eq!(fake.root.device_size_bytes(loop2).unwrap(), 262_144 * 512);
         assert!(matches!(
-            fake.paths.array_status("md9"),
+            fake.root.array_status("md9"),
             Err(RaidError::NoSuchArray { .. })
         ));
     }
 
     #[test]
     fn dm_uuid_is_read_for_dm_holders_only() {
-        let fake = FakeRoot::new("uuid");
-        fake.write("sys/block/dm-0/dm/uuid", "TOSSKEY-abc-data\n");
-        fake.block_device("loop0", "7:0", 8);
+        let mut fake = FakeTree::new();
+        fake.file("sys/block/dm-0/dm/uuid", "TOSSKEY-abc-data");
+        fake.virtual_disk("loop0", (7, 0), 8 * 512);
         assert_eq!(
-            fake.paths.dm_uuid("dm-0").unwrap().as_deref(),
+            fake.root.dm_uuid("dm-0").unwrap().as_deref(),
             Some("TOSSKEY-abc-data")
         );
-        assert_eq!(fake.paths.dm_uuid("loop0").unwrap(), None);
+        assert_eq!(fake.root.dm_uuid("loop0").unwrap(), None);
     }
 }

@@ -4,11 +4,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tosskey_raid::ioctl::MD_SB_MAGIC;
-use tosskey_raid::{ArraySpec, Bytes, Level, MdArray, Member, RaidError, SystemPaths};
+use tosskey_raid::{ArraySpec, Bytes, Level, MdArray, MdSysfs as _, Member, RaidError, SystemRoot};
 use tosskey_testkit::{virtio_disks, LoopDevice};
 
 const MIB: u64 = 1 << 20;
@@ -55,7 +55,7 @@ fn members_of(devices: &[LoopDevice]) -> Vec<Member> {
 }
 
 fn mdstat_names() -> Vec<String> {
-    SystemPaths::live()
+    SystemRoot::host()
         .mdstat()
         .unwrap()
         .into_iter()
@@ -193,7 +193,7 @@ fn build_write_verify(level: Level, sizes: &[u64]) {
     let member_devs: Vec<_> = status.members.iter().map(|m| m.dev).collect();
     let spec_devs: Vec<_> = spec.members.iter().map(|m| m.dev).collect();
     assert_eq!(member_devs, spec_devs, "members in slot order");
-    let entry = SystemPaths::live()
+    let entry = SystemRoot::host()
         .mdstat()
         .unwrap()
         .into_iter()
@@ -323,7 +323,7 @@ fn building_and_stopping_linear_writes_nothing_to_the_members() {
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn a_busy_member_fails_the_build_and_everything_is_undone() {
     let devices = loops(&[8 * MIB; 3]);
-    let arrays_before = SystemPaths::live().list_arrays().unwrap();
+    let arrays_before = SystemRoot::host().list_arrays().unwrap();
     // Hold the last member exclusively, like a mount or another claimant would.
     let holder = OpenOptions::new()
         .read(true)
@@ -350,7 +350,7 @@ fn a_busy_member_fails_the_build_and_everything_is_undone() {
     drop(holder);
     // No array is left: not in mdstat, not in sysfs, and the members are free again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while SystemPaths::live().list_arrays().unwrap() != arrays_before {
+    while SystemRoot::host().list_arrays().unwrap() != arrays_before {
         assert!(
             Instant::now() < deadline,
             "a half-built array is left behind"
@@ -372,13 +372,13 @@ fn a_busy_member_fails_the_build_and_everything_is_undone() {
 fn raid1_with_one_member_is_refused_before_any_ioctl() {
     let devices = loops(&[8 * MIB]);
     let spec = ArraySpec::new(Level::Raid1, members_of(&devices));
-    let minors_before = SystemPaths::live().free_md_minors().unwrap();
+    let minors_before = SystemRoot::host().free_md_minors().unwrap();
     let error = MdArray::build(&spec).expect_err("raid1 needs two members");
     assert!(matches!(error, RaidError::InvalidSpec { .. }), "{error:?}");
     assert!(error.to_string().contains("at least 2"), "{error}");
     // Nothing was created: not even an empty md device.
-    assert_eq!(SystemPaths::live().free_md_minors().unwrap(), minors_before);
-    assert!(SystemPaths::live().list_arrays().unwrap().is_empty());
+    assert_eq!(SystemRoot::host().free_md_minors().unwrap(), minors_before);
+    assert!(SystemRoot::host().list_arrays().unwrap().is_empty());
 }
 
 #[test]
@@ -402,12 +402,12 @@ fn a_member_of_another_array_is_refused() {
     }
     // The same check is available without building (for a dry run).
     assert!(matches!(
-        second.check_members(&SystemPaths::live()),
+        second.check_members(&SystemRoot::host()),
         Err(RaidError::MemberInArray { .. })
     ));
-    assert_eq!(SystemPaths::live().list_arrays().unwrap().len(), 1);
+    assert_eq!(SystemRoot::host().list_arrays().unwrap().len(), 1);
     assert_eq!(
-        SystemPaths::live()
+        SystemRoot::host()
             .array_holding(members[1].dev)
             .unwrap()
             .as_deref(),
@@ -431,7 +431,7 @@ fn a_named_array_is_found_again_by_a_later_run() {
     let again = MdArray::build(&spec).expect_err("the name is taken");
     assert!(matches!(again, RaidError::NameInUse { .. }), "{again:?}");
 
-    let status = SystemPaths::live()
+    let status = SystemRoot::host()
         .array_status("md_tosskey_roottest")
         .unwrap();
     let names: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
@@ -467,9 +467,9 @@ fn without_devtmpfs_the_node_is_made_and_removed() {
     let devices = loops(&[8 * MIB; 2]);
     let dev_dir = std::env::temp_dir().join(format!("tosskey-raid-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dev_dir).unwrap();
-    let system = SystemPaths {
-        root: PathBuf::from("/"),
-        dev_dir: dev_dir.clone(),
+    let system = SystemRoot {
+        dev: dev_dir.clone(),
+        ..SystemRoot::host()
     };
     let spec = ArraySpec::new(Level::Raid1, members_of(&devices));
     let array = MdArray::build_in(&system, &spec).expect("build");
@@ -603,7 +603,7 @@ fn arrays_left_half_built_by_a_crash_can_be_opened_and_stopped() {
     };
     ioctl::add_new_disk(node.as_fd(), "/dev/md_tosskey_crash", &disk).unwrap();
     drop(node);
-    let system = SystemPaths::live();
+    let system = SystemRoot::host();
     assert_eq!(
         system.array_holding(member.dev).unwrap().as_deref(),
         Some("md_tosskey_crash")

@@ -9,6 +9,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use tosskey_sysutil::cvt;
+
 /// Binds an `AF_ALG` socket of `kind` (e.g. "skcipher") to `name` (e.g. "xts(twofish)").
 /// Needs the `af_alg` and `algif_<kind>` modules. The socket is closed on return; the
 /// instantiated algorithm stays registered.
@@ -29,10 +31,8 @@ pub(crate) fn request_algorithm(kind: &str, name: &str) -> io::Result<()> {
 
     // SAFETY: socket() takes no pointers; a non-negative result is a new descriptor
     // owned by nobody else.
-    let raw = unsafe { libc::socket(libc::AF_ALG, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let raw =
+        cvt(unsafe { libc::socket(libc::AF_ALG, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `raw` was just returned by socket() and is not owned elsewhere.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
     let length = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_alg>())
@@ -46,10 +46,7 @@ pub(crate) fn request_algorithm(kind: &str, name: &str) -> io::Result<()> {
             length,
         )
     };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    cvt(ret).map(drop)
 }
 
 #[cfg(test)]

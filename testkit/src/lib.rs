@@ -10,7 +10,7 @@
 //! - [`virtio_disks`] / [`virtio_disk_by_serial`]: the guest's blank virtio disks
 //!   (`/dev/vda`…, serials `tosskey-disk-0`…), with their sizes.
 //! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
-//!   [`block_device_size`], [`DevId::of_block_device`]: small block-device helpers.
+//!   [`block_device_size`], [`sysfs_dir`]: small block-device helpers.
 //! - [`request_skcipher`]: make the kernel crypto API instantiate e.g. `xts(twofish)`.
 //! - [`in_vm`] / [`require_guest`]: whether this process runs inside the harness guest.
 //!
@@ -25,11 +25,10 @@ mod loop_ioctl;
 
 pub use guest::{in_vm, require_guest};
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -94,54 +93,28 @@ pub fn request_skcipher(name: &str) -> Result<()> {
     })
 }
 
-/// A block device number, shown as `MAJOR:MINOR` (the form dm tables and sysfs use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DevId {
-    /// Major number (7 for loop, 9 for md, 252/253 for dm, 254 for virtio here).
-    pub major: u32,
-    /// Minor number.
-    pub minor: u32,
+/// A block device number, `MAJOR:MINOR`: the one type all tosskey crates share.
+pub use tosskey_sysutil::DevId;
+
+/// The device number of the block special file at `path`.
+fn dev_of(path: &Path) -> Result<DevId> {
+    DevId::of_block_device(path).map_err(io_err("stat", path))
 }
 
-impl DevId {
-    /// The device number of the block special file at `path`.
-    pub fn of_block_device(path: &Path) -> Result<DevId> {
-        let metadata = std::fs::metadata(path).map_err(io_err("stat", path))?;
-        if !metadata.file_type().is_block_device() {
-            return Err(TestkitError::Unexpected {
-                path: path.to_path_buf(),
-                problem: "is not a block device".to_owned(),
-            });
-        }
-        let rdev = metadata.rdev();
-        Ok(DevId {
-            major: libc::major(rdev),
-            minor: libc::minor(rdev),
-        })
-    }
-
-    /// `/sys/dev/block/MAJOR:MINOR`, the device's sysfs directory.
-    pub fn sysfs_dir(self) -> PathBuf {
-        PathBuf::from(format!("/sys/dev/block/{self}"))
-    }
-}
-
-impl fmt::Display for DevId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.major, self.minor)
-    }
+/// `/sys/dev/block/MAJOR:MINOR`, the device's sysfs directory.
+pub fn sysfs_dir(dev: DevId) -> PathBuf {
+    tosskey_sysutil::SystemRoot::host().block_dir(dev)
 }
 
 /// Size in bytes of the block device at `path`, from sysfs (`size` is in 512-byte units
 /// whatever the logical block size).
 pub fn block_device_size(path: &Path) -> Result<u64> {
-    let size_file = DevId::of_block_device(path)?.sysfs_dir().join("size");
+    let size_file = sysfs_dir(dev_of(path)?).join("size");
     Ok(read_sysfs_u64(&size_file)? * 512)
 }
 
 fn read_sysfs_string(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(io_err("read", path))?;
-    Ok(text.trim_end().to_owned())
+    tosskey_sysutil::read_attr(path).map_err(io_err("read", path))
 }
 
 fn read_sysfs_u64(path: &Path) -> Result<u64> {
@@ -236,7 +209,7 @@ impl LoopDevice {
                 .map_err(io_err("open", &path))?;
             match loop_ioctl::loop_configure(device.as_fd(), &config) {
                 Ok(()) => {
-                    let dev = DevId::of_block_device(&path)?;
+                    let dev = dev_of(&path)?;
                     return Ok(LoopDevice {
                         device,
                         path,
@@ -346,7 +319,7 @@ pub fn virtio_disks() -> Result<Vec<VirtioDisk>> {
         disks.push((
             index,
             VirtioDisk {
-                dev: DevId::of_block_device(&path)?,
+                dev: dev_of(&path)?,
                 size_bytes: read_sysfs_u64(&sys_dir.join("size"))? * 512,
                 serial,
                 path,
@@ -456,11 +429,10 @@ mod tests {
             "7:12"
         );
         assert_eq!(
-            DevId {
+            sysfs_dir(DevId {
                 major: 254,
                 minor: 16
-            }
-            .sysfs_dir(),
+            }),
             Path::new("/sys/dev/block/254:16")
         );
     }

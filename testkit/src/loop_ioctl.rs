@@ -8,6 +8,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use tosskey_sysutil::cvt;
+
 /// `LOOP_CTL_GET_FREE` on `/dev/loop-control`: returns the number of a free loop device,
 /// creating one if needed (`loop.h`: `#define LOOP_CTL_GET_FREE 0x4C82`).
 pub(crate) const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -92,11 +94,7 @@ pub(crate) fn ioctl_with_arg(
     // passed here (LOOP_CTL_GET_FREE, LOOP_CLR_FD) takes an integer argument that the kernel
     // does not dereference.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    cvt(ret)
 }
 
 /// Issues `LOOP_CONFIGURE` with a pointer to `config`.
@@ -105,11 +103,7 @@ pub(crate) fn loop_configure(fd: BorrowedFd<'_>, config: &LoopConfig) -> io::Res
     // `#[repr(C)]` struct with the exact layout of `struct loop_config` (checked by the
     // size/offset tests below); the kernel only reads it (copy_from_user).
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), LOOP_CONFIGURE, std::ptr::from_ref(config)) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(ret).map(drop)
 }
 
 #[cfg(test)]

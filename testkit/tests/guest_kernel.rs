@@ -9,7 +9,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use tosskey_testkit::{
-    block_device_size, in_vm, request_skcipher, sha256_of_range, virtio_disk_by_serial,
+    block_device_size, in_vm, request_skcipher, sha256_of_range, sysfs_dir, virtio_disk_by_serial,
     virtio_disks, zero_range, DevId, LoopDevice,
 };
 
@@ -105,7 +105,7 @@ fn loop_device_round_trips_data_and_detaches() {
         assert_eq!(device.size_bytes(), size);
         assert_eq!(block_device_size(device.path()).unwrap(), size);
         assert_eq!(device.dev().major, 7);
-        let backing = device.dev().sysfs_dir().join("loop/backing_file");
+        let backing = sysfs_dir(device.dev()).join("loop/backing_file");
         assert!(
             backing.exists(),
             "{} is not attached",
@@ -133,7 +133,7 @@ fn loop_device_round_trips_data_and_detaches() {
             head.iter().all(|&b| b == 0),
             "a fresh sparse loop device reads zeros"
         );
-        (device.path().to_path_buf(), device.dev().sysfs_dir())
+        (device.path().to_path_buf(), sysfs_dir(device.dev()))
     };
     // After Drop the loop device has no backing file any more.
     let backing = sys_dir.join("loop/backing_file");
@@ -144,7 +144,7 @@ fn loop_device_round_trips_data_and_detaches() {
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn loop_device_with_4096_byte_blocks() {
     let device = LoopDevice::with_block_size(4 << 20, 4096).unwrap();
-    let queue = device.dev().sysfs_dir().join("queue/logical_block_size");
+    let queue = sysfs_dir(device.dev()).join("queue/logical_block_size");
     assert_eq!(fs::read_to_string(queue).unwrap().trim(), "4096");
     assert_eq!(device.block_size(), 4096);
 }

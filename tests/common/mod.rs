@@ -67,6 +67,20 @@ pub fn tosskey_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// `tosskey escrow decrypt`: writes the raw key file(s) and prints the stock commands.
+pub fn escrow_decrypt(escrow: &str, private_key: &std::path::Path, key_out: &str) -> Run {
+    tosskey(&[
+        "escrow",
+        "decrypt",
+        "--escrow-file",
+        escrow,
+        "--private-key",
+        private_key.to_str().unwrap(),
+        "--key-out",
+        key_out,
+    ])
+}
+
 /// Writes an embedded test key to a temp path (the test executable runs in the VM guest,
 /// where the source tree does not exist).
 fn materialise(name: &str, pem: &str) -> PathBuf {

@@ -10,6 +10,8 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
+// Links the guest gate: this executable refuses to run root tests outside the guest.
+use tosskey_testkit as _;
 use tosskey_tpm::{
     measure_volume, read_log, verify, Error, HashAlg, KeyRange, PcrValues, Tpm, Verification,
     VolumeIdentity, DEFAULT_DEVICE,

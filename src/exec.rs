@@ -1,0 +1,489 @@
+//! Execute: build a [`Plan`]'s nodes bottom-up, and tear down what a journal recorded.
+//! Provision and recover both build through [`Executor`] (provision with fresh keys, recover
+//! with escrowed ones); close and reruns tear down through [`teardown`].
+//!
+//! Every kernel object is recorded in the [`Journal`] *before* it is created and registered
+//! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a
+//! failure undoes it and a SIGKILL leaves a record a rerun can clean up.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tosskey_crypto::key::VolumeKey;
+use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
+use tosskey_dm::{activate_crypt, DevId, DmControl, DmName, DmUuid, KeyLoaded, Sectors};
+use tosskey_raid::{ArraySpec, MdArray};
+
+use crate::error::{Error, Result};
+use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
+use crate::rollback::Rollback;
+use crate::state::{Component, Journal, JournalDir, Stage};
+use crate::sysfs::SystemRoot;
+use crate::verify::{random_picks, spread_offsets, verify_sectors, VerifyReport, RANDOM_SECTORS};
+
+/// Test-only crash injection: `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right
+/// after that step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`,
+/// `crypt`, `verify`, `escrow`, `mkfs`, `mount`.
+pub fn crash_point(step: &str) {
+    if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
+        eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// One live crypt mapping of the stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct CryptMapping {
+    pub name: String,
+    pub node: PathBuf,
+    /// The device under it (the array, or a member for per-disk).
+    pub backing: PathBuf,
+    /// The live table as the kernel reports it, key elided.
+    pub table: String,
+    /// `keyring` or `hex`.
+    pub key_loaded: &'static str,
+    pub verification: VerifyReport,
+}
+
+/// What was built.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltStack {
+    /// The volume: `/dev/mapper/<name>`.
+    pub node: PathBuf,
+    /// The md array or dm stripe, if any.
+    pub assembled: Option<PathBuf>,
+    pub crypt: Vec<CryptMapping>,
+}
+
+/// A run that builds: its journal, its undo stack and the dm control device.
+#[derive(Debug)]
+pub struct Executor<'a> {
+    root: &'a SystemRoot,
+    dm: DmControl,
+    journal: Journal,
+    journals: &'a JournalDir,
+    rollback: Rollback,
+}
+
+impl<'a> Executor<'a> {
+    /// Start a run for volume `name` over `members`: the journal exists (and is removed on
+    /// rollback) before anything is built.
+    pub fn start(
+        root: &'a SystemRoot,
+        journals: &'a JournalDir,
+        name: &str,
+        boot_id: &str,
+        members: Vec<PathBuf>,
+    ) -> Result<Self> {
+        let dm = DmControl::open()?;
+        let journal = Journal::new(name, boot_id, members);
+        journals.save(&journal)?;
+        let mut rollback = Rollback::new();
+        let (dir, volume) = (journals.clone(), name.to_owned());
+        rollback.push(format!("journal of {name}"), move || dir.remove(&volume));
+        crash_point("journal");
+        Ok(Executor {
+            root,
+            dm,
+            journal,
+            journals,
+            rollback,
+        })
+    }
+
+    /// Record `component` in the journal, create it, register its undo: the one way this
+    /// run makes a kernel object. `create` cleans up after itself if it fails.
+    fn create<T>(
+        &mut self,
+        component: Component,
+        create: impl FnOnce(&DmControl) -> Result<T>,
+    ) -> Result<T> {
+        self.journal.built.push(component.clone());
+        self.journals.save(&self.journal)?;
+        let made = create(&self.dm)?;
+        match component {
+            Component::Dm { name } => {
+                let undo = DmName::new(&name)?;
+                self.rollback.push(format!("dm mapping {name}"), move || {
+                    Ok(DmControl::open()?.remove(&undo)?)
+                });
+            }
+            Component::Md { name } => {
+                let (root, undo) = (self.root.clone(), name.clone());
+                self.rollback.push(format!("md array {name}"), move || {
+                    Ok(MdArray::open_existing_in(&root, &undo)?.stop()?)
+                });
+            }
+        }
+        Ok(made)
+    }
+
+    /// Register the removal of a file this run wrote (the escrow file).
+    pub fn wrote_file(&mut self, path: &Path) {
+        let undo = path.to_path_buf();
+        self.rollback
+            .push(format!("file {}", path.display()), move || {
+                Ok(std::fs::remove_file(&undo)?)
+            });
+    }
+
+    /// Mount the volume at `dir`, record it in the journal, register the unmount.
+    pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
+        crate::mount::mount_volume(node, dir, read_only)?;
+        let undo = dir.to_path_buf();
+        self.rollback
+            .push(format!("mount {}", dir.display()), move || {
+                crate::mount::unmount(&undo)
+            });
+        self.journal.mount = Some(dir.to_path_buf());
+        self.journals.save(&self.journal)?;
+        crash_point("mount");
+        Ok(())
+    }
+
+    /// Build every node of `plan` bottom-up with `keys` (`plan.keys` order).
+    pub fn build(&mut self, plan: &Plan, keys: &[VolumeKey]) -> Result<BuiltStack> {
+        if keys.len() != plan.keys.len() {
+            return Err(Error::Failed(anyhow::anyhow!(
+                "{} keys for the plan's {}",
+                keys.len(),
+                plan.keys.len()
+            )));
+        }
+        let mut devs: Vec<DevId> = Vec::with_capacity(plan.nodes.len());
+        let mut crypt = Vec::new();
+        for (index, node) in plan.nodes.iter().enumerate() {
+            let target = plan.dm_target(index, |d| plan.dev_id(d, &devs))?;
+            let built = match (&node.kind, target) {
+                (NodeKind::Md { .. }, _) => self.build_md(plan, node, &devs)?,
+                (NodeKind::Crypt { device, segments }, Some(DmTarget::Crypt(target))) => {
+                    let key = &keys[segments[0].key];
+                    let mapping = self.open_crypt(plan, node, &target, *device, key)?;
+                    let dev = mapping.0;
+                    crypt.push(mapping.1);
+                    dev
+                }
+                (_, Some(DmTarget::Striped(target))) => {
+                    let dev = self.plain_mapping(node, &target.line(Sectors(0))?)?;
+                    crash_point("assembly");
+                    dev
+                }
+                (_, Some(DmTarget::Linear(target))) => {
+                    self.plain_mapping(node, &target.line(Sectors(0))?)?
+                }
+                _ => unreachable!("dm_target follows the node kind"),
+            };
+            devs.push(built);
+        }
+        let assembled = plan
+            .nodes
+            .iter()
+            .find(|n| matches!(n.kind, NodeKind::Md { .. } | NodeKind::Striped { .. }))
+            .map(|n| n.path.clone());
+        Ok(BuiltStack {
+            node: plan.volume().path.clone(),
+            assembled,
+            crypt,
+        })
+    }
+
+    fn build_md(&mut self, plan: &Plan, node: &Node, devs: &[DevId]) -> Result<DevId> {
+        let root = self.root;
+        let NodeKind::Md {
+            level,
+            chunk_bytes,
+            members,
+        } = &node.kind
+        else {
+            unreachable!("build_md is called for md nodes")
+        };
+        let spec = ArraySpec {
+            level: match level {
+                MdLevel::Raid0 => tosskey_raid::Level::Raid0,
+                MdLevel::Raid1 => tosskey_raid::Level::Raid1,
+                MdLevel::Linear => tosskey_raid::Level::Linear,
+            },
+            chunk: tosskey_raid::Bytes(*chunk_bytes),
+            members: members
+                .iter()
+                .map(|d| tosskey_raid::Member {
+                    path: plan.device_path(*d).to_path_buf(),
+                    dev: plan.dev_id(*d, devs),
+                    size_bytes: plan.device_bytes(*d),
+                })
+                .collect(),
+            name_hint: node.name.strip_prefix("md_").map(str::to_owned),
+        };
+        let array = self.create(
+            Component::Md {
+                name: node.name.clone(),
+            },
+            |_| Ok(MdArray::build_in(root, &spec)?),
+        )?;
+        crash_point("assembly");
+        let size_bytes = array.info()?.size_bytes;
+        if size_bytes != node.size_bytes {
+            return Err(Error::Failed(anyhow::anyhow!(
+                "md array {} has {size_bytes} bytes but the plan computed {}: the kernel sized it differently, nothing above it was built",
+                node.name,
+                node.size_bytes
+            )));
+        }
+        Ok(array.dev())
+    }
+
+    fn names(node: &Node) -> Result<(DmName, DmUuid)> {
+        let uuid = node.uuid.as_deref().expect("dm nodes have a UUID");
+        Ok((DmName::new(&node.name)?, DmUuid::new(uuid)?))
+    }
+
+    /// A keyless mapping (stripe, linear): create, load, resume.
+    fn plain_mapping(&mut self, node: &Node, line: &tosskey_dm::TargetLine) -> Result<DevId> {
+        let (name, uuid) = Self::names(node)?;
+        self.create(
+            Component::Dm {
+                name: node.name.clone(),
+            },
+            |dm| Ok(dm.create(&name, &uuid)?),
+        )?;
+        self.dm.load_table(&name, std::slice::from_ref(line))?;
+        Ok(self.dm.resume(&name)?)
+    }
+
+    /// Create crypt node `node` over `device` and prove it with the userspace cipher.
+    fn open_crypt(
+        &mut self,
+        plan: &Plan,
+        node: &Node,
+        target: &tosskey_dm::CryptTarget,
+        device: DeviceRef,
+        key: &VolumeKey,
+    ) -> Result<(DevId, CryptMapping)> {
+        let crypt = &plan.crypt;
+        let (name, uuid) = Self::names(node)?;
+        let loading = match crypt.key_loading {
+            KeyLoading::Auto => tosskey_dm::KeyLoading::Auto,
+            KeyLoading::Keyring => tosskey_dm::KeyLoading::Keyring,
+            KeyLoading::Hex => tosskey_dm::KeyLoading::Hex,
+        };
+        let activation = self.create(
+            Component::Dm {
+                name: node.name.clone(),
+            },
+            |dm| {
+                Ok(activate_crypt(
+                    dm,
+                    &name,
+                    &uuid,
+                    target,
+                    key.expose_secret(),
+                    loading,
+                )?)
+            },
+        )?;
+        crash_point("crypt");
+
+        let layout = SectorLayout {
+            sector_size: SectorSize::try_from(u64::from(crypt.format.sector_size))?,
+            iv_large_sectors: crypt.format.iv_large_sectors,
+            iv_offset: crypt.format.iv_offset,
+        };
+        let cipher = SectorCipher::new(
+            crypt.format.cipher.block_cipher(),
+            key.expose_secret(),
+            layout,
+        )?;
+        let backing = plan.device_path(device);
+        let verification = verify_mapping(
+            backing,
+            crypt.format.data_offset * SECTOR,
+            &activation.node,
+            &cipher,
+            crypt.format.sector_size,
+            node.size_bytes,
+        )?;
+        let mismatched = verification.checks.iter().filter(|c| !c.matched).count();
+        if mismatched > 0 {
+            return Err(Error::VerifyMismatch {
+                mapping: activation.node.display().to_string(),
+                mismatched,
+                checked: verification.checks.len(),
+            });
+        }
+        crash_point("verify");
+        let table = self
+            .dm
+            .table(&name)?
+            .iter()
+            .map(|e| format!("{} {} {} {}", e.start, e.length, e.target_type, e.params))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok((
+            activation.dev,
+            CryptMapping {
+                name: node.name.clone(),
+                node: activation.node,
+                backing: backing.to_path_buf(),
+                table,
+                key_loaded: match activation.key_loaded {
+                    KeyLoaded::Keyring { .. } => "keyring",
+                    KeyLoaded::Hex => "hex",
+                },
+                verification,
+            },
+        ))
+    }
+
+    /// Keep what was built if `result` is a success (the journal says complete); otherwise
+    /// undo it, newest first.
+    pub fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        let result = result.and_then(|value| {
+            self.journal.stage = Stage::Complete;
+            self.journals.save(&self.journal)?;
+            Ok(value)
+        });
+        self.rollback.settle(result)
+    }
+}
+
+fn open_direct(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("opening {} with O_DIRECT", path.display()))
+}
+
+fn verify_mapping(
+    backing: &Path,
+    backing_offset: u64,
+    mapping: &Path,
+    cipher: &SectorCipher,
+    sector_size: u32,
+    volume_bytes: u64,
+) -> anyhow::Result<VerifyReport> {
+    let offsets = spread_offsets(volume_bytes, sector_size, &random_picks(RANDOM_SECTORS)?);
+    verify_sectors(
+        &open_direct(backing)?,
+        backing_offset,
+        &open_direct(mapping)?,
+        cipher,
+        sector_size,
+        &offsets,
+    )
+}
+
+/// One step of taking a recorded stack down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeardownStep {
+    Unmount(PathBuf),
+    RemoveDm(String),
+    StopMd(String),
+}
+
+/// What taking down `journal`'s stack involves now, top first: only what exists (a crash
+/// between recording and creating leaves entries for objects that never were). `live_dm`:
+/// the names of the dm devices the kernel has.
+pub fn teardown_steps(
+    root: &SystemRoot,
+    journal: &Journal,
+    live_dm: &[String],
+) -> Result<Vec<TeardownStep>> {
+    let mut steps = Vec::new();
+    if let Some(dir) = &journal.mount {
+        if crate::mount::is_mount_point(root, dir)? {
+            steps.push(TeardownStep::Unmount(dir.clone()));
+        }
+    }
+    for component in journal.built.iter().rev() {
+        match component {
+            Component::Dm { name } if live_dm.contains(name) => {
+                steps.push(TeardownStep::RemoveDm(name.clone()));
+            }
+            Component::Md { name } if root.block(name).join("md").is_dir() => {
+                steps.push(TeardownStep::StopMd(name.clone()));
+            }
+            Component::Dm { .. } | Component::Md { .. } => {}
+        }
+    }
+    Ok(steps)
+}
+
+/// Tear down everything `journal` recorded, top first, then forget the journal. Objects that
+/// no longer exist are skipped, so this also cleans up after a crash half-way.
+pub fn teardown(root: &SystemRoot, journal: &Journal, journals: &JournalDir) -> Result<()> {
+    let dm = DmControl::open()?;
+    let live: Vec<String> = dm
+        .list()?
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for step in teardown_steps(root, journal, &live)? {
+        match step {
+            TeardownStep::Unmount(dir) => crate::mount::unmount(&dir)?,
+            TeardownStep::RemoveDm(name) => dm
+                .remove(&DmName::new(&name)?)
+                .with_context(|| format!("removing dm mapping {name}"))?,
+            TeardownStep::StopMd(name) => MdArray::open_existing_in(root, &name)?
+                .stop()
+                .with_context(|| format!("stopping md array {name}"))?,
+        }
+    }
+    Ok(journals.remove(&journal.name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_takes_down_only_what_exists_top_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::under(dir.path());
+        std::fs::create_dir_all(root.proc.join("self")).unwrap();
+        std::fs::write(
+            root.proc.join("self/mountinfo"),
+            "36 25 253:3 / /mnt/data rw,noatime shared:1 - ext4 /dev/mapper/v rw\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.block("md_tk_v").join("md")).unwrap();
+        let mut journal = Journal::new("v", "boot", vec![PathBuf::from("/dev/vdb")]);
+        journal.built = vec![
+            Component::Dm {
+                name: "v-m0".into(),
+            },
+            Component::Dm {
+                name: "v-m1".into(),
+            },
+            Component::Md {
+                name: "md_tk_v".into(),
+            },
+            Component::Dm { name: "v".into() },
+        ];
+        journal.mount = Some(PathBuf::from("/mnt/data"));
+        // v-m1 was recorded but never created (a crash in between).
+        let live = ["v".to_owned(), "v-m0".to_owned()];
+        assert_eq!(
+            teardown_steps(&root, &journal, &live).unwrap(),
+            [
+                TeardownStep::Unmount(PathBuf::from("/mnt/data")),
+                TeardownStep::RemoveDm("v".into()),
+                TeardownStep::StopMd("md_tk_v".into()),
+                TeardownStep::RemoveDm("v-m0".into()),
+            ]
+        );
+        // Unmounted and the array stopped already: only the mappings are left.
+        std::fs::write(root.proc.join("self/mountinfo"), "").unwrap();
+        std::fs::remove_dir(root.block("md_tk_v").join("md")).unwrap();
+        assert_eq!(
+            teardown_steps(&root, &journal, &live).unwrap(),
+            [
+                TeardownStep::RemoveDm("v".into()),
+                TeardownStep::RemoveDm("v-m0".into()),
+            ]
+        );
+    }
+}

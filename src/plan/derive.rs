@@ -1,0 +1,632 @@
+//! Derive: a checked config (provision) or an escrow file (recover, escrow decrypt) becomes a
+//! [`Plan`]. Every naming rule (dm names, UUIDs, md array names, keyring descriptions) and
+//! every sizing rule (assembly, encryption sectors) lives here and only here.
+
+use std::path::PathBuf;
+
+use tosskey_crypto::escrow::EscrowMetadata;
+use tosskey_dm::{DmName, DmUuid};
+
+use crate::config::{AssemblyChoice, ProvisionConfig, UUID_PREFIX};
+use crate::error::Error;
+use crate::safety::{CheckedDevice, MemberKind};
+
+use super::render;
+use super::{
+    assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
+    DeviceRef, EscrowCrypt, Facility, KeyLoading, Layout, MdLevel, Node, NodeKind, Plan,
+    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
+};
+
+/// The dm UUID for mapping `name` (plus an optional role suffix) in boot `boot_id`.
+pub fn mapping_uuid(boot_id: &str, name: &str, suffix: Option<&str>) -> anyhow::Result<DmUuid> {
+    let uuid = match suffix {
+        Some(suffix) => format!("{UUID_PREFIX}{boot_id}-{name}-{suffix}"),
+        None => format!("{UUID_PREFIX}{boot_id}-{name}"),
+    };
+    Ok(DmUuid::new(&uuid)?)
+}
+
+/// The md array name hint tosskey uses for volume `name` (kernel name `md_<hint>`).
+pub fn md_name_hint(name: &DmName) -> String {
+    let cleaned: String = name
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(tosskey_raid::MAX_NAME_HINT_LEN - 3)
+        .collect();
+    format!("tk_{cleaned}")
+}
+
+/// Why `count` members cannot make the assembly asked for, if they cannot (a mirror of one
+/// disk mirrors nothing). Config calls it a usage error for devices named on the command
+/// line; derive a refusal for discovered ones.
+pub fn member_count_problem(choice: AssemblyChoice, count: usize) -> Option<String> {
+    (choice == AssemblyChoice::Md(MdLevel::Raid1) && count < 2)
+        .then(|| format!("--level raid1 needs at least 2 devices, got {count}"))
+}
+
+/// The plan for `provision`: the config applied to the checked members.
+pub fn from_config(
+    cfg: &ProvisionConfig,
+    checked: &[CheckedDevice],
+    boot_id: &str,
+) -> Result<Plan, Error> {
+    let members = checked
+        .iter()
+        .map(|c| planned_member(c, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    for_members(cfg, members, boot_id)
+}
+
+fn for_members(
+    cfg: &ProvisionConfig,
+    members: Vec<PlannedMember>,
+    boot_id: &str,
+) -> Result<Plan, Error> {
+    if let Some(problem) = member_count_problem(cfg.assembly, members.len()) {
+        return Err(Error::Refused(problem));
+    }
+    let assembly = cfg.assembly_for(members.len());
+    refuse_wasteful_sizes(assembly, &members)?;
+    let largest_block = members
+        .iter()
+        .map(|m| m.logical_block_size)
+        .max()
+        .unwrap_or(512);
+    let sector_size = match cfg.sector_size {
+        Some(size) if size < largest_block => {
+            return Err(Error::Refused(format!(
+                "--sector-size {size} is smaller than the {largest_block}-byte logical blocks of a member: use --sector-size 4096"
+            )))
+        }
+        Some(size) => size,
+        None if largest_block <= 4096 => 4096,
+        None => {
+            return Err(Error::Refused(format!(
+                "members have {largest_block}-byte logical blocks, more than dm-crypt's 4096-byte maximum sector"
+            )))
+        }
+    };
+    // One member has nothing to spread over: per-disk is the shared layout then.
+    let layout = if members.len() > 1 {
+        cfg.layout
+    } else {
+        Layout::Shared
+    };
+    let crypt = CryptSettings {
+        format: EscrowCrypt {
+            cipher: cfg.cipher,
+            key_bits: cfg.key_size.bits(),
+            sector_size,
+            iv_large_sectors: false,
+            iv_offset: 0,
+            data_offset: 0,
+        },
+        allow_discards: cfg.allow_discards,
+        no_read_workqueue: cfg.no_read_workqueue,
+        no_write_workqueue: cfg.no_write_workqueue,
+        key_loading: cfg.key_loading,
+    };
+    assemble_plan(Shape {
+        name: &cfg.name,
+        boot_id,
+        members,
+        assembly,
+        layout,
+        crypt,
+        mkfs: cfg.mkfs.clone(),
+        mount: cfg.mount.clone(),
+        escrow: cfg.escrow.clone(),
+    })
+}
+
+/// The plan an escrow file records, over `members` (found again by identity for recover,
+/// the recorded paths for escrow decrypt). Table options are tosskey's defaults.
+pub fn from_escrow(
+    meta: &EscrowMetadata,
+    members: Vec<PlannedMember>,
+    boot_id: &str,
+    key_loading: KeyLoading,
+    mount: Option<PathBuf>,
+) -> Result<Plan, Error> {
+    let name = DmName::new(&meta.name).map_err(anyhow::Error::from)?;
+    let crypt = CryptSettings {
+        format: meta.crypt.clone(),
+        allow_discards: false,
+        no_read_workqueue: BYPASS_WORKQUEUES,
+        no_write_workqueue: BYPASS_WORKQUEUES,
+        key_loading,
+    };
+    assemble_plan(Shape {
+        name: &name,
+        boot_id,
+        members,
+        assembly: meta.assembly,
+        layout: meta.layout,
+        crypt,
+        mkfs: None,
+        mount,
+        escrow: None,
+    })
+}
+
+/// The members recorded in an escrow file, at the paths they had when it was made (for the
+/// stock commands of `escrow decrypt`; their device numbers are unknown).
+pub fn recorded_members(meta: &EscrowMetadata) -> Vec<PlannedMember> {
+    meta.members
+        .iter()
+        .map(|m| PlannedMember {
+            path: m.path_at_creation.clone(),
+            dev: "?".to_owned(),
+            major: 0,
+            minor: 0,
+            size_bytes: m.size_bytes,
+            logical_block_size: meta.crypt.sector_size,
+            identity: Some(m.identity.clone()),
+        })
+        .collect()
+}
+
+/// Everything that decides the nodes.
+struct Shape<'a> {
+    name: &'a DmName,
+    boot_id: &'a str,
+    members: Vec<PlannedMember>,
+    assembly: Assembly,
+    layout: Layout,
+    crypt: CryptSettings,
+    mkfs: Option<super::Ext4Settings>,
+    mount: Option<PathBuf>,
+    escrow: Option<super::EscrowSettings>,
+}
+
+/// Nodes and keys accumulate here, bottom first.
+struct Builder<'a> {
+    name: &'a DmName,
+    boot_id: &'a str,
+    members: &'a [PlannedMember],
+    crypt: &'a CryptSettings,
+    nodes: Vec<Node>,
+    keys: Vec<PlannedKey>,
+}
+
+impl Builder<'_> {
+    fn bytes(&self, device: DeviceRef) -> u64 {
+        match device {
+            DeviceRef::Member(i) => self.members[i].size_bytes,
+            DeviceRef::Node(i) => self.nodes[i].size_bytes,
+        }
+    }
+
+    fn push(&mut self, node: Node) -> DeviceRef {
+        self.nodes.push(node);
+        DeviceRef::Node(self.nodes.len() - 1)
+    }
+
+    fn dm_node(
+        &self,
+        name: String,
+        suffix: Option<&str>,
+        size_bytes: u64,
+        kind: NodeKind,
+    ) -> Result<Node, Error> {
+        let uuid = mapping_uuid(self.boot_id, self.name.as_str(), suffix)?.to_string();
+        let dm_name = DmName::new(&name).map_err(anyhow::Error::from)?;
+        Ok(Node {
+            path: tosskey_dm::DmControl::node_path(&dm_name),
+            name,
+            uuid: Some(uuid),
+            size_bytes,
+            kind,
+            table: None,
+        })
+    }
+
+    /// A crypt node over `device` with one fresh key covering all of it.
+    fn crypt(
+        &mut self,
+        name: String,
+        suffix: Option<&str>,
+        device: DeviceRef,
+    ) -> Result<DeviceRef, Error> {
+        let data_bytes = self
+            .bytes(device)
+            .saturating_sub(self.crypt.format.data_offset * SECTOR);
+        let length = crypt_length_sectors(data_bytes, self.crypt.format.sector_size);
+        if length == 0 {
+            return Err(Error::Refused(format!(
+                "the members are too small for one {}-byte encryption sector",
+                self.crypt.format.sector_size
+            )));
+        }
+        let range = SectorRange { start: 0, length };
+        self.keys.push(PlannedKey {
+            mapping: name.clone(),
+            bits: self.crypt.format.key_bits,
+            covers: range,
+        });
+        let segments = vec![CryptSegment {
+            key: self.keys.len() - 1,
+            range,
+        }];
+        let node = self.dm_node(
+            name,
+            suffix,
+            length * SECTOR,
+            NodeKind::Crypt { device, segments },
+        )?;
+        Ok(self.push(node))
+    }
+
+    /// The md array or dm stripe over `devices` (`shared`: it sits under the one crypt
+    /// mapping, else it is the volume). A single device is not assembled.
+    fn assemble(
+        &mut self,
+        assembly: Assembly,
+        devices: Vec<DeviceRef>,
+        shared: bool,
+    ) -> Result<DeviceRef, Error> {
+        let sizes: Vec<u64> = devices.iter().map(|d| self.bytes(*d)).collect();
+        let size_bytes = assembled_bytes(assembly, &sizes);
+        match assembly {
+            Assembly::Single => Ok(devices[0]),
+            Assembly::Md { level, chunk_bytes } => {
+                let kernel_name = format!("md_{}", md_name_hint(self.name));
+                let node = Node {
+                    path: PathBuf::from("/dev").join(&kernel_name),
+                    name: kernel_name,
+                    uuid: None,
+                    size_bytes,
+                    kind: NodeKind::Md {
+                        level,
+                        chunk_bytes,
+                        members: devices,
+                    },
+                    table: None,
+                };
+                let array = self.push(node);
+                if shared {
+                    return Ok(array);
+                }
+                // The volume is always /dev/mapper/<name>: a linear mapping over the array.
+                let top = self.dm_node(
+                    self.name.to_string(),
+                    None,
+                    size_bytes,
+                    NodeKind::Linear { device: array },
+                )?;
+                Ok(self.push(top))
+            }
+            Assembly::DmStripe { chunk_bytes } => {
+                let (name, suffix) = if shared {
+                    (format!("{}-stripe", self.name), Some("stripe"))
+                } else {
+                    (self.name.to_string(), None)
+                };
+                let node = self.dm_node(
+                    name,
+                    suffix,
+                    size_bytes,
+                    NodeKind::Striped {
+                        chunk_bytes,
+                        devices,
+                    },
+                )?;
+                Ok(self.push(node))
+            }
+        }
+    }
+}
+
+fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
+    let mut builder = Builder {
+        name: shape.name,
+        boot_id: shape.boot_id,
+        members: &shape.members,
+        crypt: &shape.crypt,
+        nodes: Vec::new(),
+        keys: Vec::new(),
+    };
+    let member_refs: Vec<DeviceRef> = (0..shape.members.len()).map(DeviceRef::Member).collect();
+    match shape.layout {
+        Layout::Shared => {
+            let under = builder.assemble(shape.assembly, member_refs, true)?;
+            builder.crypt(shape.name.to_string(), None, under)?;
+        }
+        Layout::PerDisk => {
+            let mut crypt = Vec::new();
+            for (i, member) in member_refs.into_iter().enumerate() {
+                let suffix = format!("m{i}");
+                crypt.push(builder.crypt(
+                    format!("{}-{suffix}", shape.name),
+                    Some(&suffix),
+                    member,
+                )?);
+            }
+            builder.assemble(shape.assembly, crypt, false)?;
+        }
+    }
+    let Builder { nodes, keys, .. } = builder;
+    let mut plan = Plan {
+        name: shape.name.to_string(),
+        volume_bytes: nodes.last().map_or(0, |n| n.size_bytes),
+        facilities: facilities(&nodes, &shape.crypt),
+        members: shape.members,
+        assembly: shape.assembly,
+        layout: shape.layout,
+        crypt: shape.crypt,
+        keys,
+        nodes,
+        mkfs: shape.mkfs,
+        mount: shape.mount,
+        escrow: shape.escrow,
+    };
+    for index in 0..plan.nodes.len() {
+        plan.nodes[index].table = render::table(&plan, index, |d| render::kernel_device(&plan, d))?;
+    }
+    Ok(plan)
+}
+
+/// What the kernel must provide: target types, md personalities, the cipher, logon keys.
+fn facilities(nodes: &[Node], crypt: &CryptSettings) -> Vec<Facility> {
+    let mut needed: Vec<Facility> = nodes
+        .iter()
+        .flat_map(|node| match &node.kind {
+            NodeKind::Md { level, .. } => vec![Facility::MdPersonality(md_level_name(*level))],
+            NodeKind::Striped { .. } => vec![Facility::DmTarget("striped")],
+            NodeKind::Linear { .. } => vec![Facility::DmTarget("linear")],
+            NodeKind::Crypt { .. } => {
+                let mut crypt_needs = vec![
+                    Facility::DmTarget("crypt"),
+                    Facility::Cipher(crypt.format.cipher.kernel_skcipher_name()),
+                ];
+                if crypt.key_loading != KeyLoading::Hex {
+                    crypt_needs.push(Facility::LogonKeys);
+                }
+                crypt_needs
+            }
+        })
+        .collect();
+    needed.sort();
+    needed.dedup();
+    needed
+}
+
+/// Striping and mirroring use every member only up to the smallest one's size. Members that
+/// differ by more than half are almost certainly a wrong device, and would waste most of the
+/// big ones: refuse (linear concatenation has no such problem).
+fn refuse_wasteful_sizes(assembly: Assembly, members: &[PlannedMember]) -> Result<(), Error> {
+    let striped = matches!(
+        assembly,
+        Assembly::DmStripe { .. }
+            | Assembly::Md {
+                level: MdLevel::Raid0 | MdLevel::Raid1,
+                ..
+            }
+    );
+    let smallest = members.iter().min_by_key(|m| m.size_bytes);
+    let largest = members.iter().max_by_key(|m| m.size_bytes);
+    if let (true, Some(small), Some(large)) = (striped, smallest, largest) {
+        if small.size_bytes.saturating_mul(2) < large.size_bytes {
+            return Err(Error::Refused(format!(
+                "member sizes differ too much: {} has {} bytes but {} has {}, so striping would waste over half of it: leave out {}, or use --level linear",
+                small.path.display(),
+                small.size_bytes,
+                large.path.display(),
+                large.size_bytes,
+                small.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A checked member as the plan records it. `identity`: the recorded one (recovery), else
+/// the device's serial, WWN or by-id link.
+pub fn planned_member(
+    checked: &CheckedDevice,
+    identity: Option<String>,
+) -> Result<PlannedMember, Error> {
+    let MemberKind::Block(device) = &checked.kind else {
+        return Err(Error::Refused(format!(
+            "{} is not a block device",
+            checked.path.display()
+        )));
+    };
+    let identity = identity
+        .or_else(|| device.serial.clone())
+        .or_else(|| device.wwid.clone())
+        .or_else(|| {
+            device
+                .by_id
+                .first()
+                .map(|id| format!("/dev/disk/by-id/{id}"))
+        });
+    Ok(PlannedMember {
+        path: checked.path.clone(),
+        dev: device.dev.to_string(),
+        major: device.dev.major,
+        minor: device.dev.minor,
+        size_bytes: checked.size_bytes,
+        logical_block_size: checked.logical_block_size,
+        identity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    const BOOT: &str = "0123456789abcdef0123456789abcdef";
+
+    fn plan(args: &[&str], disks: usize) -> Result<Plan, Error> {
+        let mut argv = vec!["tosskey", "provision", "--name", "v"];
+        let paths: Vec<String> = (0..disks)
+            .map(|i| format!("/dev/vd{}", ['b', 'c', 'd'][i]))
+            .collect();
+        argv.extend(paths.iter().map(String::as_str));
+        argv.extend_from_slice(args);
+        let crate::cli::Command::Provision(args) =
+            crate::cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("expected provision")
+        };
+        let cfg = ProvisionConfig::from_args(args).unwrap();
+        let members = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| PlannedMember {
+                path: PathBuf::from(path),
+                dev: format!("254:{}", 16 * (i + 1)),
+                major: 254,
+                minor: u32::try_from(16 * (i + 1)).unwrap(),
+                size_bytes: 256 << 20,
+                logical_block_size: 512,
+                identity: None,
+            })
+            .collect();
+        for_members(&cfg, members, BOOT)
+    }
+
+    fn names(plan: &Plan) -> Vec<&str> {
+        plan.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    const OPTIONS: &str = "3 no_read_workqueue no_write_workqueue sector_size:4096";
+
+    #[test]
+    fn single_disk_is_one_crypt_node_with_the_keyring_reference() {
+        let plan = plan(&[], 1).unwrap();
+        assert_eq!(names(&plan), ["v"]);
+        let node = &plan.nodes[0];
+        assert_eq!(
+            node.uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v")
+        );
+        assert_eq!(
+            node.table.as_deref(),
+            Some(
+                format!(
+                    "0 524288 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 254:16 0 {OPTIONS}"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(plan.volume_bytes, 256 << 20);
+        assert_eq!(plan.keys.len(), 1);
+        assert!(plan.facilities.contains(&Facility::LogonKeys));
+    }
+
+    #[test]
+    fn hex_loading_elides_the_key_and_needs_no_keyring() {
+        let plan = plan(&["--key-loading", "hex"], 1).unwrap();
+        let table = plan.nodes[0].table.as_deref().unwrap();
+        assert!(
+            table.contains(" twofish-xts-plain64 <key-elided> 0 254:16 0 "),
+            "{table}"
+        );
+        assert!(!plan.facilities.contains(&Facility::LogonKeys));
+    }
+
+    #[test]
+    fn shared_raid0_is_an_array_under_one_crypt_node() {
+        let plan = plan(&[], 2).unwrap();
+        assert_eq!(names(&plan), ["md_tk_v", "v"]);
+        assert_eq!(plan.nodes[0].size_bytes, 512 << 20);
+        assert_eq!(plan.nodes[0].uuid, None);
+        assert_eq!(
+            plan.nodes[1].table.as_deref(),
+            Some(format!("0 1048576 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 /dev/md_tk_v 0 {OPTIONS}").as_str())
+        );
+        assert!(plan.facilities.contains(&Facility::MdPersonality("raid0")));
+    }
+
+    #[test]
+    fn per_disk_md_has_a_key_per_member_and_a_linear_volume_node() {
+        let plan = plan(&["--layout", "per-disk"], 2).unwrap();
+        assert_eq!(names(&plan), ["v-m0", "v-m1", "md_tk_v", "v"]);
+        assert_eq!(
+            plan.nodes[1].uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v-m1")
+        );
+        assert_eq!(
+            plan.keys
+                .iter()
+                .map(|k| k.mapping.as_str())
+                .collect::<Vec<_>>(),
+            ["v-m0", "v-m1"]
+        );
+        assert_eq!(
+            plan.keys[0].covers,
+            SectorRange {
+                start: 0,
+                length: 524288
+            }
+        );
+        assert_eq!(
+            plan.nodes[3].table.as_deref(),
+            Some("0 1048576 linear /dev/md_tk_v 0")
+        );
+        assert_eq!(plan.volume().path, PathBuf::from("/dev/mapper/v"));
+    }
+
+    #[test]
+    fn per_disk_dm_stripe_stripes_the_crypt_nodes() {
+        let plan = plan(&["--layout", "per-disk", "--raid", "dm-stripe"], 2).unwrap();
+        assert_eq!(names(&plan), ["v-m0", "v-m1", "v"]);
+        assert_eq!(
+            plan.nodes[2].table.as_deref(),
+            Some("0 1048576 striped 2 1024 /dev/mapper/v-m0 0 /dev/mapper/v-m1 0")
+        );
+    }
+
+    #[test]
+    fn shared_dm_stripe_sits_under_the_crypt_node() {
+        let plan = plan(&["--raid", "dm-stripe"], 3).unwrap();
+        assert_eq!(names(&plan), ["v-stripe", "v"]);
+        assert_eq!(
+            plan.nodes[0].table.as_deref(),
+            Some("0 1572864 striped 3 1024 254:16 0 254:32 0 254:48 0")
+        );
+        assert_eq!(
+            plan.nodes[0].uuid.as_deref(),
+            Some("TOSSKEY-0123456789abcdef0123456789abcdef-v-stripe")
+        );
+    }
+
+    #[test]
+    fn stock_commands_rebuild_every_node_bottom_first() {
+        let plan = plan(&["--layout", "per-disk", "--level", "raid1"], 2).unwrap();
+        let keys = [PathBuf::from("/k.0"), PathBuf::from("/k.1")];
+        let commands = render::stock_commands(&plan, &keys).unwrap();
+        assert_eq!(commands.len(), 4, "{commands:#?}");
+        assert!(commands[0].starts_with("cryptsetup open --type plain --cipher twofish-xts-plain64 --key-size 512 --key-file /k.0 --sector-size 4096 --perf-no_read_workqueue --perf-no_write_workqueue /dev/vdb v-m0"), "{}", commands[0]);
+        assert!(commands[2].starts_with("mdadm --build /dev/md/v --level=raid1 --assume-clean --raid-devices=2 /dev/mapper/v-m0 /dev/mapper/v-m1"), "{}", commands[2]);
+        assert_eq!(
+            commands[3],
+            "dmsetup create v --table \"0 524288 linear /dev/md/v 0\""
+        );
+    }
+
+    #[test]
+    fn a_mirror_needs_two_disks() {
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 1).is_some());
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 2).is_none());
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid0), 1).is_none());
+    }
+
+    #[test]
+    fn dry_run_text_says_key_loading_in_words() {
+        let text = render::text(&plan(&["--key-loading", "auto"], 1).unwrap());
+        assert!(text.contains("through the kernel keyring"), "{text}");
+        assert!(!text.contains("Auto"), "{text}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Render: a [`Plan`] as text (`--dry-run`), as dm tables (key elided), and as the stock-tool
+//! commands (`mdadm`, `dmsetup`, `cryptsetup`) that rebuild it without tosskey.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use tosskey_dm::{DevId, Sectors};
+
+use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, NodeKind, Plan};
+
+/// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
+/// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
+/// ...`, linear `... <dev> <offset>`.
+const CRYPT_DEVICE_WORD: usize = 6;
+const STRIPED_FIRST_DEVICE_WORD: usize = 5;
+const LINEAR_DEVICE_WORD: usize = 3;
+
+/// How tosskey's tables name a device: members by `MAJ:MIN`, nodes (whose numbers exist only
+/// once built) by path.
+pub fn kernel_device(plan: &Plan, device: DeviceRef) -> String {
+    match device {
+        DeviceRef::Member(i) => plan.members[i].dev.clone(),
+        DeviceRef::Node(i) => plan.nodes[i].path.display().to_string(),
+    }
+}
+
+/// The path stock tools see: the member path, `/dev/md/<name>` for the array mdadm builds,
+/// `/dev/mapper/<name>` for dm nodes.
+pub fn stock_device(plan: &Plan, device: DeviceRef) -> String {
+    match device {
+        DeviceRef::Member(i) => plan.members[i].path.display().to_string(),
+        DeviceRef::Node(i) => match plan.nodes[i].kind {
+            NodeKind::Md { .. } => format!("/dev/md/{}", plan.name),
+            _ => plan.nodes[i].path.display().to_string(),
+        },
+    }
+}
+
+/// The table of node `index` with the key elided (a keyring reference is kept: it is no
+/// secret and it is what the kernel shows), devices named by `name`. `None` for md arrays.
+pub fn table(
+    plan: &Plan,
+    index: usize,
+    name: impl Fn(DeviceRef) -> String,
+) -> Result<Option<String>, tosskey_dm::Error> {
+    let node = &plan.nodes[index];
+    // Device numbers are filled in by position below: any number renders the same shape.
+    let Some(target) = plan.dm_target(index, |_| DevId::new(0, 0))? else {
+        return Ok(None);
+    };
+    let (line, devices): (String, Vec<(usize, DeviceRef)>) = match (&target, &node.kind) {
+        (DmTarget::Crypt(crypt), NodeKind::Crypt { device, segments }) => {
+            let bits = plan.keys[segments[0].key].bits;
+            let line = match plan.key_ref(&node.name, bits)? {
+                Some(key_ref) => crypt.line(&key_ref)?.display_elided(),
+                None => crypt.line_elided()?,
+            };
+            (line, vec![(CRYPT_DEVICE_WORD, *device)])
+        }
+        (DmTarget::Striped(striped), NodeKind::Striped { devices, .. }) => (
+            striped.line(Sectors(0))?.display_elided(),
+            devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (STRIPED_FIRST_DEVICE_WORD + 2 * i, *d))
+                .collect(),
+        ),
+        (DmTarget::Linear(linear), NodeKind::Linear { device }) => (
+            linear.line(Sectors(0))?.display_elided(),
+            vec![(LINEAR_DEVICE_WORD, *device)],
+        ),
+        _ => unreachable!("dm_target follows the node kind"),
+    };
+    let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+    for (position, device) in devices {
+        words[position] = name(device);
+    }
+    Ok(Some(words.join(" ")))
+}
+
+/// How keys reach dm-crypt, in user words.
+pub fn key_loading_words(loading: KeyLoading) -> &'static str {
+    match loading {
+        KeyLoading::Auto => {
+            "through the kernel keyring (hex in a wiped ioctl buffer if the keyring is unusable)"
+        }
+        KeyLoading::Keyring => "through the kernel keyring",
+        KeyLoading::Hex => "as hex in a wiped ioctl buffer",
+    }
+}
+
+/// One line per node, bottom first.
+fn describe_node(plan: &Plan, index: usize) -> String {
+    let node = &plan.nodes[index];
+    let NodeKind::Md {
+        level,
+        chunk_bytes,
+        members,
+    } = &node.kind
+    else {
+        let table = node.table.as_deref().unwrap_or("(no table)");
+        return format!("{}: {table}", node.name);
+    };
+    let chunk = if *level == super::MdLevel::Raid0 {
+        format!(" chunk {} KiB", chunk_bytes >> 10)
+    } else {
+        String::new()
+    };
+    let over: Vec<String> = members
+        .iter()
+        .map(|d| plan.device_path(*d).display().to_string())
+        .collect();
+    format!(
+        "{}: md {}{chunk} over {}, {} bytes, non-persistent (no superblock)",
+        node.name,
+        md_level_name(*level),
+        over.join(" "),
+        node.size_bytes
+    )
+}
+
+/// The steps of a provision run, in order.
+pub fn steps(plan: &Plan) -> Vec<String> {
+    let key_count = plan.keys.len();
+    let mut steps = Vec::new();
+    for (index, node) in plan.nodes.iter().enumerate() {
+        steps.push(match &node.kind {
+            NodeKind::Md { level, .. } => format!(
+                "build the non-persistent md {} array {} (no superblock written)",
+                md_level_name(*level),
+                node.name
+            ),
+            NodeKind::Striped { .. } => format!("create the dm striped mapping {}", node.name),
+            NodeKind::Linear { .. } => format!(
+                "create the dm linear mapping {} over {}",
+                node.name,
+                plan.nodes[index - 1].name
+            ),
+            NodeKind::Crypt { .. } => format!(
+                "load the dm-crypt mapping {} with its key {}, then verify read-only: decrypt raw sectors (first, last, random) in userspace and compare with the mapping",
+                node.name,
+                key_loading_words(plan.crypt.key_loading)
+            ),
+        });
+    }
+    steps.insert(
+        0,
+        format!(
+            "generate {key_count} random {}-bit key(s) in locked memory",
+            plan.crypt.format.key_bits
+        ),
+    );
+    if let Some(escrow) = &plan.escrow {
+        steps.push(format!(
+            "escrow the key(s) with RSA-OAEP-SHA-256 to {} into {} (mode 0400)",
+            escrow.public_key.display(),
+            escrow.file.display()
+        ));
+    }
+    steps.push("wipe the key(s) from tosskey's memory: only the kernel holds them".into());
+    if let Some(ext4) = &plan.mkfs {
+        steps.push(format!(
+            "format {} as ext4 ({} bytes per inode, {})",
+            plan.volume().path.display(),
+            ext4.inode_ratio,
+            if ext4.journal {
+                "with journal"
+            } else {
+                "no journal"
+            }
+        ));
+    }
+    if let Some(dir) = &plan.mount {
+        steps.push(format!(
+            "mount it at {} (noatime,nodev,nosuid)",
+            dir.display()
+        ));
+    }
+    steps
+}
+
+/// `--dry-run` for humans.
+pub fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "tosskey plan for {}", plan.volume().path.display());
+    let _ = writeln!(out, "members:");
+    for m in &plan.members {
+        let _ = writeln!(
+            out,
+            "  {} ({}, {} bytes{})",
+            m.path.display(),
+            m.dev,
+            m.size_bytes,
+            m.identity
+                .as_deref()
+                .map(|i| format!(", {i}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "nodes, bottom first (tables with the key elided):");
+    for index in 0..plan.nodes.len() {
+        let _ = writeln!(out, "  {}", describe_node(plan, index));
+    }
+    let _ = writeln!(out, "keys:");
+    for key in &plan.keys {
+        let _ = writeln!(
+            out,
+            "  {}-bit for {}, sectors {}..{}",
+            key.bits,
+            key.mapping,
+            key.covers.start,
+            key.covers.start + key.covers.length
+        );
+    }
+    let _ = writeln!(
+        out,
+        "kernel facilities: {}",
+        plan.facilities
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(out, "steps:");
+    for (i, step) in steps(plan).iter().enumerate() {
+        let _ = writeln!(out, "  {}. {step}", i + 1);
+    }
+    out
+}
+
+impl std::fmt::Display for super::Facility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            super::Facility::DmTarget(name) => write!(f, "dm target {name}"),
+            super::Facility::MdPersonality(name) => write!(f, "md personality {name}"),
+            super::Facility::Cipher(name) => write!(f, "cipher {name}"),
+            super::Facility::LogonKeys => f.write_str("logon keys"),
+        }
+    }
+}
+
+/// The commands that rebuild the plan with stock tools, bottom first, given the raw key
+/// file of each key. Nothing they run writes to a member.
+pub fn stock_commands(
+    plan: &Plan,
+    key_files: &[PathBuf],
+) -> Result<Vec<String>, tosskey_dm::Error> {
+    let mut commands = Vec::new();
+    for (index, node) in plan.nodes.iter().enumerate() {
+        let device = |d: DeviceRef| stock_device(plan, d);
+        commands.push(match &node.kind {
+            NodeKind::Md {
+                level,
+                chunk_bytes,
+                members,
+            } => format!(
+                "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",
+                stock_device(plan, DeviceRef::Node(index)),
+                md_level_name(*level),
+                match level {
+                    super::MdLevel::Raid0 => format!(" --chunk={}K", chunk_bytes >> 10),
+                    // Like tosskey's array: the mirrors are taken as in sync, no resync writes.
+                    super::MdLevel::Raid1 => " --assume-clean".to_owned(),
+                    // tosskey gives linear no chunk (the kernel would round members to it).
+                    super::MdLevel::Linear => String::new(),
+                },
+                members.len(),
+                members.iter().map(|d| device(*d)).collect::<Vec<_>>().join(" ")
+            ),
+            NodeKind::Striped { .. } | NodeKind::Linear { .. } => format!(
+                "dmsetup create {} --table \"{}\"",
+                node.name,
+                table(plan, index, device)?.expect("dm nodes have a table")
+            ),
+            NodeKind::Crypt { device: under, segments } => {
+                let key = segments[0].key;
+                let Some(DmTarget::Crypt(target)) = plan.dm_target(index, |_| DevId::new(0, 0))?
+                else {
+                    unreachable!("a crypt node renders a crypt target")
+                };
+                let args = target.cryptsetup_open_args(
+                    usize::try_from(plan.keys[key].bits / 8).expect("key bytes fit usize"),
+                    &key_files[key].display().to_string(),
+                    &device(*under),
+                    &node.name,
+                );
+                format!("cryptsetup {}", args.join(" "))
+            }
+        });
+    }
+    Ok(commands)
+}

@@ -136,7 +136,7 @@ dist_chroot() {
     mount -t proc proc "$dir/proc"
     mount --rbind /sys "$dir/sys"
     mount --rbind /dev "$dir/dev"
-    chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@" || status=$?
+    chroot "$dir" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" || status=$?
     for mount in dev sys proc; do
         umount -R "$dir/$mount" || umount -lR "$dir/$mount"
     done
@@ -234,7 +234,8 @@ dist_boot() {
     done
     local started=$SECONDS status=0
     dist_log "$name: booting ($index instance disk(s)), console in $log"
-    timeout --kill-after=10 "$timeout" qemu-system-x86_64 "${args[@]}" </dev/null || status=$?
+    # --foreground: QEMU stays in our process group, so an interrupt stops it too.
+    timeout --foreground --kill-after=10 "$timeout" qemu-system-x86_64 "${args[@]}" </dev/null || status=$?
     local seconds=$((SECONDS - started))
     grep -a '@@dist@@' "$log" | sed 's/^.*@@dist@@ /    /' >&2 || true
     if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then

@@ -58,6 +58,8 @@ token_data() {
 # Writes 1 MiB of TOKEN to the volume and flushes it to the instance disks (where the host
 # then looks for it in plaintext).
 write_token_file() {
+    # Never into the bare mount point on the root disk (check_volume_mounted failed already).
+    mountpoint -q "$DIST_MOUNT" || return 0
     if ! token_data "$1" >"$DIST_MOUNT/data" || ! sync "$DIST_MOUNT/data"; then
         fail "writing to $DIST_MOUNT failed"
     fi

@@ -13,7 +13,7 @@ rewrites that spec from the DaemonSet, so that runc in the guest runs what a nod
     read-write (what containerd's CRI plugin does for privileged containers);
   - readOnlyRootFilesystem: a read-only root;
   - each volumeMount of a hostPath volume as an rbind mount, with Bidirectional as
-    "rshared" (and the root's propagation shared, as containerd sets it) and
+    "rshared" (and the root's propagation rshared, as containerd sets it) and
     HostToContainer as "rslave"; hostPath types Directory/DirectoryOrCreate are checked or
     created by the guest script beforehand, like kubelet does;
   - its own PID, IPC, UTS and network namespaces (no hostPID/hostNetwork/hostIPC).
@@ -108,7 +108,8 @@ def main():
         })
     spec["mounts"] = mounts
     if bidirectional:
-        linux["rootfsPropagation"] = "shared"
+        # What containerd's CRI plugin sets when a mount is Bidirectional.
+        linux["rootfsPropagation"] = "rshared"
     with open(config_path, "w") as f:
         json.dump(spec, f, indent=2)
     # The hostPath volumes and their types, for the guest to prepare like kubelet.

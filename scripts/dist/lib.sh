@@ -97,6 +97,8 @@ dist_image() {
     mkdir -p "$DIST_CACHE"
     local started=$SECONDS partial log
     partial=$(mktemp -d "$DIST_CACHE/.build-$variant.XXXXXX")
+    # For an interrupted run's cleanup (scripts/dist-test removes it on exit).
+    DIST_PARTIAL=$partial
     log=$partial/mmdebstrap.log
     dist_log "building image $variant ($(dist_variant_packages "$variant")): mmdebstrap, log $log"
     # image-setup runs before the kernel's postinst builds the first initramfs (its
@@ -118,6 +120,8 @@ dist_image() {
     mv -f "$partial/vmlinux" "$DIST_IMAGE_KERNEL"
     mv -f "$partial/image.tar" "$DIST_IMAGE"
     rm -rf "$partial"
+    # shellcheck disable=SC2034  # read by scripts/dist-test's cleanup
+    DIST_PARTIAL=
     dist_log "image $variant built in $((SECONDS - started))s: $(du -h "$DIST_IMAGE" | cut -f1)"
 }
 

@@ -6,9 +6,19 @@
 #   dracut -f --add tosskey        (or add_dracutmodules+=" tosskey " in /etc/dracut.conf.d/)
 # No cryptsetup, dmsetup, mdadm, mke2fs or udev rules: tosskey is one static executable.
 
+# The static binary: /usr/local/sbin/tosskey, where the other integrations install it
+# (dracut resets PATH to /usr/sbin:/usr/bin:/sbin:/bin, so a PATH lookup alone misses it:
+# scripts/dist-test's boot found that), else wherever PATH finds one. TOSSKEY_BINARY
+# overrides it, as in the initramfs-tools hook.
+tosskey_binary() {
+    local binary=${TOSSKEY_BINARY:-/usr/local/sbin/tosskey}
+    [ -x "$binary" ] || binary=$(command -v tosskey) || return 1
+    echo "$binary"
+}
+
 # Only when asked for (--add tosskey / add_dracutmodules), and only if the binary exists.
 check() {
-    require_binaries tosskey || return 1
+    tosskey_binary >/dev/null || return 1
     return 255
 }
 
@@ -25,7 +35,7 @@ installkernel() {
 
 install() {
     local config_dir=${TOSSKEY_CONFIG_DIR:-/etc/tosskey} key
-    inst_binary "$(command -v tosskey)" /usr/sbin/tosskey
+    inst_binary "$(tosskey_binary)" /usr/sbin/tosskey
     # The hooks source initramfs.conf (without one they use the same defaults); an escrow
     # public key it names must be in the image too. Never a private key.
     if [ -f "$config_dir/initramfs.conf" ]; then

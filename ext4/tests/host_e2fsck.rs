@@ -12,8 +12,10 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
 
-/// The features mke2fs 1.47 enables for ext4 here, minus resize_inode (see crate docs).
+/// The features mke2fs 1.47 enables for ext4 here, minus resize_inode, plus sparse_super2
+/// (see crate docs).
 const FEATURES: &[&str] = &[
+    "sparse_super2",
     "ext_attr",
     "dir_index",
     "filetype",
@@ -391,12 +393,13 @@ fn superblock_and_groups_match_mke2fs_with_the_same_features() {
                 journal,
                 ..FormatOptions::default()
             };
-            format(&ours, &opts).unwrap();
+            let report = format(&ours, &opts).unwrap();
             let features = if journal {
-                "^resize_inode"
+                "^resize_inode,sparse_super2"
             } else {
-                "^has_journal,^resize_inode"
+                "^has_journal,^resize_inode,sparse_super2"
             };
+            let flex = report.flex_groups.to_string();
             let status = Command::new(sbin("mke2fs"))
                 .args([
                     "-q",
@@ -406,6 +409,10 @@ fn superblock_and_groups_match_mke2fs_with_the_same_features() {
                     "largefile4",
                     "-O",
                     features,
+                    "-E",
+                    "num_backup_sb=0",
+                    "-G",
+                    &flex,
                     "-U",
                     uuid_text,
                     "-F",

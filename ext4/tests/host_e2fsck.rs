@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tosskey_ext4::{format, Error, FormatOptions, FormatReport};
+use tosskey_testkit::assert_e2fsck_clean as assert_fsck_clean;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -50,23 +51,6 @@ fn sparse_image(dir: &tempfile::TempDir, name: &str, size: u64) -> PathBuf {
 fn allocated_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512
-}
-
-/// Run `e2fsck -fn` and assert it exits 0 (clean), printing its output otherwise.
-fn assert_fsck_clean(image: &Path) {
-    let output = Command::new(sbin("e2fsck"))
-        .args(["-fn"])
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "e2fsck -fn {} exited {:?}\nstdout:\n{}\nstderr:\n{}",
-        image.display(),
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// `dumpe2fs -h` as (key, value) pairs.

@@ -1,4 +1,4 @@
-//! Format a block device or image file: `cargo run -p tosskey-ext4 --example mkfs -- TARGET [--journal] [--label L] [--uuid HEX32]`.
+//! Format a block device or image file: `cargo run -p tosskey-ext4 --example mkfs -- TARGET [--journal] [--meta-bg] [--backups N] [--label L] [--uuid HEX32]`.
 
 use std::path::PathBuf;
 
@@ -11,6 +11,13 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--journal" => opts.journal = true,
+            "--meta-bg" => opts.meta_bg = true,
+            "--backups" => {
+                opts.backup_superblocks = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--backups 0|1|2")
+            }
             "--label" => opts.label = args.next(),
             "--uuid" => {
                 let hex: String = args.next().expect("--uuid HEX").replace('-', "");
@@ -23,7 +30,9 @@ fn main() {
             _ => target = Some(PathBuf::from(arg)),
         }
     }
-    let target = target.expect("usage: mkfs TARGET [--journal] [--label L] [--uuid HEX]");
+    let target = target.expect(
+        "usage: mkfs TARGET [--journal] [--meta-bg] [--backups N] [--label L] [--uuid HEX]",
+    );
     match format(&target, &opts) {
         Ok(report) => println!("{report:?}"),
         Err(error) => {

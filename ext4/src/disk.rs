@@ -7,7 +7,7 @@
 
 use crate::layout::{
     Extent, Layout, BLOCK_LEN, BLOCK_SIZE, DESC_LEN, DESC_SIZE, EXTENTS_IN_INODE, EXTENTS_PER_LEAF,
-    FIRST_INODE, INODE_LEN, INODE_SIZE, LOG_FLEX_GROUPS,
+    FIRST_INODE, INODE_LEN, INODE_SIZE,
 };
 
 /// `s_inode_size`, `s_desc_size`, `s_blocksize` (jbd2) as stored.
@@ -61,8 +61,12 @@ pub mod feature {
     pub const COMPAT_EXT_ATTR: u32 = 0x0008;
     /// `dir_index`.
     pub const COMPAT_DIR_INDEX: u32 = 0x0020;
+    /// `sparse_super2`: superblock backups only in the groups `s_backup_bgs` names.
+    pub const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
     /// `filetype`.
     pub const INCOMPAT_FILETYPE: u32 = 0x0002;
+    /// `meta_bg`: each descriptor block lives in its own meta group.
+    pub const INCOMPAT_META_BG: u32 = 0x0010;
     /// `extent`.
     pub const INCOMPAT_EXTENTS: u32 = 0x0040;
     /// `64bit`.
@@ -164,19 +168,20 @@ pub fn superblock(layout: &Layout, params: &SuperParams, group: u32) -> [u8; SUP
         0x5a,
         u16::try_from(group).unwrap_or(u16::MAX), // s_block_group_nr saturates, as in e2fsprogs
     );
-    let mut compat = feature::COMPAT_EXT_ATTR | feature::COMPAT_DIR_INDEX;
+    let mut compat =
+        feature::COMPAT_EXT_ATTR | feature::COMPAT_DIR_INDEX | feature::COMPAT_SPARSE_SUPER2;
     if params.journal_backup.is_some() {
         compat |= feature::COMPAT_HAS_JOURNAL;
     }
     put_u32(&mut sb, 0x5c, compat);
-    put_u32(
-        &mut sb,
-        0x60,
-        feature::INCOMPAT_FILETYPE
-            | feature::INCOMPAT_EXTENTS
-            | feature::INCOMPAT_64BIT
-            | feature::INCOMPAT_FLEX_BG,
-    );
+    let mut incompat = feature::INCOMPAT_FILETYPE
+        | feature::INCOMPAT_EXTENTS
+        | feature::INCOMPAT_64BIT
+        | feature::INCOMPAT_FLEX_BG;
+    if layout.meta_bg {
+        incompat |= feature::INCOMPAT_META_BG; // s_first_meta_bg stays 0: all of it
+    }
+    put_u32(&mut sb, 0x60, incompat);
     put_u32(
         &mut sb,
         0x64,
@@ -213,7 +218,7 @@ pub fn superblock(layout: &Layout, params: &SuperParams, group: u32) -> [u8; SUP
                                  // s_flags: EXT2_FLAGS_SIGNED_HASH, what mke2fs records on x86 (signed char); the
                                  // kernel and e2fsck follow the flag, so the choice only has to be recorded.
     put_u32(&mut sb, 0x160, 0x0001);
-    sb[0x174] = LOG_FLEX_GROUPS;
+    sb[0x174] = u8::try_from(layout.flex_groups.trailing_zeros()).expect("log2 of a u32 < 32");
     sb[0x175] = 1; // s_checksum_type: crc32c
     sb[0x178..0x180].copy_from_slice(&params.kbytes_written.to_le_bytes());
     put_u32(
@@ -221,6 +226,8 @@ pub fn superblock(layout: &Layout, params: &SuperParams, group: u32) -> [u8; SUP
         0x248,
         u32::try_from(layout.overhead_blocks()).unwrap_or(0), // s_overhead_clusters; 0 = "compute it"
     );
+    put_u32(&mut sb, 0x24c, layout.backup_groups[0]); // s_backup_bgs
+    put_u32(&mut sb, 0x250, layout.backup_groups[1]);
     let checksum = crc32c(!0, &sb[..SB_CHECKSUM_OFFSET]);
     put_u32(&mut sb, SB_CHECKSUM_OFFSET, checksum);
     sb

@@ -4,9 +4,15 @@
 //! `ext2fs_allocate_group_table()` of e2fsprogs 1.47 so the result looks like what
 //! `mke2fs -t ext4` makes (minus the resize inode, see the crate docs):
 //! - 4 KiB blocks, 32768 blocks per group, 256-byte inodes, 64-byte group descriptors;
-//! - `sparse_super`: superblock + descriptor copies in groups 0, 1 and powers of 3, 5, 7;
-//! - `flex_bg` of 16 groups: the first group of each flex group holds the block bitmaps,
-//!   then the inode bitmaps, then the inode tables of all its groups, back to back;
+//! - `sparse_super2`: superblock + descriptor copies in group 0 and at most two backup
+//!   groups (`s_backup_bgs`: group 1 and the last group, as `mke2fs -E num_backup_sb=N`);
+//! - `meta_bg` once the descriptor table would take more than 3/4 of group 0 (over
+//!   192 TiB; mke2fs switches at the same point) or when asked: descriptor block `i`
+//!   then lives in groups `64i`, `64i + 1` and `64i + 63` (the kernel reads the first);
+//! - `flex_bg`: the first group of each flex group holds the block bitmaps, then the
+//!   inode bitmaps, then the inode tables of all its groups, back to back. 256 groups per
+//!   flex group (16 on volumes of at most 16 groups or with dense inode tables), so that
+//!   only one block bitmap in 256 must be written (see [`flex_groups_for`]);
 //! - a last group too small for its own metadata plus 50 blocks is dropped;
 //! - root directory and `lost+found` right after the first flex group's tables, the
 //!   journal at the start of the emptier of the two groups in the middle of the volume.
@@ -29,10 +35,13 @@ pub const BLOCKS_PER_GROUP: u64 = 32768;
 pub const INODE_SIZE: u64 = 256;
 /// Group descriptor size with the `64bit` feature.
 pub const DESC_SIZE: u64 = 64;
-/// Groups per flex group (mke2fs default `-G 16`).
-pub const FLEX_GROUPS: u32 = 16;
-/// `s_log_groups_per_flex` for [`FLEX_GROUPS`].
-pub const LOG_FLEX_GROUPS: u8 = 4;
+/// Smallest flex group size (mke2fs's default `-G 16`).
+pub const MIN_FLEX_GROUPS: u32 = 16;
+/// Largest flex group size this formatter picks (`-G 256`, what Lustre formats its
+/// multi-terabyte OSTs with).
+pub const MAX_FLEX_GROUPS: u32 = 256;
+/// Descriptors per block, which is also the number of groups per `meta_bg` meta group.
+pub const DESCS_PER_BLOCK: u64 = BLOCK_SIZE / DESC_SIZE;
 /// First non-reserved inode; inodes 1..=10 are reserved, 11 is `lost+found`.
 pub const FIRST_INODE: u32 = 11;
 /// Blocks of `lost+found` (mke2fs grows it to 16 KiB so fsck can reconnect files
@@ -46,12 +55,17 @@ pub const EXTENTS_IN_INODE: usize = 4;
 pub const EXTENTS_PER_LEAF: usize = 340;
 /// mke2fs drops a last group that has less than its own metadata plus this many blocks.
 const LAST_GROUP_SLACK: u64 = 50;
-/// Descriptors per block.
-const DESCS_PER_BLOCK: u64 = BLOCK_SIZE / DESC_SIZE;
 /// Inodes per inode-table block.
 const INODES_PER_BLOCK: u64 = BLOCK_SIZE / INODE_SIZE;
-/// Without `meta_bg`, mke2fs refuses descriptor tables longer than 3/4 of a group.
-const MAX_DESC_BLOCKS: u64 = BLOCKS_PER_GROUP * 3 / 4;
+/// Beyond this many descriptor blocks (3/4 of group 0) the table no longer stays next to
+/// the superblock: `meta_bg` spreads it, as mke2fs does.
+const MAX_CONTIGUOUS_DESC_BLOCKS: u64 = BLOCKS_PER_GROUP * 3 / 4;
+/// Most groups: every group needs at least one inode-table block of 16 inodes, and the
+/// inode count must stay below 2^32 (about 32 PiB).
+const MAX_GROUPS: u64 = (u32::MAX / 16) as u64;
+/// mke2fs's search window for a flex group's tables (`flexbg_offset()`): keeping each
+/// kind of table of a flex group within it keeps our placement identical to mke2fs's.
+const FLEX_TABLES_WINDOW: u64 = BLOCKS_PER_GROUP / 4;
 
 /// Why a size or option cannot be laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +75,7 @@ pub enum LayoutError {
         /// The smallest size that works, in bytes.
         min_bytes: u64,
     },
-    /// The descriptor table would need `meta_bg`, which this formatter does not write.
+    /// More groups than 2^32 inodes can serve (about 32 PiB).
     TooLarge {
         /// The largest size that works, in bytes.
         max_bytes: u64,
@@ -106,6 +120,16 @@ pub struct JournalLayout {
     pub leaf_block: Option<u64>,
 }
 
+/// Where the superblock and group descriptor copies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorPlacement {
+    /// Backup superblock copies wanted (`mke2fs -E num_backup_sb`, 0..=2).
+    pub backups: u8,
+    /// Spread the descriptors with `meta_bg` even where the table fits next to the
+    /// superblock (it is used regardless once it does not).
+    pub meta_bg: bool,
+}
+
 /// The complete placement of a fresh filesystem.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -115,20 +139,26 @@ pub struct Layout {
     pub groups: u32,
     /// Blocks of the group descriptor table.
     pub desc_blocks: u64,
+    /// Descriptors spread by `meta_bg` rather than one table after each superblock.
+    pub meta_bg: bool,
+    /// `s_backup_bgs`: the groups holding backup superblocks (0 = none), ascending.
+    pub backup_groups: [u32; 2],
+    /// Groups per flex group (a power of two).
+    pub flex_groups: u32,
     /// Inodes per group (a multiple of 16: whole inode-table blocks).
     pub inodes_per_group: u32,
     /// Inode-table blocks per group.
     pub inode_table_blocks: u64,
     /// Blocks reserved for root (`s_r_blocks_count`).
     pub reserved_blocks: u64,
-    /// Bitmap and inode-table locations, one entry per group.
-    pub tables: Vec<GroupTables>,
     /// Root directory's single block.
     pub root_block: u64,
     /// First of the [`LOST_FOUND_BLOCKS`] blocks of `lost+found`.
     pub lost_found_block: u64,
     /// The journal, when requested.
     pub journal: Option<JournalLayout>,
+    /// Blocks used by files (root, `lost+found`, journal) as sorted ranges.
+    file_ranges: Vec<Range<u64>>,
 }
 
 /// Journal size in blocks for a filesystem of `blocks` 4 KiB blocks, as
@@ -147,24 +177,53 @@ pub fn default_journal_blocks(blocks: u64) -> Option<u32> {
     }
 }
 
-/// Whether group `group` carries a superblock and descriptor backup (`sparse_super`).
-pub fn group_has_super(group: u32) -> bool {
-    fn is_power_of(mut n: u32, base: u32) -> bool {
-        while n.is_multiple_of(base) {
-            n /= base;
-        }
-        n == 1
+/// Groups per flex group for a volume of `groups` groups with `inode_table_blocks` per
+/// group: 256 where the volume has that many groups and 256 groups' tables stay within
+/// mke2fs's search window, else the smallest power of two covering the volume, at least
+/// mke2fs's 16.
+///
+/// Why 256: the first group of a flex group holds the tables of all its groups, so its
+/// block bitmap must be written (the kernel only derives a `BLOCK_UNINIT` bitmap from the
+/// group's *own* metadata). With mke2fs's 16 that is one 4 KiB bitmap per 2 GiB, 120 MiB
+/// at 60 TiB; with 256 it is 7.5 MiB. The allocator treats a flex group as one unit for
+/// spreading directories, which costs nothing on volumes of large files.
+pub fn flex_groups_for(groups: u64, inode_table_blocks: u64) -> u32 {
+    let mut flex = MAX_FLEX_GROUPS;
+    while flex > MIN_FLEX_GROUPS
+        && (u64::from(flex / 2) >= groups
+            || u64::from(flex) * (2 + inode_table_blocks) > FLEX_TABLES_WINDOW)
+    {
+        flex /= 2;
     }
-    group <= 1 || is_power_of(group, 3) || is_power_of(group, 5) || is_power_of(group, 7)
+    flex
+}
+
+/// `s_backup_bgs` for `backups` wanted copies on `groups` groups, as mke2fs sets it:
+/// group 1 and the last group, clamped, deduplicated, ordered.
+fn backup_groups_for(backups: u8, groups: u32) -> [u32; 2] {
+    let last = groups - 1;
+    let mut bgs = [
+        if backups >= 1 { 1.min(last) } else { 0 },
+        if backups >= 2 { last } else { 0 },
+    ];
+    if bgs[1] == bgs[0] {
+        bgs[1] = 0;
+    }
+    if bgs[0] > bgs[1] {
+        bgs.swap(0, 1);
+    }
+    bgs
 }
 
 impl Layout {
     /// Lay out a filesystem on `device_bytes` bytes with one inode per `inode_ratio` bytes,
-    /// `reserved_percent` % of blocks reserved for root, and a journal if `journal`.
+    /// `reserved_percent` % of blocks reserved for root, descriptors per `placement`, and
+    /// a journal if `journal`.
     pub fn compute(
         device_bytes: u64,
         inode_ratio: u64,
         reserved_percent: u8,
+        placement: DescriptorPlacement,
         journal: bool,
     ) -> Result<Layout, LayoutError> {
         let device_blocks = device_bytes / BLOCK_SIZE;
@@ -178,20 +237,26 @@ impl Layout {
                 });
             }
             let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
-            let desc_blocks = groups.div_ceil(DESCS_PER_BLOCK);
-            if desc_blocks > MAX_DESC_BLOCKS {
+            if groups > MAX_GROUPS {
                 return Err(LayoutError::TooLarge {
                     max_bytes: max_bytes(),
                 });
             }
-            let groups32 = u32::try_from(groups).map_err(|_| LayoutError::TooLarge {
-                max_bytes: max_bytes(),
-            })?;
+            let groups32 = u32::try_from(groups).expect("groups <= MAX_GROUPS");
+            let desc_blocks = groups.div_ceil(DESCS_PER_BLOCK);
+            let meta_bg = placement.meta_bg || desc_blocks > MAX_CONTIGUOUS_DESC_BLOCKS;
             let inodes_per_group = inodes_per_group(requested_inodes, groups);
             let inode_table_blocks = (inodes_per_group * INODE_SIZE).div_ceil(BLOCK_SIZE);
-            let last = groups32 - 1;
+            // mke2fs's test for the last group (ext2fs_initialize()): whether it takes a
+            // backup is judged from the requested backups before clamping, and a backup
+            // there is counted with the whole descriptor table even under meta_bg.
             let mut last_overhead = 2 + inode_table_blocks;
-            if group_has_super(last) {
+            let last_has_backup = if groups == 2 {
+                placement.backups >= 1
+            } else {
+                placement.backups >= 2
+            };
+            if last_has_backup {
                 last_overhead += 1 + desc_blocks;
             }
             let rem = blocks % BLOCKS_PER_GROUP;
@@ -208,6 +273,9 @@ impl Layout {
                 blocks,
                 groups: groups32,
                 desc_blocks,
+                meta_bg,
+                backup_groups: backup_groups_for(placement.backups, groups32),
+                flex_groups: flex_groups_for(groups, inode_table_blocks),
                 inodes_per_group: u32::try_from(inodes_per_group)
                     .expect("inodes_per_group is capped at 32768"),
                 inode_table_blocks,
@@ -226,44 +294,95 @@ impl Layout {
         (self.blocks - self.group_first_block(group)).min(BLOCKS_PER_GROUP)
     }
 
-    /// Blocks at the start of `group` taken by the superblock and descriptor backup.
+    /// Whether `group` holds a superblock: group 0 and the `sparse_super2` backups.
+    pub fn has_super(&self, group: u32) -> bool {
+        group == 0 || self.backup_groups.contains(&group)
+    }
+
+    /// Whether `group` holds a copy of its meta group's descriptor block (`meta_bg`:
+    /// the first, second and last group of every 64).
+    fn has_meta_desc(&self, group: u32) -> bool {
+        let index = u64::from(group) % DESCS_PER_BLOCK;
+        self.meta_bg && (index == 0 || index == 1 || index == DESCS_PER_BLOCK - 1)
+    }
+
+    /// Blocks at the start of `group` taken by its superblock and descriptor copies.
     pub fn super_blocks_in(&self, group: u32) -> u64 {
-        if group_has_super(group) {
-            1 + self.desc_blocks
+        let superblock = u64::from(self.has_super(group));
+        if self.meta_bg {
+            superblock + u64::from(self.has_meta_desc(group))
+        } else if self.has_super(group) {
+            superblock + self.desc_blocks
         } else {
             0
         }
     }
 
+    /// Every block holding a copy of descriptor block `index`, the primary first.
+    pub fn desc_block_copies(&self, index: u64) -> Vec<u64> {
+        if self.meta_bg {
+            let first = index * DESCS_PER_BLOCK;
+            [first, first + 1, first + DESCS_PER_BLOCK - 1]
+                .into_iter()
+                .filter(|&group| group < u64::from(self.groups))
+                .map(|group| {
+                    let group = u32::try_from(group).expect("group < groups");
+                    self.group_first_block(group) + u64::from(self.has_super(group))
+                })
+                .collect()
+        } else {
+            std::iter::once(0)
+                .chain(self.backup_groups.into_iter().filter(|&g| g != 0))
+                .map(|group| self.group_first_block(group) + 1 + index)
+                .collect()
+        }
+    }
+
+    /// The groups holding a superblock, group 0 first.
+    pub fn super_groups(&self) -> Vec<u32> {
+        std::iter::once(0)
+            .chain(self.backup_groups.into_iter().filter(|&g| g != 0))
+            .collect()
+    }
+
+    /// The first group of the flex group of `group`, and how many groups it has.
+    fn flex_group_of(&self, group: u32) -> (u32, u32) {
+        let first = group & !(self.flex_groups - 1);
+        (first, (self.groups - first).min(self.flex_groups))
+    }
+
+    /// Bitmap and inode-table locations of `group`: the first group of its flex group
+    /// holds, after its own superblock and descriptors, the block bitmaps, then the inode
+    /// bitmaps, then the inode tables of all its groups. The distance between the three is
+    /// the flex group's group count, except that a last flex group of one group keeps the
+    /// full spacing (`table_offset` in ext2fs_allocate_group_table()).
+    pub fn tables(&self, group: u32) -> GroupTables {
+        let (first, members) = self.flex_group_of(group);
+        let spacing = u64::from(if members == 1 {
+            self.flex_groups
+        } else {
+            members
+        });
+        let start = self.group_first_block(first) + self.super_blocks_in(first);
+        let index = u64::from(group - first);
+        GroupTables {
+            block_bitmap: start + index,
+            inode_bitmap: start + spacing + index,
+            inode_table: start + 2 * spacing + index * self.inode_table_blocks,
+        }
+    }
+
     /// The block bitmaps, inode bitmaps and inode tables of the flex group starting at
-    /// `group` (a multiple of [`FLEX_GROUPS`]); they all sit in `group`.
+    /// `group`; they all sit in `group`.
     fn flex_tables_ranges(&self, group: u32) -> [Range<u64>; 3] {
-        let members = u64::from((self.groups - group).min(FLEX_GROUPS));
-        let first = self.tables[group as usize];
+        let (_, members) = self.flex_group_of(group);
+        let members = u64::from(members);
+        let first = self.tables(group);
         [
             first.block_bitmap..first.block_bitmap + members,
             first.inode_bitmap..first.inode_bitmap + members,
             first.inode_table..first.inode_table + members * self.inode_table_blocks,
         ]
-    }
-
-    /// Blocks used by files (root, `lost+found`, journal) as sorted ranges.
-    fn file_ranges(&self) -> Vec<Range<u64>> {
-        let mut ranges = vec![
-            self.root_block..self.root_block + 1,
-            self.lost_found_block..self.lost_found_block + LOST_FOUND_BLOCKS,
-        ];
-        if let Some(journal) = &self.journal {
-            ranges.extend(
-                journal
-                    .extents
-                    .iter()
-                    .map(|e| e.start..e.start + u64::from(e.len)),
-            );
-            ranges.extend(journal.leaf_block.map(|b| b..b + 1));
-        }
-        ranges.sort_by_key(|r| r.start);
-        ranges
     }
 
     /// Every used block range inside `group`, sorted and clipped to the group.
@@ -275,10 +394,10 @@ impl Layout {
         if sb > 0 {
             used.push(first..first + sb);
         }
-        if group.is_multiple_of(FLEX_GROUPS) {
+        if group.is_multiple_of(self.flex_groups) {
             used.extend(self.flex_tables_ranges(group));
         }
-        for range in self.file_ranges() {
+        for range in &self.file_ranges {
             let clipped = range.start.max(first)..range.end.min(end);
             if clipped.start < clipped.end {
                 used.push(clipped);
@@ -298,15 +417,15 @@ impl Layout {
         self.group_len(group) - used
     }
 
-    /// Whether `group` holds nothing but its own backup superblock and descriptors, so the
+    /// Whether `group` holds nothing but its own superblock and descriptor copies, so the
     /// kernel and e2fsck can rebuild its block bitmap (`BLOCK_UNINIT`). The last group never
     /// qualifies: its bitmap needs padding bits.
     pub fn block_bitmap_derivable(&self, group: u32) -> bool {
-        group + 1 != self.groups && !group.is_multiple_of(FLEX_GROUPS) && {
+        group + 1 != self.groups && !group.is_multiple_of(self.flex_groups) && {
             let first = self.group_first_block(group);
             let end = first + self.group_len(group);
             !self
-                .file_ranges()
+                .file_ranges
                 .iter()
                 .any(|r| r.start < end && r.end > first)
         }
@@ -315,7 +434,14 @@ impl Layout {
     /// Blocks not available to files: superblocks, descriptors, bitmaps, inode tables and
     /// the journal (not its extent leaf) -- what mke2fs stores in `s_overhead_clusters`.
     pub fn overhead_blocks(&self) -> u64 {
-        let supers: u64 = (0..self.groups).map(|g| self.super_blocks_in(g)).sum();
+        let supers: u64 = if self.meta_bg {
+            let copies: u64 = (0..self.desc_blocks)
+                .map(|i| self.desc_block_copies(i).len() as u64)
+                .sum();
+            copies + self.super_groups().len() as u64
+        } else {
+            self.super_groups().len() as u64 * (1 + self.desc_blocks)
+        };
         let journal = self.journal.as_ref().map_or(0, |j| u64::from(j.blocks));
         supers + u64::from(self.groups) * (2 + self.inode_table_blocks) + journal
     }
@@ -324,6 +450,25 @@ impl Layout {
     pub fn inodes(&self) -> u64 {
         u64::from(self.groups) * u64::from(self.inodes_per_group)
     }
+
+    /// The sorted block ranges of root, `lost+found` and the journal.
+    fn compute_file_ranges(&self) -> Vec<Range<u64>> {
+        let mut ranges = vec![
+            self.root_block..self.root_block + 1,
+            self.lost_found_block..self.lost_found_block + LOST_FOUND_BLOCKS,
+        ];
+        if let Some(journal) = &self.journal {
+            ranges.extend(
+                journal
+                    .extents
+                    .iter()
+                    .map(|e| e.start..e.start + u64::from(e.len)),
+            );
+            ranges.extend(journal.leaf_block.map(|b| b..b + 1));
+        }
+        ranges.sort_by_key(|r| r.start);
+        ranges
+    }
 }
 
 /// Group counts before placement.
@@ -331,42 +476,49 @@ struct Geometry {
     blocks: u64,
     groups: u32,
     desc_blocks: u64,
+    meta_bg: bool,
+    backup_groups: [u32; 2],
+    flex_groups: u32,
     inodes_per_group: u32,
     inode_table_blocks: u64,
 }
 
 impl Geometry {
     fn place(self, reserved_percent: u8, journal: bool) -> Result<Layout, LayoutError> {
-        let mut tables = Vec::with_capacity(self.groups as usize);
-        let mut data_start = 0;
-        for flex_first in (0..self.groups).step_by(FLEX_GROUPS as usize) {
-            let members = u64::from((self.groups - flex_first).min(FLEX_GROUPS));
-            // Distance between the block bitmaps, inode bitmaps and inode tables: the
-            // group count, except that a last flex group of one group keeps the full
-            // 16-block spacing (`table_offset` in ext2fs_allocate_group_table()).
-            let spacing = if members == 1 {
-                u64::from(FLEX_GROUPS)
-            } else {
-                members
-            };
-            let group_first = u64::from(flex_first) * BLOCKS_PER_GROUP;
-            let group_end = (group_first + BLOCKS_PER_GROUP).min(self.blocks);
-            let mut start = group_first;
-            if group_has_super(flex_first) {
-                start += 1 + self.desc_blocks;
-            }
-            let end = start + 2 * spacing + members * self.inode_table_blocks;
+        let reserved_blocks = self.blocks * u64::from(reserved_percent) / 100;
+        let mut layout = Layout {
+            blocks: self.blocks,
+            groups: self.groups,
+            desc_blocks: self.desc_blocks,
+            meta_bg: self.meta_bg,
+            backup_groups: self.backup_groups,
+            flex_groups: self.flex_groups,
+            inodes_per_group: self.inodes_per_group,
+            inode_table_blocks: self.inode_table_blocks,
+            reserved_blocks,
+            root_block: 0,
+            lost_found_block: 0,
+            journal: None,
+            file_ranges: Vec::new(),
+        };
+        for flex_first in (0..self.groups).step_by(self.flex_groups as usize) {
+            let [_, _, inode_tables] = layout.flex_tables_ranges(flex_first);
+            let (_, members) = layout.flex_group_of(flex_first);
+            let group_end = layout.group_first_block(flex_first) + layout.group_len(flex_first);
             // Group 0 also takes the root directory and lost+found, in the first free
             // blocks: the gap after the block bitmaps if it holds them (1 + 4 blocks), else
             // right after the tables.
-            let mut needed_end = end;
+            let mut needed_end = inode_tables.end;
             if flex_first == 0 {
-                if spacing - members > LOST_FOUND_BLOCKS {
-                    data_start = start + members;
+                let tables = layout.tables(0);
+                let gap = tables.inode_bitmap - tables.block_bitmap - u64::from(members);
+                if gap > LOST_FOUND_BLOCKS {
+                    layout.root_block = tables.block_bitmap + u64::from(members);
                 } else {
-                    data_start = end;
-                    needed_end = end + 1 + LOST_FOUND_BLOCKS;
+                    layout.root_block = inode_tables.end;
+                    needed_end = inode_tables.end + 1 + LOST_FOUND_BLOCKS;
                 }
+                layout.lost_found_block = layout.root_block + 1;
             }
             if needed_end > group_end {
                 return Err(if self.groups == 1 {
@@ -379,29 +531,11 @@ impl Geometry {
                     }
                 });
             }
-            for i in 0..members {
-                tables.push(GroupTables {
-                    block_bitmap: start + i,
-                    inode_bitmap: start + spacing + i,
-                    inode_table: start + 2 * spacing + i * self.inode_table_blocks,
-                });
-            }
         }
-        let reserved_blocks = self.blocks * u64::from(reserved_percent) / 100;
-        let mut layout = Layout {
-            blocks: self.blocks,
-            groups: self.groups,
-            desc_blocks: self.desc_blocks,
-            inodes_per_group: self.inodes_per_group,
-            inode_table_blocks: self.inode_table_blocks,
-            reserved_blocks,
-            tables,
-            root_block: data_start,
-            lost_found_block: data_start + 1,
-            journal: None,
-        };
+        layout.file_ranges = layout.compute_file_ranges();
         if journal {
             layout.journal = Some(place_journal(&layout)?);
+            layout.file_ranges = layout.compute_file_ranges();
         }
         Ok(layout)
     }
@@ -427,28 +561,37 @@ pub fn min_bytes() -> u64 {
     (1 + 1 + 2 + 1 + LAST_GROUP_SLACK) * BLOCK_SIZE
 }
 
-/// Largest device this formatter accepts: descriptor table within 3/4 of a group
-/// (beyond that mke2fs switches to `meta_bg`).
+/// Largest device this formatter accepts: [`MAX_GROUPS`] full groups (about 32 PiB).
 pub fn max_bytes() -> u64 {
-    MAX_DESC_BLOCKS * DESCS_PER_BLOCK * BLOCKS_PER_GROUP * BLOCK_SIZE
+    MAX_GROUPS * BLOCKS_PER_GROUP * BLOCK_SIZE
 }
 
 /// The group whose start the journal is placed at (`get_midpoint_journal_block()`):
 /// the emptier of the two groups at the start of the middle flex group.
 fn journal_goal_group(layout: &Layout) -> u32 {
-    let middle = u32::try_from(layout.blocks / 2 / BLOCKS_PER_GROUP)
+    let mut group = u32::try_from(layout.blocks / 2 / BLOCKS_PER_GROUP)
         .expect("group numbers fit in u32 (checked in compute)");
-    let last = layout.groups - 1;
-    let start = if middle > FLEX_GROUPS {
-        middle & !(FLEX_GROUPS - 1)
+    let start = if group > layout.flex_groups {
+        group &= !(layout.flex_groups - 1);
+        while group < layout.groups && layout.free_in_group(group) == 0 {
+            group += 1;
+        }
+        if group == layout.groups {
+            group = 0;
+        }
+        group
     } else {
-        middle.saturating_sub(1)
+        group.saturating_sub(1)
     };
-    let end = (middle + 1).min(last).max(start);
+    let end = if group + 1 < layout.groups {
+        group + 1
+    } else {
+        group
+    };
     let mut best = start;
-    for group in start + 1..=end {
-        if layout.free_in_group(group) > layout.free_in_group(best) {
-            best = group;
+    for candidate in start + 1..=end {
+        if layout.free_in_group(candidate) > layout.free_in_group(best) {
+            best = candidate;
         }
     }
     best
@@ -478,20 +621,28 @@ fn place_journal(layout: &Layout) -> Result<JournalLayout, LayoutError> {
                     }
                     break 'groups;
                 }
-                let take = (run.end - run.start).min(wanted).min(MAX_EXTENT_LEN);
-                match extents.last_mut() {
+                // Like ext2fs_fallocate(), an extent runs on across a group boundary
+                // until it holds MAX_EXTENT_LEN blocks.
+                let available = (run.end - run.start).min(wanted);
+                let take = match extents.last_mut() {
                     Some(last)
                         if last.start + u64::from(last.len) == run.start
-                            && u64::from(last.len) + take <= MAX_EXTENT_LEN =>
+                            && u64::from(last.len) < MAX_EXTENT_LEN =>
                     {
+                        let take = available.min(MAX_EXTENT_LEN - u64::from(last.len));
                         last.len += u16::try_from(take).expect("take <= 32768");
+                        take
                     }
-                    _ => extents.push(Extent {
-                        logical: u32::try_from(logical).expect("journal < 2^32 blocks"),
-                        start: run.start,
-                        len: u16::try_from(take).expect("take <= 32768"),
-                    }),
-                }
+                    _ => {
+                        let take = available.min(MAX_EXTENT_LEN);
+                        extents.push(Extent {
+                            logical: u32::try_from(logical).expect("journal < 2^32 blocks"),
+                            start: run.start,
+                            len: u16::try_from(take).expect("take <= 32768"),
+                        });
+                        take
+                    }
+                };
                 logical += take;
                 wanted -= take;
                 run.start += take;
@@ -501,6 +652,25 @@ fn place_journal(layout: &Layout) -> Result<JournalLayout, LayoutError> {
     }
     if wanted > 0 || (need_leaf && leaf_block.is_none()) || extents.len() > EXTENTS_PER_LEAF {
         return Err(no_room);
+    }
+    // ext2fs's extent_node_split() tries to put the leaf just before the first extent
+    // (usually the free last block of the previous group); failing that it takes the
+    // first free block after the journal, found above.
+    if need_leaf {
+        if let Some(before) = extents[0].start.checked_sub(1) {
+            let group = u32::try_from(before / BLOCKS_PER_GROUP).expect("group < groups");
+            let in_journal = extents
+                .iter()
+                .any(|e| (e.start..e.start + u64::from(e.len)).contains(&before));
+            if !in_journal
+                && !layout
+                    .used_in_group(group)
+                    .iter()
+                    .any(|used| used.contains(&before))
+            {
+                leaf_block = Some(before);
+            }
+        }
     }
     Ok(JournalLayout {
         blocks,
@@ -534,39 +704,121 @@ mod tests {
     const GIB: u64 = 1 << 30;
     const TIB: u64 = 1 << 40;
     const LARGEFILE4: u64 = 4 << 20;
+    const NO_BACKUPS: DescriptorPlacement = DescriptorPlacement {
+        backups: 0,
+        meta_bg: false,
+    };
+
+    fn largefile4(size: u64, placement: DescriptorPlacement, journal: bool) -> Layout {
+        Layout::compute(size, LARGEFILE4, 5, placement, journal).unwrap()
+    }
 
     #[test]
-    fn sparse_super_groups_are_0_1_and_powers_of_3_5_7() {
-        let backups: Vec<u32> = (0..100).filter(|&g| group_has_super(g)).collect();
-        assert_eq!(backups, vec![0, 1, 3, 5, 7, 9, 25, 27, 49, 81]);
+    fn backup_groups_follow_mke2fs_num_backup_sb() {
+        assert_eq!(backup_groups_for(0, 100), [0, 0]);
+        // Ascending, so a lone backup sits in the second slot.
+        assert_eq!(backup_groups_for(1, 100), [0, 1]);
+        assert_eq!(backup_groups_for(2, 100), [1, 99]);
+        // Two groups: the second backup would be group 1 again.
+        assert_eq!(backup_groups_for(2, 2), [0, 1]);
+        assert_eq!(backup_groups_for(2, 1), [0, 0]);
+    }
+
+    #[test]
+    fn flex_groups_grow_to_256_unless_tables_get_dense() {
+        assert_eq!(flex_groups_for(8, 2), 16);
+        assert_eq!(flex_groups_for(24, 2), 32);
+        assert_eq!(flex_groups_for(800, 2), 256);
+        assert_eq!(flex_groups_for(1 << 22, 2), 256);
+        // One inode per 16 KiB: 512 inode-table blocks per group.
+        assert_eq!(flex_groups_for(1 << 22, 512), 16);
+        // One inode per 64 KiB: 128 blocks per group, so 32 groups fit in 8192 blocks.
+        assert_eq!(flex_groups_for(1 << 22, 128), 32);
     }
 
     #[test]
     fn two_tib_largefile4_matches_mke2fs_geometry() {
-        // dumpe2fs of `mke2fs -t ext4 -T largefile4` on 2 TiB: 524288 inodes, 32 per
-        // group, 2 inode-table blocks, group 0's tables at 257 (1281 with resize_inode).
-        let layout = Layout::compute(2 * TIB, LARGEFILE4, 5, false).unwrap();
+        // dumpe2fs of `mke2fs -t ext4 -T largefile4 -G 256 -O sparse_super2 -E
+        // num_backup_sb=0` on 2 TiB: 524288 inodes, 32 per group, 2 inode-table blocks.
+        let layout = largefile4(2 * TIB, NO_BACKUPS, false);
         assert_eq!(layout.blocks, 536_870_912);
         assert_eq!(layout.groups, 16384);
         assert_eq!(layout.inodes(), 524_288);
         assert_eq!(layout.inodes_per_group, 32);
         assert_eq!(layout.inode_table_blocks, 2);
         assert_eq!(layout.desc_blocks, 256);
+        assert_eq!(layout.flex_groups, 256);
+        assert!(!layout.meta_bg);
+        assert_eq!(layout.backup_groups, [0, 0]);
         assert_eq!(layout.reserved_blocks, 26_843_545);
-        assert_eq!(layout.tables[0].block_bitmap, 257);
-        assert_eq!(layout.tables[1].block_bitmap, 258);
-        assert_eq!(layout.tables[0].inode_bitmap, 257 + 16);
-        assert_eq!(layout.tables[0].inode_table, 257 + 32);
-        assert_eq!(layout.tables[15].inode_table, 257 + 32 + 30);
-        assert_eq!(layout.tables[16].block_bitmap, 16 * BLOCKS_PER_GROUP);
-        assert_eq!(layout.root_block, 257 + 64);
-        // 91156 in mke2fs minus 20 backups x 1024 reserved GDT blocks.
-        assert_eq!(layout.overhead_blocks(), 91156 - 20 * 1024);
+        assert_eq!(layout.tables(0).block_bitmap, 257);
+        assert_eq!(layout.tables(1).block_bitmap, 258);
+        assert_eq!(layout.tables(0).inode_bitmap, 257 + 256);
+        assert_eq!(layout.tables(0).inode_table, 257 + 512);
+        assert_eq!(layout.tables(255).inode_table, 257 + 512 + 510);
+        assert_eq!(layout.tables(256).block_bitmap, 256 * BLOCKS_PER_GROUP);
+        // A full flex group leaves no gap after the block bitmaps: root follows the tables.
+        assert_eq!(layout.root_block, 257 + 512 + 512);
+        // Only group 0 holds a superblock and descriptors.
+        assert_eq!(layout.super_groups(), vec![0]);
+        assert_eq!(layout.super_blocks_in(1), 0);
+        assert_eq!(layout.overhead_blocks(), 257 + 16384 * 4);
     }
 
     #[test]
-    fn two_tib_journal_is_1_gib_in_the_middle_with_a_leaf_block() {
-        let layout = Layout::compute(2 * TIB, LARGEFILE4, 5, true).unwrap();
+    fn meta_bg_puts_each_descriptor_block_in_groups_0_1_and_63_of_its_64() {
+        let placement = DescriptorPlacement {
+            backups: 0,
+            meta_bg: true,
+        };
+        let layout = largefile4(100 * GIB, placement, false);
+        assert!(layout.meta_bg);
+        assert_eq!(layout.desc_blocks, 13);
+        let first = |g: u64| g * BLOCKS_PER_GROUP;
+        assert_eq!(layout.desc_block_copies(0), vec![1, first(1), first(63)]);
+        assert_eq!(
+            layout.desc_block_copies(2),
+            vec![first(128), first(129), first(191)]
+        );
+        // 800 groups: the last meta group (768..799) has no group 831.
+        assert_eq!(layout.desc_block_copies(12), vec![first(768), first(769)]);
+        assert_eq!(layout.super_blocks_in(0), 2);
+        assert_eq!(layout.super_blocks_in(64), 1);
+        assert_eq!(layout.super_blocks_in(65), 1);
+        assert_eq!(layout.super_blocks_in(66), 0);
+        // Group 0's tables follow its superblock and single descriptor block.
+        assert_eq!(layout.tables(0).block_bitmap, 2);
+        // With two backups, group 1 holds a superblock before its descriptor copy.
+        let placement = DescriptorPlacement {
+            backups: 2,
+            meta_bg: true,
+        };
+        let layout = largefile4(100 * GIB, placement, false);
+        assert_eq!(
+            layout.desc_block_copies(0),
+            vec![1, first(1) + 1, first(63)]
+        );
+        assert_eq!(layout.super_groups(), vec![0, 1, 799]);
+    }
+
+    #[test]
+    fn meta_bg_takes_over_above_192_tib_and_reaches_512_tib() {
+        let below = largefile4(192 * TIB, NO_BACKUPS, false);
+        assert!(!below.meta_bg);
+        assert_eq!(below.desc_blocks, 24576);
+        for size in [193 * TIB, 336 * TIB, 512 * TIB] {
+            let layout = largefile4(size, NO_BACKUPS, false);
+            assert!(layout.meta_bg, "{size}");
+            assert_eq!(layout.super_blocks_in(0), 2);
+        }
+        let layout = largefile4(512 * TIB, NO_BACKUPS, true);
+        assert_eq!(layout.groups, 1 << 22);
+        assert_eq!(layout.inodes(), 1 << 27);
+    }
+
+    #[test]
+    fn two_tib_journal_is_1_gib_in_the_middle_with_its_leaf_just_before() {
+        let layout = largefile4(2 * TIB, NO_BACKUPS, true);
         let journal = layout.journal.as_ref().unwrap();
         assert_eq!(journal.blocks, 262_144);
         // Group 8192 starts a flex group (tables inside), so 8193 is emptier.
@@ -574,7 +826,8 @@ mod tests {
         let total: u64 = journal.extents.iter().map(|e| u64::from(e.len)).sum();
         assert_eq!(total, 262_144);
         assert_eq!(journal.extents.len(), 8);
-        assert!(journal.leaf_block.is_some());
+        // ext2fs puts the extent leaf in the free block before the first extent.
+        assert_eq!(journal.leaf_block, Some(8193 * BLOCKS_PER_GROUP - 1));
         for pair in journal.extents.windows(2) {
             assert_eq!(
                 u64::from(pair[0].logical) + u64::from(pair[0].len),
@@ -584,13 +837,35 @@ mod tests {
     }
 
     #[test]
+    fn journal_extents_run_across_group_boundaries() {
+        // meta_bg puts a descriptor copy at the start of group 257, the journal's goal:
+        // the first extent starts one block later and still holds 32768 blocks.
+        let placement = DescriptorPlacement {
+            backups: 0,
+            meta_bg: true,
+        };
+        let layout = largefile4(100 * GIB, placement, true);
+        let journal = layout.journal.as_ref().unwrap();
+        assert_eq!(journal.extents[0].start, 257 * BLOCKS_PER_GROUP + 1);
+        assert!(journal
+            .extents
+            .iter()
+            .all(|e| u64::from(e.len) == MAX_EXTENT_LEN));
+        assert_eq!(journal.leaf_block, None);
+    }
+
+    #[test]
     fn journal_skips_flex_tables_and_backups() {
-        // 2 GiB: 16 groups, one flex group; of the middle groups 7, 8, 9 the journal takes
-        // 8, the one without a backup superblock.
-        let layout = Layout::compute(2 * GIB, LARGEFILE4, 5, true).unwrap();
+        // 2 GiB: 16 groups, one flex group, backups in groups 1 and 15; of the equally
+        // empty middle groups 7, 8, 9 the journal takes the first.
+        let placement = DescriptorPlacement {
+            backups: 2,
+            meta_bg: false,
+        };
+        let layout = largefile4(2 * GIB, placement, true);
         let journal = layout.journal.as_ref().unwrap();
         assert_eq!(journal.blocks, 16384);
-        assert_eq!(journal.extents[0].start, 8 * BLOCKS_PER_GROUP);
+        assert_eq!(journal.extents[0].start, 7 * BLOCKS_PER_GROUP);
         for extent in &journal.extents {
             let run = extent.start..extent.start + u64::from(extent.len);
             for group in 0..layout.groups {
@@ -610,24 +885,24 @@ mod tests {
     #[test]
     fn tiny_last_group_is_dropped_like_mke2fs() {
         // 1 GiB + 40 blocks: group 8 would have 40 blocks < 2 + 1 + 50.
-        let layout = Layout::compute(GIB + 40 * BLOCK_SIZE, LARGEFILE4, 5, false).unwrap();
+        let layout = largefile4(GIB + 40 * BLOCK_SIZE, NO_BACKUPS, false);
         assert_eq!(layout.blocks, GIB / BLOCK_SIZE);
         assert_eq!(layout.groups, 8);
         // ...but a 300-block tail becomes a short ninth group.
-        let layout = Layout::compute(GIB + 300 * BLOCK_SIZE, LARGEFILE4, 5, false).unwrap();
+        let layout = largefile4(GIB + 300 * BLOCK_SIZE, NO_BACKUPS, false);
         assert_eq!(layout.groups, 9);
         assert_eq!(layout.group_len(8), 300);
     }
 
     #[test]
     fn eight_mib_is_one_group_with_a_1024_block_journal() {
-        let layout = Layout::compute(8 << 20, LARGEFILE4, 5, true).unwrap();
+        let layout = largefile4(8 << 20, NO_BACKUPS, true);
         assert_eq!(layout.groups, 1);
         // As mke2fs: a lone group keeps the 16-block spacing, root and lost+found fill
         // the gap after the block bitmap.
-        assert_eq!(layout.tables[0].block_bitmap, 2);
-        assert_eq!(layout.tables[0].inode_bitmap, 18);
-        assert_eq!(layout.tables[0].inode_table, 34);
+        assert_eq!(layout.tables(0).block_bitmap, 2);
+        assert_eq!(layout.tables(0).inode_bitmap, 18);
+        assert_eq!(layout.tables(0).inode_table, 34);
         assert_eq!(layout.root_block, 3);
         assert_eq!(layout.lost_found_block, 4);
         assert_eq!(layout.inodes_per_group, 16);
@@ -636,39 +911,45 @@ mod tests {
 
     #[test]
     fn too_small_and_too_large_are_refused() {
+        let compute = |size, journal| Layout::compute(size, LARGEFILE4, 5, NO_BACKUPS, journal);
         assert!(matches!(
-            Layout::compute(64 << 10, LARGEFILE4, 5, false),
+            compute(64 << 10, false),
             Err(LayoutError::TooSmall { .. })
         ));
         assert!(matches!(
-            Layout::compute(4 << 20, LARGEFILE4, 5, true),
+            compute(4 << 20, true),
             Err(LayoutError::NoRoomForJournal { .. })
         ));
-        assert!(Layout::compute(min_bytes(), LARGEFILE4, 5, false).is_ok());
+        assert!(compute(min_bytes(), false).is_ok());
         assert!(matches!(
-            Layout::compute(max_bytes() + GIB, LARGEFILE4, 5, false),
+            compute(max_bytes() + 2 * BLOCKS_PER_GROUP * BLOCK_SIZE, false),
             Err(LayoutError::TooLarge { .. })
         ));
     }
 
     #[test]
     fn inode_count_is_capped_below_2_pow_32() {
-        let layout = Layout::compute(64 * TIB, 16384, 5, false).unwrap();
+        let layout = Layout::compute(64 * TIB, 16384, 5, NO_BACKUPS, false).unwrap();
         assert!(layout.inodes() <= u64::from(u32::MAX));
         assert_eq!(layout.inodes_per_group % 16, 0);
     }
 
     #[test]
     fn flex_tables_never_overlap_and_stay_in_their_first_group() {
-        for size in [GIB, 100 * GIB, 3 * GIB + 12345 * BLOCK_SIZE] {
-            let layout = Layout::compute(size, 16384, 5, true).unwrap();
-            for group in 0..layout.groups {
-                let used = layout.used_in_group(group);
-                for pair in used.windows(2) {
-                    assert!(pair[0].end <= pair[1].start, "{size}: {used:?}");
+        for meta_bg in [false, true] {
+            for backups in 0..=2 {
+                let placement = DescriptorPlacement { backups, meta_bg };
+                for size in [GIB, 100 * GIB, 3 * GIB + 12345 * BLOCK_SIZE] {
+                    let layout = Layout::compute(size, 16384, 5, placement, true).unwrap();
+                    for group in 0..layout.groups {
+                        let used = layout.used_in_group(group);
+                        for pair in used.windows(2) {
+                            assert!(pair[0].end <= pair[1].start, "{size}: {used:?}");
+                        }
+                        let used_total: u64 = used.iter().map(|r| r.end - r.start).sum();
+                        assert!(used_total <= layout.group_len(group));
+                    }
                 }
-                let used_total: u64 = used.iter().map(|r| r.end - r.start).sum();
-                assert!(used_total <= layout.group_len(group));
             }
         }
     }

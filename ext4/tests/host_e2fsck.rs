@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tosskey_ext4::{format, Error, FormatOptions, FormatReport};
+use tosskey_testkit::assert_e2fsck_clean as assert_fsck_clean;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
 
-/// The features mke2fs 1.47 enables for ext4 here, minus resize_inode (see crate docs).
+/// The features mke2fs 1.47 enables for ext4 here, minus resize_inode, plus sparse_super2
+/// (see crate docs).
 const FEATURES: &[&str] = &[
+    "sparse_super2",
     "ext_attr",
     "dir_index",
     "filetype",
@@ -48,23 +51,6 @@ fn sparse_image(dir: &tempfile::TempDir, name: &str, size: u64) -> PathBuf {
 fn allocated_bytes(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512
-}
-
-/// Run `e2fsck -fn` and assert it exits 0 (clean), printing its output otherwise.
-fn assert_fsck_clean(image: &Path) {
-    let output = Command::new(sbin("e2fsck"))
-        .args(["-fn"])
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "e2fsck -fn {} exited {:?}\nstdout:\n{}\nstderr:\n{}",
-        image.display(),
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// `dumpe2fs -h` as (key, value) pairs.
@@ -412,12 +398,13 @@ fn superblock_and_groups_match_mke2fs_with_the_same_features() {
                 journal,
                 ..FormatOptions::default()
             };
-            format(&ours, &opts).unwrap();
+            let report = format(&ours, &opts).unwrap();
             let features = if journal {
-                "^resize_inode"
+                "^resize_inode,sparse_super2"
             } else {
-                "^has_journal,^resize_inode"
+                "^has_journal,^resize_inode,sparse_super2"
             };
+            let flex = report.flex_groups.to_string();
             let status = Command::new(sbin("mke2fs"))
                 .args([
                     "-q",
@@ -427,6 +414,10 @@ fn superblock_and_groups_match_mke2fs_with_the_same_features() {
                     "largefile4",
                     "-O",
                     features,
+                    "-E",
+                    "num_backup_sb=0",
+                    "-G",
+                    &flex,
                     "-U",
                     uuid_text,
                     "-F",

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use nix::mount::{mount, umount, MsFlags};
 use tosskey_ext4::{format, Error, FormatOptions};
-use tosskey_testkit::{sha256_of_range, virtio_disks, LoopDevice};
+use tosskey_testkit::{assert_e2fsck_clean, sha256_of_range, virtio_disks, LoopDevice};
 
 const MIB: u64 = 1 << 20;
 /// A refused format must not have written here: block 0 is its first write, and the
@@ -114,27 +114,11 @@ fn verify_tree(root: &Path, large_bytes: usize) {
     assert!(root.join("lost+found").is_dir());
 }
 
-fn assert_fsck_clean(device: &Path) {
-    let output = Command::new("/usr/sbin/e2fsck")
-        .arg("-fn")
-        .arg(device)
-        .output()
-        .expect("run /usr/sbin/e2fsck (scripts/vm-test copies it into the guest)");
-    assert!(
-        output.status.success(),
-        "e2fsck -fn {} exited {:?}\n{}\n{}",
-        device.display(),
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Format, mount, write, unmount, remount, verify, unmount, fsck.
 fn round_trip(device: &Path, opts: &FormatOptions, name: &str, large_bytes: usize) {
     let report = format(device, opts).unwrap();
     assert!(report.blocks > 0);
-    assert_fsck_clean(device);
+    assert_e2fsck_clean(device);
     {
         let mounted = Mounted::new(device, name, MsFlags::empty());
         write_tree(&mounted.point, large_bytes);
@@ -143,7 +127,7 @@ fn round_trip(device: &Path, opts: &FormatOptions, name: &str, large_bytes: usiz
         let mounted = Mounted::new(device, name, MsFlags::empty());
         verify_tree(&mounted.point, large_bytes);
     }
-    assert_fsck_clean(device);
+    assert_e2fsck_clean(device);
 }
 
 #[test]
@@ -177,6 +161,26 @@ fn loop_device_with_journal_mounts_holds_files_and_stays_fsck_clean() {
             ..FormatOptions::default()
         },
         "journal",
+        8 << 20,
+    );
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn meta_bg_with_two_backups_mounts_holds_files_and_stays_fsck_clean() {
+    // The layouts of volumes over 192 TiB (meta_bg) and with backup superblocks
+    // (sparse_super2 in groups 1 and 7), on 8 groups the kernel can mount in the guest.
+    let device = LoopDevice::new(1024 * MIB).unwrap();
+    round_trip(
+        device.path(),
+        &FormatOptions {
+            meta_bg: true,
+            backup_superblocks: 2,
+            journal: true,
+            inode_ratio: DENSE_INODES,
+            ..FormatOptions::default()
+        },
+        "meta-bg",
         8 << 20,
     );
 }
@@ -292,7 +296,7 @@ fn image_file_is_punched_and_refused_while_attached_to_a_loop_device() {
         .unwrap();
     let report = format(&image, &FormatOptions::default()).unwrap();
     assert!(report.punched, "tmpfs supports hole punching");
-    assert_fsck_clean(&image);
+    assert_e2fsck_clean(&image);
 
     let status = Command::new("losetup")
         .arg("-f")

@@ -11,6 +11,7 @@
 //!   (`/dev/vda`…, serials `tosskey-disk-0`…), with their sizes.
 //! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
 //!   [`block_device_size`], [`sysfs_dir`]: small block-device helpers.
+//! - [`assert_e2fsck_clean`]: e2fsprogs as the witness of a filesystem.
 //! - [`request_skcipher`]: make the kernel crypto API instantiate e.g. `xts(twofish)`.
 //! - [`in_vm`] / [`require_guest`]: whether this process runs inside the harness guest.
 //!
@@ -402,6 +403,31 @@ pub fn zero_range(path: &Path, offset: u64, len: u64) -> Result<()> {
         remaining -= chunk as u64;
     }
     file.sync_all().map_err(io_err("fsync", path))
+}
+
+/// Runs `e2fsck -fn` (e2fsprogs' own, from `/usr/sbin` or `/sbin`: `scripts/vm-test` copies
+/// it into the guest) on a device or image and panics with its output unless it exits 0,
+/// i.e. unless the filesystem is clean.
+#[track_caller]
+pub fn assert_e2fsck_clean(target: &Path) {
+    let e2fsck = ["/usr/sbin/e2fsck", "/sbin/e2fsck"]
+        .into_iter()
+        .map(Path::new)
+        .find(|path| path.exists())
+        .expect("e2fsck not found: install e2fsprogs (scripts/vm-test copies it into the guest)");
+    let output = std::process::Command::new(e2fsck)
+        .arg("-fn")
+        .arg(target)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", e2fsck.display()));
+    assert!(
+        output.status.success(),
+        "e2fsck -fn {} exited {:?}\n{}\n{}",
+        target.display(),
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Size of a block device (from sysfs) or of a regular file.

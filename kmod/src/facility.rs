@@ -21,8 +21,13 @@ enum Probe {
     Filesystem(String),
     /// The module is loaded or built in.
     Module(String),
-    /// `/proc/crypto` has `mode(cipher)`, or has `cipher` while the mode's module is in.
-    Cipher { mode: String, cipher: String },
+    /// `/proc/crypto` has the instance (`xts(twofish)`), or has the cipher while every
+    /// template module it needs (`ecb`, `xts`) is in.
+    Cipher {
+        instance: String,
+        cipher: String,
+        templates: Vec<String>,
+    },
 }
 
 /// A kernel facility: its name for humans, the modules (names or aliases) that provide it,
@@ -88,18 +93,28 @@ impl Facility {
     /// A block cipher in a mode, as dm-crypt asks the crypto API for it: `xts(twofish)`
     /// from `mode` = `xts`, `cipher` = `twofish`. The aliases `twofish`, `xts` name the
     /// implementing modules (every crypto module carries its algorithm's name as an alias).
+    /// The generic `xts` template runs over `ecb(<cipher>)`, so `ecb` comes along unless an
+    /// accelerated driver (aesni's `xts(aes)`) provides the whole mode.
     pub fn cipher(mode: &str, cipher: &str) -> Self {
+        let mut templates = Vec::new();
+        if mode == "xts" {
+            templates.push("ecb".to_owned());
+        }
+        templates.push(mode.to_owned());
+        let options: Vec<String> = std::iter::once(cipher)
+            .chain(templates.iter().map(String::as_str))
+            .map(|name| format!("CONFIG_CRYPTO_{}", name.to_uppercase()))
+            .collect();
         Facility {
             name: format!("cipher {mode}({cipher})"),
-            modules: vec![cipher.to_owned(), mode.to_owned()],
-            config: format!(
-                "CONFIG_CRYPTO_{} and CONFIG_CRYPTO_{}",
-                cipher.to_uppercase(),
-                mode.to_uppercase()
-            ),
+            modules: std::iter::once(cipher.to_owned())
+                .chain(templates.iter().cloned())
+                .collect(),
+            config: options.join(" and "),
             probe: Probe::Cipher {
-                mode: mode.to_owned(),
+                instance: format!("{mode}({cipher})"),
                 cipher: cipher.to_owned(),
+                templates,
             },
         }
     }
@@ -189,7 +204,11 @@ impl Kernel {
                 .lines()
                 .any(|line| line.split_whitespace().last() == Some(fstype.as_str())),
             Probe::Module(module) => self.module_present(module)?,
-            Probe::Cipher { mode, cipher } => {
+            Probe::Cipher {
+                instance,
+                cipher,
+                templates,
+            } => {
                 let crypto = read("crypto")?;
                 let names: Vec<&str> = crypto
                     .lines()
@@ -197,8 +216,12 @@ impl Kernel {
                     .filter_map(|rest| rest.split_once(':'))
                     .map(|(_, name)| name.trim())
                     .collect();
-                names.contains(&format!("{mode}({cipher})").as_str())
-                    || (names.contains(&cipher.as_str()) && self.module_present(mode)?)
+                let mut templates_present = true;
+                for template in templates {
+                    templates_present &= self.module_present(template)?;
+                }
+                names.contains(&instance.as_str())
+                    || (names.contains(&cipher.as_str()) && templates_present)
             }
         })
     }
@@ -229,14 +252,18 @@ impl Kernel {
                     let modules = appeared.into_iter().filter(|m| !before.contains(m));
                     return Ok(outcome(State::Requested, modules.collect()));
                 }
-                Err(error) => request_failure = match self.module_helper() {
-                    Some(helper) => {
-                        format!(" (the kernel's module request through {helper} failed: {error})")
-                    }
-                    None => format!(
+                Err(error) => {
+                    request_failure = match self.module_helper() {
+                        Some(helper) => {
+                            format!(
+                                " (the kernel's module request through {helper} failed: {error})"
+                            )
+                        }
+                        None => format!(
                         " (the kernel has no module helper in /proc/sys/kernel/modprobe: {error})"
                     ),
-                },
+                    }
+                }
             }
         }
         let mut loaded = Vec::new();
@@ -451,7 +478,7 @@ mod tests {
         assert_eq!(outcome.state, State::Loaded);
         assert_eq!(
             outcome.modules,
-            ["twofish_common", "twofish_generic", "xts"]
+            ["twofish_common", "twofish_generic", "ecb", "xts"]
         );
         assert_eq!(*loads.borrow(), outcome.modules);
     }
@@ -515,8 +542,11 @@ mod tests {
         assert_eq!(Facility::filesystem("ext4").config(), "CONFIG_EXT4_FS");
         assert_eq!(
             Facility::cipher("xts", "twofish").config(),
-            "CONFIG_CRYPTO_TWOFISH and CONFIG_CRYPTO_XTS"
+            "CONFIG_CRYPTO_TWOFISH and CONFIG_CRYPTO_ECB and CONFIG_CRYPTO_XTS"
         );
-        assert_eq!(Facility::cipher("xts", "aes").modules(), ["aes", "xts"]);
+        assert_eq!(
+            Facility::cipher("xts", "aes").modules(),
+            ["aes", "ecb", "xts"]
+        );
     }
 }

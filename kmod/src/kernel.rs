@@ -375,6 +375,7 @@ kernel/crypto/twofish_common.ko:
 kernel/crypto/twofish_generic.ko: kernel/crypto/twofish_common.ko
 kernel/arch/x86/crypto/twofish-avx-x86_64.ko: kernel/crypto/twofish_common.ko
 kernel/crypto/xts.ko:
+kernel/crypto/ecb.ko:
 kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko
 kernel/fs/jbd2/jbd2.ko:
 kernel/fs/mbcache.ko:

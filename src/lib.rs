@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod exit;
+pub mod facilities;
 pub mod harden;
 pub mod mount;
 pub mod plan;

@@ -7,7 +7,7 @@ use tosskey::cli::{Cli, Command, EscrowCommand};
 use tosskey::config::ProvisionConfig;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, exit, harden, volumes};
+use tosskey::{bench, exit, facilities, harden, volumes};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +33,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return print_json(&outcome);
             }
             match outcome {
-                Outcome::DryRun { plan, mappings } => print!("{}", plan.render_text(&mappings)),
+                Outcome::DryRun {
+                    plan,
+                    mappings,
+                    kernel_facilities,
+                } => print!(
+                    "{}{}",
+                    plan.render_text(&mappings),
+                    facilities::render_text(&kernel_facilities)
+                ),
                 Outcome::AlreadyProvisioned {
                     name,
                     members,

@@ -15,6 +15,7 @@ use tosskey_dm::{DmControl, DmName};
 use crate::config::{MemberSource, ProvisionConfig, UUID_PREFIX};
 use crate::discover::discover_matching;
 use crate::exit::Refused;
+use crate::facilities;
 use crate::harden::Hardening;
 use crate::plan::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSettings, Layout, Plan,
@@ -50,6 +51,8 @@ pub enum Outcome {
     DryRun {
         plan: Box<Plan>,
         mappings: Vec<PlannedMapping>,
+        /// What the run would find in the kernel or bring up.
+        kernel_facilities: Vec<tosskey_kmod::Outcome>,
     },
     /// The same volume is already up: nothing changed.
     AlreadyProvisioned {
@@ -77,6 +80,9 @@ pub struct Report {
     pub filesystem: Option<FilesystemReport>,
     pub hardening: Hardening,
     pub key_wiped_from_tosskey_memory: bool,
+    /// Kernel facilities found present or brought up (and the modules loaded) before
+    /// anything was built.
+    pub kernel_facilities: Vec<tosskey_kmod::Outcome>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,7 +110,10 @@ pub fn provision(
 ) -> Result<Outcome> {
     let started_at = rfc3339_utc(SystemTime::now());
     let boot = boot_id(&env.root.proc)?;
+    let kernel = tosskey_kmod::Kernel::host()?;
+    let mut kernel_facilities = Vec::new();
     if !cfg.dry_run {
+        kernel_facilities.push(facilities::ensure_device_mapper(&kernel)?);
         if let Some(done) = converge_previous_run(cfg, env)? {
             return Ok(done);
         }
@@ -120,12 +129,20 @@ pub fn provision(
     )?;
     let plan = build_plan(cfg, &checked)?;
     let mappings = planned_mappings(&plan, &boot)?;
+    let needs = facilities::Needs {
+        assembly: plan.assembly,
+        cipher: cfg.cipher,
+        mount: plan.mount.is_some(),
+    };
     if cfg.dry_run {
         return Ok(Outcome::DryRun {
+            kernel_facilities: facilities::survey(&kernel, &needs)?,
             plan: Box::new(plan),
             mappings,
         });
     }
+    // Before anything is built: a facility that cannot come up leaves nothing to undo.
+    let kernel_facilities = facilities::ensure(&kernel, &needs, kernel_facilities)?;
     // md and dm claim the members exclusively: our own O_EXCL opens must go first.
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
@@ -148,7 +165,8 @@ pub fn provision(
         hardening,
         started_at,
     )
-    .and_then(|report| {
+    .and_then(|mut report| {
+        report.kernel_facilities = kernel_facilities;
         journal.stage = Stage::Complete;
         env.journals.save(&journal)?;
         Ok(Outcome::Provisioned(Box::new(report)))
@@ -267,6 +285,7 @@ fn execute(
         filesystem,
         hardening,
         key_wiped_from_tosskey_memory: true,
+        kernel_facilities: Vec::new(),
     })
 }
 

@@ -113,6 +113,16 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let (escrow, opened) = open_escrow(&opts.escrow_file, &opts.private_key)?;
     let meta = escrow.metadata();
     let name = DmName::new(&meta.name)?;
+    // Before anything is looked at or built: device-mapper, the array, cipher and ext4.
+    crate::facilities::ensure(
+        &tosskey_kmod::Kernel::host()?,
+        &crate::facilities::Needs {
+            assembly: meta.assembly,
+            cipher: meta.crypt.cipher,
+            mount: opts.mount.is_some(),
+        },
+        Vec::new(),
+    )?;
     if env.journals.load(&meta.name)?.is_some()
         || DmControl::open()?.list()?.iter().any(|(n, _)| n == &name)
     {

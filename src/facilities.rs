@@ -41,18 +41,28 @@ enum Request {
 impl Request {
     fn run(&self) -> io::Result<()> {
         match self {
-            Request::DmControl => DmControl::open().map(drop).map_err(io::Error::other),
+            Request::DmControl => DmControl::open().map(drop).map_err(root_cause),
             Request::DmTarget(target) => DmControl::open()
                 .and_then(|dm| dm.target_version(target))
                 .map(drop)
-                .map_err(io::Error::other),
+                .map_err(root_cause),
             Request::Skcipher(name) => crate::af_alg::bind_transform(name)
                 .map(drop)
-                .map_err(io::Error::other),
+                .map_err(root_cause),
             Request::Filesystem(fstype) => request_filesystem(fstype),
             Request::None => Err(io::Error::other("no request path")),
         }
     }
+}
+
+/// The innermost cause (the errno): the outer messages' advice ("modprobe dm_mod") is what
+/// the facility error gives anyway.
+fn root_cause(error: impl std::error::Error + 'static) -> io::Error {
+    let mut cause: &(dyn std::error::Error + 'static) = &error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    io::Error::other(cause.to_string())
 }
 
 fn device_mapper() -> (Facility, Request) {

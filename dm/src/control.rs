@@ -117,15 +117,23 @@ impl DmControl {
             path: path.to_owned(),
             source,
         };
-        if fs::symlink_metadata(path).is_err() {
+        let created = fs::symlink_metadata(path).is_err();
+        if created {
             create_mapper_dir().map_err(control_error)?;
             make_node(path, libc::S_IFCHR, CONTROL_DEV).map_err(control_error)?;
         }
+        // Opening the node makes the kernel request `char-major-10-236` (dm_mod) when
+        // device-mapper is not loaded; if that fails (ENODEV), the node made here goes.
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(control_error)?;
+            .map_err(|error| {
+                if created {
+                    let _ = fs::remove_file(path);
+                }
+                control_error(error)
+            })?;
         let metadata = file.metadata().map_err(control_error)?;
         if !metadata.file_type().is_char_device() || metadata.rdev() != CONTROL_DEV.to_dev_t() {
             return Err(Error::NodeConflict {

@@ -12,11 +12,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::tosskey;
-use tosskey_testkit::{virtio_disks, zero_range};
+use common::{disks, tosskey, Cleanup};
 
 fn loaded_modules() -> BTreeSet<String> {
     fs::read_to_string("/proc/modules")
@@ -82,38 +81,17 @@ impl Drop for LoadedDuring {
     }
 }
 
-/// A provisioned volume, closed (and its disks' heads wiped) at drop, before the modules.
-struct Volume {
-    name: String,
-    disks: Vec<PathBuf>,
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = tosskey(&["close", "--unmount", &self.name]);
-        for disk in &self.disks {
-            let _ = zero_range(disk, 0, 4 << 20);
-        }
-    }
-}
-
-fn disks(count: usize) -> Vec<PathBuf> {
-    let disks = virtio_disks().expect("list virtio disks");
-    assert!(disks.len() >= count, "the guest needs {count} virtio disks");
-    disks.into_iter().take(count).map(|d| d.path).collect()
-}
-
 /// Provisions with nothing preloaded and checks the report's `kernel_facilities`: each
 /// named facility was brought up (not found present) by the expected mechanism, then the
 /// volume works. Returns the facilities as `(name, state, modules)`.
 fn provision_on_demand(
-    name: &str,
+    name: &'static str,
     disk_count: usize,
     extra: &[&str],
 ) -> Vec<(String, String, Vec<String>)> {
     let modules = LoadedDuring::now();
-    let volume = Volume {
-        name: name.to_owned(),
+    let volume = Cleanup {
+        name,
         disks: disks(disk_count),
     };
     let mount = format!("/tmp/{name}");
@@ -175,6 +153,40 @@ const SINGLE: &[&str] = &["dm_mod", "dm_crypt", "xts", "twofish_generic", "ext4"
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn on_demand_single_disk_brings_up_dm_crypt_the_cipher_and_ext4() {
+    assert_not_loaded(SINGLE);
+    // --dry-run lists what would be loaded, and loads nothing.
+    let disk = disks(1).remove(0);
+    let plan = tosskey(&[
+        "provision",
+        disk.to_str().unwrap(),
+        "--mount",
+        "/tmp/dry",
+        "--dry-run",
+        "--json",
+    ])
+    .ok()
+    .json();
+    let survey: Vec<(&str, &str)> = plan["kernel_facilities"]
+        .as_array()
+        .expect("kernel_facilities in the dry-run plan")
+        .iter()
+        .map(|f| {
+            (
+                f["facility"].as_str().unwrap(),
+                f["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        survey,
+        [
+            ("device-mapper", "would-request"),
+            ("dm-crypt target", "would-request"),
+            ("cipher xts(twofish)", "would-request"),
+            ("filesystem ext4", "would-request"),
+        ]
+    );
+    assert_eq!(plan["kernel_facilities"][1]["modules"][1], "dm_crypt");
     assert_not_loaded(SINGLE);
     let facilities = provision_on_demand("tk-od-single", 1, &[]);
     assert_brought_up(&facilities, "device-mapper", "requested", "dm_mod");

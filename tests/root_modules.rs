@@ -15,7 +15,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{disks, tosskey, Cleanup};
+use common::{disks, escrow_test_keys, tosskey, Cleanup};
 
 fn loaded_modules() -> BTreeSet<String> {
     fs::read_to_string("/proc/modules")
@@ -228,6 +228,52 @@ fn on_demand_dm_stripe_needs_only_dm() {
     );
     assert!(!facilities.iter().any(|(name, _, _)| name.starts_with("md")));
     assert!(!loaded_modules().contains("md_mod"));
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn on_demand_recover_brings_up_what_the_escrow_names() {
+    assert_not_loaded(&[SINGLE, &["md_mod", "raid1"]].concat());
+    let modules = LoadedDuring::now();
+    let (public, private) = escrow_test_keys();
+    let escrow = "/tmp/tk-od-recover.escrow";
+    let _ = fs::remove_file(escrow);
+    let volume = Cleanup {
+        name: "tk-od-recover",
+        disks: disks(2),
+    };
+    let members: Vec<&str> = volume.disks.iter().map(|d| d.to_str().unwrap()).collect();
+    let mut args = vec!["provision", "--name", volume.name, "--level", "raid1"];
+    args.extend(&members);
+    args.extend([
+        "--escrow-key",
+        public.to_str().unwrap(),
+        "--escrow-file",
+        escrow,
+    ]);
+    tosskey(&args).ok();
+    tosskey(&["close", volume.name]).ok();
+    // A reboot's worth of forgetting: nothing of dm or md is loaded any more.
+    let stuck = modules.unload();
+    assert!(stuck.is_empty(), "could not unload {stuck:?}");
+    assert_not_loaded(&["dm_mod", "dm_crypt", "md_mod", "raid1", "ext4"]);
+    tosskey(&[
+        "recover",
+        "--escrow-file",
+        escrow,
+        "--private-key",
+        private.to_str().unwrap(),
+        "--mount",
+        "/tmp/tk-od-recover",
+    ])
+    .ok();
+    let loaded = loaded_modules();
+    for module in ["dm_mod", "dm_crypt", "md_mod", "raid1", "ext4"] {
+        assert!(loaded.contains(module), "{module} not loaded: {loaded:?}");
+    }
+    drop(volume);
+    let stuck = modules.unload();
+    assert!(stuck.is_empty(), "could not unload {stuck:?}");
 }
 
 /// Hides the kernel's module helper and, if asked, the module tree (a tmpfs over

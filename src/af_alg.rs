@@ -72,6 +72,26 @@ impl Direction {
     }
 }
 
+/// An unkeyed transform socket bound to skcipher `name`. Binding makes the crypto API look
+/// the algorithm up — requesting `crypto-<name>` and its parts from the kernel's module
+/// helper when missing — which is also how `facilities` asks the kernel for a cipher.
+pub fn bind_transform(name: &str) -> Result<OwnedFd, AfAlgError> {
+    let transform = socket(
+        AddressFamily::Alg,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|source| AfAlgError::Unavailable { source })?;
+    bind(transform.as_raw_fd(), &AlgAddr::new("skcipher", name)).map_err(|source| {
+        AfAlgError::NoCipher {
+            name: name.to_owned(),
+            source,
+        }
+    })?;
+    Ok(transform)
+}
+
 /// A keyed kernel skcipher transform (`xts(twofish)`, ...). Operation sockets accepted
 /// from it share its key; several may run at once on different threads.
 #[derive(Debug)]
@@ -84,22 +104,9 @@ impl Skcipher {
     /// Binds skcipher `name` and sets `key` (the whole XTS key, both halves). The key goes
     /// from the caller's buffer straight into the kernel; nothing here copies it.
     pub fn new(name: &str, key: &[u8]) -> Result<Self, AfAlgError> {
-        let transform = socket(
-            AddressFamily::Alg,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|source| AfAlgError::Unavailable { source })?;
-        bind(transform.as_raw_fd(), &AlgAddr::new("skcipher", name)).map_err(|source| {
-            AfAlgError::NoCipher {
-                name: name.to_owned(),
-                source,
-            }
-        })?;
         let cipher = Skcipher {
             name: name.to_owned(),
-            transform,
+            transform: bind_transform(name)?,
         };
         setsockopt(&cipher.transform, AlgSetKey::default(), &key)
             .map_err(|errno| cipher.call("ALG_SET_KEY", errno.into()))?;

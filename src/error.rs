@@ -4,7 +4,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (including "already provisioned, nothing changed") |
-//! | 1 | the operation failed; what this run built was rolled back |
+//! | 1 | the operation failed; what this run built was rolled back (a kernel facility that cannot be brought up fails here, before anything is built) |
 //! | 2 | usage error (bad flags or values) |
 //! | 3 | refused by a safety check: nothing was written |
 //! | 4 | verification mismatch: the kernel does not encrypt as claimed; the mapping was removed |
@@ -92,6 +92,7 @@ failed_from!(
     tosskey_raid::RaidError,
     tosskey_crypto::Error,
     tosskey_ext4::Error,
+    tosskey_kmod::Error,
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

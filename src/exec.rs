@@ -18,6 +18,7 @@ use tosskey_dm::{activate_crypt, DevId, DmControl, DmName, DmUuid, KeyLoaded, Se
 use tosskey_raid::{ArraySpec, MdArray};
 
 use crate::error::{Error, Result};
+use crate::facilities::KernelFacilities;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
 use crate::state::{Component, Journal, JournalDir, Stage};
@@ -62,6 +63,7 @@ pub struct BuiltStack {
 #[derive(Debug)]
 pub struct Executor<'a> {
     root: &'a SystemRoot,
+    kernel: KernelFacilities,
     dm: DmControl,
     journal: Journal,
     journals: &'a JournalDir,
@@ -69,15 +71,17 @@ pub struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    /// Start a run for volume `name` over `members`: the journal exists (and is removed on
-    /// rollback) before anything is built.
+    /// Start a run for volume `name` over `members`: device-mapper is up and the journal
+    /// exists (and is removed on rollback) before anything is built.
     pub fn start(
         root: &'a SystemRoot,
         journals: &'a JournalDir,
+        mut kernel: KernelFacilities,
         name: &str,
         boot_id: &str,
         members: Vec<PathBuf>,
     ) -> Result<Self> {
+        kernel.device_mapper()?;
         let dm = DmControl::open()?;
         let journal = Journal::new(name, boot_id, members);
         journals.save(&journal)?;
@@ -87,6 +91,7 @@ impl<'a> Executor<'a> {
         crash_point("journal");
         Ok(Executor {
             root,
+            kernel,
             dm,
             journal,
             journals,
@@ -144,7 +149,14 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Build every node of `plan` bottom-up with `keys` (`plan.keys` order).
+    /// What the kernel had or was given for this run, in order.
+    pub fn kernel_facilities(&self) -> &[tosskey_kmod::Outcome] {
+        self.kernel.outcomes()
+    }
+
+    /// Bring up the kernel facilities `plan` lists, then build every node bottom-up with
+    /// `keys` (`plan.keys` order). A facility that cannot come up fails before the first
+    /// node.
     pub fn build(&mut self, plan: &Plan, keys: &[VolumeKey]) -> Result<BuiltStack> {
         if keys.len() != plan.keys.len() {
             return Err(Error::Failed(anyhow::anyhow!(
@@ -153,6 +165,7 @@ impl<'a> Executor<'a> {
                 plan.keys.len()
             )));
         }
+        self.kernel.ensure(plan)?;
         let mut devs: Vec<DevId> = Vec::with_capacity(plan.nodes.len());
         let mut crypt = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {

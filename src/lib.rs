@@ -11,6 +11,7 @@ pub mod config;
 pub mod discover;
 pub mod error;
 pub mod exec;
+pub mod facilities;
 pub mod harden;
 pub mod mount;
 pub mod plan;

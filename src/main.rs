@@ -132,7 +132,10 @@ fn run(cli: Cli) -> Result<String, Error> {
 /// A provision outcome for humans.
 fn render_outcome(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::DryRun { plan } => render::text(plan),
+        Outcome::DryRun {
+            plan,
+            kernel_facilities,
+        } => render::text(plan) + &render::kernel_facilities(kernel_facilities),
         Outcome::AlreadyProvisioned {
             name,
             members,

@@ -16,6 +16,7 @@ use crate::config::{MemberSource, ProvisionConfig, UUID_PREFIX};
 use crate::discover::discover_matching;
 use crate::error::{Error, Result};
 use crate::exec::{crash_point, teardown, BuiltStack, Executor};
+use crate::facilities::KernelFacilities;
 use crate::harden::Hardening;
 use crate::plan::{derive, Plan};
 use crate::safety::{check_members, CheckOptions, CheckedDevice};
@@ -43,7 +44,11 @@ impl Default for Environment {
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// `--dry-run`: the plan, nothing touched.
-    DryRun { plan: Box<Plan> },
+    DryRun {
+        plan: Box<Plan>,
+        /// What the run would find in the kernel or bring up, in order.
+        kernel_facilities: Vec<tosskey_kmod::Outcome>,
+    },
     /// The same volume is already up: nothing changed.
     AlreadyProvisioned {
         name: String,
@@ -70,6 +75,9 @@ pub struct Report {
     pub filesystem: Option<FilesystemReport>,
     pub hardening: Hardening,
     pub key_wiped_from_tosskey_memory: bool,
+    /// Kernel facilities found present or brought up (and the modules loaded) before
+    /// anything was built.
+    pub kernel_facilities: Vec<tosskey_kmod::Outcome>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +105,10 @@ pub fn provision(
 ) -> Result<Outcome> {
     let started_at = rfc3339_utc(SystemTime::now());
     let boot = boot_id(&env.root.proc)?;
+    let mut kernel = KernelFacilities::host()?;
     if !cfg.dry_run {
+        // A previous run's mappings are looked at through device-mapper.
+        kernel.device_mapper()?;
         if let Some(done) = converge_previous_run(cfg, env)? {
             return Ok(done);
         }
@@ -114,13 +125,14 @@ pub fn provision(
     let plan = derive::from_config(cfg, &checked, &boot)?;
     if cfg.dry_run {
         return Ok(Outcome::DryRun {
+            kernel_facilities: kernel.survey(&plan)?,
             plan: Box::new(plan),
         });
     }
     // md and dm claim the members exclusively: our own O_EXCL opens must go first.
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
-    let mut run = Executor::start(&env.root, &env.journals, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
     let report = execute(&mut run, &env.root, &plan, hardening, started_at);
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))
@@ -219,6 +231,7 @@ fn execute(
         filesystem,
         hardening,
         key_wiped_from_tosskey_memory: true,
+        kernel_facilities: run.kernel_facilities().to_vec(),
     })
 }
 

@@ -10,6 +10,7 @@ use tosskey_dm::{DmControl, DmName};
 
 use crate::error::{Error, Result};
 use crate::exec::{BuiltStack, Executor};
+use crate::facilities::KernelFacilities;
 use crate::plan::{derive, render, KeyLoading, Plan};
 use crate::provision::Environment;
 use crate::safety::{check_members, CheckOptions, CheckedDevice};
@@ -118,6 +119,9 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let (escrow, opened) = open_escrow(&opts.escrow_file, &opts.private_key)?;
     let meta = escrow.metadata();
     let name = DmName::new(&meta.name)?;
+    // Open mappings are looked at through device-mapper; the rest comes up in the executor.
+    let mut kernel = KernelFacilities::host()?;
+    kernel.device_mapper()?;
     if env.journals.load(&meta.name)?.is_some()
         || DmControl::open()?.list()?.iter().any(|(n, _)| n == &name)
     {
@@ -146,7 +150,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let boot = boot_id(&env.root.proc)?;
     let plan = derive::from_escrow(meta, members, &boot, KeyLoading::Auto, opts.mount.clone())?;
     let keys = keys_for(&plan, opened)?;
-    let mut run = Executor::start(&env.root, &env.journals, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
     let built = reopen(&mut run, &plan, keys, opts.read_only);
     run.finish(built)
 }

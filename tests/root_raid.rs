@@ -9,30 +9,10 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::{contains, escrow_decrypt, escrow_test_keys, other_private_key, tosskey};
+use common::{
+    contains, disks, escrow_decrypt, escrow_test_keys, other_private_key, tosskey, Cleanup,
+};
 use sha2::{Digest, Sha256};
-use tosskey_testkit::{virtio_disks, zero_range};
-
-/// Closes the volume and wipes the members' heads and tails when the test ends.
-struct Cleanup {
-    name: &'static str,
-    disks: Vec<PathBuf>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = tosskey(&["close", "--unmount", self.name]);
-        for disk in &self.disks {
-            let _ = zero_range(disk, 0, 4 << 20);
-        }
-    }
-}
-
-fn disks(count: usize) -> Vec<PathBuf> {
-    let disks = virtio_disks().expect("list virtio disks");
-    assert!(disks.len() >= count, "the guest needs {count} virtio disks");
-    disks.into_iter().take(count).map(|d| d.path).collect()
-}
 
 fn strs(paths: &[PathBuf]) -> Vec<&str> {
     paths.iter().map(|p| p.to_str().unwrap()).collect()

@@ -117,15 +117,23 @@ impl DmControl {
             path: path.to_owned(),
             source,
         };
-        if fs::symlink_metadata(path).is_err() {
+        let created = fs::symlink_metadata(path).is_err();
+        if created {
             create_mapper_dir().map_err(control_error)?;
             make_node(path, libc::S_IFCHR, CONTROL_DEV).map_err(control_error)?;
         }
+        // Opening the node makes the kernel request `char-major-10-236` (dm_mod) when
+        // device-mapper is not loaded; if that fails (ENODEV), the node made here goes.
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(control_error)?;
+            .map_err(|error| {
+                if created {
+                    let _ = fs::remove_file(path);
+                }
+                control_error(error)
+            })?;
         let metadata = file.metadata().map_err(control_error)?;
         if !metadata.file_type().is_char_device() || metadata.rdev() != CONTROL_DEV.to_dev_t() {
             return Err(Error::NodeConflict {
@@ -171,34 +179,24 @@ impl DmControl {
     /// Loaded target types and their versions (DM_LIST_VERSIONS), e.g. crypt 1.24.0.
     pub fn target_versions(&self) -> Result<Vec<TargetVersion>, Error> {
         let answer = self.run(Command::ListVersions, DmBuffer::new(4096))?;
-        let data = answer.answer();
-        let mut versions = Vec::new();
-        let mut at = 0usize;
-        let bad = || Error::Parse {
-            device: String::new(),
-            what: "malformed DM_LIST_VERSIONS answer".into(),
-        };
-        while at < data.len() {
-            let next = read_u32(data, at + ioctl::TARGET_VERSIONS_NEXT).ok_or_else(bad)?;
-            let version = |i: usize| read_u32(data, at + ioctl::TARGET_VERSIONS_VERSION + 4 * i);
-            let (Some(major), Some(minor), Some(patch)) = (version(0), version(1), version(2))
-            else {
-                return Err(bad());
-            };
-            let name = c_string(
-                data.get(at + ioctl::TARGET_VERSIONS_NAME..)
-                    .ok_or_else(bad)?,
-            );
-            versions.push(TargetVersion {
-                name,
-                version: (major, minor, patch),
-            });
-            if next == 0 {
-                break;
-            }
-            at += usize::try_from(next).map_err(|_| bad())?;
-        }
-        Ok(versions)
+        parse_target_versions(Command::ListVersions, answer.answer())
+    }
+
+    /// DM_GET_TARGET_VERSION: the version of target type `target` (`crypt`). When the
+    /// target is not registered, device-mapper asks the kernel's module helper for
+    /// `dm-<target>` first, as a table load would — without building anything. Linux 5.4+;
+    /// older kernels answer `ENOTTY`.
+    pub fn target_version(&self, target: &str) -> Result<TargetVersion, Error> {
+        let mut buffer = DmBuffer::new(256);
+        set_c_string(&mut buffer.header_mut().name, target);
+        let answer = self.run(Command::GetTargetVersion, buffer)?;
+        parse_target_versions(Command::GetTargetVersion, answer.answer())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Parse {
+                device: String::new(),
+                what: format!("empty {} answer", Command::GetTargetVersion.name()),
+            })
     }
 
     /// DM_DEV_CREATE: a new device without a table. Returns its device number.
@@ -673,6 +671,37 @@ pub fn describe_holders(dev: DevId) -> String {
     } else {
         holders.join(", ")
     }
+}
+
+/// The `struct dm_target_versions` records of a DM_LIST_VERSIONS or DM_GET_TARGET_VERSION
+/// answer.
+fn parse_target_versions(command: Command, data: &[u8]) -> Result<Vec<TargetVersion>, Error> {
+    let mut versions = Vec::new();
+    let mut at = 0usize;
+    let bad = || Error::Parse {
+        device: String::new(),
+        what: format!("malformed {} answer", command.name()),
+    };
+    while at < data.len() {
+        let next = read_u32(data, at + ioctl::TARGET_VERSIONS_NEXT).ok_or_else(bad)?;
+        let version = |i: usize| read_u32(data, at + ioctl::TARGET_VERSIONS_VERSION + 4 * i);
+        let (Some(major), Some(minor), Some(patch)) = (version(0), version(1), version(2)) else {
+            return Err(bad());
+        };
+        let name = c_string(
+            data.get(at + ioctl::TARGET_VERSIONS_NAME..)
+                .ok_or_else(bad)?,
+        );
+        versions.push(TargetVersion {
+            name,
+            version: (major, minor, patch),
+        });
+        if next == 0 {
+            break;
+        }
+        at += usize::try_from(next).map_err(|_| bad())?;
+    }
+    Ok(versions)
 }
 
 #[cfg(test)]

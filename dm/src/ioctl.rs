@@ -163,6 +163,9 @@ pub(crate) enum Command {
     ListVersions,
     /// DM_TARGET_MSG_CMD = 0xe
     TargetMsg,
+    /// DM_GET_TARGET_VERSION_CMD = 0x11 (Linux 5.4): one target's version,
+    /// requesting its module `dm-<name>` first, as a table load would.
+    GetTargetVersion,
 }
 
 impl Command {
@@ -178,6 +181,7 @@ impl Command {
             Command::TableStatus => 0x0c,
             Command::ListVersions => 0x0d,
             Command::TargetMsg => 0x0e,
+            Command::GetTargetVersion => 0x11,
         }
     }
 
@@ -198,6 +202,7 @@ impl Command {
             Command::TableStatus => "DM_TABLE_STATUS",
             Command::ListVersions => "DM_LIST_VERSIONS",
             Command::TargetMsg => "DM_TARGET_MSG",
+            Command::GetTargetVersion => "DM_GET_TARGET_VERSION",
         }
     }
 }
@@ -521,7 +526,7 @@ mod tests {
              dm_name_list {} {} {}\n\
              dm_target_versions {} {} {}\n\
              dm_target_msg {}\n\
-             requests {} {} {} {} {} {} {} {} {} {}\n\
+             requests {} {} {} {} {} {} {} {} {} {} {}\n\
              flags {} {} {} {} {} {} {} {}\n",
             size_of::<DmIoctl>(),
             offset_of!(DmIoctl, version),
@@ -560,6 +565,7 @@ mod tests {
             Command::TableStatus.request(),
             Command::ListVersions.request(),
             Command::TargetMsg.request(),
+            Command::GetTargetVersion.request(),
             flags::READONLY,
             flags::SUSPEND,
             flags::STATUS_TABLE,
@@ -592,10 +598,11 @@ int main(void) {
     printf("dm_target_versions %zu %zu %zu\n", O(dm_target_versions, next),
         O(dm_target_versions, version), O(dm_target_versions, name));
     printf("dm_target_msg %zu\n", O(dm_target_msg, message));
-    printf("requests %u %u %u %u %u %u %u %u %u %u\n", (unsigned)DM_VERSION,
+    printf("requests %u %u %u %u %u %u %u %u %u %u %u\n", (unsigned)DM_VERSION,
         (unsigned)DM_LIST_DEVICES, (unsigned)DM_DEV_CREATE, (unsigned)DM_DEV_REMOVE,
         (unsigned)DM_DEV_SUSPEND, (unsigned)DM_DEV_STATUS, (unsigned)DM_TABLE_LOAD,
-        (unsigned)DM_TABLE_STATUS, (unsigned)DM_LIST_VERSIONS, (unsigned)DM_TARGET_MSG);
+        (unsigned)DM_TABLE_STATUS, (unsigned)DM_LIST_VERSIONS, (unsigned)DM_TARGET_MSG,
+        (unsigned)DM_GET_TARGET_VERSION);
     printf("flags %u %u %u %u %u %u %u %u\n", DM_READONLY_FLAG, DM_SUSPEND_FLAG,
         DM_STATUS_TABLE_FLAG, DM_ACTIVE_PRESENT_FLAG, DM_INACTIVE_PRESENT_FLAG,
         DM_BUFFER_FULL_FLAG, DM_SECURE_DATA_FLAG, DM_DATA_OUT_FLAG);

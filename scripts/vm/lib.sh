@@ -18,6 +18,12 @@ VM_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_CACHE=${TOSSKEY_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:?set HOME or TOSSKEY_VM_CACHE}/.cache}/tosskey-vm}
 VM_TOOLS=${TOSSKEY_VM_TOOLS-}
 VM_ACCEL=${TOSSKEY_VM_ACCEL:-tcg}
+# preload: the init loads every module below before the payload. on-demand (scripts/vm-test
+# --modules on-demand): the init loads only VM_BOOT_MODULES; the others sit in a real
+# /lib/modules/<release> tree (modules.dep etc. made by depmod) with busybox modprobe as
+# the kernel's module helper, so tosskey must bring them up itself.
+VM_MODULE_MODE=${VM_MODULE_MODE:-preload}
+VM_BOOT_MODULES=" virtio_pci virtio_blk loop brd "
 
 # Kernel modules loaded by the guest init, in this order (their dependencies first, as
 # resolved by modprobe). "required" ones must load or the run fails before any test;
@@ -152,12 +158,15 @@ vm_install_tool() {
 
 # Copies the modules and their dependencies into ROOT/lib/modules (flat, uncompressed,
 # since busybox insmod cannot read .ko.xz/.ko.zst) and writes ROOT/etc/tosskey/modules,
-# the ordered list the guest init loads.
+# the ordered list the guest init loads. In on-demand mode the modules outside
+# VM_BOOT_MODULES go to ROOT/lib/modules/<release>/<their path> instead, indexed by depmod.
 vm_install_modules() {
     local root=$1 spec need name params line ko file
+    local tree=$root/lib/modules/$VM_KERNEL_RELEASE source_tree=$VM_KERNEL_ROOT/lib/modules/$VM_KERNEL_RELEASE
     local -A listed=()
     mkdir -p "$root/lib/modules" "$root/etc/tosskey"
     : >"$root/etc/tosskey/modules"
+    echo "$VM_MODULE_MODE" >"$root/etc/tosskey/module-mode"
     for spec in "${VM_MODULES[@]}"; do
         read -r need name params <<<"$spec"
         local depends
@@ -174,6 +183,11 @@ vm_install_modules() {
         while read -r line; do
             [[ $line == insmod\ * ]] || continue
             ko=$(awk '{print $2}' <<<"$line")
+            if [ "$VM_MODULE_MODE" = on-demand ] && [[ $VM_BOOT_MODULES != *" $name "* ]]; then
+                mkdir -p "$(dirname "$tree/${ko#"$source_tree/"}")"
+                cp "$ko" "$tree/${ko#"$source_tree/"}"
+                continue
+            fi
             file=$(basename "$ko")
             file=${file%.xz}
             file=${file%.zst}
@@ -194,6 +208,10 @@ vm_install_modules() {
             fi
         done <<<"$depends"
     done
+    if [ "$VM_MODULE_MODE" = on-demand ]; then
+        cp "$source_tree"/modules.{builtin,builtin.modinfo,order} "$tree/"
+        depmod -b "$root" "$VM_KERNEL_RELEASE" || vm_die "depmod of the guest module tree failed"
+    fi
 }
 
 # Creates the initramfs tree in ROOT: busybox with all applet links, the init, the

@@ -357,7 +357,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
     let mut plan = Plan {
         name: shape.name.to_string(),
         volume_bytes: nodes.last().map_or(0, |n| n.size_bytes),
-        facilities: facilities(&nodes, &shape.crypt),
+        facilities: facilities(&nodes, &shape.crypt, shape.mount.is_some()),
         members: shape.members,
         assembly: shape.assembly,
         layout: shape.layout,
@@ -374,8 +374,9 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-/// What the kernel must provide: target types, md personalities, the cipher, logon keys.
-fn facilities(nodes: &[Node], crypt: &CryptSettings) -> Vec<Facility> {
+/// What the kernel must provide: target types, md personalities, the cipher, logon keys,
+/// the filesystem when mounting (formatting is tosskey's own code and needs none).
+fn facilities(nodes: &[Node], crypt: &CryptSettings, mounts: bool) -> Vec<Facility> {
     let mut needed: Vec<Facility> = nodes
         .iter()
         .flat_map(|node| match &node.kind {
@@ -394,6 +395,9 @@ fn facilities(nodes: &[Node], crypt: &CryptSettings) -> Vec<Facility> {
             }
         })
         .collect();
+    if mounts {
+        needed.push(Facility::Filesystem("ext4"));
+    }
     needed.sort();
     needed.dedup();
     needed

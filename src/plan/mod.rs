@@ -174,6 +174,8 @@ pub enum Facility {
     Cipher(&'static str),
     /// `logon` keys in the kernel keyring (dm-crypt's keyring key loading).
     LogonKeys,
+    /// A filesystem type the run mounts (`ext4`).
+    Filesystem(&'static str),
 }
 
 /// The whole plan.

@@ -228,6 +228,32 @@ pub fn text(plan: &Plan) -> String {
     out
 }
 
+/// What a run found in the kernel or brought up (or, for `--dry-run`, would), one line a
+/// facility: `  md: would load md_mod`.
+pub fn kernel_facilities(outcomes: &[tosskey_kmod::Outcome]) -> String {
+    use tosskey_kmod::State;
+    let mut out = String::from("kernel facilities, brought up in this order:\n");
+    for outcome in outcomes {
+        let modules = outcome.modules.join(", ");
+        let line = match outcome.state {
+            State::Present => "present".to_owned(),
+            State::Requested | State::Loaded if modules.is_empty() => "brought up".to_owned(),
+            State::Requested => format!("requested from the kernel, which loaded {modules}"),
+            State::Loaded => format!("loaded {modules}"),
+            State::WouldRequest if modules.is_empty() => {
+                "would be requested from the kernel (not in the module tree)".to_owned()
+            }
+            State::WouldRequest => {
+                format!("would be requested from the kernel, else load {modules}")
+            }
+            State::WouldLoad => format!("would load {modules}"),
+            State::Missing => "MISSING: neither present nor in the module tree".to_owned(),
+        };
+        let _ = writeln!(out, "  {}: {line}", outcome.facility);
+    }
+    out
+}
+
 impl std::fmt::Display for super::Facility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -235,6 +261,7 @@ impl std::fmt::Display for super::Facility {
             super::Facility::MdPersonality(name) => write!(f, "md personality {name}"),
             super::Facility::Cipher(name) => write!(f, "cipher {name}"),
             super::Facility::LogonKeys => f.write_str("logon keys"),
+            super::Facility::Filesystem(name) => write!(f, "filesystem {name}"),
         }
     }
 }
@@ -289,4 +316,29 @@ pub fn stock_commands(
         });
     }
     Ok(commands)
+}
+
+#[cfg(test)]
+mod tests {
+    use tosskey_kmod::{Outcome, State};
+
+    #[test]
+    fn the_facility_lines_say_what_was_or_would_be_done() {
+        let text = super::kernel_facilities(&[
+            Outcome {
+                facility: "md".into(),
+                state: State::WouldLoad,
+                modules: vec!["md_mod".into()],
+            },
+            Outcome {
+                facility: "dm-crypt target".into(),
+                state: State::Present,
+                modules: vec![],
+            },
+        ]);
+        assert_eq!(
+            text,
+            "kernel facilities, brought up in this order:\n  md: would load md_mod\n  dm-crypt target: present\n"
+        );
+    }
 }

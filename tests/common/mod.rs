@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use tosskey_testkit::{virtio_disks, zero_range};
+
 /// The outcome of one `tosskey` invocation.
 #[derive(Debug)]
 pub struct Run {
@@ -115,4 +117,26 @@ pub fn other_private_key() -> PathBuf {
 /// Whether `needle` occurs in `haystack` (memchr's SIMD search: whole disks are scanned).
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// Closes the volume (unmounting it) and wipes the members' first 4 MiB when the test ends.
+pub struct Cleanup {
+    pub name: &'static str,
+    pub disks: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = tosskey(&["close", "--unmount", self.name]);
+        for disk in &self.disks {
+            let _ = zero_range(disk, 0, 4 << 20);
+        }
+    }
+}
+
+/// The first `count` virtio disks of the guest.
+pub fn disks(count: usize) -> Vec<PathBuf> {
+    let disks = virtio_disks().expect("list virtio disks");
+    assert!(disks.len() >= count, "the guest needs {count} virtio disks");
+    disks.into_iter().take(count).map(|d| d.path).collect()
 }

@@ -18,6 +18,7 @@ use tosskey_dm::{activate_crypt, DevId, DmControl, DmName, DmUuid, KeyLoaded, Se
 use tosskey_raid::{ArraySpec, MdArray};
 
 use crate::error::{Error, Result};
+use crate::measure::VolumeMeasurement;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
 use crate::state::{Component, Journal, JournalDir, Stage};
@@ -142,6 +143,12 @@ impl<'a> Executor<'a> {
         self.journals.save(&self.journal)?;
         crash_point("mount");
         Ok(())
+    }
+
+    /// Record what was measured into the TPM (shown by `status`).
+    pub fn measured(&mut self, measurements: &[VolumeMeasurement]) -> Result<()> {
+        self.journal.measurements = measurements.to_vec();
+        Ok(self.journals.save(&self.journal)?)
     }
 
     /// Build every node of `plan` bottom-up with `keys` (`plan.keys` order).

@@ -12,6 +12,7 @@ pub mod discover;
 pub mod error;
 pub mod exec;
 pub mod harden;
+pub mod measure;
 pub mod mount;
 pub mod plan;
 pub mod provision;

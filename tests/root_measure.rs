@@ -253,3 +253,53 @@ fn measure_verify_accepts_the_quoted_values_and_rejects_wrong_ones() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The log path taken by a directory for the guard's lifetime (the real log set aside), so
+/// the measurement fails after the volume is built and verified, before any extend.
+struct BlockedLog {
+    set_aside: Option<PathBuf>,
+}
+
+impl BlockedLog {
+    fn new() -> BlockedLog {
+        let log = Path::new(DEFAULT_LOG);
+        let set_aside = log.exists().then(|| {
+            let aside = log.with_extension("log.set-aside-by-test");
+            std::fs::rename(log, &aside).unwrap();
+            aside
+        });
+        std::fs::create_dir_all(log).unwrap();
+        BlockedLog { set_aside }
+    }
+}
+
+impl Drop for BlockedLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(DEFAULT_LOG);
+        if let Some(aside) = &self.set_aside {
+            std::fs::rename(aside, DEFAULT_LOG).expect("restore the measurement log");
+        }
+    }
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn a_failed_measurement_fails_the_run_and_rolls_it_back() {
+    let _tpm = TPM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let volume = Volume {
+        name: "t-measure-fails",
+        disk: disk(3),
+    };
+    let blocked = BlockedLog::new();
+    provision_measured(volume.name, &volume.disk, "15")
+        .fails_with(1, "measuring t-measure-fails into PCR 15");
+    drop(blocked);
+    assert!(
+        !Path::new("/dev/mapper/t-measure-fails").exists(),
+        "the mapping was rolled back"
+    );
+    assert!(
+        !Path::new("/run/tosskey/t-measure-fails.json").exists(),
+        "the journal was rolled back"
+    );
+}

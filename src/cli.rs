@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::measure::MeasurePcr;
+
 /// Encrypt ephemeral disks with a key nobody keeps.
 ///
 /// tosskey generates a random volume key, loads it into a plain dm-crypt mapping with
@@ -43,6 +45,25 @@ pub enum Command {
     Mkfs(MkfsArgs),
     /// Measure the kernel and userspace ciphers (or, with --device, dm-crypt over a RAM disk).
     Bench(BenchArgs),
+    /// Work with TPM measurements (`provision --measure-pcr`).
+    #[command(subcommand)]
+    Measure(MeasureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeasureCommand {
+    /// Replay a measurement log and check it against PCR values (e.g. from a checked quote).
+    Verify(MeasureVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureVerifyArgs {
+    /// The event log (JSON-SEQ, systemd's format).
+    #[arg(long, value_name = "FILE", default_value = tosskey_tpm::DEFAULT_LOG)]
+    pub log: PathBuf,
+    /// The PCR values, in tpm2_pcrread's text format.
+    #[arg(long, value_name = "FILE")]
+    pub pcr_values: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +176,12 @@ pub struct ProvisionArgs {
     /// Print a JSON verification report (or the JSON plan with --dry-run).
     #[arg(long)]
     pub json: bool,
+
+    /// After verification, extend this TPM PCR (0-23) with a measurement of each volume and
+    /// log it to /run/tosskey/tpm2-measure.log. `auto`: PCR 15 when /dev/tpmrm0 exists, else
+    /// nothing. With a number, no TPM refuses the run before anything is built.
+    #[arg(long, value_name = "N|auto")]
+    pub measure_pcr: Option<MeasurePcr>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use tosskey_dm::DmName;
 use crate::cli::{self, ProvisionArgs};
 use crate::discover::{Cloud, DiskMatcher};
 use crate::error::Error;
+use crate::measure::MeasurePcr;
 use crate::plan::derive::member_count_problem;
 use crate::plan::{
     Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
@@ -54,6 +55,7 @@ pub struct ProvisionConfig {
     pub force: bool,
     pub dry_run: bool,
     pub json: bool,
+    pub measure_pcr: Option<MeasurePcr>,
 }
 
 /// dm UUIDs of everything tosskey makes start with this, so `status`, `close` and reruns
@@ -173,6 +175,7 @@ impl ProvisionConfig {
             force: args.force,
             dry_run: args.dry_run,
             json: args.json,
+            measure_pcr: args.measure_pcr,
         };
         if let MemberSource::Explicit(devices) = &cfg.source {
             if let Some(problem) = member_count_problem(cfg.assembly, devices.len()) {

@@ -6,7 +6,7 @@
 //! | 0 | success (including "already provisioned, nothing changed") |
 //! | 1 | the operation failed; what this run built was rolled back (a kernel facility that cannot be brought up fails here, before anything is built) |
 //! | 2 | usage error (bad flags or values) |
-//! | 3 | refused by a safety check: nothing was written |
+//! | 3 | refused by a safety check, or `--measure-pcr N` with no usable TPM: nothing was written |
 //! | 4 | verification mismatch: the kernel does not encrypt as claimed; the mapping was removed |
 //! | 5 | rollback incomplete: something built could not be removed (the message lists it) |
 
@@ -93,6 +93,7 @@ failed_from!(
     tosskey_crypto::Error,
     tosskey_ext4::Error,
     tosskey_kmod::Error,
+    tosskey_tpm::Error,
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -19,6 +19,7 @@ use tosskey_raid::{ArraySpec, MdArray};
 
 use crate::error::{Error, Result};
 use crate::facilities::KernelFacilities;
+use crate::measure::VolumeMeasurement;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
 use crate::state::{Component, Journal, JournalDir, Stage};
@@ -152,6 +153,12 @@ impl<'a> Executor<'a> {
     /// What the kernel had or was given for this run, in order.
     pub fn kernel_facilities(&self) -> &[tosskey_kmod::Outcome] {
         self.kernel.outcomes()
+    }
+
+    /// Record what was measured into the TPM (shown by `status`).
+    pub fn measured(&mut self, measurements: &[VolumeMeasurement]) -> Result<()> {
+        self.journal.measurements = measurements.to_vec();
+        Ok(self.journals.save(&self.journal)?)
     }
 
     /// Bring up the kernel facilities `plan` lists, then build every node bottom-up with

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod facilities;
 pub mod harden;
+pub mod measure;
 pub mod mount;
 pub mod plan;
 pub mod provision;

@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use serde::Serialize;
-use tosskey::cli::{Cli, Command, EscrowCommand};
+use tosskey::cli::{Cli, Command, EscrowCommand, MeasureCommand};
 use tosskey::config::ProvisionConfig;
 use tosskey::error::{self, Error};
+use tosskey::measure::MeasurementOutcome;
 use tosskey::plan::render;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, harden, volumes};
+use tosskey::{bench, harden, measure, volumes};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -103,6 +104,9 @@ fn run(cli: Cli) -> Result<String, Error> {
                 output(args.json, &report, || bench::render_ciphers(&report))
             }
         }
+        Command::Measure(MeasureCommand::Verify(args)) => {
+            measure::verify(&args.log, &args.pcr_values)
+        }
         Command::Mkfs(args) => {
             let report = tosskey_ext4::format(
                 &args.target,
@@ -167,6 +171,23 @@ fn render_outcome(outcome: &Outcome) -> String {
                 report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
                 report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
             );
+            match &report.measurement {
+                MeasurementOutcome::Measured { volumes } => {
+                    for volume in volumes {
+                        text.push_str(&format!(
+                            "{} measured into PCR {} of {} (log {})\n",
+                            volume.mapping,
+                            volume.pcr,
+                            volume.device.display(),
+                            volume.log.display()
+                        ));
+                    }
+                }
+                MeasurementOutcome::NoTpm { device } => {
+                    text.push_str(&format!("not measured: no TPM at {}\n", device.display()));
+                }
+                MeasurementOutcome::NotRequested => {}
+            }
             if let Some(file) = &report.escrow_file {
                 text.push_str(&format!("escrowed key written to {}\n", file.display()));
             }

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::exec::{crash_point, teardown, BuiltStack, Executor};
 use crate::facilities::KernelFacilities;
 use crate::harden::Hardening;
+use crate::measure::{self, MeasurementOutcome, Measurer};
 use crate::plan::{derive, Plan};
 use crate::safety::{check_members, CheckOptions, CheckedDevice};
 use crate::state::{boot_id, JournalDir, Stage};
@@ -78,6 +79,8 @@ pub struct Report {
     /// Kernel facilities found present or brought up (and the modules loaded) before
     /// anything was built.
     pub kernel_facilities: Vec<tosskey_kmod::Outcome>,
+    /// `--measure-pcr`: what was extended into the TPM.
+    pub measurement: MeasurementOutcome,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,21 +132,34 @@ pub fn provision(
             plan: Box::new(plan),
         });
     }
+    // An explicit PCR without a TPM refuses the run here, before anything is built.
+    let mut measurer = measure::open(cfg.measure_pcr)?;
     // md and dm claim the members exclusively: our own O_EXCL opens must go first.
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
     let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
-    let report = execute(&mut run, &env.root, &plan, hardening, started_at);
+    let measured = Measured {
+        measurer: measurer.as_mut(),
+        unmeasured: measure::not_measured(cfg.measure_pcr),
+    };
+    let report = execute(&mut run, &env.root, &plan, hardening, measured, started_at);
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))
 }
 
-/// Build the plan with fresh keys, escrow them, wipe them, format, mount.
+/// The TPM to measure into, or what to report when there is none.
+struct Measured<'m> {
+    measurer: Option<&'m mut Measurer>,
+    unmeasured: MeasurementOutcome,
+}
+
+/// Build the plan with fresh keys, escrow them, measure them, wipe them, format, mount.
 fn execute(
     run: &mut Executor<'_>,
     root: &SystemRoot,
     plan: &Plan,
     hardening: Hardening,
+    measured: Measured<'_>,
     started_at: String,
 ) -> Result<Report> {
     let keys = plan
@@ -177,6 +193,15 @@ fn execute(
             Some(escrow.file.clone())
         }
         None => None,
+    };
+    // Verified (by build) and escrowed: the keys are measured before they are wiped.
+    let measurement = match measured.measurer {
+        Some(measurer) => {
+            let volumes = measurer.measure(plan, &keys)?;
+            run.measured(&volumes)?;
+            MeasurementOutcome::Measured { volumes }
+        }
+        None => measured.unmeasured,
     };
     // The kernel holds the key(s) now; tosskey's copies are zeroized here.
     drop(keys);
@@ -232,6 +257,7 @@ fn execute(
         hardening,
         key_wiped_from_tosskey_memory: true,
         kernel_facilities: run.kernel_facilities().to_vec(),
+        measurement,
     })
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::measure::VolumeMeasurement;
+
 pub const DEFAULT_STATE_DIR: &str = "/run/tosskey";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,9 @@ pub struct Journal {
     pub built: Vec<Component>,
     /// Where this run mounted the volume.
     pub mount: Option<PathBuf>,
+    /// What `--measure-pcr` extended, per crypt node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<VolumeMeasurement>,
 }
 
 impl Journal {
@@ -51,6 +56,7 @@ impl Journal {
             members,
             built: Vec::new(),
             mount: None,
+            measurements: Vec::new(),
         }
     }
 }

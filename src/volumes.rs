@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
 use crate::exec::teardown;
+use crate::measure::VolumeMeasurement;
 use crate::mount::{mount_points_of, unmount};
 use crate::provision::Environment;
 use crate::state::{Component, Journal, Stage};
@@ -42,6 +43,8 @@ pub struct VolumeStatus {
     pub members: Vec<String>,
     pub md_arrays: Vec<String>,
     pub mappings: Vec<MappingStatus>,
+    /// What `provision --measure-pcr` extended (empty when not asked).
+    pub measurements: Vec<VolumeMeasurement>,
 }
 
 /// Every tosskey mapping (or only those of volume `name`).
@@ -63,6 +66,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
                 })
                 .collect(),
             mappings: Vec::new(),
+            measurements: j.measurements.clone(),
         })
         .collect();
     for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
@@ -85,6 +89,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
                 members: Vec::new(),
                 md_arrays: Vec::new(),
                 mappings: vec![mapping],
+                measurements: Vec::new(),
             }),
         }
     }

@@ -122,7 +122,9 @@ fn key_scope_sixty_keys_over_sixty_tib() {
         })
         .collect();
     assert_eq!(keys.len(), 60, "{table}");
-    assert!(keys.iter().all(|k| k.starts_with(":64:logon:tosskey:t-scope#")));
+    assert!(keys
+        .iter()
+        .all(|k| k.starts_with(":64:logon:tosskey:t-scope#")));
 
     // Data in the first, a middle and the last segment survives close → recover.
     let volume = format!("/dev/mapper/{NAME}");
@@ -151,5 +153,8 @@ fn key_scope_sixty_keys_over_sixty_tib() {
     }
     let status = tosskey(&["status", NAME]).ok().stdout;
     assert!(status.contains("60 512-bit key(s)"), "{status}");
-    assert!(status.contains(&format!("at most {TIB} bytes under one key")), "{status}");
+    assert!(
+        status.contains(&format!("at most {TIB} bytes under one key")),
+        "{status}"
+    );
 }

@@ -308,7 +308,8 @@ impl<'a> Executor<'a> {
             let offsets: Vec<u64> = spread_offsets(
                 segment.target.length().0 * SECTOR,
                 crypt.format.sector_size,
-                &random_picks(RANDOM_SECTORS)?,
+                // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
+                &random_picks(RANDOM_SECTORS.div_ceil(table.len()))?,
             )
             .into_iter()
             .map(|offset| start + offset)

@@ -647,6 +647,18 @@ mod tests {
             next += key.covers.length;
         }
         assert_eq!(next * SECTOR, plan.volume_bytes);
+
+        // escrow decrypt: several keys cannot go through cryptsetup plain; dmsetup gets one
+        // line per segment on its standard input, each key read from its own file.
+        let files: Vec<PathBuf> = (0..60).map(|i| PathBuf::from(format!("/k.{i}"))).collect();
+        let commands = render::stock_commands(&plan, &files).unwrap();
+        let crypt = commands.last().unwrap();
+        assert!(crypt.starts_with("printf '%s\\n' \"0 "), "{crypt}");
+        assert!(crypt.contains("| dmsetup create v "), "{crypt}");
+        assert_eq!(crypt.matches("$(od -An -v -tx1 /k.").count(), 60);
+        assert!(crypt.contains(&format!(
+            "\"{t} {t} crypt twofish-xts-plain64 $(od -An -v -tx1 /k.1 | tr -d ' \\n') {t} /dev/md/v {t} "
+        )), "{crypt}");
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub struct ProvisionArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["512", "4096"]).map(|s| s.parse::<u32>().expect("possible value is numeric")))]
     pub sector_size: Option<u32>,
 
+    /// Most data one key encrypts (IEEE 1619 key scope): the crypt layer is split into
+    /// segments of at most SIZE, each with its own key. `none`: one key per crypt mapping
+    /// (warns). Units: KiB, MiB, GiB, TiB (powers of 1024).
+    #[arg(long, default_value = "1TiB", value_name = "SIZE")]
+    pub key_scope: String,
+
     /// How several devices are combined.
     #[arg(long, value_enum, default_value_t = RaidArg::Md)]
     pub raid: RaidArg,

@@ -42,6 +42,8 @@ pub struct ProvisionConfig {
     pub key_size: KeySize,
     /// `None`: 4096 when every member allows it.
     pub sector_size: Option<u32>,
+    /// Most bytes under one key; `None`: one key per crypt mapping.
+    pub key_scope: Option<u64>,
     pub assembly: AssemblyChoice,
     pub chunk_bytes: u64,
     pub layout: Layout,
@@ -148,6 +150,7 @@ impl ProvisionConfig {
             cipher,
             key_size,
             sector_size: args.sector_size,
+            key_scope: parse_key_scope(&args.key_scope)?,
             assembly,
             chunk_bytes,
             layout: match args.layout {
@@ -202,6 +205,42 @@ impl ProvisionConfig {
     }
 }
 
+/// `--key-scope`: `none`, or a size with a binary unit (`1TiB`, `512GiB`), at least 1 MiB.
+fn parse_key_scope(text: &str) -> Result<Option<u64>, Error> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let bad = || {
+        usage(format!(
+            "--key-scope {text:?}: give a size such as 1TiB, 512GiB or 64MiB, or none"
+        ))
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "p" | "pib" => 50,
+        _ => return Err(bad()),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(bad)?;
+    if bytes < 1 << 20 {
+        return Err(usage(format!(
+            "--key-scope {text}: at least 1MiB (one key per stripe chunk at most)"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 fn md_level(level: cli::LevelArg) -> MdLevel {
     match level {
         cli::LevelArg::Raid0 => MdLevel::Raid0,
@@ -233,6 +272,18 @@ mod tests {
             panic!("expected provision")
         };
         ProvisionConfig::from_args(args)
+    }
+
+    #[test]
+    fn key_scope_defaults_to_one_tib_and_takes_units_or_none() {
+        assert_eq!(config(&["/dev/vdb"]).unwrap().key_scope, Some(1 << 40));
+        let scope = |v: &str| config(&["/dev/vdb", "--key-scope", v]);
+        assert_eq!(scope("512GiB").unwrap().key_scope, Some(512 << 30));
+        assert_eq!(scope("64M").unwrap().key_scope, Some(64 << 20));
+        assert_eq!(scope("none").unwrap().key_scope, None);
+        for bad in ["1TB", "lots", "1KiB", "99999999999PiB", ""] {
+            assert!(matches!(scope(bad), Err(Error::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tosskey_crypto::key::VolumeKey;
+use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
-use tosskey_dm::{activate_crypt, DevId, DmControl, DmName, DmUuid, KeyLoaded, Sectors};
+use tosskey_dm::{
+    activate_crypt_table, CryptTable, DevId, DmControl, DmName, DmUuid, KeyLoaded, Sectors,
+};
 use tosskey_raid::{ArraySpec, MdArray};
 
 use crate::error::{Error, Result};
@@ -47,6 +49,9 @@ pub struct CryptMapping {
     pub table: String,
     /// `keyring` or `hex`.
     pub key_loaded: &'static str,
+    /// How many keys (segments) the mapping has.
+    pub keys: usize,
+    /// Every segment's first and last sector and random ones, each decrypted with its key.
     pub verification: VerifyReport,
 }
 
@@ -164,7 +169,7 @@ impl<'a> Executor<'a> {
     /// Bring up the kernel facilities `plan` lists, then build every node bottom-up with
     /// `keys` (`plan.keys` order). A facility that cannot come up fails before the first
     /// node.
-    pub fn build(&mut self, plan: &Plan, keys: &[VolumeKey]) -> Result<BuiltStack> {
+    pub fn build(&mut self, plan: &Plan, keys: &KeyArena) -> Result<BuiltStack> {
         if keys.len() != plan.keys.len() {
             return Err(Error::Failed(anyhow::anyhow!(
                 "{} keys for the plan's {}",
@@ -179,9 +184,12 @@ impl<'a> Executor<'a> {
             let target = plan.dm_target(index, |d| plan.dev_id(d, &devs))?;
             let built = match (&node.kind, target) {
                 (NodeKind::Md { .. }, _) => self.build_md(plan, node, &devs)?,
-                (NodeKind::Crypt { device, segments }, Some(DmTarget::Crypt(target))) => {
-                    let key = &keys[segments[0].key];
-                    let mapping = self.open_crypt(plan, node, &target, *device, key)?;
+                (NodeKind::Crypt { device, segments }, Some(DmTarget::Crypt(table))) => {
+                    let node_keys: Vec<&[u8]> = segments
+                        .iter()
+                        .map(|s| keys.key(s.key).expect("plan and arena have the same keys"))
+                        .collect();
+                    let mapping = self.open_crypt(plan, node, &table, *device, &node_keys)?;
                     let dev = mapping.0;
                     crypt.push(mapping.1);
                     dev
@@ -273,14 +281,15 @@ impl<'a> Executor<'a> {
         Ok(self.dm.resume(&name)?)
     }
 
-    /// Create crypt node `node` over `device` and prove it with the userspace cipher.
+    /// Create crypt node `node` over `device` as `table` (segment `i` keyed with `keys[i]`)
+    /// and prove every segment with the userspace cipher.
     fn open_crypt(
         &mut self,
         plan: &Plan,
         node: &Node,
-        target: &tosskey_dm::CryptTarget,
+        table: &CryptTable,
         device: DeviceRef,
-        key: &VolumeKey,
+        keys: &[&[u8]],
     ) -> Result<(DevId, CryptMapping)> {
         let crypt = &plan.crypt;
         let (name, uuid) = Self::names(node)?;
@@ -294,13 +303,8 @@ impl<'a> Executor<'a> {
                 name: node.name.clone(),
             },
             |dm| {
-                Ok(activate_crypt(
-                    dm,
-                    &name,
-                    &uuid,
-                    target,
-                    key.expose_secret(),
-                    loading,
+                Ok(activate_crypt_table(
+                    dm, &name, &uuid, table, keys, loading,
                 )?)
             },
         )?;
@@ -311,20 +315,35 @@ impl<'a> Executor<'a> {
             iv_large_sectors: crypt.format.iv_large_sectors,
             iv_offset: crypt.format.iv_offset,
         };
-        let cipher = SectorCipher::new(
-            crypt.format.cipher.block_cipher(),
-            key.expose_secret(),
-            layout,
-        )?;
         let backing = plan.device_path(device);
-        let verification = verify_mapping(
-            backing,
-            crypt.format.data_offset * SECTOR,
-            &activation.node,
-            &cipher,
-            crypt.format.sector_size,
-            node.size_bytes,
-        )?;
+        let raw = open_direct(backing)?;
+        let mapped = open_direct(&activation.node)?;
+        let mut verification = VerifyReport {
+            sector_size: crypt.format.sector_size,
+            checks: Vec::new(),
+        };
+        for (segment, key) in table.segments().iter().zip(keys) {
+            let cipher = SectorCipher::new(crypt.format.cipher.block_cipher(), key, layout)?;
+            let start = segment.start.0 * SECTOR;
+            let offsets: Vec<u64> = spread_offsets(
+                segment.target.length().0 * SECTOR,
+                crypt.format.sector_size,
+                // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
+                &random_picks(RANDOM_SECTORS.div_ceil(table.len()))?,
+            )
+            .into_iter()
+            .map(|offset| start + offset)
+            .collect();
+            let report = verify_sectors(
+                &raw,
+                crypt.format.data_offset * SECTOR,
+                &mapped,
+                &cipher,
+                crypt.format.sector_size,
+                &offsets,
+            )?;
+            verification.checks.extend(report.checks);
+        }
         let mismatched = verification.checks.iter().filter(|c| !c.matched).count();
         if mismatched > 0 {
             return Err(Error::VerifyMismatch {
@@ -334,7 +353,7 @@ impl<'a> Executor<'a> {
             });
         }
         crash_point("verify");
-        let table = self
+        let live_table = self
             .dm
             .table(&name)?
             .iter()
@@ -347,11 +366,12 @@ impl<'a> Executor<'a> {
                 name: node.name.clone(),
                 node: activation.node,
                 backing: backing.to_path_buf(),
-                table,
+                table: live_table,
                 key_loaded: match activation.key_loaded {
                     KeyLoaded::Keyring { .. } => "keyring",
                     KeyLoaded::Hex => "hex",
                 },
+                keys: table.len(),
                 verification,
             },
         ))
@@ -375,25 +395,6 @@ fn open_direct(path: &Path) -> anyhow::Result<File> {
         .custom_flags(libc::O_DIRECT)
         .open(path)
         .with_context(|| format!("opening {} with O_DIRECT", path.display()))
-}
-
-fn verify_mapping(
-    backing: &Path,
-    backing_offset: u64,
-    mapping: &Path,
-    cipher: &SectorCipher,
-    sector_size: u32,
-    volume_bytes: u64,
-) -> anyhow::Result<VerifyReport> {
-    let offsets = spread_offsets(volume_bytes, sector_size, &random_picks(RANDOM_SECTORS)?);
-    verify_sectors(
-        &open_direct(backing)?,
-        backing_offset,
-        &open_direct(mapping)?,
-        cipher,
-        sector_size,
-        &offsets,
-    )
 }
 
 /// One step of taking a recorded stack down.

@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use tosskey_crypto::key::VolumeKey;
+use tosskey_crypto::key::KeyArena;
 use tosskey_tpm::{KeyRange, Tpm, Verification, VolumeIdentity, DEFAULT_DEVICE, DEFAULT_LOG};
 
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ pub fn not_measured(request: Option<MeasurePcr>) -> MeasurementOutcome {
 impl Measurer {
     /// Measure every crypt node of `plan`, built and verified, with all of its keys (`keys`
     /// in `plan.keys` order, each with the range it covers).
-    pub fn measure(&mut self, plan: &Plan, keys: &[VolumeKey]) -> Result<Vec<VolumeMeasurement>> {
+    pub fn measure(&mut self, plan: &Plan, keys: &KeyArena) -> Result<Vec<VolumeMeasurement>> {
         let mut measured = Vec::new();
         for node in &plan.nodes {
             let NodeKind::Crypt { segments, .. } = &node.kind else {
@@ -153,10 +153,14 @@ impl Measurer {
                 // Executor::build fails the run on any mismatch: a built node was verified.
                 verification: Verification::Passed,
             };
-            let node_keys: Vec<&[u8]> = segments
+            let node_keys = segments
                 .iter()
-                .map(|segment| keys[segment.key].expose_secret())
-                .collect();
+                .map(|segment| {
+                    keys.key(segment.key).ok_or_else(|| {
+                        anyhow::anyhow!("{} has no key {} for its segment", node.name, segment.key)
+                    })
+                })
+                .collect::<anyhow::Result<Vec<&[u8]>>>()?;
             let measurement = tosskey_tpm::measure_volume(
                 &mut self.tpm,
                 self.pcr,

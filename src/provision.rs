@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::escrow::{
-    rfc3339_utc, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey,
+    rfc3339_utc, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey, KeySegment,
 };
-use tosskey_crypto::key::{KeySize, VolumeKey};
+use tosskey_crypto::key::{KeyArena, KeySize};
 use tosskey_dm::DmControl;
 
 use crate::config::{MemberSource, ProvisionConfig, UUID_PREFIX};
@@ -107,6 +107,11 @@ pub fn provision(
     hardening: Hardening,
 ) -> Result<Outcome> {
     let started_at = rfc3339_utc(SystemTime::now());
+    if cfg.key_scope.is_none() {
+        eprintln!(
+            "tosskey: warning: --key-scope none puts each crypt mapping under one key however large; IEEE 1619 advises at most 2^36 blocks (1 TiB) per XTS key"
+        );
+    }
     let boot = boot_id(&env.root.proc)?;
     let mut kernel = KernelFacilities::host()?;
     if !cfg.dry_run {
@@ -162,11 +167,11 @@ fn execute(
     measured: Measured<'_>,
     started_at: String,
 ) -> Result<Report> {
-    let keys = plan
-        .keys
-        .iter()
-        .map(|k| VolumeKey::generate(KeySize::from_bits(k.bits)?))
-        .collect::<Result<Vec<_>, _>>()?;
+    // One locked arena for all the keys: hundreds of keys fit the mlock limit.
+    let keys = KeyArena::generate(
+        KeySize::from_bits(plan.crypt.format.key_bits)?,
+        plan.keys.len(),
+    )?;
     let built = run.build(plan, &keys)?;
 
     let escrow_file = match &plan.escrow {
@@ -179,13 +184,25 @@ fn execute(
             })?;
             let public_key = EscrowPublicKey::from_pem(&public_pem)
                 .with_context(|| format!("escrow public key {}", escrow.public_key.display()))?;
-            let pairs: Vec<(&str, &VolumeKey)> = plan
+            let segments: Vec<(&str, KeySegment)> = plan
                 .keys
                 .iter()
-                .map(|k| k.mapping.as_str())
-                .zip(keys.iter())
+                .map(|k| {
+                    (
+                        k.mapping.as_str(),
+                        KeySegment {
+                            start_sector: k.covers.start,
+                            sectors: k.covers.length,
+                        },
+                    )
+                })
                 .collect();
-            let file = EscrowFile::seal_keys(&public_key, &pairs, escrow_metadata(plan, root)?)?;
+            let file = EscrowFile::seal_segments(
+                &public_key,
+                &segments,
+                &keys,
+                escrow_metadata(plan, root)?,
+            )?;
             file.write_atomic(&escrow.file, false)
                 .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
             run.wrote_file(&escrow.file);

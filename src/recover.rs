@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, OpenedKey};
-use tosskey_crypto::key::VolumeKey;
+use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, KeySegment, OpenedSegments};
+use tosskey_crypto::key::KeyArena;
 use tosskey_dm::{DmControl, DmName};
 
 use crate::error::{Error, Result};
@@ -28,14 +28,14 @@ pub struct RecoverOptions {
     pub devices: Vec<PathBuf>,
 }
 
-fn open_escrow(escrow_file: &Path, private_key: &Path) -> Result<(EscrowFile, Vec<OpenedKey>)> {
+fn open_escrow(escrow_file: &Path, private_key: &Path) -> Result<(EscrowFile, OpenedSegments)> {
     let escrow = EscrowFile::read(escrow_file)
         .with_context(|| format!("escrow file {}", escrow_file.display()))?;
     let pem = zeroize::Zeroizing::new(
         std::fs::read_to_string(private_key)
             .with_context(|| format!("reading the private key {}", private_key.display()))?,
     );
-    let keys = escrow.open_all(&pem).with_context(|| {
+    let keys = escrow.open_segments(&pem).with_context(|| {
         format!(
             "opening {} with {}",
             escrow_file.display(),
@@ -88,30 +88,31 @@ fn find_members(
         .collect()
 }
 
-/// The escrowed keys in the plan's key order, each checked against the mapping it was
-/// sealed for.
-fn keys_for(plan: &Plan, opened: Vec<OpenedKey>) -> Result<Vec<VolumeKey>> {
-    if opened.len() != plan.keys.len() {
+/// Each escrowed key's mapping and segment, in escrow order: what the plan is derived from.
+fn recorded_keys(opened: &OpenedSegments) -> Vec<(String, Option<KeySegment>)> {
+    opened
+        .segments
+        .iter()
+        .map(|s| (s.dm_name.clone(), s.segment))
+        .collect()
+}
+
+/// The escrowed keys, checked to be in the plan's key order (mapping by mapping).
+fn keys_for(plan: &Plan, opened: OpenedSegments) -> Result<KeyArena> {
+    if opened.segments.len() != plan.keys.len()
+        || opened
+            .segments
+            .iter()
+            .zip(&plan.keys)
+            .any(|(o, planned)| o.dm_name != planned.mapping)
+    {
         return Err(Error::Refused(format!(
-            "the escrow file holds {} key(s) but its volume has {} crypt mapping(s): it is damaged",
-            opened.len(),
+            "the escrow file's {} key(s) do not match its volume's {} crypt segment(s) mapping by mapping: it is damaged",
+            opened.segments.len(),
             plan.keys.len()
         )));
     }
-    opened
-        .into_iter()
-        .zip(&plan.keys)
-        .map(|(o, planned)| {
-            if o.dm_name == planned.mapping {
-                Ok(o.key)
-            } else {
-                Err(Error::Refused(format!(
-                    "escrow key for {} does not belong to mapping {}",
-                    o.dm_name, planned.mapping
-                )))
-            }
-        })
-        .collect()
+    Ok(opened.keys)
 }
 
 /// Reassemble and reopen the escrowed volume; mount it if asked.
@@ -148,7 +149,14 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     checked.iter_mut().for_each(CheckedDevice::release_claim);
 
     let boot = boot_id(&env.root.proc)?;
-    let plan = derive::from_escrow(meta, members, &boot, KeyLoading::Auto, opts.mount.clone())?;
+    let plan = derive::from_escrow(
+        meta,
+        &recorded_keys(&opened),
+        members,
+        &boot,
+        KeyLoading::Auto,
+        opts.mount.clone(),
+    )?;
     let keys = keys_for(&plan, opened)?;
     let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
     let built = reopen(&mut run, &plan, keys, opts.read_only);
@@ -159,7 +167,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
 fn reopen(
     run: &mut Executor<'_>,
     plan: &Plan,
-    keys: Vec<VolumeKey>,
+    keys: KeyArena,
     read_only: bool,
 ) -> Result<BuiltStack> {
     let built = run.build(plan, &keys)?;
@@ -182,6 +190,7 @@ pub fn escrow_decrypt(
     let meta = escrow.metadata();
     let plan = derive::from_escrow(
         meta,
+        &recorded_keys(&opened),
         derive::recorded_members(meta),
         "escrow",
         KeyLoading::Hex,
@@ -195,8 +204,8 @@ pub fn escrow_decrypt(
             .map(|i| PathBuf::from(format!("{}.{i}", key_out.display())))
             .collect()
     };
-    for (key, file) in keys.iter().zip(&key_files) {
-        key.write_key_file(file)
+    for (index, file) in key_files.iter().enumerate() {
+        keys.write_key_file(index, file)
             .with_context(|| format!("writing {}", file.display()))?;
     }
     Ok(render::stock_commands(&plan, &key_files)?)

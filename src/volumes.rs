@@ -27,6 +27,10 @@ pub struct MappingStatus {
     /// `keyring` (the table names a kernel key, long since invalidated) or `hex`.
     pub key_source: Option<&'static str>,
     pub sector_size: Option<u32>,
+    /// Crypt targets in the table, one key each (key scope).
+    pub keys: usize,
+    /// The most bytes one of those keys encrypts.
+    pub largest_key_bytes: u64,
     pub flags: Vec<String>,
     /// Kernel names of the devices under it.
     pub backing: Vec<String>,
@@ -141,6 +145,13 @@ fn mapping_status(
             CryptKeyField::None => None,
         }),
         sector_size: crypt.map(|c| c.options.sector_size),
+        keys: table.iter().filter(|t| t.crypt.is_some()).count(),
+        largest_key_bytes: table
+            .iter()
+            .filter(|t| t.crypt.is_some())
+            .map(|t| t.length.0 * 512)
+            .max()
+            .unwrap_or(0),
         flags: crypt.map(|c| c.options.words()).unwrap_or_default(),
         backing,
         mount_points: mount_points_of(&root.proc, info.dev.major, info.dev.minor)?,
@@ -178,8 +189,10 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
             if let (Some(cipher), Some(bits)) = (&m.cipher, m.key_bits) {
                 let _ = write!(
                     out,
-                    " {cipher} {bits}-bit key via {}",
-                    m.key_source.unwrap_or("?")
+                    " {cipher}, {} {bits}-bit key(s) via {}, at most {} bytes under one key",
+                    m.keys,
+                    m.key_source.unwrap_or("?"),
+                    m.largest_key_bytes
                 );
             }
             if let Some(size) = m.sector_size {
@@ -271,7 +284,8 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
             continue;
         }
         dm.suspend(&dm_name)?;
-        dm.wipe_crypt_key(&dm_name)?;
+        // Every segment's target holds its own key: one `key wipe` each.
+        let keys = tosskey_dm::wipe_crypt_keys(&dm, &dm_name)?;
         let errors = table
             .iter()
             .map(|t| {
@@ -286,7 +300,7 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
             .collect::<Result<Vec<_>, _>>()?;
         dm.load_table(&dm_name, &errors)?;
         dm.resume(&dm_name)?;
-        wiped.push(dm_name.to_string());
+        wiped.push(format!("{dm_name} ({keys} key(s))"));
     }
     // The keys are gone and the devices answer with errors: unmount without waiting for
     // users (a lazy unmount completes when the last one lets go).
@@ -294,9 +308,9 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
         let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     }
     Ok(match teardown(&env.root, &journal, &env.journals) {
-        Ok(()) => format!("shredded {name}: key wiped from {} and the stack removed", wiped.join(", ")),
+        Ok(()) => format!("shredded {name}: keys wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
-            "shredded {name}: key wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
+            "shredded {name}: keys wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
             wiped.join(", "),
             crate::error::render(&e)
         ),

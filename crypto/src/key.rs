@@ -236,6 +236,16 @@ impl KeyArena {
     }
 
     /// Bytes of locked memory the arena holds (whole pages): the cost of its keys.
+    /// Write key `index`'s raw bytes to a new file with mode 0400 (`escrow decrypt
+    /// --key-out`, one file per segment), as [`VolumeKey::write_key_file`].
+    pub fn write_key_file(&self, index: usize, path: &Path) -> Result<()> {
+        let key = self.key(index).ok_or(Error::KeyCount {
+            count: index + 1,
+            max: self.count,
+        })?;
+        crate::escrow::write_new_file(path, key, false)
+    }
+
     pub fn locked_bytes(&self) -> usize {
         self.pages.as_slice().len()
     }

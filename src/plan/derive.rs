@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use tosskey_crypto::escrow::EscrowMetadata;
-use tosskey_dm::{DmName, DmUuid};
+use tosskey_crypto::escrow::{EscrowMetadata, KeySegment};
+use tosskey_dm::{Bytes, CryptTable, CryptTarget, DevId, DmName, DmUuid, Sectors};
 
 use crate::config::{AssemblyChoice, ProvisionConfig, UUID_PREFIX};
 use crate::error::Error;
@@ -14,7 +14,7 @@ use crate::safety::{CheckedDevice, MemberKind};
 use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
-    DeviceRef, EscrowCrypt, Facility, KeyLoading, Layout, MdLevel, Node, NodeKind, Plan,
+    DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
     PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
 };
 
@@ -121,6 +121,7 @@ fn for_members(
         assembly,
         layout,
         crypt,
+        segmentation: Segmentation::Scope(cfg.key_scope),
         mkfs: cfg.mkfs.clone(),
         mount: cfg.mount.clone(),
         escrow: cfg.escrow.clone(),
@@ -131,6 +132,7 @@ fn for_members(
 /// the recorded paths for escrow decrypt). Table options are tosskey's defaults.
 pub fn from_escrow(
     meta: &EscrowMetadata,
+    recorded_keys: &[(String, Option<KeySegment>)],
     members: Vec<PlannedMember>,
     boot_id: &str,
     key_loading: KeyLoading,
@@ -151,6 +153,7 @@ pub fn from_escrow(
         assembly: meta.assembly,
         layout: meta.layout,
         crypt,
+        segmentation: Segmentation::Recorded(recorded_keys),
         mkfs: None,
         mount,
         escrow: None,
@@ -174,6 +177,16 @@ pub fn recorded_members(meta: &EscrowMetadata) -> Vec<PlannedMember> {
         .collect()
 }
 
+/// How a crypt node is cut into key segments.
+#[derive(Clone, Copy)]
+enum Segmentation<'a> {
+    /// Provision: segments of at most this many bytes (`None`: one key per node).
+    Scope(Option<u64>),
+    /// Recover: the keys an escrow file records, in order, each with its mapping and (format
+    /// 2) its segment; a mapping without segments has one key.
+    Recorded(&'a [(String, Option<KeySegment>)]),
+}
+
 /// Everything that decides the nodes.
 struct Shape<'a> {
     name: &'a DmName,
@@ -182,6 +195,7 @@ struct Shape<'a> {
     assembly: Assembly,
     layout: Layout,
     crypt: CryptSettings,
+    segmentation: Segmentation<'a>,
     mkfs: Option<super::Ext4Settings>,
     mount: Option<PathBuf>,
     escrow: Option<super::EscrowSettings>,
@@ -193,6 +207,10 @@ struct Builder<'a> {
     boot_id: &'a str,
     members: &'a [PlannedMember],
     crypt: &'a CryptSettings,
+    segmentation: Segmentation<'a>,
+    /// Segment boundaries are multiples of this many sectors (the stripe chunk under a
+    /// shared crypt node, else 0: only the crypt sector).
+    chunk_sectors: u64,
     nodes: Vec<Node>,
     keys: Vec<PlannedKey>,
 }
@@ -229,7 +247,7 @@ impl Builder<'_> {
         })
     }
 
-    /// A crypt node over `device` with one fresh key covering all of it.
+    /// A crypt node over `device`, one key per segment (see [`Segmentation`]).
     fn crypt(
         &mut self,
         name: String,
@@ -246,16 +264,25 @@ impl Builder<'_> {
                 self.crypt.format.sector_size
             )));
         }
-        let range = SectorRange { start: 0, length };
-        self.keys.push(PlannedKey {
-            mapping: name.clone(),
-            bits: self.crypt.format.key_bits,
-            covers: range,
-        });
-        let segments = vec![CryptSegment {
-            key: self.keys.len() - 1,
-            range,
-        }];
+        let lengths = self.segment_lengths(&name, length)?;
+        let mut segments = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for segment_length in lengths {
+            let range = SectorRange {
+                start,
+                length: segment_length,
+            };
+            self.keys.push(PlannedKey {
+                mapping: name.clone(),
+                bits: self.crypt.format.key_bits,
+                covers: range,
+            });
+            segments.push(CryptSegment {
+                key: self.keys.len() - 1,
+                range,
+            });
+            start += segment_length;
+        }
         let node = self.dm_node(
             name,
             suffix,
@@ -263,6 +290,70 @@ impl Builder<'_> {
             NodeKind::Crypt { device, segments },
         )?;
         Ok(self.push(node))
+    }
+
+    /// The segment lengths of crypt node `name` of `length` sectors: cut by the key scope
+    /// (tosskey-dm's one splitting rule), or as the escrow file recorded them.
+    fn segment_lengths(&self, name: &str, length: u64) -> Result<Vec<u64>, Error> {
+        // Only the lengths matter here: the device is filled in when the table is built.
+        let whole = CryptTarget::new(
+            &self.crypt.format.cipher.to_string(),
+            DevId::new(0, 0),
+            Sectors(length),
+        )
+        .map_err(anyhow::Error::from)?
+        .with_options(self.crypt.options());
+        match self.segmentation {
+            Segmentation::Scope(scope) => {
+                let table =
+                    CryptTable::split(&whole, scope.map(Bytes), Sectors(self.chunk_sectors))
+                        .map_err(|e| Error::Refused(format!("--key-scope over {name}: {e}")))?;
+                Ok(table
+                    .segments()
+                    .iter()
+                    .map(|s| s.target.length().0)
+                    .collect())
+            }
+            Segmentation::Recorded(keys) => {
+                let recorded: Vec<Option<KeySegment>> = keys
+                    .iter()
+                    .filter(|(mapping, _)| mapping == name)
+                    .map(|(_, segment)| *segment)
+                    .collect();
+                let lengths = match recorded.as_slice() {
+                    [None] => vec![length],
+                    _ => {
+                        let mut expected_start = 0;
+                        let mut lengths = Vec::with_capacity(recorded.len());
+                        for segment in &recorded {
+                            match segment {
+                                Some(s) if s.start_sector == expected_start => {
+                                    lengths.push(s.sectors);
+                                    expected_start += s.sectors;
+                                }
+                                _ => {
+                                    return Err(Error::Refused(format!(
+                                        "the escrow file's keys for {name} do not cover it in order from sector 0: it is damaged"
+                                    )))
+                                }
+                            }
+                        }
+                        lengths
+                    }
+                };
+                // Checks that the segments add up to the node and align as dm-crypt wants.
+                CryptTable::from_lengths(
+                    &whole,
+                    &lengths.iter().copied().map(Sectors).collect::<Vec<_>>(),
+                )
+                .map_err(|e| {
+                    Error::Refused(format!(
+                        "the escrow file's key segments for {name} do not fit the members: {e}"
+                    ))
+                })?;
+                Ok(lengths)
+            }
+        }
     }
 
     /// The md array or dm stripe over `devices` (`shared`: it sits under the one crypt
@@ -331,6 +422,18 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         boot_id: shape.boot_id,
         members: &shape.members,
         crypt: &shape.crypt,
+        segmentation: shape.segmentation,
+        chunk_sectors: match (shape.layout, shape.assembly) {
+            (
+                Layout::Shared,
+                Assembly::Md {
+                    level: MdLevel::Raid0,
+                    chunk_bytes,
+                }
+                | Assembly::DmStripe { chunk_bytes },
+            ) => chunk_bytes / SECTOR,
+            _ => 0,
+        },
         nodes: Vec::new(),
         keys: Vec::new(),
     };
@@ -354,6 +457,14 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         }
     }
     let Builder { nodes, keys, .. } = builder;
+    let key_scope = KeyScope {
+        limit_bytes: match shape.segmentation {
+            Segmentation::Scope(limit) => limit,
+            Segmentation::Recorded(_) => None,
+        },
+        keys: keys.len(),
+        largest_key_bytes: keys.iter().map(|k| k.covers.length).max().unwrap_or(0) * SECTOR,
+    };
     let mut plan = Plan {
         name: shape.name.to_string(),
         volume_bytes: nodes.last().map_or(0, |n| n.size_bytes),
@@ -363,6 +474,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         layout: shape.layout,
         crypt: shape.crypt,
         keys,
+        key_scope,
         nodes,
         mkfs: shape.mkfs,
         mount: shape.mount,
@@ -472,9 +584,13 @@ mod tests {
     const BOOT: &str = "0123456789abcdef0123456789abcdef";
 
     fn plan(args: &[&str], disks: usize) -> Result<Plan, Error> {
+        plan_sized(args, disks, 256 << 20)
+    }
+
+    fn plan_sized(args: &[&str], disks: usize, size_bytes: u64) -> Result<Plan, Error> {
         let mut argv = vec!["tosskey", "provision", "--name", "v"];
         let paths: Vec<String> = (0..disks)
-            .map(|i| format!("/dev/vd{}", ['b', 'c', 'd'][i]))
+            .map(|i| format!("/dev/vd{}", char::from(b'b' + u8::try_from(i).unwrap())))
             .collect();
         argv.extend(paths.iter().map(String::as_str));
         argv.extend_from_slice(args);
@@ -492,7 +608,7 @@ mod tests {
                 dev: format!("254:{}", 16 * (i + 1)),
                 major: 254,
                 minor: u32::try_from(16 * (i + 1)).unwrap(),
-                size_bytes: 256 << 20,
+                size_bytes,
                 logical_block_size: 512,
                 identity: None,
             })
@@ -505,6 +621,100 @@ mod tests {
     }
 
     const OPTIONS: &str = "3 no_read_workqueue no_write_workqueue sector_size:4096";
+
+    const TIB: u64 = 1 << 40;
+
+    #[test]
+    fn eight_disks_of_seven_and_a_half_tib_shared_get_sixty_one_tib_keys() {
+        let plan = plan_sized(&[], 8, 15 * TIB / 2).unwrap();
+        assert_eq!(plan.keys.len(), 60);
+        assert_eq!(plan.key_scope.keys, 60);
+        assert_eq!(plan.key_scope.largest_key_bytes, TIB);
+        assert_eq!(plan.key_scope.limit_bytes, Some(TIB));
+        let table = plan.volume().table.as_deref().unwrap();
+        let lines: Vec<&str> = table.split("; ").collect();
+        assert_eq!(lines.len(), 60);
+        // Segment 1 starts at 1 TiB: offset and IV offset continue the numbering, and its
+        // keyring key is its own.
+        let t = TIB / 512;
+        assert!(
+            lines[1].starts_with(&format!(
+                "{t} {t} crypt twofish-xts-plain64 :64:logon:tosskey:v#1 {t} /dev/md_tk_v {t} "
+            )),
+            "{}",
+            lines[1]
+        );
+        // Ranges tile the volume.
+        let mut next = 0;
+        for key in &plan.keys {
+            assert_eq!(key.covers.start, next);
+            next += key.covers.length;
+        }
+        assert_eq!(next * SECTOR, plan.volume_bytes);
+
+        // escrow decrypt: several keys cannot go through cryptsetup plain; dmsetup gets one
+        // line per segment on its standard input, each key read from its own file.
+        let files: Vec<PathBuf> = (0..60).map(|i| PathBuf::from(format!("/k.{i}"))).collect();
+        let commands = render::stock_commands(&plan, &files).unwrap();
+        let crypt = commands.last().unwrap();
+        assert!(crypt.starts_with("printf '%s\\n' \"0 "), "{crypt}");
+        assert!(crypt.contains("| dmsetup create v "), "{crypt}");
+        assert_eq!(crypt.matches("$(od -An -v -tx1 /k.").count(), 60);
+        assert!(crypt.contains(&format!(
+            "\"{t} {t} crypt twofish-xts-plain64 $(od -An -v -tx1 /k.1 | tr -d ' \\n') {t} /dev/md/v {t} "
+        )), "{crypt}");
+    }
+
+    #[test]
+    fn per_disk_splits_each_disk_and_none_keeps_one_key_per_mapping() {
+        let plan = plan_sized(&["--layout", "per-disk"], 8, 15 * TIB / 2).unwrap();
+        assert_eq!(plan.keys.len(), 64);
+        assert_eq!(plan.crypt_nodes().count(), 8);
+        assert!(plan.key_scope.largest_key_bytes <= TIB);
+        let none = plan_sized(&["--key-scope", "none"], 8, 15 * TIB / 2).unwrap();
+        assert_eq!(none.keys.len(), 1);
+        assert_eq!(none.key_scope.largest_key_bytes, 60 * TIB);
+        assert!(!none.volume().table.as_deref().unwrap().contains("; "));
+    }
+
+    #[test]
+    fn a_recorded_segmentation_is_rebuilt_and_a_gap_is_refused() {
+        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
+        assert_eq!(provisioned.keys.len(), 3);
+        let recorded: Vec<(String, Option<KeySegment>)> = provisioned
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.mapping.clone(),
+                    Some(KeySegment {
+                        start_sector: k.covers.start,
+                        sectors: k.covers.length,
+                    }),
+                )
+            })
+            .collect();
+        let shape = |keys| {
+            assemble_plan(Shape {
+                name: &DmName::new("v").unwrap(),
+                boot_id: BOOT,
+                members: provisioned.members.clone(),
+                assembly: provisioned.assembly,
+                layout: provisioned.layout,
+                crypt: provisioned.crypt.clone(),
+                segmentation: Segmentation::Recorded(keys),
+                mkfs: None,
+                mount: None,
+                escrow: None,
+            })
+        };
+        let recovered = shape(&recorded).unwrap();
+        assert_eq!(recovered.keys, provisioned.keys);
+        assert_eq!(recovered.volume().table, provisioned.volume().table);
+        let mut gap = recorded.clone();
+        gap.remove(1);
+        assert!(matches!(shape(&gap), Err(Error::Refused(_))));
+    }
 
     #[test]
     fn single_disk_is_one_crypt_node_with_the_keyring_reference() {

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use tosskey_dm::{
-    CryptOptions, CryptTarget, DevId, DmName, KeyRef, LinearTarget, Sectors, StripeMember,
-    StripedTarget,
+    CryptOptions, CryptTable, CryptTarget, DevId, DmName, KeyRef, LinearTarget, Sectors,
+    StripeMember, StripedTarget,
 };
 
 /// A member device that passed the safety checks.
@@ -121,6 +121,18 @@ pub struct CryptSegment {
     pub range: SectorRange,
 }
 
+/// How much data each key encrypts (IEEE 1619's key scope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KeyScope {
+    /// The most bytes one key may encrypt (`--key-scope`); `None`: one key per crypt node
+    /// (`--key-scope none`, or an escrow file that records no limit).
+    pub limit_bytes: Option<u64>,
+    /// How many keys the volume has.
+    pub keys: usize,
+    /// The most bytes one key encrypts.
+    pub largest_key_bytes: u64,
+}
+
 /// How a node is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -187,6 +199,7 @@ pub struct Plan {
     pub layout: Layout,
     pub crypt: CryptSettings,
     pub keys: Vec<PlannedKey>,
+    pub key_scope: KeyScope,
     /// Bottom first: each node is built on members and nodes before it. The last one is the
     /// volume.
     pub nodes: Vec<Node>,
@@ -201,7 +214,8 @@ pub struct Plan {
 /// A dm target of a node, ready to render or load once its devices are known.
 #[derive(Debug)]
 pub enum DmTarget {
-    Crypt(CryptTarget),
+    /// One crypt target per key segment, offsets and IVs continuing.
+    Crypt(CryptTable),
     Striped(StripedTarget),
     Linear(LinearTarget),
 }
@@ -265,39 +279,41 @@ impl Plan {
                     .collect(),
             )?),
             NodeKind::Crypt { device, segments } => {
-                let [segment] = segments.as_slice() else {
-                    return Err(tosskey_dm::Error::InvalidTarget {
-                        target: "crypt",
-                        reason: format!(
-                            "{} has {} key segments: one crypt target line carries one key",
-                            node.name,
-                            segments.len()
-                        ),
-                    });
-                };
                 let crypt = &self.crypt;
-                DmTarget::Crypt(
-                    CryptTarget::new(
-                        &crypt.format.cipher.to_string(),
-                        dev(*device),
-                        Sectors(segment.range.length),
-                    )?
-                    .with_offset(Sectors(crypt.format.data_offset + segment.range.start))
-                    .with_iv_offset(Sectors(crypt.format.iv_offset + segment.range.start))
-                    .with_options(crypt.options()),
-                )
+                let whole = CryptTarget::new(
+                    &crypt.format.cipher.to_string(),
+                    dev(*device),
+                    Sectors(node.size_bytes / SECTOR),
+                )?
+                .with_offset(Sectors(crypt.format.data_offset))
+                .with_iv_offset(Sectors(crypt.format.iv_offset))
+                .with_options(crypt.options());
+                let lengths: Vec<Sectors> =
+                    segments.iter().map(|s| Sectors(s.range.length)).collect();
+                DmTarget::Crypt(CryptTable::from_lengths(&whole, &lengths)?)
             }
         }))
     }
 
-    /// How the key of crypt node `name` appears in its table: the keyring reference
-    /// (keyring and auto loading: what the kernel shows) or nothing (hex, elided).
-    pub fn key_ref(&self, name: &str, key_bits: u32) -> Result<Option<KeyRef>, tosskey_dm::Error> {
+    /// How the key of segment `index` of `count` of crypt node `name` appears in its table:
+    /// the keyring reference (keyring and auto loading: what the kernel shows) or nothing
+    /// (hex, elided).
+    pub fn key_ref(
+        &self,
+        name: &str,
+        key_bits: u32,
+        index: usize,
+        count: usize,
+    ) -> Result<Option<KeyRef>, tosskey_dm::Error> {
         Ok(match self.crypt.key_loading {
             KeyLoading::Hex => None,
             KeyLoading::Auto | KeyLoading::Keyring => Some(KeyRef::Keyring {
                 bytes: usize::try_from(key_bits / 8).expect("key bytes fit usize"),
-                description: tosskey_dm::keyring_description(&DmName::new(name)?),
+                description: tosskey_dm::segment_keyring_description(
+                    &DmName::new(name)?,
+                    index,
+                    count,
+                ),
             }),
         })
     }

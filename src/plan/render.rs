@@ -12,6 +12,7 @@ use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, NodeKind, Plan};
 /// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
 /// ...`, linear `... <dev> <offset>`.
 const CRYPT_DEVICE_WORD: usize = 6;
+const CRYPT_KEY_WORD: usize = 4;
 const STRIPED_FIRST_DEVICE_WORD: usize = 5;
 const LINEAR_DEVICE_WORD: usize = 3;
 
@@ -48,17 +49,24 @@ pub fn table(
     let Some(target) = plan.dm_target(index, |_| DevId::new(0, 0))? else {
         return Ok(None);
     };
-    let (line, devices): (String, Vec<(usize, DeviceRef)>) = match (&target, &node.kind) {
+    let (lines, devices): (Vec<String>, Vec<(usize, DeviceRef)>) = match (&target, &node.kind) {
         (DmTarget::Crypt(crypt), NodeKind::Crypt { device, segments }) => {
             let bits = plan.keys[segments[0].key].bits;
-            let line = match plan.key_ref(&node.name, bits)? {
-                Some(key_ref) => crypt.line(&key_ref)?.display_elided(),
-                None => crypt.line_elided()?,
+            let key_refs = (0..segments.len())
+                .map(|i| plan.key_ref(&node.name, bits, i, segments.len()))
+                .collect::<Result<Option<Vec<_>>, _>>()?;
+            let lines = match key_refs {
+                Some(key_refs) => crypt
+                    .lines(&key_refs)?
+                    .iter()
+                    .map(|line| line.display_elided())
+                    .collect(),
+                None => crypt.lines_elided()?,
             };
-            (line, vec![(CRYPT_DEVICE_WORD, *device)])
+            (lines, vec![(CRYPT_DEVICE_WORD, *device)])
         }
         (DmTarget::Striped(striped), NodeKind::Striped { devices, .. }) => (
-            striped.line(Sectors(0))?.display_elided(),
+            vec![striped.line(Sectors(0))?.display_elided()],
             devices
                 .iter()
                 .enumerate()
@@ -66,16 +74,25 @@ pub fn table(
                 .collect(),
         ),
         (DmTarget::Linear(linear), NodeKind::Linear { device }) => (
-            linear.line(Sectors(0))?.display_elided(),
+            vec![linear.line(Sectors(0))?.display_elided()],
             vec![(LINEAR_DEVICE_WORD, *device)],
         ),
         _ => unreachable!("dm_target follows the node kind"),
     };
-    let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
-    for (position, device) in devices {
-        words[position] = name(device);
-    }
-    Ok(Some(words.join(" ")))
+    // Lines joined by "; ", as status and the root tests show a live table.
+    Ok(Some(
+        lines
+            .iter()
+            .map(|line| {
+                let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+                for (position, device) in &devices {
+                    words[*position] = name(*device);
+                }
+                words.join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
 }
 
 /// How keys reach dm-crypt, in user words.
@@ -201,7 +218,15 @@ pub fn text(plan: &Plan) -> String {
     for index in 0..plan.nodes.len() {
         let _ = writeln!(out, "  {}", describe_node(plan, index));
     }
-    let _ = writeln!(out, "keys:");
+    let _ = writeln!(
+        out,
+        "keys: {}, at most {} bytes under one key (key scope: {})",
+        plan.key_scope.keys,
+        plan.key_scope.largest_key_bytes,
+        plan.key_scope
+            .limit_bytes
+            .map_or("none".to_owned(), |b| format!("{b} bytes"))
+    );
     for key in &plan.keys {
         let _ = writeln!(
             out,
@@ -300,22 +325,60 @@ pub fn stock_commands(
                 table(plan, index, device)?.expect("dm nodes have a table")
             ),
             NodeKind::Crypt { device: under, segments } => {
-                let key = segments[0].key;
-                let Some(DmTarget::Crypt(target)) = plan.dm_target(index, |_| DevId::new(0, 0))?
+                let Some(DmTarget::Crypt(table)) = plan.dm_target(index, |_| DevId::new(0, 0))?
                 else {
                     unreachable!("a crypt node renders a crypt target")
                 };
-                let args = target.cryptsetup_open_args(
-                    usize::try_from(plan.keys[key].bits / 8).expect("key bytes fit usize"),
-                    &key_files[key].display().to_string(),
-                    &device(*under),
-                    &node.name,
-                );
-                format!("cryptsetup {}", args.join(" "))
+                if let [segment] = segments.as_slice() {
+                    // One key: the cryptsetup plain command, as before key scope.
+                    let key = segment.key;
+                    let args = table.segments()[0].target.cryptsetup_open_args(
+                        usize::try_from(plan.keys[key].bits / 8).expect("key bytes fit usize"),
+                        &key_files[key].display().to_string(),
+                        &device(*under),
+                        &node.name,
+                    );
+                    format!("cryptsetup {}", args.join(" "))
+                } else {
+                    multi_key_command(plan, index, segments, key_files)?
+                }
             }
         });
     }
     Ok(commands)
+}
+
+/// The command that rebuilds crypt node `index` of several keys with dmsetup: cryptsetup
+/// plain takes one key per device, so the table is given whole, one line per segment, each
+/// line's key read from its key file as hex. The lines go to dmsetup's standard input
+/// (`--table` takes one line only) through the shell's `printf` builtin, so no key appears in
+/// a process's arguments.
+fn multi_key_command(
+    plan: &Plan,
+    index: usize,
+    segments: &[super::CryptSegment],
+    key_files: &[PathBuf],
+) -> Result<String, tosskey_dm::Error> {
+    let node = &plan.nodes[index];
+    let table = table(plan, index, |d| stock_device(plan, d))?.expect("crypt nodes have a table");
+    let lines: Vec<String> = table
+        .split("; ")
+        .zip(segments)
+        .map(|(line, segment)| {
+            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            words[CRYPT_KEY_WORD] = format!(
+                "$(od -An -v -tx1 {} | tr -d ' \\n')",
+                key_files[segment.key].display()
+            );
+            format!("\"{}\"", words.join(" "))
+        })
+        .collect();
+    Ok(format!(
+        "printf '%s\\n' {} | dmsetup create {}   # {} keys, one crypt target each",
+        lines.join(" "),
+        node.name,
+        segments.len()
+    ))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Root tests (VM guest) of key scope in the binary, on 8 sparse disks of 7.5 TiB
-//! (`scripts/vm-test -p tosskey --disks 8 --disk-size 7680G -- key_scope`): raid0 shared
+//! (`scripts/vm-test -p tosskey --disks 8 --disk-size 7680G -- large_disks_`): raid0 shared
 //! provisions 60 segments with 60 keys, every key verified, `dmsetup table` shows 60 crypt
 //! targets with 60 distinct logon keys, and close → recover with the escrow file brings back
 //! data written in the first, a middle and the last segment. The same run times provisioning
@@ -70,7 +70,7 @@ fn marker(at: u64) -> Vec<u8> {
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn key_scope_sixty_keys_over_sixty_tib() {
+fn large_disks_key_scope_sixty_keys_over_sixty_tib() {
     let members = eight_big_disks();
     let (public, private) = escrow_test_keys();
 

@@ -271,6 +271,7 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
     let dm = DmControl::open()?;
     let live: Vec<DmName> = dm.list()?.into_iter().map(|(n, _)| n).collect();
     let mut wiped = Vec::new();
+    let mut keys_wiped = 0;
     for component in &journal.built {
         let Component::Dm { name: dm_name } = component else {
             continue;
@@ -300,17 +301,23 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
             .collect::<Result<Vec<_>, _>>()?;
         dm.load_table(&dm_name, &errors)?;
         dm.resume(&dm_name)?;
-        wiped.push(format!("{dm_name} ({keys} key(s))"));
+        keys_wiped += keys;
+        wiped.push(if keys == 1 {
+            dm_name.to_string()
+        } else {
+            format!("{dm_name} ({keys} keys)")
+        });
     }
     // The keys are gone and the devices answer with errors: unmount without waiting for
     // users (a lazy unmount completes when the last one lets go).
     if let Some(dir) = &journal.mount {
         let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     }
+    let what = if keys_wiped == 1 { "key" } else { "keys" };
     Ok(match teardown(&env.root, &journal, &env.journals) {
-        Ok(()) => format!("shredded {name}: keys wiped from {} and the stack removed", wiped.join(", ")),
+        Ok(()) => format!("shredded {name}: {what} wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
-            "shredded {name}: keys wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
+            "shredded {name}: {what} wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
             wiped.join(", "),
             crate::error::render(&e)
         ),

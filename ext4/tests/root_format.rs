@@ -8,7 +8,9 @@ use std::process::Command;
 
 use nix::mount::{mount, umount, MsFlags};
 use tosskey_ext4::{format, Error, FormatOptions};
-use tosskey_testkit::{assert_e2fsck_clean, sha256_of_range, virtio_disks, LoopDevice};
+use tosskey_testkit::{
+    assert_e2fsck_clean, sha256_of_range, virtio_disks, zero_device, LoopDevice,
+};
 
 const MIB: u64 = 1 << 20;
 /// A refused format must not have written here: block 0 is its first write, and the
@@ -130,6 +132,18 @@ fn round_trip(device: &Path, opts: &FormatOptions, name: &str, large_bytes: usiz
     assert_e2fsck_clean(device);
 }
 
+/// Zeroes a shared test disk when the test ends, passed or not: the next test expects the
+/// blank disk `scripts/vm-test` gave, and an ext4 signature would make tosskey refuse it.
+struct BlankOnDrop(PathBuf);
+
+impl Drop for BlankOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = zero_device(&self.0) {
+            eprintln!("could not blank {} again: {err}", self.0.display());
+        }
+    }
+}
+
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn virtio_disk_without_journal_mounts_holds_files_and_stays_fsck_clean() {
@@ -137,6 +151,7 @@ fn virtio_disk_without_journal_mounts_holds_files_and_stays_fsck_clean() {
     let disk = disks
         .first()
         .expect("scripts/vm-test gives the guest virtio disks");
+    let _blank_again = BlankOnDrop(disk.path.clone());
     round_trip(
         &disk.path,
         &FormatOptions {

@@ -10,11 +10,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 use common::tosskey;
-use tosskey_testkit::{virtio_disks, zero_range};
+use tosskey_testkit::{tpm2_pcrread, virtio_disks, zero_range};
 use tosskey_tpm::{read_log, replay, HashAlg, PcrValues, Tpm, DEFAULT_DEVICE, DEFAULT_LOG};
 
 const PCR: u32 = 15;
@@ -82,24 +81,8 @@ fn tosskey_reading(algs: &[HashAlg]) -> PcrValues {
 
 fn witness_pcrread(algs: &[HashAlg]) -> PcrValues {
     let selection: Vec<String> = algs.iter().map(|alg| format!("{alg}:{PCR}")).collect();
-    let output = Command::new("tpm2_pcrread")
-        .args([
-            "-T",
-            &format!("device:{DEFAULT_DEVICE}"),
-            &selection.join("+"),
-        ])
-        .output()
-        .expect("tpm2_pcrread runs (scripts/vm-test --tpm copies it into the guest)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PcrValues::parse_tpm2_pcrread(
-        &String::from_utf8(output.stdout).unwrap(),
-        Path::new("tpm2_pcrread output"),
-    )
-    .unwrap()
+    let output = tpm2_pcrread(DEFAULT_DEVICE, &selection);
+    PcrValues::parse_tpm2_pcrread(&output, Path::new("tpm2_pcrread output")).unwrap()
 }
 
 /// The measured volumes of a provision's JSON report.

@@ -440,6 +440,23 @@ fn device_or_file_size(path: &Path) -> Result<u64> {
     }
 }
 
+/// `tpm2_pcrread` (tpm2-tools) as a witness: its text output for `selection` (e.g.
+/// `["sha256:15"]`) read through `device`, the kernel's resource manager. Panics, naming
+/// the cause, when the tool is missing or fails: only `scripts/vm-test --tpm` copies it
+/// into the guest.
+pub fn tpm2_pcrread(device: &str, selection: &[String]) -> String {
+    let output = std::process::Command::new("tpm2_pcrread")
+        .args(["-T", &format!("device:{device}"), &selection.join("+")])
+        .output()
+        .expect("tpm2_pcrread runs (scripts/vm-test --tpm copies it into the guest)");
+    assert!(
+        output.status.success(),
+        "tpm2_pcrread failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("tpm2_pcrread prints UTF-8")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

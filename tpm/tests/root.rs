@@ -10,10 +10,9 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 
 // Links the guest gate: this executable refuses to run root tests outside the guest.
-use tosskey_testkit as _;
+use tosskey_testkit::tpm2_pcrread;
 use tosskey_tpm::{
     measure_volume, read_log, verify, Error, HashAlg, KeyRange, PcrValues, Tpm, Verification,
     VolumeIdentity, DEFAULT_DEVICE,
@@ -50,21 +49,8 @@ fn volume(name: &str, ranges: Vec<KeyRange>) -> VolumeIdentity {
 /// resource manager like ours.
 fn witness_pcrread(pcr: u32, algs: &[HashAlg]) -> PcrValues {
     let selection: Vec<String> = algs.iter().map(|alg| format!("{alg}:{pcr}")).collect();
-    let output = Command::new("tpm2_pcrread")
-        .args([
-            "-T",
-            &format!("device:{DEFAULT_DEVICE}"),
-            &selection.join("+"),
-        ])
-        .output()
-        .expect("tpm2_pcrread runs (scripts/vm-test --tpm copies it into the guest)");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "tpm2_pcrread failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PcrValues::parse_tpm2_pcrread(&stdout, Path::new("tpm2_pcrread output")).unwrap()
+    let output = tpm2_pcrread(DEFAULT_DEVICE, &selection);
+    PcrValues::parse_tpm2_pcrread(&output, Path::new("tpm2_pcrread output")).unwrap()
 }
 
 #[test]

@@ -60,17 +60,34 @@ vm_die() {
     exit 1
 }
 
-# Fails early, naming the package to install, instead of deep inside a build.
+# Installs Debian packages with apt-get (through sudo when not root), waiting for the dpkg
+# lock rather than failing when another install holds it. Recommends are left out: they
+# would add audio, speech and GUI packages the headless guest never uses.
+vm_apt_install() {
+    local sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    vm_log "installing $*"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=900 update -q >&2 &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@" >&2 ||
+        vm_die "apt-get install $* failed"
+}
+
+# The guest is built from host tools: installs the packages that provide them when one is
+# missing (a brand-new machine has none of them), so scripts/demo and scripts/vm-test run
+# from nothing.
 vm_check_host_tools() {
     local tool missing=()
     for tool in qemu-system-x86_64 busybox cpio modprobe depmod apt-get dpkg-deb python3 ldd; do
-        command -v "$tool" >/dev/null || missing+=("$tool")
+        PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null || missing+=("$tool")
     done
-    [ ${#missing[@]} -eq 0 ] ||
-        vm_die "missing ${missing[*]}: apt-get install -y qemu-system-x86 busybox-static cpio kmod"
     # The guest has no libc: busybox must be the static build.
-    if ldd "$(command -v busybox)" >/dev/null 2>&1; then
-        vm_die "$(command -v busybox) is dynamically linked: apt-get install -y busybox-static"
+    if [ ${#missing[@]} -gt 0 ] || ldd "$(command -v busybox)" >/dev/null 2>&1; then
+        command -v apt-get >/dev/null || vm_die "missing ${missing[*]} and no apt-get to install them"
+        vm_apt_install qemu-system-x86 busybox-static cpio kmod
+        hash -r
+        if ldd "$(command -v busybox)" >/dev/null 2>&1; then
+            vm_die "$(command -v busybox) is dynamically linked even after installing busybox-static"
+        fi
     fi
 }
 

@@ -7,7 +7,7 @@
 //! - [`AlignedBuf`]: a zeroed buffer aligned for `O_DIRECT`, without `unsafe`;
 //! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`].
 //!
-//! - [`fake::FakeTree`] (feature `fake`): a fake tree for host tests.
+//! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
 //! No `unsafe` here: the crates that issue ioctls keep that in their own table modules.
 

@@ -911,4 +911,183 @@ mod tests {
             f.env.journals.save(&journal).unwrap();
         }
     }
+
+    /// Build `plan` in a fake kernel and sysfs as the executor would (md arrays in sysfs,
+    /// dm nodes with their tables, node paths in tables replaced by the numbers the
+    /// kernel gave them), then read it back with `status`.
+    fn status_of_built(plan: &crate::plan::Plan) -> (Vec<VolumeStatus>, Vec<String>) {
+        let mut tree = FakeTree::new();
+        for m in &plan.members {
+            let name = m.path.file_name().unwrap().to_str().unwrap();
+            tree.disk(name, (m.major, m.minor), m.size_bytes);
+        }
+        let kernel_name = |plan: &crate::plan::Plan, d: DeviceRef| match d {
+            DeviceRef::Member(i) => plan.members[i]
+                .path
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            DeviceRef::Node(i) => match plan.nodes[i].kind {
+                NodeKind::Md { .. } => plan.nodes[i].name.clone(),
+                _ => format!("dm-{i}"),
+            },
+        };
+        let kernel = FakeKernel::new(&tree.root);
+        let mut devs: Vec<String> = Vec::new();
+        let mut tables = Vec::new();
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let minor = u32::try_from(i).unwrap();
+            match &node.kind {
+                NodeKind::Md {
+                    level,
+                    chunk_bytes,
+                    members,
+                } => {
+                    let slots: Vec<(String, u32)> = members
+                        .iter()
+                        .zip(0..)
+                        .map(|(d, slot)| (kernel_name(plan, *d), slot))
+                        .collect();
+                    let slots: Vec<(&str, u32)> =
+                        slots.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+                    tree.md_array(
+                        &node.name,
+                        127,
+                        crate::plan::md_level_name(*level),
+                        &slots,
+                        node.size_bytes,
+                    )
+                    .attr(
+                        &node.name,
+                        "md/chunk_size",
+                        &chunk_bytes.to_string(),
+                    );
+                    devs.push("9:127".to_owned());
+                    tables.push(String::new());
+                }
+                kind => {
+                    let below: Vec<String> = match kind {
+                        NodeKind::Crypt { device, .. } | NodeKind::Linear { device } => {
+                            vec![kernel_name(plan, *device)]
+                        }
+                        NodeKind::Striped { devices, .. } => {
+                            devices.iter().map(|d| kernel_name(plan, *d)).collect()
+                        }
+                        NodeKind::Md { .. } => unreachable!(),
+                    };
+                    let below: Vec<&str> = below.iter().map(String::as_str).collect();
+                    let uuid = node.uuid.as_deref().unwrap();
+                    tree.dm(
+                        &format!("dm-{i}"),
+                        minor,
+                        &node.name,
+                        uuid,
+                        &below,
+                        node.size_bytes,
+                    );
+                    let mut table = node.table.clone().unwrap();
+                    for (j, earlier) in plan.nodes[..i].iter().enumerate() {
+                        table = table.replace(
+                            &format!("{} ", earlier.path.display()),
+                            &format!("{} ", devs[j]),
+                        );
+                    }
+                    tables.push(table.clone());
+                    // With hex loading the kernel holds the key itself.
+                    let live = table.replace("<key-elided>", &"ab".repeat(64));
+                    let lines: Vec<&str> = live.split("; ").collect();
+                    kernel.dm(&node.name, (253, minor), uuid, &lines);
+                    devs.push(format!("253:{minor}"));
+                }
+            }
+        }
+        let state = tempfile::tempdir().unwrap();
+        let env = Environment {
+            root: tree.root.clone(),
+            journals: JournalDir::new(state.path()),
+        };
+        let mut journal = Journal::new(
+            &plan.name,
+            "b",
+            plan.members.iter().map(|m| m.path.clone()).collect(),
+        );
+        journal.built = plan
+            .nodes
+            .iter()
+            .map(|n| match n.kind {
+                NodeKind::Md { .. } => Component::Md {
+                    name: n.name.clone(),
+                },
+                _ => Component::Dm {
+                    name: n.name.clone(),
+                },
+            })
+            .collect();
+        journal.stage = Stage::Complete;
+        env.journals.save(&journal).unwrap();
+        (status_in(&kernel, &env, None).unwrap(), tables)
+    }
+
+    #[test]
+    fn status_of_what_a_plan_built_reads_back_as_that_plan() {
+        use crate::plan::derive::tests::plan_sized;
+        for (args, disks) in [
+            (&[][..], 1),
+            (&[][..], 2),
+            (&["--level", "raid1"][..], 2),
+            (&["--level", "linear"][..], 2),
+            (&["--raid", "dm-stripe"][..], 3),
+            (&["--layout", "per-disk"][..], 2),
+            (&["--layout", "per-disk", "--raid", "dm-stripe"][..], 2),
+            (&["--key-loading", "hex"][..], 2),
+            (&["--key-scope", "100MiB"][..], 3),
+        ] {
+            let plan = plan_sized(args, disks, 256 * MIB).unwrap();
+            let (volumes, tables) = status_of_built(&plan);
+            let [volume] = volumes.as_slice() else {
+                panic!("{args:?}: {volumes:?}")
+            };
+            assert!(volume.other_mappings.is_empty(), "{args:?}");
+            assert_eq!(volume.devices, plan.members, "{args:?}");
+            assert_eq!(volume.keys, plan.keys, "{args:?}");
+            assert_eq!(volume.key_scope.keys, plan.key_scope.keys, "{args:?}");
+            assert_eq!(
+                volume.key_scope.largest_key_bytes, plan.key_scope.largest_key_bytes,
+                "{args:?}"
+            );
+            assert_eq!(volume.mappings.len(), plan.nodes.len(), "{args:?}");
+            for ((live, planned), table) in volume.mappings.iter().zip(&plan.nodes).zip(&tables) {
+                let node = &live.node;
+                assert_eq!(
+                    (
+                        &node.name,
+                        &node.path,
+                        &node.uuid,
+                        node.size_bytes,
+                        &node.kind
+                    ),
+                    (
+                        &planned.name,
+                        &planned.path,
+                        &planned.uuid,
+                        planned.size_bytes,
+                        &planned.kind
+                    ),
+                    "{args:?}"
+                );
+                // The plan's table with built nodes' numbers for their paths.
+                assert_eq!(node.table.as_deref().unwrap_or(""), table, "{args:?}");
+                if matches!(node.kind, NodeKind::Crypt { .. }) {
+                    let mut expected = plan.crypt.clone();
+                    if expected.key_loading == KeyLoading::Auto {
+                        // What auto loading became: the table names a keyring key.
+                        expected.key_loading = KeyLoading::Keyring;
+                    }
+                    assert_eq!(live.crypt.as_ref(), Some(&expected), "{args:?}");
+                }
+            }
+        }
+    }
 }

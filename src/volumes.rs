@@ -82,6 +82,15 @@ pub struct OtherMapping {
     pub mount_points: Vec<String>,
 }
 
+/// A live table read back: the plan's node kind and target, the keyring references its
+/// crypt segments name (`None`: hex keys, elided) and a crypt mapping's settings.
+struct ReadBack {
+    kind: NodeKind,
+    target: DmTarget,
+    key_refs: Option<Vec<KeyRef>>,
+    crypt: Option<CryptSettings>,
+}
+
 impl VolumeStatus {
     fn new(name: &str, journal: Option<&Journal>) -> Self {
         VolumeStatus {
@@ -197,7 +206,12 @@ impl VolumeStatus {
         let mount_points = mount_points_of(&root.proc, info.dev.major, info.dev.minor)?;
         let keys_before = self.keys.len();
         match self.read_target(system, info.name.as_str(), &entries)? {
-            Some((kind, target, key_refs, crypt)) => {
+            Some(ReadBack {
+                kind,
+                target,
+                key_refs,
+                crypt,
+            }) => {
                 let table = join_lines(target_lines(&target, key_refs.as_deref())?);
                 self.mappings.push(LiveNode {
                     node: Node {
@@ -249,20 +263,12 @@ impl VolumeStatus {
 
     /// A live table as the plan's node kind and target (with its keyring references, and
     /// for crypt its settings); `None` if it is not a table tosskey builds.
-    #[allow(clippy::type_complexity)] // one use, read at once by the caller
     fn read_target(
         &mut self,
         system: &SystemState,
         name: &str,
         entries: &[TableEntry],
-    ) -> Result<
-        Option<(
-            NodeKind,
-            DmTarget,
-            Option<Vec<KeyRef>>,
-            Option<CryptSettings>,
-        )>,
-    > {
+    ) -> Result<Option<ReadBack>> {
         let [first, ..] = entries else {
             return Ok(None);
         };
@@ -308,15 +314,15 @@ impl VolumeStatus {
                     .iter()
                     .map(|&(dev, _)| self.device_ref(system, dev))
                     .collect();
-                Ok(Some((
-                    NodeKind::Striped {
+                Ok(Some(ReadBack {
+                    kind: NodeKind::Striped {
                         chunk_bytes: chunk * SECTOR,
                         devices: refs,
                     },
-                    DmTarget::Striped(target),
-                    None,
-                    None,
-                )))
+                    target: DmTarget::Striped(target),
+                    key_refs: None,
+                    crypt: None,
+                }))
             }
             "linear" if entries.len() == 1 => {
                 let mut words = first.params.split(' ');
@@ -333,12 +339,12 @@ impl VolumeStatus {
                     length: first.length,
                 };
                 let device = self.device_ref(system, device);
-                Ok(Some((
-                    NodeKind::Linear { device },
-                    DmTarget::Linear(target),
-                    None,
-                    None,
-                )))
+                Ok(Some(ReadBack {
+                    kind: NodeKind::Linear { device },
+                    target: DmTarget::Linear(target),
+                    key_refs: None,
+                    crypt: None,
+                }))
             }
             _ => Ok(None),
         }
@@ -347,20 +353,12 @@ impl VolumeStatus {
     /// A crypt table of one or more segments, read back as the plan makes them: the whole
     /// mapping's target cut at the segments' lengths, offsets and IVs continuing, one key
     /// each — which is checked by rebuilding it and comparing every segment.
-    #[allow(clippy::type_complexity)] // as read_target
     fn read_crypt(
         &mut self,
         system: &SystemState,
         name: &str,
         entries: &[TableEntry],
-    ) -> Result<
-        Option<(
-            NodeKind,
-            DmTarget,
-            Option<Vec<KeyRef>>,
-            Option<CryptSettings>,
-        )>,
-    > {
+    ) -> Result<Option<ReadBack>> {
         let Some(params) = entries
             .iter()
             .map(|e| e.crypt.as_ref())
@@ -457,12 +455,12 @@ impl VolumeStatus {
             },
         };
         let device = self.device_ref(system, first.device);
-        Ok(Some((
-            NodeKind::Crypt { device, segments },
-            DmTarget::Crypt(table),
-            keyring,
-            Some(settings),
-        )))
+        Ok(Some(ReadBack {
+            kind: NodeKind::Crypt { device, segments },
+            target: DmTarget::Crypt(table),
+            key_refs: keyring,
+            crypt: Some(settings),
+        }))
     }
 }
 

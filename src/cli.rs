@@ -28,7 +28,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build the encrypted volume: [RAID] -> dm-crypt with a fresh random key -> verify -> mkfs -> mount.
+    /// Build the encrypted volume: RAID (several disks) -> dm-crypt with a fresh random key -> verify -> mkfs -> mount.
     Provision(ProvisionArgs),
     /// Show the mappings (and arrays) tosskey made, without ever showing the key.
     Status(StatusArgs),

@@ -1,6 +1,7 @@
 //! Execute: build a [`Plan`]'s nodes bottom-up, and tear down what a journal recorded.
 //! Provision and recover both build through [`Executor`] (provision with fresh keys, recover
-//! with escrowed ones); close and reruns tear down through [`teardown`].
+//! with escrowed ones); close and reruns tear down through [`teardown`], whose kernel
+//! operations go through a [`StackKernel`].
 //!
 //! Every kernel object is recorded in the [`Journal`] *before* it is created and registered
 //! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a
@@ -15,13 +16,17 @@ use serde::Serialize;
 use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
 use tosskey_dm::{
-    activate_crypt_table, CryptTable, DevId, DmControl, DmName, DmUuid, KeyLoaded, Sectors,
+    activate_crypt_table, CryptTable, DevId, DeviceInfo, DmControl, DmName, DmUuid, KeyLoaded,
+    Sectors,
 };
 use tosskey_raid::{ArraySpec, MdArray};
 
+use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
 use crate::facilities::KernelFacilities;
+use crate::kernel::{HostKernel, StackKernel};
 use crate::measure::VolumeMeasurement;
+use crate::plan::derive::md_name_hint;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
 use crate::state::{Component, Journal, JournalDir, Stage};
@@ -407,27 +412,56 @@ pub enum TeardownStep {
 
 /// What taking down `journal`'s stack involves now, top first: only what exists (a crash
 /// between recording and creating leaves entries for objects that never were). `live_dm`:
-/// the names of the dm devices the kernel has.
+/// the dm devices the kernel has. A journal is data in a file, so nothing it names is
+/// trusted: if a recorded device that exists is not one tosskey makes — a dm device without
+/// the `TOSSKEY-` UUID, an md array that is not the volume's non-persistent
+/// `md_tk_<name>` — the teardown is refused before anything is removed.
 pub fn teardown_steps(
     root: &SystemRoot,
     journal: &Journal,
-    live_dm: &[String],
+    live_dm: &[DeviceInfo],
 ) -> Result<Vec<TeardownStep>> {
+    let refuse = |what: String| {
+        Err(Error::Refused(format!(
+            "the journal of {} names {what}: tosskey did not create that, so it removes nothing of {}",
+            journal.name, journal.name
+        )))
+    };
     let mut steps = Vec::new();
     if let Some(dir) = &journal.mount {
         if crate::mount::is_mount_point(root, dir)? {
             steps.push(TeardownStep::Unmount(dir.clone()));
         }
     }
+    let volume_md = format!("md_{}", md_name_hint(&DmName::new(&journal.name)?));
     for component in journal.built.iter().rev() {
         match component {
-            Component::Dm { name } if live_dm.contains(name) => {
+            Component::Dm { name } => {
+                let Some(info) = live_dm.iter().find(|d| d.name.as_str() == name) else {
+                    continue;
+                };
+                let uuid = info.uuid.as_deref().unwrap_or("");
+                if !uuid.starts_with(UUID_PREFIX) {
+                    return refuse(format!(
+                        "dm device {name} with UUID {uuid:?} (tosskey's begin {UUID_PREFIX})"
+                    ));
+                }
                 steps.push(TeardownStep::RemoveDm(name.clone()));
             }
-            Component::Md { name } if root.block(name).join("md").is_dir() => {
+            Component::Md { name } => {
+                if !root.block(name).join("md").is_dir() {
+                    continue;
+                }
+                let metadata =
+                    tosskey_sysutil::read_attr(&root.block(name).join("md/metadata_version"))
+                        .unwrap_or_default();
+                if *name != volume_md || metadata != "none" {
+                    return refuse(format!(
+                        "md array {name} (metadata {metadata:?}; tosskey's is {volume_md}, metadata \"none\")"
+                    ));
+                }
                 steps.push(TeardownStep::StopMd(name.clone()));
             }
-            Component::Dm { .. } | Component::Md { .. } => {}
         }
     }
     Ok(steps)
@@ -436,21 +470,21 @@ pub fn teardown_steps(
 /// Tear down everything `journal` recorded, top first, then forget the journal. Objects that
 /// no longer exist are skipped, so this also cleans up after a crash half-way.
 pub fn teardown(root: &SystemRoot, journal: &Journal, journals: &JournalDir) -> Result<()> {
-    let dm = DmControl::open()?;
-    let live: Vec<String> = dm
-        .list()?
-        .into_iter()
-        .map(|(name, _)| name.to_string())
-        .collect();
-    for step in teardown_steps(root, journal, &live)? {
+    teardown_in(&HostKernel::open(root)?, root, journal, journals)
+}
+
+/// [`teardown`] through `kernel` (a fake one in host tests).
+pub fn teardown_in(
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    journal: &Journal,
+    journals: &JournalDir,
+) -> Result<()> {
+    for step in teardown_steps(root, journal, &kernel.dm_devices()?)? {
         match step {
-            TeardownStep::Unmount(dir) => crate::mount::unmount(&dir)?,
-            TeardownStep::RemoveDm(name) => dm
-                .remove(&DmName::new(&name)?)
-                .with_context(|| format!("removing dm mapping {name}"))?,
-            TeardownStep::StopMd(name) => MdArray::open_existing_in(root, &name)?
-                .stop()
-                .with_context(|| format!("stopping md array {name}"))?,
+            TeardownStep::Unmount(dir) => kernel.unmount(&dir)?,
+            TeardownStep::RemoveDm(name) => kernel.remove_dm(&DmName::new(&name)?)?,
+            TeardownStep::StopMd(name) => kernel.stop_md(&name)?,
         }
     }
     Ok(journals.remove(&journal.name)?)
@@ -459,6 +493,7 @@ pub fn teardown(root: &SystemRoot, journal: &Journal, journals: &JournalDir) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::fake::FakeKernel;
 
     #[test]
     fn teardown_takes_down_only_what_exists_top_first() {
@@ -471,6 +506,7 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(root.block("md_tk_v").join("md")).unwrap();
+        std::fs::write(root.block("md_tk_v").join("md/metadata_version"), "none\n").unwrap();
         let mut journal = Journal::new("v", "boot", vec![PathBuf::from("/dev/vdb")]);
         journal.built = vec![
             Component::Dm {
@@ -486,7 +522,14 @@ mod tests {
         ];
         journal.mount = Some(PathBuf::from("/mnt/data"));
         // v-m1 was recorded but never created (a crash in between).
-        let live = ["v".to_owned(), "v-m0".to_owned()];
+        let kernel = FakeKernel::new(&root);
+        kernel.dm("v", (253, 1), "TOSSKEY-boot-v", &[]).dm(
+            "v-m0",
+            (253, 0),
+            "TOSSKEY-boot-v-m0",
+            &[],
+        );
+        let live = kernel.dm_devices().unwrap();
         assert_eq!(
             teardown_steps(&root, &journal, &live).unwrap(),
             [
@@ -498,7 +541,7 @@ mod tests {
         );
         // Unmounted and the array stopped already: only the mappings are left.
         std::fs::write(root.proc.join("self/mountinfo"), "").unwrap();
-        std::fs::remove_dir(root.block("md_tk_v").join("md")).unwrap();
+        std::fs::remove_dir_all(root.block("md_tk_v").join("md")).unwrap();
         assert_eq!(
             teardown_steps(&root, &journal, &live).unwrap(),
             [

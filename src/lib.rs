@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod facilities;
 pub mod harden;
+pub mod kernel;
 pub mod measure;
 pub mod mount;
 pub mod plan;

@@ -627,9 +627,11 @@ fn lvm2(window: &DeviceWindow<'_>) -> Option<Signature> {
 }
 
 // ---------------------------------------------------------------------------------------
-// CRCs, bitwise tables built at compile time.
+// CRCs: CRC-32 for GPT from a table built at compile time; CRC-32C from the `crc32c` crate,
+// the one implementation the workspace uses (tosskey-ext4 computes its checksums with it).
 
-const fn crc_table(poly: u32) -> [u32; 256] {
+const fn crc32_table() -> [u32; 256] {
+    const POLY: u32 = 0xEDB8_8320;
     let mut table = [0u32; 256];
     let mut i: u32 = 0;
     while i < 256 {
@@ -637,7 +639,7 @@ const fn crc_table(poly: u32) -> [u32; 256] {
         let mut bit = 0;
         while bit < 8 {
             crc = if crc & 1 != 0 {
-                (crc >> 1) ^ poly
+                (crc >> 1) ^ POLY
             } else {
                 crc >> 1
             };
@@ -649,24 +651,19 @@ const fn crc_table(poly: u32) -> [u32; 256] {
     table
 }
 
-const CRC32_TABLE: [u32; 256] = crc_table(0xEDB8_8320);
-const CRC32C_TABLE: [u32; 256] = crc_table(0x82F6_3B78);
-
-fn crc_with(table: &[u32; 256], data: &[u8]) -> u32 {
-    !data.iter().fold(!0u32, |crc, &byte| {
-        let index = (crc ^ u32::from(byte)) & 0xff;
-        table[index as usize] ^ (crc >> 8)
-    })
-}
+const CRC32_TABLE: [u32; 256] = crc32_table();
 
 /// CRC-32 (IEEE 802.3, as GPT uses it).
 pub fn crc32(data: &[u8]) -> u32 {
-    crc_with(&CRC32_TABLE, data)
+    !data.iter().fold(!0u32, |crc, &byte| {
+        let index = (crc ^ u32::from(byte)) & 0xff;
+        CRC32_TABLE[index as usize] ^ (crc >> 8)
+    })
 }
 
 /// CRC-32C (Castagnoli, as ext4, XFS and btrfs use it), standard init and final inversion.
 pub fn crc32c(data: &[u8]) -> u32 {
-    crc_with(&CRC32C_TABLE, data)
+    crc32c::crc32c(data)
 }
 
 #[cfg(test)]

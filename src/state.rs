@@ -5,14 +5,17 @@
 //! with the same devices" (nothing to do) from "a previous run died half-way" (tear down
 //! what it recorded, then start over), and `close` uses it to know which array belongs to a
 //! mapping. Every update is written atomically (temp file + rename), so a SIGKILL at any
-//! point leaves either the old or the new journal.
+//! point leaves either the old or the new journal. The directory is 0700 and a journal is
+//! only read under a valid volume name that it records itself.
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use tosskey_dm::DmName;
 
 use crate::measure::VolumeMeasurement;
 
@@ -86,40 +89,92 @@ impl JournalDir {
         JournalDir(dir.into())
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(format!("{name}.json"))
+    /// `<dir>/<name>.json`, for a `name` that is a valid dm name (so `../x` or `a/b` cannot
+    /// lead out of the directory).
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        let name = DmName::new(name).map_err(|e| anyhow::anyhow!("not a volume name: {e}"))?;
+        Ok(self.0.join(format!("{name}.json")))
     }
 
+    /// The journal of volume `name`, if there is one. A journal that records another name
+    /// than its file's was not written by tosskey: refused rather than trusted.
     pub fn load(&self, name: &str) -> Result<Option<Journal>> {
-        let path = self.path(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| {
-                    format!(
-                        "{} is corrupt: remove it and run `tosskey close {name}`",
-                        path.display()
-                    )
-                })
-                .map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        let path = self.path(name)?;
+        let journal: Journal = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is corrupt: remove it and run `tosskey close {name}`",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if journal.name != name {
+            anyhow::bail!(
+                "{} records volume {:?}: a journal names its own file, so tosskey did not write this one; remove it",
+                path.display(),
+                journal.name
+            );
         }
+        Ok(Some(journal))
     }
 
-    /// Write atomically: temp file, fsync, rename.
+    /// The directory, created 0700 (the journals say which devices make up a volume: for
+    /// root only). One that exists is made 0700 if it is wider; a link or a file there is
+    /// refused.
+    fn private_dir(&self) -> Result<()> {
+        let dir = &self.0;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let metadata =
+            fs::symlink_metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
+        if !metadata.is_dir() {
+            anyhow::bail!("{} is not a directory: remove it", dir.display());
+        }
+        if metadata.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private (0700)", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Write atomically: a new temp file of a unique name (`O_EXCL`: nothing planted there
+    /// is followed or reused), fsync, rename over the journal.
     pub fn save(&self, journal: &Journal) -> Result<()> {
-        fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
-        let path = self.path(&journal.name);
-        let tmp = path.with_extension("json.tmp");
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(&serde_json::to_vec_pretty(journal)?)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))
+        self.private_dir()?;
+        let path = self.path(&journal.name)?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+        let tmp = self.0.join(format!(
+            ".{}.json.{}.{:016x}.tmp",
+            journal.name,
+            std::process::id(),
+            u64::from_ne_bytes(suffix)
+        ));
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            file.write_all(&serde_json::to_vec_pretty(journal)?)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} into place", tmp.display()))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub fn remove(&self, name: &str) -> Result<()> {
-        match fs::remove_file(self.path(name)) {
+        match fs::remove_file(self.path(name)?) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
@@ -183,6 +238,75 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("vol.json is corrupt"), "{msg}");
         assert!(msg.contains("tosskey close vol"), "{msg}");
+    }
+
+    #[test]
+    fn names_that_leave_the_journal_directory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journals = JournalDir::new(dir.path().join("run/tosskey"));
+        // A journal one level up: `close ../x` must not reach it.
+        std::fs::create_dir_all(dir.path().join("run/tosskey")).unwrap();
+        let outside = Journal::new("x", "abc", vec![PathBuf::from("/dev/vdb")]);
+        std::fs::write(
+            dir.path().join("run/x.json"),
+            serde_json::to_vec(&outside).unwrap(),
+        )
+        .unwrap();
+        for name in ["../x", "a/b", "", ".."] {
+            let err = journals.load(name).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("not a volume name"),
+                "{name}: {err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_journal_must_record_the_name_of_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let journals = JournalDir::new(dir.path());
+        let other = Journal::new("other", "abc", vec![PathBuf::from("/dev/vdb")]);
+        std::fs::write(
+            dir.path().join("vol.json"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
+        let err = journals.load("vol").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("records volume \"other\""),
+            "{err:#}"
+        );
+        assert!(journals.list().is_err());
+    }
+
+    #[test]
+    fn the_journal_directory_is_private_and_temp_files_are_exclusive() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("run/tosskey");
+        let journals = JournalDir::new(&state);
+        let journal = Journal::new("vol", "abc", vec![PathBuf::from("/dev/vdb")]);
+        journals.save(&journal).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("vol.json")), 0o600);
+        // A directory left world-readable (an older tosskey, an admin) is made private.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A planted file (or link) at the old fixed temp name is neither followed nor used.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, state.join("vol.json.tmp")).unwrap();
+        journals.save(&journal).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(journals.load("vol").unwrap(), Some(journal));
+        // Only the journal and the planted link: no temp file is left behind.
+        let mut names: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["vol.json", "vol.json.tmp"]);
     }
 
     #[test]

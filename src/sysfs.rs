@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use tosskey_sysutil::{DevId, SystemRoot};
+use tosskey_sysutil::unescape_octal;
+pub use tosskey_sysutil::{parse_mountinfo, DevId, MountEntry, SystemRoot};
 
 fn class_block(root: &SystemRoot) -> PathBuf {
     root.sys.join("class/block")
@@ -118,17 +119,6 @@ impl BlockDevice {
     pub fn is_partition(&self) -> bool {
         self.parent.is_some()
     }
-}
-
-/// An entry of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MountEntry {
-    /// The st_dev of the filesystem (`0:N` for btrfs and other anonymous devices).
-    pub dev: DevId,
-    pub mount_point: String,
-    pub fs_type: String,
-    /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
-    pub source: String,
 }
 
 /// An entry of `/proc/swaps`.
@@ -428,51 +418,6 @@ fn read_by_id(root: &SystemRoot) -> Vec<(String, String)> {
             let target = fs::read_link(dir.join(&link)).ok()?;
             let name = target.file_name()?.to_str()?.to_owned();
             Some((link, name))
-        })
-        .collect()
-}
-
-/// Undo the octal escapes (`\040` for a space) of mountinfo and /proc/swaps.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            if let Some(digits) = field.get(i + 1..i + 4) {
-                if digits.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
-                    if let Ok(value) = u8::from_str_radix(digits, 8) {
-                        out.push(value);
-                        i += 4;
-                        continue;
-                    }
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parse `/proc/self/mountinfo` (proc(5)): `id parent major:minor root mount-point options
-/// [optional fields…] - fstype source super-options`. Malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let fields: Vec<&str> = before.split(' ').collect();
-            let dev = fields.get(2)?.parse().ok()?;
-            let mount_point = unescape_octal(fields.get(4)?);
-            let mut rest = after.split(' ');
-            let fs_type = rest.next()?.to_owned();
-            let source = unescape_octal(rest.next()?);
-            Some(MountEntry {
-                dev,
-                mount_point,
-                fs_type,
-                source,
-            })
         })
         .collect()
 }

@@ -1,104 +1,533 @@
 //! `status`, `close` and `shred`: looking at and taking down the volumes tosskey made.
+//!
+//! `status` reads the kernel's state back into the plan's own types — each md array and dm
+//! mapping a [`Node`] with its table rebuilt as the plan's targets, each crypt segment a
+//! [`PlannedKey`], the crypt options [`CryptSettings`] — and [`render::status_text`] shows
+//! them with the renderers a dry run uses, so a live volume reads like its plan. Every
+//! kernel operation goes through a [`StackKernel`] and every sysfs/procfs read through the
+//! [`SystemRoot`]: host tests run all three commands on fake trees.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tosskey_dm::{CryptKeyField, DmControl, DmName, TargetLine};
-use zeroize::Zeroizing;
+use tosskey_crypto::CipherSpec;
+use tosskey_dm::{
+    CryptKeyField, CryptTable, CryptTarget, DevId, DeviceInfo, DmControl, DmName, KeyRef,
+    LinearTarget, Sectors, StripeMember, StripedTarget, TableEntry,
+};
+use tosskey_raid::MdSysfs as _;
 
 use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
-use crate::exec::teardown;
+use crate::exec::{teardown_in, teardown_steps};
+use crate::kernel::{HostKernel, StackKernel};
 use crate::measure::VolumeMeasurement;
-use crate::mount::{mount_points_of, unmount};
+use crate::mount::mount_points_of;
+use crate::plan::render::{self, join_lines, target_lines};
+use crate::plan::{
+    CryptSegment, CryptSettings, DeviceRef, DmTarget, EscrowCrypt, KeyLoading, KeyScope, MdLevel,
+    Node, NodeKind, PlannedKey, PlannedMember, SectorRange, SECTOR,
+};
 use crate::provision::Environment;
 use crate::state::{Component, Journal, Stage};
-use crate::sysfs::SystemRoot;
+use crate::sysfs::{SystemRoot, SystemState};
 
-/// One dm mapping tosskey made, as the kernel reports it. Never carries key material.
-#[derive(Debug, Serialize)]
-pub struct MappingStatus {
-    pub name: String,
-    pub uuid: String,
-    pub dev: String,
-    pub size_bytes: u64,
-    pub target: String,
-    pub cipher: Option<String>,
-    pub key_bits: Option<usize>,
-    /// `keyring` (the table names a kernel key, long since invalidated) or `hex`.
-    pub key_source: Option<&'static str>,
-    pub sector_size: Option<u32>,
-    /// Crypt targets in the table, one key each (key scope).
-    pub keys: usize,
-    /// The most bytes one of those keys encrypts.
-    pub largest_key_bytes: u64,
-    pub flags: Vec<String>,
-    /// Kernel names of the devices under it.
-    pub backing: Vec<String>,
-    pub mount_points: Vec<String>,
-    pub suspended: bool,
-    pub open_count: i32,
-}
-
-/// A volume: its journal (members, stage) and its live mappings.
+/// A volume as the kernel has it now, in the plan's terms. Never carries key material.
 #[derive(Debug, Serialize)]
 pub struct VolumeStatus {
     pub name: String,
+    /// The journal's stage (`None`: a tosskey mapping without a journal).
     pub stage: Option<Stage>,
-    pub members: Vec<String>,
-    pub md_arrays: Vec<String>,
-    pub mappings: Vec<MappingStatus>,
+    /// Member devices as the journal recorded them.
+    pub members: Vec<PathBuf>,
+    /// The devices under the stack, read back from sysfs: what a node's `member` refers to.
+    pub devices: Vec<PlannedMember>,
+    /// The md arrays and dm mappings of the volume that exist, bottom first, as plan nodes
+    /// (a node's `node` refers to an earlier one here).
+    pub mappings: Vec<LiveNode>,
+    /// Mappings whose table is none tosskey builds (after `shred`: `error` targets).
+    pub other_mappings: Vec<OtherMapping>,
+    /// One per crypt segment, as the tables show them.
+    pub keys: Vec<PlannedKey>,
+    pub key_scope: KeyScope,
     /// What `provision --measure-pcr` extended (empty when not asked).
     pub measurements: Vec<VolumeMeasurement>,
 }
 
-/// Every tosskey mapping (or only those of volume `name`).
-pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>> {
-    let dm = DmControl::open()?;
-    let journals = env.journals.list()?;
-    let mut volumes: Vec<VolumeStatus> = journals
-        .iter()
-        .map(|j| VolumeStatus {
-            name: j.name.clone(),
-            stage: Some(j.stage),
-            members: j.members.iter().map(|p| p.display().to_string()).collect(),
-            md_arrays: j
-                .built
-                .iter()
-                .filter_map(|c| match c {
-                    Component::Md { name } => Some(name.clone()),
-                    Component::Dm { .. } => None,
-                })
-                .collect(),
+/// A node that exists: the plan's [`Node`], read back, and its state in the kernel.
+#[derive(Debug, Serialize)]
+pub struct LiveNode {
+    #[serde(flatten)]
+    pub node: Node,
+    /// A crypt mapping's settings as its table shows them.
+    #[serde(flatten)]
+    pub crypt: Option<CryptSettings>,
+    /// `MAJ:MIN`.
+    pub dev: String,
+    pub mount_points: Vec<String>,
+    pub suspended: bool,
+}
+
+/// A tosskey mapping whose table does not read back as a plan node.
+#[derive(Debug, Serialize)]
+pub struct OtherMapping {
+    pub name: String,
+    pub path: PathBuf,
+    pub uuid: Option<String>,
+    pub dev: String,
+    pub size_bytes: u64,
+    /// The live table, key elided.
+    pub table: String,
+    pub mount_points: Vec<String>,
+}
+
+/// A live table read back: the plan's node kind and target, the keyring references its
+/// crypt segments name (`None`: hex keys, elided) and a crypt mapping's settings.
+struct ReadBack {
+    kind: NodeKind,
+    target: DmTarget,
+    key_refs: Option<Vec<KeyRef>>,
+    crypt: Option<CryptSettings>,
+}
+
+impl VolumeStatus {
+    fn new(name: &str, journal: Option<&Journal>) -> Self {
+        VolumeStatus {
+            name: name.to_owned(),
+            stage: journal.map(|j| j.stage),
+            members: journal.map(|j| j.members.clone()).unwrap_or_default(),
+            devices: Vec::new(),
             mappings: Vec::new(),
-            measurements: j.measurements.clone(),
-        })
-        .collect();
-    for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
-        let dm_name = info.name.clone();
-        let mapping = mapping_status(&dm, &env.root, &info)?;
-        let owner = journals
-            .iter()
-            .find(|j| {
-                j.built.contains(&Component::Dm {
-                    name: dm_name.to_string(),
-                })
-            })
-            .map(|j| j.name.clone())
-            .unwrap_or_else(|| dm_name.to_string());
-        match volumes.iter_mut().find(|v| v.name == owner) {
-            Some(volume) => volume.mappings.push(mapping),
-            None => volumes.push(VolumeStatus {
-                name: owner,
-                stage: None,
-                members: Vec::new(),
-                md_arrays: Vec::new(),
-                mappings: vec![mapping],
-                measurements: Vec::new(),
-            }),
+            other_mappings: Vec::new(),
+            keys: Vec::new(),
+            key_scope: KeyScope {
+                limit_bytes: None,
+                keys: 0,
+                largest_key_bytes: 0,
+            },
+            measurements: journal.map(|j| j.measurements.clone()).unwrap_or_default(),
         }
     }
+
+    /// The path of what `device` refers to.
+    pub fn device_path(&self, device: DeviceRef) -> &Path {
+        match device {
+            DeviceRef::Member(i) => &self.devices[i].path,
+            DeviceRef::Node(i) => &self.mappings[i].node.path,
+        }
+    }
+
+    /// `dev` as a reference: a node of this volume, or a device under it (read from sysfs
+    /// the first time it is met).
+    fn device_ref(&mut self, system: &SystemState, dev: DevId) -> DeviceRef {
+        let number = dev.to_string();
+        if let Some(i) = self.mappings.iter().position(|m| m.dev == number) {
+            return DeviceRef::Node(i);
+        }
+        if let Some(i) = self.devices.iter().position(|d| d.dev == number) {
+            return DeviceRef::Member(i);
+        }
+        let block = system.by_dev(dev);
+        self.devices.push(PlannedMember {
+            path: block.map_or_else(
+                || PathBuf::from(format!("/dev/block/{number}")),
+                |b| Path::new("/dev").join(&b.name),
+            ),
+            dev: number,
+            major: dev.major,
+            minor: dev.minor,
+            size_bytes: block.map_or(0, |b| b.size_bytes),
+            logical_block_size: block.map_or(0, |b| b.logical_block_size),
+            identity: block.and_then(|b| b.serial.clone().or_else(|| b.wwid.clone())),
+        });
+        DeviceRef::Member(self.devices.len() - 1)
+    }
+
+    /// Read md array `name` back as a node.
+    fn read_md(&mut self, root: &SystemRoot, system: &SystemState, name: &str) -> Result<()> {
+        let array = root.array_status(name)?;
+        let level = match array.level.as_str() {
+            "raid0" => MdLevel::Raid0,
+            "raid1" => MdLevel::Raid1,
+            "linear" => MdLevel::Linear,
+            other => {
+                return Err(Error::Failed(anyhow::anyhow!(
+                    "md array {name} has level {other:?}, which tosskey does not build"
+                )))
+            }
+        };
+        let chunk_path = root.block(name).join("md/chunk_size");
+        let chunk_bytes = tosskey_sysutil::read_attr_u64(&chunk_path)
+            .with_context(|| format!("reading {}", chunk_path.display()))?;
+        let mut slots: Vec<(u32, DevId)> = array
+            .members
+            .iter()
+            .filter_map(|m| m.slot.map(|slot| (slot, m.dev)))
+            .collect();
+        slots.sort_unstable();
+        let members = slots
+            .into_iter()
+            .map(|(_, dev)| self.device_ref(system, dev))
+            .collect();
+        self.mappings.push(LiveNode {
+            node: Node {
+                name: name.to_owned(),
+                path: Path::new("/dev").join(name),
+                uuid: None,
+                size_bytes: array.size_bytes,
+                kind: NodeKind::Md {
+                    level,
+                    chunk_bytes,
+                    members,
+                },
+                table: None,
+            },
+            crypt: None,
+            dev: array.dev.to_string(),
+            mount_points: mount_points_of(&root.proc, array.dev.major, array.dev.minor)?,
+            suspended: false,
+        });
+        Ok(())
+    }
+
+    /// Read dm mapping `info` back as a node (or as another mapping if its table is none
+    /// tosskey builds).
+    fn read_dm(
+        &mut self,
+        kernel: &dyn StackKernel,
+        root: &SystemRoot,
+        system: &SystemState,
+        info: &DeviceInfo,
+    ) -> Result<()> {
+        let entries = kernel.dm_table(&info.name)?;
+        let size_bytes = entries.iter().map(|e| e.length.0 * SECTOR).sum();
+        let path = DmControl::node_path(&info.name);
+        let mount_points = mount_points_of(&root.proc, info.dev.major, info.dev.minor)?;
+        let keys_before = self.keys.len();
+        match self.read_target(system, info.name.as_str(), &entries)? {
+            Some(ReadBack {
+                kind,
+                target,
+                key_refs,
+                crypt,
+            }) => {
+                let table = join_lines(target_lines(&target, key_refs.as_deref())?);
+                self.mappings.push(LiveNode {
+                    node: Node {
+                        name: info.name.to_string(),
+                        path,
+                        uuid: info.uuid.clone(),
+                        size_bytes,
+                        kind,
+                        table: Some(table),
+                    },
+                    crypt,
+                    dev: info.dev.to_string(),
+                    mount_points,
+                    suspended: info.suspended,
+                });
+            }
+            None => {
+                self.keys.truncate(keys_before);
+                self.other_mappings.push(OtherMapping {
+                    name: info.name.to_string(),
+                    path,
+                    uuid: info.uuid.clone(),
+                    dev: info.dev.to_string(),
+                    size_bytes,
+                    table: join_lines(
+                        entries
+                            .iter()
+                            .map(|e| {
+                                format!("{} {} {} {}", e.start, e.length, e.target_type, e.params)
+                            })
+                            .collect(),
+                    ),
+                    mount_points,
+                });
+            }
+        }
+        self.key_scope = KeyScope {
+            limit_bytes: None,
+            keys: self.keys.len(),
+            largest_key_bytes: self
+                .keys
+                .iter()
+                .map(|k| k.covers.length * SECTOR)
+                .max()
+                .unwrap_or(0),
+        };
+        Ok(())
+    }
+
+    /// A live table as the plan's node kind and target (with its keyring references, and
+    /// for crypt its settings); `None` if it is not a table tosskey builds.
+    fn read_target(
+        &mut self,
+        system: &SystemState,
+        name: &str,
+        entries: &[TableEntry],
+    ) -> Result<Option<ReadBack>> {
+        let [first, ..] = entries else {
+            return Ok(None);
+        };
+        match first.target_type.as_str() {
+            "crypt" => self.read_crypt(system, name, entries),
+            "striped" if entries.len() == 1 => {
+                // `<count> <chunk> <dev0> <offset0> ...`
+                let words: Vec<&str> = first.params.split(' ').collect();
+                let (Some(Ok(count)), Some(Ok(chunk))) = (
+                    words.first().map(|w| w.parse::<u64>()),
+                    words.get(1).map(|w| w.parse::<u64>()),
+                ) else {
+                    return Ok(None);
+                };
+                let Some(devices) = words[2..]
+                    .chunks(2)
+                    .map(|pair| match pair {
+                        [device, offset] => {
+                            Some((device.parse::<DevId>().ok()?, offset.parse::<u64>().ok()?))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .filter(|d| u64::try_from(d.len()).ok() == Some(count) && count > 0)
+                else {
+                    return Ok(None);
+                };
+                let width = first.length.0 / count;
+                let Ok(target) = StripedTarget::new(
+                    Sectors(chunk),
+                    devices
+                        .iter()
+                        .map(|&(device, offset)| StripeMember {
+                            device,
+                            offset: Sectors(offset),
+                            size: Sectors(offset + width),
+                        })
+                        .collect(),
+                ) else {
+                    return Ok(None);
+                };
+                let refs = devices
+                    .iter()
+                    .map(|&(dev, _)| self.device_ref(system, dev))
+                    .collect();
+                Ok(Some(ReadBack {
+                    kind: NodeKind::Striped {
+                        chunk_bytes: chunk * SECTOR,
+                        devices: refs,
+                    },
+                    target: DmTarget::Striped(target),
+                    key_refs: None,
+                    crypt: None,
+                }))
+            }
+            "linear" if entries.len() == 1 => {
+                let mut words = first.params.split(' ');
+                let (Some(Ok(device)), Some(Ok(offset)), None) = (
+                    words.next().map(str::parse::<DevId>),
+                    words.next().map(str::parse::<u64>),
+                    words.next(),
+                ) else {
+                    return Ok(None);
+                };
+                let target = LinearTarget {
+                    device,
+                    offset: Sectors(offset),
+                    length: first.length,
+                };
+                let device = self.device_ref(system, device);
+                Ok(Some(ReadBack {
+                    kind: NodeKind::Linear { device },
+                    target: DmTarget::Linear(target),
+                    key_refs: None,
+                    crypt: None,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A crypt table of one or more segments, read back as the plan makes them: the whole
+    /// mapping's target cut at the segments' lengths, offsets and IVs continuing, one key
+    /// each — which is checked by rebuilding it and comparing every segment.
+    fn read_crypt(
+        &mut self,
+        system: &SystemState,
+        name: &str,
+        entries: &[TableEntry],
+    ) -> Result<Option<ReadBack>> {
+        let Some(params) = entries
+            .iter()
+            .map(|e| e.crypt.as_ref())
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let first = params[0];
+        let (Ok(cipher), true) = (
+            first.cipher.parse::<CipherSpec>(),
+            params.iter().all(|p| p.other_options.is_empty()),
+        ) else {
+            return Ok(None);
+        };
+        let total = Sectors(entries.iter().map(|e| e.length.0).sum());
+        let whole = CryptTarget::new(&first.cipher, first.device, total)?
+            .with_offset(first.offset)
+            .with_iv_offset(first.iv_offset)
+            .with_options(first.options);
+        let lengths: Vec<Sectors> = entries.iter().map(|e| e.length).collect();
+        let Ok(table) = CryptTable::from_lengths(&whole, &lengths) else {
+            return Ok(None);
+        };
+        let rebuilt = table
+            .segments()
+            .iter()
+            .zip(entries)
+            .all(|(segment, entry)| {
+                let p = entry.crypt.as_ref().expect("checked above");
+                segment.start == entry.start
+                    && segment.target.cipher() == p.cipher
+                    && segment.target.device() == p.device
+                    && segment.target.offset() == p.offset
+                    && segment.target.iv_offset() == p.iv_offset
+                    && segment.target.options() == p.options
+            });
+        let key_bytes: Option<Vec<usize>> = params
+            .iter()
+            .map(|p| match &p.key {
+                CryptKeyField::Keyring { bytes, .. } | CryptKeyField::Hex { bytes } => Some(*bytes),
+                CryptKeyField::None | CryptKeyField::Elided => None,
+            })
+            .collect();
+        let Some(key_bytes) = key_bytes.filter(|b| rebuilt && b.iter().all(|&n| n == b[0])) else {
+            return Ok(None);
+        };
+        let keyring: Option<Vec<KeyRef>> = params
+            .iter()
+            .map(|p| match &p.key {
+                CryptKeyField::Keyring {
+                    bytes,
+                    key_type,
+                    description,
+                } if key_type == "logon" => Some(KeyRef::Keyring {
+                    bytes: *bytes,
+                    description: description.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let bits = u32::try_from(key_bytes[0] * 8).expect("a crypt key has few bits");
+        let mut segments = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let range = SectorRange {
+                start: entry.start.0,
+                length: entry.length.0,
+            };
+            segments.push(CryptSegment {
+                key: self.keys.len(),
+                range,
+            });
+            self.keys.push(PlannedKey {
+                mapping: name.to_owned(),
+                bits,
+                covers: range,
+            });
+        }
+        let settings = CryptSettings {
+            format: EscrowCrypt {
+                cipher,
+                key_bits: bits,
+                sector_size: first.options.sector_size,
+                iv_large_sectors: first.options.iv_large_sectors,
+                iv_offset: first.iv_offset.0,
+                data_offset: first.offset.0,
+            },
+            allow_discards: first.options.allow_discards,
+            no_read_workqueue: first.options.no_read_workqueue,
+            no_write_workqueue: first.options.no_write_workqueue,
+            key_loading: if keyring.is_some() {
+                KeyLoading::Keyring
+            } else {
+                KeyLoading::Hex
+            },
+        };
+        let device = self.device_ref(system, first.device);
+        Ok(Some(ReadBack {
+            kind: NodeKind::Crypt { device, segments },
+            target: DmTarget::Crypt(table),
+            key_refs: keyring,
+            crypt: Some(settings),
+        }))
+    }
+}
+
+/// A volume name from the command line: a dm name (so it cannot lead anywhere else).
+fn volume_name(name: &str) -> Result<DmName> {
+    DmName::new(name).map_err(|e| Error::Usage(format!("{name:?} is not a volume name: {e}")))
+}
+
+/// Every tosskey volume (or only volume `name`).
+pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>> {
+    let name = name.map(volume_name).transpose()?;
+    status_in(&HostKernel::open(&env.root)?, env, name.as_ref())
+}
+
+/// [`status`] through `kernel`.
+pub fn status_in(
+    kernel: &dyn StackKernel,
+    env: &Environment,
+    name: Option<&DmName>,
+) -> Result<Vec<VolumeStatus>> {
+    let system = SystemState::read(&env.root)
+        .with_context(|| format!("reading {}", env.root.sys.display()))?;
+    let journals = env.journals.list()?;
+    let ours: Vec<DeviceInfo> = kernel
+        .dm_devices()?
+        .into_iter()
+        .filter(|d| {
+            d.uuid
+                .as_deref()
+                .is_some_and(|u| u.starts_with(UUID_PREFIX))
+        })
+        .collect();
+    let mut shown: Vec<&DmName> = Vec::new();
+    let mut volumes = Vec::new();
+    for journal in &journals {
+        let mut volume = VolumeStatus::new(&journal.name, Some(journal));
+        for component in &journal.built {
+            match component {
+                Component::Md { name } if env.root.block(name).join("md").is_dir() => {
+                    volume.read_md(&env.root, &system, name)?;
+                }
+                Component::Md { .. } => {}
+                Component::Dm { name } => {
+                    if let Some(info) = ours.iter().find(|d| d.name.as_str() == name) {
+                        volume.read_dm(kernel, &env.root, &system, info)?;
+                        shown.push(&info.name);
+                    }
+                }
+            }
+        }
+        volumes.push(volume);
+    }
+    for info in &ours {
+        if shown.contains(&&info.name) {
+            continue;
+        }
+        let index = match volumes.iter().position(|v| v.name == info.name.as_str()) {
+            Some(index) => index,
+            None => {
+                volumes.push(VolumeStatus::new(info.name.as_str(), None));
+                volumes.len() - 1
+            }
+        };
+        volumes[index].read_dm(kernel, &env.root, &system, info)?;
+    }
     if let Some(name) = name {
-        volumes.retain(|v| v.name == name);
+        volumes.retain(|v| v.name == name.as_str());
         if volumes.is_empty() {
             return Err(Error::Refused(format!(
                 "no tosskey volume named {name} in this boot: `tosskey status` lists them"
@@ -108,114 +537,13 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
     Ok(volumes)
 }
 
-fn mapping_status(
-    dm: &DmControl,
-    root: &SystemRoot,
-    info: &tosskey_dm::DeviceInfo,
-) -> Result<MappingStatus> {
-    let name = &info.name;
-    let table = dm.table(name)?;
-    let size_bytes = table.iter().map(|t| t.length.0 * 512).sum();
-    let target = table
-        .first()
-        .map(|t| t.target_type.clone())
-        .unwrap_or_default();
-    let crypt = table.iter().find_map(|t| t.crypt.as_ref());
-    let backing = std::fs::read_dir(root.block_dir(info.dev).join("slaves"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(MappingStatus {
-        name: name.to_string(),
-        uuid: info.uuid.clone().unwrap_or_default(),
-        dev: info.dev.to_string(),
-        size_bytes,
-        target,
-        cipher: crypt.map(|c| c.cipher.clone()),
-        key_bits: crypt.and_then(|c| match &c.key {
-            CryptKeyField::Keyring { bytes, .. } | CryptKeyField::Hex { bytes } => Some(bytes * 8),
-            CryptKeyField::None | CryptKeyField::Elided => None,
-        }),
-        key_source: crypt.and_then(|c| match &c.key {
-            CryptKeyField::Keyring { .. } => Some("keyring"),
-            CryptKeyField::Hex { .. } | CryptKeyField::Elided => Some("hex"),
-            CryptKeyField::None => None,
-        }),
-        sector_size: crypt.map(|c| c.options.sector_size),
-        keys: table.iter().filter(|t| t.crypt.is_some()).count(),
-        largest_key_bytes: table
-            .iter()
-            .filter(|t| t.crypt.is_some())
-            .map(|t| t.length.0 * 512)
-            .max()
-            .unwrap_or(0),
-        flags: crypt.map(|c| c.options.words()).unwrap_or_default(),
-        backing,
-        mount_points: mount_points_of(&root.proc, info.dev.major, info.dev.minor)?,
-        suspended: info.suspended,
-        open_count: info.open_count,
-    })
-}
-
 /// Render `status` for humans.
 pub fn render_status(volumes: &[VolumeStatus]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    if volumes.is_empty() {
-        out.push_str("no tosskey volumes in this boot\n");
-    }
-    for v in volumes {
-        let stage = match v.stage {
-            Some(Stage::Complete) => "complete",
-            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
-            None => "no journal",
-        };
-        let _ = writeln!(out, "{}: {stage}", v.name);
-        if !v.members.is_empty() {
-            let _ = writeln!(out, "  members: {}", v.members.join(", "));
-        }
-        for md in &v.md_arrays {
-            let _ = writeln!(out, "  md array: /dev/{md}");
-        }
-        for m in &v.mappings {
-            let _ = write!(
-                out,
-                "  /dev/mapper/{} ({}, {} bytes, {}",
-                m.name, m.dev, m.size_bytes, m.target
-            );
-            if let (Some(cipher), Some(bits)) = (&m.cipher, m.key_bits) {
-                let _ = write!(
-                    out,
-                    " {cipher}, {} {bits}-bit key(s) via {}, at most {} bytes under one key",
-                    m.keys,
-                    m.key_source.unwrap_or("?"),
-                    m.largest_key_bytes
-                );
-            }
-            if let Some(size) = m.sector_size {
-                let _ = write!(out, ", {size}-byte sectors");
-            }
-            if !m.flags.is_empty() {
-                let _ = write!(out, ", {}", m.flags.join(" "));
-            }
-            let _ = write!(out, ") on {}", m.backing.join(", "));
-            if !m.mount_points.is_empty() {
-                let _ = write!(out, ", mounted at {}", m.mount_points.join(", "));
-            }
-            if m.suspended {
-                let _ = write!(out, ", SUSPENDED");
-            }
-            out.push('\n');
-        }
-    }
-    out
+    render::status_text(volumes)
 }
 
-fn journal_for(env: &Environment, name: &str) -> Result<Journal> {
-    env.journals.load(name)?.ok_or_else(|| {
+fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
+    env.journals.load(name.as_str())?.ok_or_else(|| {
         Error::Refused(format!(
             "no tosskey volume named {name} in this boot: `tosskey status` lists them"
         ))
@@ -224,14 +552,33 @@ fn journal_for(env: &Environment, name: &str) -> Result<Journal> {
 
 /// Close volume `name` (or every volume): unmount if asked, remove mappings and arrays.
 pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<String>> {
+    let name = name.map(volume_name).transpose()?;
+    close_in(
+        &HostKernel::open(&env.root)?,
+        env,
+        name.as_ref(),
+        unmount_first,
+    )
+}
+
+/// [`close`] through `kernel`.
+pub fn close_in(
+    kernel: &dyn StackKernel,
+    env: &Environment,
+    name: Option<&DmName>,
+    unmount_first: bool,
+) -> Result<Vec<String>> {
     let journals = match name {
         Some(name) => vec![journal_for(env, name)?],
         None => env.journals.list()?,
     };
     let mut closed = Vec::new();
     for journal in journals {
+        // Refuses, before anything is unmounted, if the journal names a device tosskey did
+        // not make.
+        teardown_steps(&env.root, &journal, &kernel.dm_devices()?)?;
         if let Some(dir) = &journal.mount {
-            if is_mount_point_of_volume(env, &journal)? {
+            if volume_is_mounted(kernel, env, &journal)? {
                 if !unmount_first {
                     return Err(Error::Refused(format!(
                         "{} is mounted at {}: unmount it first or pass --unmount",
@@ -239,10 +586,10 @@ pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Resu
                         dir.display()
                     )));
                 }
-                unmount(dir)?;
+                kernel.unmount(dir)?;
             }
         }
-        teardown(&env.root, &journal, &env.journals)
+        teardown_in(kernel, &env.root, &journal, &env.journals)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("closing {}", journal.name))?;
         closed.push(journal.name);
@@ -250,14 +597,19 @@ pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Resu
     Ok(closed)
 }
 
-fn is_mount_point_of_volume(env: &Environment, journal: &Journal) -> Result<bool> {
-    let dm = DmControl::open()?;
-    let name = DmName::new(&journal.name)?;
-    if !dm.list()?.iter().any(|(n, _)| n == &name) {
+fn volume_is_mounted(
+    kernel: &dyn StackKernel,
+    env: &Environment,
+    journal: &Journal,
+) -> Result<bool> {
+    let Some(volume) = kernel
+        .dm_devices()?
+        .into_iter()
+        .find(|d| d.name.as_str() == journal.name)
+    else {
         return Ok(false);
-    }
-    let dev = dm.info(&name)?.dev;
-    Ok(!mount_points_of(&env.root.proc, dev.major, dev.minor)?.is_empty())
+    };
+    Ok(!mount_points_of(&env.root.proc, volume.dev.major, volume.dev.minor)?.is_empty())
 }
 
 /// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to
@@ -267,43 +619,33 @@ fn is_mount_point_of_volume(env: &Environment, journal: &Journal) -> Result<bool
 /// hanging on a suspended device forever. Then the stack is taken down as far as its users
 /// allow.
 pub fn shred(env: &Environment, name: &str) -> Result<String> {
+    let name = volume_name(name)?;
+    shred_in(&HostKernel::open(&env.root)?, env, &name)
+}
+
+/// [`shred`] through `kernel`.
+pub fn shred_in(kernel: &dyn StackKernel, env: &Environment, name: &DmName) -> Result<String> {
     let journal = journal_for(env, name)?;
-    let dm = DmControl::open()?;
-    let live: Vec<DmName> = dm.list()?.into_iter().map(|(n, _)| n).collect();
+    let live = kernel.dm_devices()?;
+    // Refuses, before any key is wiped, if the journal names a device tosskey did not make.
+    teardown_steps(&env.root, &journal, &live)?;
     let mut wiped = Vec::new();
     let mut keys_wiped = 0;
     for component in &journal.built {
         let Component::Dm { name: dm_name } = component else {
             continue;
         };
-        let dm_name = DmName::new(dm_name)?;
-        if !live.contains(&dm_name) {
+        let Some(info) = live.iter().find(|d| d.name.as_str() == dm_name) else {
             continue;
-        }
-        let table = dm.table(&dm_name)?;
+        };
+        let table = kernel.dm_table(&info.name)?;
         if !table.iter().any(|t| t.target_type == "crypt") {
             continue;
         }
-        dm.suspend(&dm_name)?;
-        // Every segment's target holds its own key: one `key wipe` each.
-        let keys = tosskey_dm::wipe_crypt_keys(&dm, &dm_name)?;
-        let errors = table
-            .iter()
-            .map(|t| {
-                TargetLine::new(
-                    t.start,
-                    t.length,
-                    "error",
-                    Zeroizing::new(String::new()),
-                    false,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        dm.load_table(&dm_name, &errors)?;
-        dm.resume(&dm_name)?;
+        let keys = kernel.shred_dm(&info.name, &table)?;
         keys_wiped += keys;
         wiped.push(if keys == 1 {
-            dm_name.to_string()
+            dm_name.clone()
         } else {
             format!("{dm_name} ({keys} keys)")
         });
@@ -311,10 +653,10 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
     // The keys are gone and the devices answer with errors: unmount without waiting for
     // users (a lazy unmount completes when the last one lets go).
     if let Some(dir) = &journal.mount {
-        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        kernel.detach(dir);
     }
     let what = if keys_wiped == 1 { "key" } else { "keys" };
-    Ok(match teardown(&env.root, &journal, &env.journals) {
+    Ok(match teardown_in(kernel, &env.root, &journal, &env.journals) {
         Ok(()) => format!("shredded {name}: {what} wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
             "shredded {name}: {what} wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
@@ -322,4 +664,428 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
             crate::error::render(&e)
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tosskey_sysutil::fake::FakeTree;
+
+    use super::*;
+    use crate::kernel::fake::FakeKernel;
+    use crate::state::JournalDir;
+
+    const MIB: u64 = 1 << 20;
+    const CRYPT_V: &str = "0 1048576 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 9:127 0 3 allow_discards no_read_workqueue no_write_workqueue";
+
+    /// A raid0 volume `v` as the kernel and the journal would hold it: vdb and vdc in
+    /// md_tk_v (9:127), the crypt mapping v (253:0) on it, mounted at /mnt/v.
+    struct Fixture {
+        tree: FakeTree,
+        kernel: FakeKernel,
+        env: Environment,
+        _state: tempfile::TempDir,
+    }
+
+    fn raid0_volume() -> Fixture {
+        let mut tree = FakeTree::new();
+        tree.virtio("vdb", 16, 256 * MIB, "disk-0")
+            .virtio("vdc", 32, 256 * MIB, "disk-1")
+            .md_array(
+                "md_tk_v",
+                127,
+                "raid0",
+                &[("vdb", 0), ("vdc", 1)],
+                512 * MIB,
+            )
+            .attr("md_tk_v", "md/chunk_size", "524288")
+            .dm("dm-0", 0, "v", "TOSSKEY-b-v", &["md_tk_v"], 512 * MIB)
+            .mount((253, 0), "/mnt/v", "ext4", "/dev/mapper/v");
+        let kernel = FakeKernel::new(&tree.root);
+        kernel.dm("v", (253, 0), "TOSSKEY-b-v", &[CRYPT_V]);
+        let state = tempfile::tempdir().unwrap();
+        let env = Environment {
+            root: tree.root.clone(),
+            journals: JournalDir::new(state.path()),
+        };
+        let mut journal = Journal::new(
+            "v",
+            "b",
+            vec![PathBuf::from("/dev/vdb"), PathBuf::from("/dev/vdc")],
+        );
+        journal.built = vec![
+            Component::Md {
+                name: "md_tk_v".into(),
+            },
+            Component::Dm { name: "v".into() },
+        ];
+        journal.mount = Some(PathBuf::from("/mnt/v"));
+        journal.stage = Stage::Complete;
+        env.journals.save(&journal).unwrap();
+        Fixture {
+            tree,
+            kernel,
+            env,
+            _state: state,
+        }
+    }
+
+    #[test]
+    fn status_reads_the_stack_back_as_plan_nodes() {
+        let f = raid0_volume();
+        let volumes = status_in(&f.kernel, &f.env, None).unwrap();
+        assert_eq!(volumes.len(), 1);
+        let v = &volumes[0];
+        assert_eq!(v.stage, Some(Stage::Complete));
+        let paths: Vec<&Path> = v.devices.iter().map(|d| d.path.as_path()).collect();
+        assert_eq!(paths, [Path::new("/dev/vdb"), Path::new("/dev/vdc")]);
+        let md = &v.mappings[0].node;
+        assert_eq!(md.name, "md_tk_v");
+        assert_eq!(
+            md.kind,
+            NodeKind::Md {
+                level: MdLevel::Raid0,
+                chunk_bytes: 512 << 10,
+                members: vec![DeviceRef::Member(0), DeviceRef::Member(1)],
+            }
+        );
+        let crypt = &v.mappings[1];
+        assert_eq!(
+            crypt.node.kind,
+            NodeKind::Crypt {
+                device: DeviceRef::Node(0),
+                segments: vec![CryptSegment {
+                    key: 0,
+                    range: SectorRange {
+                        start: 0,
+                        length: 1_048_576
+                    },
+                }],
+            }
+        );
+        // The table is rendered back from the plan's target: what the kernel holds.
+        assert_eq!(crypt.node.table.as_deref(), Some(CRYPT_V));
+        assert_eq!(crypt.mount_points, ["/mnt/v"]);
+        assert_eq!(v.key_scope.keys, 1);
+        assert_eq!(v.key_scope.largest_key_bytes, 512 * MIB);
+
+        let json = serde_json::to_value(&volumes).unwrap();
+        let mapping = &json[0]["mappings"][1];
+        assert_eq!(mapping["cipher"], "twofish-xts-plain64");
+        assert_eq!(mapping["key_bits"], 512);
+        assert_eq!(mapping["key_loading"], "keyring");
+        assert_eq!(mapping["kind"], "crypt");
+
+        let text = render_status(&volumes);
+        for expected in [
+            "v: complete\n",
+            "  members: /dev/vdb, /dev/vdc\n",
+            "  md_tk_v: md raid0 chunk 512 KiB over /dev/vdb /dev/vdc, 536870912 bytes, non-persistent (no superblock)\n",
+            &format!("  v: {CRYPT_V}\n"),
+            "    /dev/mapper/v (253:0, 512-byte sectors, key via keyring), mounted at /mnt/v\n",
+            "  keys: 1 512-bit key(s), at most 536870912 bytes under one key\n",
+            "    512-bit for v, sectors 0..1048576\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn status_elides_a_hex_key_and_shows_a_shredded_table_as_it_is() {
+        let f = raid0_volume();
+        let hex = "0123456789abcdef".repeat(8);
+        let kernel = FakeKernel::new(&f.env.root);
+        kernel
+            .dm(
+                "v",
+                (253, 0),
+                "TOSSKEY-b-v",
+                &[&CRYPT_V.replace(":64:logon:tosskey:v", &hex)],
+            )
+            .dm("w", (253, 1), "TOSSKEY-b-w", &["0 2048 error "])
+            .dm("other", (253, 2), "CRYPT-PLAIN-other", &["0 2048 error "]);
+        let volumes = status_in(&kernel, &f.env, None).unwrap();
+        let text = render_status(&volumes);
+        assert!(!text.contains(&hex[..16]), "{text}");
+        assert!(
+            text.contains(&CRYPT_V.replace(":64:logon:tosskey:v", "<key-elided>")),
+            "{text}"
+        );
+        assert!(text.contains("key via hex"), "{text}");
+        // A tosskey mapping without a journal, its table no plan node: shown as it is.
+        assert_eq!(volumes[1].name, "w");
+        assert_eq!(volumes[1].stage, None);
+        assert_eq!(volumes[1].other_mappings[0].table, "0 2048 error ");
+        // Not tosskey's: not shown.
+        assert!(!text.contains("other"), "{text}");
+    }
+
+    #[test]
+    fn close_unmounts_then_removes_the_stack_top_first_and_forgets_it() {
+        let f = raid0_volume();
+        let v = DmName::new("v").unwrap();
+        let err = close_in(&f.kernel, &f.env, Some(&v), false).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED);
+        assert!(f.kernel.log().is_empty());
+        assert_eq!(close_in(&f.kernel, &f.env, Some(&v), true).unwrap(), ["v"]);
+        assert_eq!(
+            f.kernel.log(),
+            ["unmount /mnt/v", "remove v", "stop md_tk_v"]
+        );
+        assert_eq!(f.env.journals.load("v").unwrap(), None);
+        drop(f.tree);
+    }
+
+    #[test]
+    fn shred_wipes_every_crypt_mapping_before_taking_the_stack_down() {
+        let f = raid0_volume();
+        let message = shred_in(&f.kernel, &f.env, &DmName::new("v").unwrap()).unwrap();
+        assert_eq!(
+            message,
+            "shredded v: key wiped from v and the stack removed"
+        );
+        assert_eq!(
+            f.kernel.log(),
+            ["shred v", "detach /mnt/v", "remove v", "stop md_tk_v"]
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_volume_names_are_usage_errors_and_touch_nothing() {
+        let f = raid0_volume();
+        for name in ["../v", "v/../v", "a b", ""] {
+            for err in [
+                close(&f.env, Some(name), true).unwrap_err(),
+                shred(&f.env, name).unwrap_err(),
+                status(&f.env, Some(name)).unwrap_err(),
+            ] {
+                assert_eq!(err.exit_code(), crate::error::USAGE, "{name:?}: {err}");
+                assert!(err.to_string().contains("is not a volume name"), "{err}");
+            }
+        }
+        assert!(f.env.journals.load("v").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_journal_naming_devices_tosskey_did_not_make_removes_nothing() {
+        // The journal of v lists a cryptsetup mapping and somebody's md array.
+        let mut f = raid0_volume();
+        f.tree
+            .md_array("md0", 0, "raid1", &[("vdb", 0)], 256 * MIB)
+            .attr("md0", "md/metadata_version", "1.2");
+        f.kernel
+            .dm("home", (253, 5), "CRYPT-LUKS2-0123-home", &[])
+            .dm("bare", (253, 6), "", &[]);
+        for (component, what) in [
+            (
+                Component::Dm {
+                    name: "home".into(),
+                },
+                "dm device home with UUID \"CRYPT-LUKS2-0123-home\"",
+            ),
+            (
+                Component::Dm {
+                    name: "bare".into(),
+                },
+                "dm device bare with UUID \"\"",
+            ),
+            (
+                Component::Md { name: "md0".into() },
+                "md array md0 (metadata \"1.2\"",
+            ),
+        ] {
+            let mut journal = f.env.journals.load("v").unwrap().unwrap();
+            journal.built.insert(0, component);
+            f.env.journals.save(&journal).unwrap();
+            let v = DmName::new("v").unwrap();
+            for err in [
+                close_in(&f.kernel, &f.env, Some(&v), true).unwrap_err(),
+                shred_in(&f.kernel, &f.env, &v).unwrap_err(),
+            ] {
+                assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+                assert!(err.to_string().contains(what), "{what}: {err}");
+            }
+            assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+            journal.built.remove(0);
+            f.env.journals.save(&journal).unwrap();
+        }
+    }
+
+    /// Build `plan` in a fake kernel and sysfs as the executor would (md arrays in sysfs,
+    /// dm nodes with their tables, node paths in tables replaced by the numbers the
+    /// kernel gave them), then read it back with `status`.
+    fn status_of_built(plan: &crate::plan::Plan) -> (Vec<VolumeStatus>, Vec<String>) {
+        let mut tree = FakeTree::new();
+        for m in &plan.members {
+            let name = m.path.file_name().unwrap().to_str().unwrap();
+            tree.disk(name, (m.major, m.minor), m.size_bytes);
+        }
+        let kernel_name = |plan: &crate::plan::Plan, d: DeviceRef| match d {
+            DeviceRef::Member(i) => plan.members[i]
+                .path
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            DeviceRef::Node(i) => match plan.nodes[i].kind {
+                NodeKind::Md { .. } => plan.nodes[i].name.clone(),
+                _ => format!("dm-{i}"),
+            },
+        };
+        let kernel = FakeKernel::new(&tree.root);
+        let mut devs: Vec<String> = Vec::new();
+        let mut tables = Vec::new();
+        for (i, node) in plan.nodes.iter().enumerate() {
+            let minor = u32::try_from(i).unwrap();
+            match &node.kind {
+                NodeKind::Md {
+                    level,
+                    chunk_bytes,
+                    members,
+                } => {
+                    let slots: Vec<(String, u32)> = members
+                        .iter()
+                        .zip(0..)
+                        .map(|(d, slot)| (kernel_name(plan, *d), slot))
+                        .collect();
+                    let slots: Vec<(&str, u32)> =
+                        slots.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+                    tree.md_array(
+                        &node.name,
+                        127,
+                        crate::plan::md_level_name(*level),
+                        &slots,
+                        node.size_bytes,
+                    )
+                    .attr(
+                        &node.name,
+                        "md/chunk_size",
+                        &chunk_bytes.to_string(),
+                    );
+                    devs.push("9:127".to_owned());
+                    tables.push(String::new());
+                }
+                kind => {
+                    let below: Vec<String> = match kind {
+                        NodeKind::Crypt { device, .. } | NodeKind::Linear { device } => {
+                            vec![kernel_name(plan, *device)]
+                        }
+                        NodeKind::Striped { devices, .. } => {
+                            devices.iter().map(|d| kernel_name(plan, *d)).collect()
+                        }
+                        NodeKind::Md { .. } => unreachable!(),
+                    };
+                    let below: Vec<&str> = below.iter().map(String::as_str).collect();
+                    let uuid = node.uuid.as_deref().unwrap();
+                    tree.dm(
+                        &format!("dm-{i}"),
+                        minor,
+                        &node.name,
+                        uuid,
+                        &below,
+                        node.size_bytes,
+                    );
+                    let mut table = node.table.clone().unwrap();
+                    for (j, earlier) in plan.nodes[..i].iter().enumerate() {
+                        table = table.replace(
+                            &format!("{} ", earlier.path.display()),
+                            &format!("{} ", devs[j]),
+                        );
+                    }
+                    tables.push(table.clone());
+                    // With hex loading the kernel holds the key itself.
+                    let live = table.replace("<key-elided>", &"ab".repeat(64));
+                    let lines: Vec<&str> = live.split("; ").collect();
+                    kernel.dm(&node.name, (253, minor), uuid, &lines);
+                    devs.push(format!("253:{minor}"));
+                }
+            }
+        }
+        let state = tempfile::tempdir().unwrap();
+        let env = Environment {
+            root: tree.root.clone(),
+            journals: JournalDir::new(state.path()),
+        };
+        let mut journal = Journal::new(
+            &plan.name,
+            "b",
+            plan.members.iter().map(|m| m.path.clone()).collect(),
+        );
+        journal.built = plan
+            .nodes
+            .iter()
+            .map(|n| match n.kind {
+                NodeKind::Md { .. } => Component::Md {
+                    name: n.name.clone(),
+                },
+                _ => Component::Dm {
+                    name: n.name.clone(),
+                },
+            })
+            .collect();
+        journal.stage = Stage::Complete;
+        env.journals.save(&journal).unwrap();
+        (status_in(&kernel, &env, None).unwrap(), tables)
+    }
+
+    #[test]
+    fn status_of_what_a_plan_built_reads_back_as_that_plan() {
+        use crate::plan::derive::tests::plan_sized;
+        for (args, disks) in [
+            (&[][..], 1),
+            (&[][..], 2),
+            (&["--level", "raid1"][..], 2),
+            (&["--level", "linear"][..], 2),
+            (&["--raid", "dm-stripe"][..], 3),
+            (&["--layout", "per-disk"][..], 2),
+            (&["--layout", "per-disk", "--raid", "dm-stripe"][..], 2),
+            (&["--key-loading", "hex"][..], 2),
+            (&["--key-scope", "100MiB"][..], 3),
+        ] {
+            let plan = plan_sized(args, disks, 256 * MIB).unwrap();
+            let (volumes, tables) = status_of_built(&plan);
+            let [volume] = volumes.as_slice() else {
+                panic!("{args:?}: {volumes:?}")
+            };
+            assert!(volume.other_mappings.is_empty(), "{args:?}");
+            assert_eq!(volume.devices, plan.members, "{args:?}");
+            assert_eq!(volume.keys, plan.keys, "{args:?}");
+            assert_eq!(volume.key_scope.keys, plan.key_scope.keys, "{args:?}");
+            assert_eq!(
+                volume.key_scope.largest_key_bytes, plan.key_scope.largest_key_bytes,
+                "{args:?}"
+            );
+            assert_eq!(volume.mappings.len(), plan.nodes.len(), "{args:?}");
+            for ((live, planned), table) in volume.mappings.iter().zip(&plan.nodes).zip(&tables) {
+                let node = &live.node;
+                assert_eq!(
+                    (
+                        &node.name,
+                        &node.path,
+                        &node.uuid,
+                        node.size_bytes,
+                        &node.kind
+                    ),
+                    (
+                        &planned.name,
+                        &planned.path,
+                        &planned.uuid,
+                        planned.size_bytes,
+                        &planned.kind
+                    ),
+                    "{args:?}"
+                );
+                // The plan's table with built nodes' numbers for their paths.
+                assert_eq!(node.table.as_deref().unwrap_or(""), table, "{args:?}");
+                if matches!(node.kind, NodeKind::Crypt { .. }) {
+                    let mut expected = plan.crypt.clone();
+                    if expected.key_loading == KeyLoading::Auto {
+                        // What auto loading became: the table names a keyring key.
+                        expected.key_loading = KeyLoading::Keyring;
+                    }
+                    assert_eq!(live.crypt.as_ref(), Some(&expected), "{args:?}");
+                }
+            }
+        }
+    }
 }

@@ -6,6 +6,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use tosskey_sysutil::{parse_mountinfo, DevId, SystemRoot};
+
 use crate::Error;
 
 /// What kind of thing is being formatted.
@@ -122,32 +124,10 @@ pub fn open(path: &Path) -> Result<Target, Error> {
 
 /// Whether `/sys/dev/block/MAJOR:MINOR/<name>` reads "1".
 fn sysfs_flag(major: u32, minor: u32, name: &str) -> bool {
-    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/{name}"))
-        .is_ok_and(|value| value.trim() == "1")
-}
-
-/// Undo the octal escapes (`\040` for space...) of `/proc/self/mountinfo` fields.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|digits| std::str::from_utf8(digits).ok())
-            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
-        match octal {
-            Some(value) if bytes[i] == b'\\' => {
-                out.push(value);
-                i += 4;
-            }
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let path = SystemRoot::host()
+        .block_dir(DevId::new(major, minor))
+        .join(name);
+    tosskey_sysutil::read_attr(&path).is_ok_and(|value| value == "1")
 }
 
 /// Where `path` is mounted, per `/proc/self/mountinfo`: a block device matches by
@@ -171,37 +151,29 @@ fn mounted_at(path: &Path, kind: TargetKind) -> Result<Option<PathBuf>, Error> {
 
 /// The mount point in `mountinfo` that uses `kind`/`canonical`, if any.
 fn find_mount(mountinfo: &str, kind: TargetKind, canonical: Option<&Path>) -> Option<PathBuf> {
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(separator) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(dev), Some(mount_point), Some(source)) =
-            (fields.get(2), fields.get(4), fields.get(separator + 2))
-        else {
-            continue;
-        };
-        let dev_matches = match kind {
-            TargetKind::BlockDevice { major, minor } => *dev == format!("{major}:{minor}"),
-            TargetKind::RegularFile => false,
-        };
-        // Only absolute sources name files: `devtmpfs`, `cgroup`, … are not paths, and
-        // resolving them would look them up relative to the working directory.
-        let source_matches = source.starts_with('/')
-            && canonical.is_some_and(|target| {
-                std::fs::canonicalize(unescape_mountinfo(source)).is_ok_and(|s| s == target)
-            });
-        if dev_matches || source_matches {
-            return Some(PathBuf::from(unescape_mountinfo(mount_point)));
-        }
-    }
-    None
+    parse_mountinfo(mountinfo)
+        .into_iter()
+        .find(|mount| {
+            let dev_matches = match kind {
+                TargetKind::BlockDevice { major, minor } => mount.dev == DevId::new(major, minor),
+                TargetKind::RegularFile => false,
+            };
+            // Only absolute sources name files: `devtmpfs`, `cgroup`, … are not paths, and
+            // resolving them would look them up relative to the working directory.
+            let source_matches = mount.source.starts_with('/')
+                && canonical.is_some_and(|target| {
+                    std::fs::canonicalize(&mount.source).is_ok_and(|s| s == target)
+                });
+            dev_matches || source_matches
+        })
+        .map(|mount| PathBuf::from(mount.mount_point))
 }
 
 /// A loop device whose backing file is `path` (it may be mounted through the loop).
 fn loop_device_backed_by(path: &Path) -> Option<String> {
     let canonical = std::fs::canonicalize(path).ok()?;
-    let entries = std::fs::read_dir("/sys/block").ok()?;
+    let sys_block = SystemRoot::host().sys.join("block");
+    let entries = std::fs::read_dir(sys_block).ok()?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {

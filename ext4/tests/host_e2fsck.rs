@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tosskey_ext4::{format, Error, FormatOptions, FormatReport};
-use tosskey_testkit::assert_e2fsck_clean as assert_fsck_clean;
+use tosskey_testkit::{assert_e2fsck_clean as assert_fsck_clean, dumpe2fs_without_checksums};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -368,12 +368,7 @@ fn group_listing(image: &Path) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .skip_while(|line| !line.starts_with("Group 0:"))
-        .map(|line| {
-            line.split(' ')
-                .filter(|word| !word.starts_with("0x"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(dumpe2fs_without_checksums)
         .collect()
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tosskey_ext4::{format, FormatOptions};
-use tosskey_testkit::assert_e2fsck_clean;
+use tosskey_testkit::{assert_e2fsck_clean, dumpe2fs_without_checksums};
 
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
@@ -83,12 +83,7 @@ fn dumpe2fs_comparable(image: &Path, header_only: bool) -> Vec<String> {
     run_tool("dumpe2fs", args, image)
         .lines()
         .filter(|line| !volatile.iter().any(|v| line.starts_with(v)))
-        .map(|line| {
-            line.split(' ')
-                .filter(|word| !word.starts_with("0x"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(dumpe2fs_without_checksums)
         .collect()
 }
 

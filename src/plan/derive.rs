@@ -577,7 +577,7 @@ pub fn planned_member(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser as _;
 
@@ -587,7 +587,7 @@ mod tests {
         plan_sized(args, disks, 256 << 20)
     }
 
-    fn plan_sized(args: &[&str], disks: usize, size_bytes: u64) -> Result<Plan, Error> {
+    pub(crate) fn plan_sized(args: &[&str], disks: usize, size_bytes: u64) -> Result<Plan, Error> {
         let mut argv = vec!["tosskey", "provision", "--name", "v"];
         let paths: Vec<String> = (0..disks)
             .map(|i| format!("/dev/vd{}", char::from(b'b' + u8::try_from(i).unwrap())))

@@ -1,12 +1,15 @@
 //! Render: a [`Plan`] as text (`--dry-run`), as dm tables (key elided), and as the stock-tool
-//! commands (`mdadm`, `dmsetup`, `cryptsetup`) that rebuild it without tosskey.
+//! commands (`mdadm`, `dmsetup`, `cryptsetup`) that rebuild it without tosskey; and `status`,
+//! the plan's data read back from the kernel, with the same node, table and key renderers.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use tosskey_dm::{DevId, Sectors};
+use tosskey_dm::{DevId, KeyRef, Sectors};
 
-use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, NodeKind, Plan};
+use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan, PlannedKey};
+use crate::state::Stage;
+use crate::volumes::VolumeStatus;
 
 /// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
 /// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
@@ -49,50 +52,62 @@ pub fn table(
     let Some(target) = plan.dm_target(index, |_| DevId::new(0, 0))? else {
         return Ok(None);
     };
-    let (lines, devices): (Vec<String>, Vec<(usize, DeviceRef)>) = match (&target, &node.kind) {
-        (DmTarget::Crypt(crypt), NodeKind::Crypt { device, segments }) => {
+    let (key_refs, devices): (Option<Vec<KeyRef>>, Vec<(usize, DeviceRef)>) = match &node.kind {
+        NodeKind::Crypt { device, segments } => {
             let bits = plan.keys[segments[0].key].bits;
             let key_refs = (0..segments.len())
                 .map(|i| plan.key_ref(&node.name, bits, i, segments.len()))
                 .collect::<Result<Option<Vec<_>>, _>>()?;
-            let lines = match key_refs {
-                Some(key_refs) => crypt
-                    .lines(&key_refs)?
-                    .iter()
-                    .map(|line| line.display_elided())
-                    .collect(),
-                None => crypt.lines_elided()?,
-            };
-            (lines, vec![(CRYPT_DEVICE_WORD, *device)])
+            (key_refs, vec![(CRYPT_DEVICE_WORD, *device)])
         }
-        (DmTarget::Striped(striped), NodeKind::Striped { devices, .. }) => (
-            vec![striped.line(Sectors(0))?.display_elided()],
+        NodeKind::Striped { devices, .. } => (
+            None,
             devices
                 .iter()
                 .enumerate()
                 .map(|(i, d)| (STRIPED_FIRST_DEVICE_WORD + 2 * i, *d))
                 .collect(),
         ),
-        (DmTarget::Linear(linear), NodeKind::Linear { device }) => (
-            vec![linear.line(Sectors(0))?.display_elided()],
-            vec![(LINEAR_DEVICE_WORD, *device)],
-        ),
-        _ => unreachable!("dm_target follows the node kind"),
+        NodeKind::Linear { device } => (None, vec![(LINEAR_DEVICE_WORD, *device)]),
+        NodeKind::Md { .. } => unreachable!("md arrays have no dm target"),
     };
-    // Lines joined by "; ", as status and the root tests show a live table.
-    Ok(Some(
-        lines
-            .iter()
-            .map(|line| {
-                let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
-                for (position, device) in &devices {
-                    words[*position] = name(*device);
-                }
-                words.join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    ))
+    let lines = target_lines(&target, key_refs.as_deref())?
+        .iter()
+        .map(|line| {
+            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            for (position, device) in &devices {
+                words[*position] = name(*device);
+            }
+            words.join(" ")
+        })
+        .collect();
+    Ok(Some(join_lines(lines)))
+}
+
+/// The lines of a dm target with hex keys elided ([`tosskey_dm::CryptTarget::line_elided`])
+/// and keyring references (`key_refs`, one per crypt segment) kept: how a plan's tables and
+/// the tables `status` reads back are both shown.
+pub fn target_lines(
+    target: &DmTarget,
+    key_refs: Option<&[KeyRef]>,
+) -> Result<Vec<String>, tosskey_dm::Error> {
+    Ok(match target {
+        DmTarget::Crypt(crypt) => match key_refs {
+            Some(key_refs) => crypt
+                .lines(key_refs)?
+                .iter()
+                .map(|line| line.display_elided())
+                .collect(),
+            None => crypt.lines_elided()?,
+        },
+        DmTarget::Striped(striped) => vec![striped.line(Sectors(0))?.display_elided()],
+        DmTarget::Linear(linear) => vec![linear.line(Sectors(0))?.display_elided()],
+    })
+}
+
+/// A table's lines joined by "; ", as status and the root tests show a live table.
+pub fn join_lines(lines: Vec<String>) -> String {
+    lines.join("; ")
 }
 
 /// How keys reach dm-crypt, in user words.
@@ -106,9 +121,9 @@ pub fn key_loading_words(loading: KeyLoading) -> &'static str {
     }
 }
 
-/// One line per node, bottom first.
-fn describe_node(plan: &Plan, index: usize) -> String {
-    let node = &plan.nodes[index];
+/// A node in one line: an md array's level, members and size, a dm node's table. `device`
+/// names the devices an md array is built on. Dry runs and `status` show nodes with it.
+pub fn describe_node(node: &Node, device: impl Fn(DeviceRef) -> String) -> String {
     let NodeKind::Md {
         level,
         chunk_bytes,
@@ -123,10 +138,7 @@ fn describe_node(plan: &Plan, index: usize) -> String {
     } else {
         String::new()
     };
-    let over: Vec<String> = members
-        .iter()
-        .map(|d| plan.device_path(*d).display().to_string())
-        .collect();
+    let over: Vec<String> = members.iter().map(|d| device(*d)).collect();
     format!(
         "{}: md {}{chunk} over {}, {} bytes, non-persistent (no superblock)",
         node.name,
@@ -134,6 +146,33 @@ fn describe_node(plan: &Plan, index: usize) -> String {
         over.join(" "),
         node.size_bytes
     )
+}
+
+/// The keys: how many, of which size, the most one encrypts (and `scope`, what limited
+/// it), then one line each with the range it covers.
+fn keys_section(
+    out: &mut String,
+    indent: &str,
+    keys: &[PlannedKey],
+    largest_key_bytes: u64,
+    scope: &str,
+) {
+    let bits = keys.first().map_or(0, |k| k.bits);
+    let _ = writeln!(
+        out,
+        "{indent}keys: {} {bits}-bit key(s), at most {largest_key_bytes} bytes under one key{scope}",
+        keys.len()
+    );
+    for key in keys {
+        let _ = writeln!(
+            out,
+            "{indent}  {}-bit for {}, sectors {}..{}",
+            key.bits,
+            key.mapping,
+            key.covers.start,
+            key.covers.start + key.covers.length
+        );
+    }
 }
 
 /// The steps of a provision run, in order.
@@ -215,28 +254,25 @@ pub fn text(plan: &Plan) -> String {
         );
     }
     let _ = writeln!(out, "nodes, bottom first (tables with the key elided):");
-    for index in 0..plan.nodes.len() {
-        let _ = writeln!(out, "  {}", describe_node(plan, index));
-    }
-    let _ = writeln!(
-        out,
-        "keys: {}, at most {} bytes under one key (key scope: {})",
-        plan.key_scope.keys,
-        plan.key_scope.largest_key_bytes,
-        plan.key_scope
-            .limit_bytes
-            .map_or("none".to_owned(), |b| format!("{b} bytes"))
-    );
-    for key in &plan.keys {
+    for node in &plan.nodes {
         let _ = writeln!(
             out,
-            "  {}-bit for {}, sectors {}..{}",
-            key.bits,
-            key.mapping,
-            key.covers.start,
-            key.covers.start + key.covers.length
+            "  {}",
+            describe_node(node, |d| plan.device_path(d).display().to_string())
         );
     }
+    keys_section(
+        &mut out,
+        "",
+        &plan.keys,
+        plan.key_scope.largest_key_bytes,
+        &format!(
+            " (key scope: {})",
+            plan.key_scope
+                .limit_bytes
+                .map_or("none".to_owned(), |b| format!("{b} bytes"))
+        ),
+    );
     let _ = writeln!(
         out,
         "kernel facilities: {}",
@@ -288,6 +324,85 @@ impl std::fmt::Display for super::Facility {
             super::Facility::LogonKeys => f.write_str("logon keys"),
             super::Facility::Filesystem(name) => write!(f, "filesystem {name}"),
         }
+    }
+}
+
+/// `status` for humans: per volume its journal's stage and members, then each node that
+/// exists, bottom first, as a dry run shows it (with its device number and use below), then
+/// its keys.
+pub fn status_text(volumes: &[VolumeStatus]) -> String {
+    let mut out = String::new();
+    if volumes.is_empty() {
+        out.push_str("no tosskey volumes in this boot\n");
+    }
+    for volume in volumes {
+        let stage = match volume.stage {
+            Some(Stage::Complete) => "complete",
+            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
+            None => "no journal",
+        };
+        let _ = writeln!(out, "{}: {stage}", volume.name);
+        if !volume.members.is_empty() {
+            let members: Vec<String> = volume
+                .members
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let _ = writeln!(out, "  members: {}", members.join(", "));
+        }
+        for live in &volume.mappings {
+            let node = &live.node;
+            let _ = writeln!(
+                out,
+                "  {}",
+                describe_node(node, |d| volume.device_path(d).display().to_string())
+            );
+            let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
+            if let Some(crypt) = &live.crypt {
+                let _ = write!(
+                    out,
+                    ", {}-byte sectors, key via {}",
+                    crypt.format.sector_size,
+                    key_loading_name(crypt.key_loading)
+                );
+            }
+            let _ = write!(out, ")");
+            if !live.mount_points.is_empty() {
+                let _ = write!(out, ", mounted at {}", live.mount_points.join(", "));
+            }
+            if live.suspended {
+                let _ = write!(out, ", SUSPENDED");
+            }
+            out.push('\n');
+        }
+        for other in &volume.other_mappings {
+            let _ = writeln!(
+                out,
+                "  {}: {} (not a table tosskey builds: shredded?)\n    {} ({})",
+                other.name,
+                other.table,
+                other.path.display(),
+                other.dev
+            );
+        }
+        if !volume.keys.is_empty() {
+            keys_section(
+                &mut out,
+                "  ",
+                &volume.keys,
+                volume.key_scope.largest_key_bytes,
+                "",
+            );
+        }
+    }
+    out
+}
+
+fn key_loading_name(loading: KeyLoading) -> &'static str {
+    match loading {
+        KeyLoading::Auto => "auto",
+        KeyLoading::Keyring => "keyring",
+        KeyLoading::Hex => "hex",
     }
 }
 

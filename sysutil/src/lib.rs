@@ -3,11 +3,12 @@
 //!
 //! - [`DevId`]: a block device number, `MAJ:MIN` as sysfs and dm tables write it;
 //! - [`SystemRoot`]: where sysfs, procfs and `/dev` are (a fake tree in host tests), and the
-//!   attribute readers ([`read_attr`], [`read_attr_u64`]);
+//!   attribute readers ([`read_attr`], [`read_attr_u64`]) and the one mountinfo parser
+//!   ([`parse_mountinfo`]);
 //! - [`AlignedBuf`]: a zeroed buffer aligned for `O_DIRECT`, without `unsafe`;
 //! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`].
 //!
-//! - [`fake::FakeTree`] (feature `fake`): a fake tree for host tests.
+//! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
 //! No `unsafe` here: the crates that issue ioctls keep that in their own table modules.
 
@@ -147,6 +148,63 @@ impl Default for SystemRoot {
     fn default() -> Self {
         Self::host()
     }
+}
+
+/// An entry of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct MountEntry {
+    /// The st_dev of the filesystem (`0:N` for btrfs and other anonymous devices).
+    pub dev: DevId,
+    pub mount_point: String,
+    pub fs_type: String,
+    /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
+    pub source: String,
+}
+
+/// Parse `/proc/self/mountinfo` (proc(5)): `id parent major:minor root mount-point options
+/// [optional fields…] - fstype source super-options`. Malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let dev = fields.get(2)?.parse().ok()?;
+            let mount_point = unescape_octal(fields.get(4)?);
+            let mut rest = after.split(' ');
+            let fs_type = rest.next()?.to_owned();
+            let source = unescape_octal(rest.next()?);
+            Some(MountEntry {
+                dev,
+                mount_point,
+                fs_type,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Undo the octal escapes (`\040` for a space) of mountinfo and /proc/swaps.
+pub fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(digits) = field.get(i + 1..i + 4) {
+                if digits.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+                    if let Ok(value) = u8::from_str_radix(digits, 8) {
+                        out.push(value);
+                        i += 4;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A sysfs/procfs attribute, trimmed (callers name the file in their errors).

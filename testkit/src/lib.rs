@@ -11,7 +11,8 @@
 //!   (`/dev/vda`…, serials `tosskey-disk-0`…), with their sizes.
 //! - [`sha256_of_device`], [`sha256_of_range`], [`zero_device`], [`zero_range`],
 //!   [`block_device_size`], [`sysfs_dir`]: small block-device helpers.
-//! - [`assert_e2fsck_clean`]: e2fsprogs as the witness of a filesystem.
+//! - [`assert_e2fsck_clean`]: e2fsprogs as the witness of a filesystem;
+//!   [`dumpe2fs_without_checksums`] to compare two formats' `dumpe2fs` output.
 //! - [`request_skcipher`]: make the kernel crypto API instantiate e.g. `xts(twofish)`.
 //! - [`in_vm`] / [`require_guest`]: whether this process runs inside the harness guest.
 //!
@@ -428,6 +429,15 @@ pub fn assert_e2fsck_clean(target: &Path) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A `dumpe2fs` line without its checksums (the `0x…` words), so two formats of the same
+/// geometry compare equal line by line.
+pub fn dumpe2fs_without_checksums(line: &str) -> String {
+    line.split(' ')
+        .filter(|word| !word.starts_with("0x"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Size of a block device (from sysfs) or of a regular file.

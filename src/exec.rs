@@ -47,8 +47,9 @@ pub struct CryptMapping {
     pub backing: PathBuf,
     /// The live table as the kernel reports it, key elided.
     pub table: String,
-    /// `keyring` or `hex`.
-    pub key_loaded: &'static str,
+    /// `keyring`, `hex`, or `hex (fallback: <reason>)` when `--key-loading auto` found no
+    /// keyring support for dm-crypt in this kernel.
+    pub key_loaded: String,
     /// How many keys (segments) the mapping has.
     pub keys: usize,
     /// Every segment's first and last sector and random ones, each decrypted with its key.
@@ -309,6 +310,13 @@ impl<'a> Executor<'a> {
             },
         )?;
         crash_point("crypt");
+        if let KeyLoaded::HexFallback { reason } = &activation.key_loaded {
+            eprintln!(
+                "tosskey: warning: {name}: key loaded as hex, which the live table keeps and returns to any CAP_SYS_ADMIN process: {reason}"
+            );
+            self.journal.key_loading_fallback = Some(reason.to_string());
+            self.journals.save(&self.journal)?;
+        }
 
         let layout = SectorLayout {
             sector_size: SectorSize::try_from(u64::from(crypt.format.sector_size))?,
@@ -367,10 +375,7 @@ impl<'a> Executor<'a> {
                 node: activation.node,
                 backing: backing.to_path_buf(),
                 table: live_table,
-                key_loaded: match activation.key_loaded {
-                    KeyLoaded::Keyring { .. } => "keyring",
-                    KeyLoaded::Hex => "hex",
-                },
+                key_loaded: activation.key_loaded.to_string(),
                 keys: table.len(),
                 verification,
             },

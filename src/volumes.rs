@@ -49,6 +49,9 @@ pub struct VolumeStatus {
     pub mappings: Vec<MappingStatus>,
     /// What `provision --measure-pcr` extended (empty when not asked).
     pub measurements: Vec<VolumeMeasurement>,
+    /// Why `--key-loading auto` put hex keys in the tables (from the journal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_loading_fallback: Option<String>,
 }
 
 /// Every tosskey mapping (or only those of volume `name`).
@@ -71,6 +74,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
                 .collect(),
             mappings: Vec::new(),
             measurements: j.measurements.clone(),
+            key_loading_fallback: j.key_loading_fallback.clone(),
         })
         .collect();
     for info in dm.devices_with_uuid_prefix(UUID_PREFIX)? {
@@ -94,6 +98,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
                 md_arrays: Vec::new(),
                 mappings: vec![mapping],
                 measurements: Vec::new(),
+                key_loading_fallback: None,
             }),
         }
     }
@@ -191,7 +196,10 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
                     out,
                     " {cipher}, {} {bits}-bit key(s) via {}, at most {} bytes under one key",
                     m.keys,
-                    m.key_source.unwrap_or("?"),
+                    match (m.key_source, &v.key_loading_fallback) {
+                        (Some("hex"), Some(reason)) => format!("hex (fallback: {reason})"),
+                        (source, _) => source.unwrap_or("?").to_owned(),
+                    },
                     m.largest_key_bytes
                 );
             }
@@ -322,4 +330,49 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
             crate::error::render(&e)
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_says_why_keys_were_loaded_as_hex() {
+        let mapping = |key_source| MappingStatus {
+            name: "vol".into(),
+            uuid: "TOSSKEY-x-vol".into(),
+            dev: "253:0".into(),
+            size_bytes: 1 << 20,
+            target: "crypt".into(),
+            cipher: Some("aes-xts-plain64".into()),
+            key_bits: Some(512),
+            key_source: Some(key_source),
+            sector_size: Some(4096),
+            keys: 1,
+            largest_key_bytes: 1 << 20,
+            flags: Vec::new(),
+            backing: vec!["vdb".into()],
+            mount_points: Vec::new(),
+            suspended: false,
+            open_count: 0,
+        };
+        let volume = |key_source, fallback: Option<&str>| VolumeStatus {
+            name: "vol".into(),
+            stage: Some(Stage::Complete),
+            members: vec!["/dev/vdb".into()],
+            md_arrays: Vec::new(),
+            mappings: vec![mapping(key_source)],
+            measurements: Vec::new(),
+            key_loading_fallback: fallback.map(str::to_owned),
+        };
+        let reason =
+            "the kernel has no logon keys (add_key: Function not implemented (os error 38))";
+        let text = render_status(&[volume("hex", Some(reason))]);
+        assert!(
+            text.contains(&format!("via hex (fallback: {reason})")),
+            "{text}"
+        );
+        assert!(render_status(&[volume("hex", None)]).contains("via hex,"));
+        assert!(render_status(&[volume("keyring", None)]).contains("via keyring,"));
+    }
 }

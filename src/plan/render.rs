@@ -99,7 +99,7 @@ pub fn table(
 pub fn key_loading_words(loading: KeyLoading) -> &'static str {
     match loading {
         KeyLoading::Auto => {
-            "through the kernel keyring (hex in a wiped ioctl buffer if the keyring is unusable)"
+            "through the kernel keyring (hex in a wiped ioctl buffer only if the kernel has no keyring support for dm-crypt)"
         }
         KeyLoading::Keyring => "through the kernel keyring",
         KeyLoading::Hex => "as hex in a wiped ioctl buffer",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tosskey_dm::{DevId, Sectors};
 
 use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, NodeKind, Plan};
+use crate::shell::{self, quote};
 
 /// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
 /// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
@@ -292,7 +293,8 @@ impl std::fmt::Display for super::Facility {
 }
 
 /// The commands that rebuild the plan with stock tools, bottom first, given the raw key
-/// file of each key. Nothing they run writes to a member.
+/// file of each key. Nothing they run writes to a member. Every name, path and table in
+/// them is shell-quoted ([`crate::shell::quote`]): they are pasted into a root shell.
 pub fn stock_commands(
     plan: &Plan,
     key_files: &[PathBuf],
@@ -307,7 +309,7 @@ pub fn stock_commands(
                 members,
             } => format!(
                 "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",
-                stock_device(plan, DeviceRef::Node(index)),
+                quote(&stock_device(plan, DeviceRef::Node(index))),
                 md_level_name(*level),
                 match level {
                     super::MdLevel::Raid0 => format!(" --chunk={}K", chunk_bytes >> 10),
@@ -317,12 +319,12 @@ pub fn stock_commands(
                     super::MdLevel::Linear => String::new(),
                 },
                 members.len(),
-                members.iter().map(|d| device(*d)).collect::<Vec<_>>().join(" ")
+                shell::join(&members.iter().map(|d| device(*d)).collect::<Vec<_>>())
             ),
             NodeKind::Striped { .. } | NodeKind::Linear { .. } => format!(
-                "dmsetup create {} --table \"{}\"",
-                node.name,
-                table(plan, index, device)?.expect("dm nodes have a table")
+                "dmsetup create {} --table {}",
+                quote(&node.name),
+                quote(&table(plan, index, device)?.expect("dm nodes have a table"))
             ),
             NodeKind::Crypt { device: under, segments } => {
                 let Some(DmTarget::Crypt(table)) = plan.dm_target(index, |_| DevId::new(0, 0))?
@@ -338,7 +340,7 @@ pub fn stock_commands(
                         &device(*under),
                         &node.name,
                     );
-                    format!("cryptsetup {}", args.join(" "))
+                    format!("cryptsetup {}", shell::join(&args))
                 } else {
                     multi_key_command(plan, index, segments, key_files)?
                 }
@@ -352,7 +354,8 @@ pub fn stock_commands(
 /// plain takes one key per device, so the table is given whole, one line per segment, each
 /// line's key read from its key file as hex. The lines go to dmsetup's standard input
 /// (`--table` takes one line only) through the shell's `printf` builtin, so no key appears in
-/// a process's arguments.
+/// a process's arguments. Each line is one shell word: the quoted text before the key, the
+/// key's `"$(od … | tr …)"` (its file name quoted inside) and the quoted text after it.
 fn multi_key_command(
     plan: &Plan,
     index: usize,
@@ -365,18 +368,19 @@ fn multi_key_command(
         .split("; ")
         .zip(segments)
         .map(|(line, segment)| {
-            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            words[CRYPT_KEY_WORD] = format!(
-                "$(od -An -v -tx1 {} | tr -d ' \\n')",
-                key_files[segment.key].display()
-            );
-            format!("\"{}\"", words.join(" "))
+            let words: Vec<&str> = line.split(' ').collect();
+            format!(
+                "{}\"$(od -An -v -tx1 {} | tr -d ' \\n')\"{}",
+                quote(&format!("{} ", words[..CRYPT_KEY_WORD].join(" "))),
+                quote(&key_files[segment.key].display().to_string()),
+                quote(&format!(" {}", words[CRYPT_KEY_WORD + 1..].join(" "))),
+            )
         })
         .collect();
     Ok(format!(
         "printf '%s\\n' {} | dmsetup create {}   # {} keys, one crypt target each",
         lines.join(" "),
-        node.name,
+        quote(&node.name),
         segments.len()
     ))
 }

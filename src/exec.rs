@@ -28,14 +28,18 @@ use crate::state::{Component, Journal, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
 use crate::verify::{random_picks, spread_offsets, verify_sectors, VerifyReport, RANDOM_SECTORS};
 
-/// Test-only crash injection: `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right
-/// after that step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`,
-/// `crypt`, `verify`, `escrow`, `mkfs`, `mount`.
+/// Test-only crash injection, compiled in only with the `test-hooks` feature (release builds
+/// never have it): `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that
+/// step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`, `crypt`,
+/// `verify`, `escrow`, `mkfs`, `mount`.
 pub fn crash_point(step: &str) {
+    #[cfg(feature = "test-hooks")]
     if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
         eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = step;
 }
 
 /// One live crypt mapping of the stack.

@@ -75,6 +75,8 @@ pub struct Report {
     pub escrow_file: Option<PathBuf>,
     pub filesystem: Option<FilesystemReport>,
     pub hardening: Hardening,
+    /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
+    /// key read back as zeros and its memory was unmapped.
     pub key_wiped_from_tosskey_memory: bool,
     /// Kernel facilities found present or brought up (and the modules loaded) before
     /// anything was built.
@@ -220,8 +222,9 @@ fn execute(
         }
         None => measured.unmeasured,
     };
-    // The kernel holds the key(s) now; tosskey's copies are zeroized here.
-    drop(keys);
+    // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
+    // says what this wipe found.
+    let key_wiped_from_tosskey_memory = keys.wipe();
 
     let filesystem = match &plan.mkfs {
         Some(ext4) => {
@@ -272,7 +275,7 @@ fn execute(
         escrow_file,
         filesystem,
         hardening,
-        key_wiped_from_tosskey_memory: true,
+        key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
         measurement,
     })

@@ -109,3 +109,11 @@ fn mkfs_formats_an_image_file() {
         String::from_utf8_lossy(&fsck.stdout)
     );
 }
+
+#[test]
+fn the_crash_hook_exists_only_with_the_test_hooks_feature() {
+    // Release builds enable no feature: their binary must not even carry the hook's name.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_tosskey")).unwrap();
+    let has_hook = memchr::memmem::find(&binary, b"TOSSKEY_TEST_CRASH_AFTER").is_some();
+    assert_eq!(has_hook, cfg!(feature = "test-hooks"));
+}

@@ -590,14 +590,15 @@ fn auto_refuses_hex_on_a_keyring_error_and_falls_back_only_without_logon_keys() 
     let n = name("tkdm-fallback");
     let _cleanup = Cleanup(vec![n.clone()]);
     let target = crypt_over("aes-xts-plain64", &backing);
+    let activate =
+        |loading| activate_crypt(&dm, &n, &uuid("fallback"), &target, &test_key(), loading);
     let data = pattern(4096);
     {
         // No key may be added: add_key fails with EDQUOT. A keyring that refuses a key is
         // not a kernel without keyring support: Auto fails as Keyring does, nothing is left.
         let _quota = RootKeyQuota::set("1");
         for loading in [KeyLoading::Keyring, KeyLoading::Auto] {
-            let err = activate_crypt(&dm, &n, &uuid("fallback"), &target, &test_key(), loading)
-                .unwrap_err();
+            let err = activate(loading).unwrap_err();
             report(&err.to_string());
             assert!(matches!(err, Error::Keyring { .. }), "{loading:?}: {err}");
             assert_eq!(err.errno(), Some(libc::EDQUOT), "{err}");
@@ -609,15 +610,7 @@ fn auto_refuses_hex_on_a_keyring_error_and_falls_back_only_without_logon_keys() 
         scope
             .spawn(|| {
                 refuse_add_key_on_this_thread();
-                let activation = activate_crypt(
-                    &dm,
-                    &n,
-                    &uuid("fallback"),
-                    &target,
-                    &test_key(),
-                    KeyLoading::Auto,
-                )
-                .unwrap();
+                let activation = activate(KeyLoading::Auto).unwrap();
                 write_direct(&activation.node, 0, &data);
                 let table = dm.table(&n).unwrap();
                 (activation.key_loaded, table)
@@ -640,15 +633,7 @@ fn auto_refuses_hex_on_a_keyring_error_and_falls_back_only_without_logon_keys() 
     assert_eq!(crypt.key, CryptKeyField::Hex { bytes: 64 });
     dm.remove(&n).unwrap();
     // Same key through the keyring on this (unfiltered) thread: same plaintext.
-    let activation = activate_crypt(
-        &dm,
-        &n,
-        &uuid("fallback"),
-        &target,
-        &test_key(),
-        KeyLoading::Keyring,
-    )
-    .unwrap();
+    let activation = activate(KeyLoading::Keyring).unwrap();
     assert_eq!(read_direct(&activation.node, 0, 4096), data);
     dm.remove(&n).unwrap();
 }

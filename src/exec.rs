@@ -33,14 +33,18 @@ use crate::state::{Component, Journal, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
 use crate::verify::{random_picks, spread_offsets, verify_sectors, VerifyReport, RANDOM_SECTORS};
 
-/// Test-only crash injection: `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right
-/// after that step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`,
-/// `crypt`, `verify`, `escrow`, `mkfs`, `mount`.
+/// Test-only crash injection, compiled in only with the `test-hooks` feature (release builds
+/// never have it): `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that
+/// step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`, `crypt`,
+/// `verify`, `escrow`, `mkfs`, `mount`.
 pub fn crash_point(step: &str) {
+    #[cfg(feature = "test-hooks")]
     if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
         eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = step;
 }
 
 /// One live crypt mapping of the stack.
@@ -52,8 +56,9 @@ pub struct CryptMapping {
     pub backing: PathBuf,
     /// The live table as the kernel reports it, key elided.
     pub table: String,
-    /// `keyring` or `hex`.
-    pub key_loaded: &'static str,
+    /// `keyring`, `hex`, or `hex (fallback: <reason>)` when `--key-loading auto` found no
+    /// keyring support for dm-crypt in this kernel.
+    pub key_loaded: String,
     /// How many keys (segments) the mapping has.
     pub keys: usize,
     /// Every segment's first and last sector and random ones, each decrypted with its key.
@@ -314,6 +319,13 @@ impl<'a> Executor<'a> {
             },
         )?;
         crash_point("crypt");
+        if let KeyLoaded::HexFallback { reason } = &activation.key_loaded {
+            eprintln!(
+                "tosskey: warning: {name}: key loaded as hex, which the live table keeps and returns to any CAP_SYS_ADMIN process: {reason}"
+            );
+            self.journal.key_loading_fallback = Some(reason.to_string());
+            self.journals.save(&self.journal)?;
+        }
 
         let layout = SectorLayout {
             sector_size: SectorSize::try_from(u64::from(crypt.format.sector_size))?,
@@ -372,10 +384,7 @@ impl<'a> Executor<'a> {
                 node: activation.node,
                 backing: backing.to_path_buf(),
                 table: live_table,
-                key_loaded: match activation.key_loaded {
-                    KeyLoaded::Keyring { .. } => "keyring",
-                    KeyLoaded::Hex => "hex",
-                },
+                key_loaded: activation.key_loaded.to_string(),
                 keys: table.len(),
                 verification,
             },

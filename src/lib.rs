@@ -21,6 +21,7 @@ pub mod provision;
 pub mod recover;
 pub mod rollback;
 pub mod safety;
+pub mod shell;
 pub mod signature;
 pub mod state;
 pub mod sysfs;

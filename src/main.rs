@@ -164,13 +164,18 @@ fn render_outcome(outcome: &Outcome) -> String {
                 .map(|c| c.verification.checks.len())
                 .sum();
             let mut text = format!(
-                "{} ready: {} via {} on {}; {} key(s), at most {} bytes under one key; {checks} sectors verified against the userspace cipher; keys wiped from tosskey's memory{}\n",
+                "{} ready: {} via {} on {}; {} key(s), at most {} bytes under one key; {checks} sectors verified against the userspace cipher; {}{}\n",
                 report.chain.volume.display(),
                 report.plan.crypt.format.cipher,
-                report.stack.crypt.iter().map(|c| c.key_loaded).collect::<Vec<_>>().join("+"),
+                report.stack.crypt.iter().map(|c| c.key_loaded.as_str()).collect::<Vec<_>>().join("+"),
                 report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
                 report.plan.key_scope.keys,
                 report.plan.key_scope.largest_key_bytes,
+                if report.key_wiped_from_tosskey_memory {
+                    "keys wiped from tosskey's memory"
+                } else {
+                    "WARNING: tosskey's key memory did not read back as zeros"
+                },
                 report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
             );
             match &report.measurement {

@@ -1,7 +1,7 @@
 //! `tosskey provision`: devices → safety checks → plan → (RAID) → key → dm-crypt → verify →
 //! (escrow) → key wiped → (mkfs) → (mount), with rollback of everything this run built.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -19,7 +19,7 @@ use crate::exec::{crash_point, teardown, BuiltStack, Executor};
 use crate::facilities::KernelFacilities;
 use crate::harden::Hardening;
 use crate::measure::{self, MeasurementOutcome, Measurer};
-use crate::plan::{derive, Plan};
+use crate::plan::{derive, EscrowSettings, Plan};
 use crate::safety::{check_members, CheckOptions, CheckedDevice};
 use crate::state::{boot_id, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
@@ -75,6 +75,8 @@ pub struct Report {
     pub escrow_file: Option<PathBuf>,
     pub filesystem: Option<FilesystemReport>,
     pub hardening: Hardening,
+    /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
+    /// key read back as zeros and its memory was unmapped.
     pub key_wiped_from_tosskey_memory: bool,
     /// Kernel facilities found present or brought up (and the modules loaded) before
     /// anything was built.
@@ -112,6 +114,9 @@ pub fn provision(
             "tosskey: warning: --key-scope none puts each crypt mapping under one key however large; IEEE 1619 advises at most 2^36 blocks (1 TiB) per XTS key"
         );
     }
+    // Escrow inputs are checked before anything else: a wrong path must fail the run now,
+    // not after a volume was built (and rolled back).
+    let escrow_key = cfg.escrow.as_ref().map(read_escrow_inputs).transpose()?;
     let boot = boot_id(&env.root.proc)?;
     let mut kernel = KernelFacilities::host()?;
     if !cfg.dry_run {
@@ -120,6 +125,10 @@ pub fn provision(
         if let Some(done) = converge_previous_run(cfg, env)? {
             return Ok(done);
         }
+    }
+    // Only now, as an already provisioned volume keeps the escrow file it wrote.
+    if let Some(escrow) = &cfg.escrow {
+        refuse_existing_escrow_file(&escrow.file)?;
     }
     let paths = member_paths(cfg, env)?;
     let mut checked = check_members(
@@ -147,7 +156,15 @@ pub fn provision(
         measurer: measurer.as_mut(),
         unmeasured: measure::not_measured(cfg.measure_pcr),
     };
-    let report = execute(&mut run, &env.root, &plan, hardening, measured, started_at);
+    let report = execute(
+        &mut run,
+        &env.root,
+        &plan,
+        escrow_key.as_ref(),
+        hardening,
+        measured,
+        started_at,
+    );
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))
 }
@@ -158,11 +175,13 @@ struct Measured<'m> {
     unmeasured: MeasurementOutcome,
 }
 
-/// Build the plan with fresh keys, escrow them, measure them, wipe them, format, mount.
+/// Build the plan with fresh keys, escrow them (to `escrow_key`, read when the run started),
+/// measure them, wipe them, format, mount.
 fn execute(
     run: &mut Executor<'_>,
     root: &SystemRoot,
     plan: &Plan,
+    escrow_key: Option<&EscrowPublicKey>,
     hardening: Hardening,
     measured: Measured<'_>,
     started_at: String,
@@ -174,16 +193,8 @@ fn execute(
     )?;
     let built = run.build(plan, &keys)?;
 
-    let escrow_file = match &plan.escrow {
-        Some(escrow) => {
-            let public_pem = std::fs::read_to_string(&escrow.public_key).with_context(|| {
-                format!(
-                    "reading the escrow public key {}",
-                    escrow.public_key.display()
-                )
-            })?;
-            let public_key = EscrowPublicKey::from_pem(&public_pem)
-                .with_context(|| format!("escrow public key {}", escrow.public_key.display()))?;
+    let escrow_file = match plan.escrow.as_ref().zip(escrow_key) {
+        Some((escrow, public_key)) => {
             let segments: Vec<(&str, KeySegment)> = plan
                 .keys
                 .iter()
@@ -198,7 +209,7 @@ fn execute(
                 })
                 .collect();
             let file = EscrowFile::seal_segments(
-                &public_key,
+                public_key,
                 &segments,
                 &keys,
                 escrow_metadata(plan, root)?,
@@ -220,8 +231,9 @@ fn execute(
         }
         None => measured.unmeasured,
     };
-    // The kernel holds the key(s) now; tosskey's copies are zeroized here.
-    drop(keys);
+    // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
+    // says what this wipe found.
+    let key_wiped_from_tosskey_memory = keys.wipe();
 
     let filesystem = match &plan.mkfs {
         Some(ext4) => {
@@ -272,7 +284,7 @@ fn execute(
         escrow_file,
         filesystem,
         hardening,
-        key_wiped_from_tosskey_memory: true,
+        key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
         measurement,
     })
@@ -329,6 +341,67 @@ fn converge_previous_run(cfg: &ProvisionConfig, env: &Environment) -> Result<Opt
             }))
         }
         None => Ok(None),
+    }
+}
+
+/// The escrow public key, read and checked, and the escrow file's directory checked: it
+/// exists, is a directory and this process may create files in it.
+fn read_escrow_inputs(escrow: &EscrowSettings) -> Result<EscrowPublicKey> {
+    let key = &escrow.public_key;
+    let public_pem = std::fs::read_to_string(key).map_err(|e| {
+        Error::Refused(format!(
+            "cannot read the escrow public key {}: {e}: check --escrow-key",
+            key.display()
+        ))
+    })?;
+    let public_key = EscrowPublicKey::from_pem(&public_pem).map_err(|e| {
+        Error::Refused(format!(
+            "the escrow public key {} is unusable: {e}: check --escrow-key",
+            key.display()
+        ))
+    })?;
+    let file = &escrow.file;
+    if file.file_name().is_none() {
+        return Err(Error::Refused(format!(
+            "the escrow file {} does not name a file: check --escrow-file",
+            file.display()
+        )));
+    }
+    let dir = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let unusable = |why: String| {
+        Error::Refused(format!(
+            "the escrow file's directory {} {why}: create it or choose another --escrow-file",
+            dir.display()
+        ))
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(unusable("is not a directory".into())),
+        Err(e) => return Err(unusable(format!("cannot be used: {e}"))),
+    }
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| unusable(format!("is not writable: {e}")))?;
+    Ok(public_key)
+}
+
+/// tosskey never overwrites an escrow file: one that exists fails the run before it builds.
+fn refuse_existing_escrow_file(file: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(_) => Err(Error::Refused(format!(
+            "the escrow file {} exists already and tosskey never overwrites one: move it away or choose another --escrow-file",
+            file.display()
+        ))),
+        Err(e) => Err(Error::Refused(format!(
+            "cannot check the escrow file {}: {e}: choose another --escrow-file",
+            file.display()
+        ))),
     }
 }
 

@@ -204,9 +204,27 @@ pub fn escrow_decrypt(
             .map(|i| PathBuf::from(format!("{}.{i}", key_out.display())))
             .collect()
     };
-    for (index, file) in key_files.iter().enumerate() {
-        keys.write_key_file(index, file)
-            .with_context(|| format!("writing {}", file.display()))?;
-    }
+    write_key_files(&keys, &key_files)?;
     Ok(render::stock_commands(&plan, &key_files)?)
+}
+
+/// Key `i` to `files[i]`, each a new file; if one cannot be written, the ones this call
+/// wrote are removed again, so a failed run leaves no key on disk.
+fn write_key_files(keys: &KeyArena, files: &[PathBuf]) -> Result<()> {
+    for (index, file) in files.iter().enumerate() {
+        if let Err(error) = keys.write_key_file(index, file) {
+            for written in &files[..index] {
+                if let Err(remove) = std::fs::remove_file(written) {
+                    eprintln!(
+                        "tosskey: could not remove the key file {} after the failure: {remove}: remove it yourself",
+                        written.display()
+                    );
+                }
+            }
+            return Err(anyhow::Error::new(error)
+                .context(format!("writing {}", file.display()))
+                .into());
+        }
+    }
+    Ok(())
 }

@@ -48,6 +48,10 @@ pub struct Journal {
     /// What `--measure-pcr` extended, per crypt node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<VolumeMeasurement>,
+    /// Why `--key-loading auto` loaded hex keys (no keyring support for dm-crypt), for
+    /// `status`; `None` when it did not fall back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_loading_fallback: Option<String>,
 }
 
 impl Journal {
@@ -60,6 +64,7 @@ impl Journal {
             built: Vec::new(),
             mount: None,
             measurements: Vec::new(),
+            key_loading_fallback: None,
         }
     }
 }

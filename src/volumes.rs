@@ -53,6 +53,9 @@ pub struct VolumeStatus {
     pub key_scope: KeyScope,
     /// What `provision --measure-pcr` extended (empty when not asked).
     pub measurements: Vec<VolumeMeasurement>,
+    /// Why `--key-loading auto` put hex keys in the tables (from the journal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_loading_fallback: Option<String>,
 }
 
 /// A node that exists: the plan's [`Node`], read back, and its state in the kernel.
@@ -107,6 +110,7 @@ impl VolumeStatus {
                 largest_key_bytes: 0,
             },
             measurements: journal.map(|j| j.measurements.clone()).unwrap_or_default(),
+            key_loading_fallback: journal.and_then(|j| j.key_loading_fallback.clone()),
         }
     }
 

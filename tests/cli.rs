@@ -109,3 +109,89 @@ fn mkfs_formats_an_image_file() {
         String::from_utf8_lossy(&fsck.stdout)
     );
 }
+
+#[test]
+fn the_crash_hook_exists_only_with_the_test_hooks_feature() {
+    // Release builds enable no feature: their binary must not even carry the hook's name.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_tosskey")).unwrap();
+    let has_hook = memchr::memmem::find(&binary, b"TOSSKEY_TEST_CRASH_AFTER").is_some();
+    assert_eq!(has_hook, cfg!(feature = "test-hooks"));
+}
+
+#[test]
+fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
+    let dir = tempfile::tempdir().unwrap();
+    // The member is an image file, which the device checks refuse ("not a block device"):
+    // the escrow inputs must be refused first, with and without --dry-run (which, unlike a
+    // dry run, starts with device-mapper).
+    let image = dir.path().join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let existing = dir.path().join("escrow-exists");
+    std::fs::write(&existing, "{}").unwrap();
+    let (public, _) = common::escrow_test_keys();
+    let public = public.to_str().unwrap();
+    let missing_dir = dir.path().join("no-such-dir/escrow");
+    let cases: [(&[&str], &str, bool); 4] = [
+        (
+            &["--escrow-key", "/nonexistent/escrow.pub.pem"],
+            "cannot read the escrow public key /nonexistent/escrow.pub.pem",
+            true,
+        ),
+        (
+            &["--escrow-key", garbage.to_str().unwrap()],
+            "garbage.pem is unusable",
+            true,
+        ),
+        (
+            &[
+                "--escrow-key",
+                public,
+                "--escrow-file",
+                missing_dir.to_str().unwrap(),
+            ],
+            "no-such-dir cannot be used",
+            true,
+        ),
+        // Only a dry run reaches this check without root: a real run checks it once it knows
+        // the volume is not already provisioned (which keeps its escrow file).
+        (
+            &[
+                "--escrow-key",
+                public,
+                "--escrow-file",
+                existing.to_str().unwrap(),
+            ],
+            "escrow-exists exists already",
+            false,
+        ),
+    ];
+    for (escrow_args, message, also_real_run) in cases {
+        let mut args = vec!["provision", image.to_str().unwrap(), "--dry-run"];
+        args.extend_from_slice(escrow_args);
+        tosskey(&args).fails_with(3, message);
+        if also_real_run {
+            args.retain(|a| *a != "--dry-run");
+            tosskey(&args).fails_with(3, message);
+        }
+    }
+    // Same inputs made good: the image is what is refused now.
+    tosskey(&[
+        "provision",
+        image.to_str().unwrap(),
+        "--dry-run",
+        "--escrow-key",
+        public,
+        "--escrow-file",
+        dir.path().join("escrow-new").to_str().unwrap(),
+    ])
+    .fails_with(3, "not a block device");
+}

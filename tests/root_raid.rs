@@ -340,6 +340,8 @@ fn bad_member_lists_are_refused_and_nothing_is_written() {
         .contains("no tosskey volumes"));
 }
 
+// TOSSKEY_TEST_CRASH_AFTER exists only with the test-hooks feature (scripts/vm-test enables it).
+#[cfg(feature = "test-hooks")]
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn crash_after_assembly_converges() {

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use common::{contains, escrow_test_keys, tosskey, tosskey_env};
+use common::{contains, escrow_test_keys, tosskey};
 use tosskey_testkit::{virtio_disks, zero_range, LoopDevice};
 
 /// A volume that is closed (and its disks' heads wiped) when the test ends, pass or fail.
@@ -484,13 +484,15 @@ fn shred_wipes_the_key_while_the_machine_runs() {
     assert!(!contains(&raw, &plaintext[..32]));
 }
 
+// TOSSKEY_TEST_CRASH_AFTER exists only with the test-hooks feature (scripts/vm-test enables it).
+#[cfg(feature = "test-hooks")]
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn crash_after_any_step_converges_on_rerun() {
     let vdb = disk(1);
     let _cleanup = Volume::new("t-crash", &[&vdb]);
     for step in ["journal", "crypt", "verify", "mkfs", "mount"] {
-        let crashed = tosskey_env(
+        let crashed = common::tosskey_env(
             &[
                 "provision",
                 vdb.to_str().unwrap(),

@@ -249,6 +249,12 @@ impl KeyArena {
     pub fn locked_bytes(&self) -> usize {
         self.pages.as_slice().len()
     }
+
+    /// Zeroizes every key and unmaps their memory now; true when the memory read back as
+    /// zeros and was unmapped (dropping the arena does the same without saying).
+    pub fn wipe(self) -> bool {
+        self.pages.wipe()
+    }
 }
 
 impl fmt::Debug for KeyArena {

@@ -77,16 +77,36 @@ impl LockedPages {
         // SAFETY: as in `as_slice`; the exclusive borrow of self makes this the only access.
         unsafe { std::slice::from_raw_parts_mut(self.start.as_ptr(), self.len) }
     }
+
+    /// Zeroizes and unmaps the memory now, returning whether every byte read back as zero
+    /// before the unmap and the unmap succeeded: what a report may call "wiped" (dropping
+    /// does the same silently).
+    pub(crate) fn wipe(self) -> bool {
+        std::mem::ManuallyDrop::new(self).zeroize_and_unmap()
+    }
+
+    /// The one teardown, for [`Self::wipe`] and `Drop`; self must not be used afterwards.
+    fn zeroize_and_unmap(&mut self) -> bool {
+        let slice = self.as_mut_slice();
+        slice.zeroize();
+        // SAFETY: each pointer is to a byte of the live mapping borrowed above; volatile so
+        // the check reads memory instead of the value the compiler knows was just written.
+        let zeroed = slice
+            .iter()
+            .all(|byte| unsafe { std::ptr::read_volatile(byte) } == 0);
+        // SAFETY: the mapping was made by `new` with this address and length and no slice of
+        // it outlives this call (callers never touch self again). munmap also ends the lock
+        // and the dump exclusion.
+        let unmapped =
+            unsafe { libc::munmap(self.start.as_ptr().cast::<libc::c_void>(), self.len) } == 0;
+        zeroed && unmapped
+    }
 }
 
 impl Drop for LockedPages {
     fn drop(&mut self) {
-        self.as_mut_slice().zeroize();
-        // SAFETY: the mapping was made by `new` with this address and length and no slice of
-        // it outlives self. munmap also ends the lock and the dump exclusion.
-        unsafe {
-            libc::munmap(self.start.as_ptr().cast::<libc::c_void>(), self.len);
-        }
+        // Best effort: `wipe` is the way that reports.
+        let _ = self.zeroize_and_unmap();
     }
 }
 

@@ -211,3 +211,10 @@ fn three_hundred_keys_share_one_locked_undumpable_mapping_of_five_pages() {
     assert!(arena.iter().all(|k| k[..32] != k[32..]));
     assert_eq!(format!("{arena:?}"), "KeyArena(<300 keys of 512 bits>)");
 }
+
+#[test]
+fn wiping_an_arena_says_whether_its_memory_was_zeroed_and_unmapped() {
+    let arena = KeyArena::generate(KeySize::Bits512, 3).unwrap();
+    assert!(arena.iter().all(|key| key.iter().any(|&b| b != 0)));
+    assert!(arena.wipe());
+}

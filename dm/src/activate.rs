@@ -17,8 +17,8 @@ pub enum KeyLoading {
     Keyring,
     /// As hex in the table (zeroizing buffer, `DM_SECURE_DATA_FLAG`).
     Hex,
-    /// Keyring, falling back to hex when the kernel cannot (no keyring support, `ENOKEY`,
-    /// `EINVAL` for the keyring syntax on kernels before 4.10).
+    /// Keyring, falling back to hex only when the kernel has no keyring support for dm-crypt
+    /// (see [`no_keyring_support`]); any other keyring or table-load failure is an error.
     Auto,
 }
 
@@ -29,6 +29,78 @@ pub enum KeyLoaded {
     Keyring { descriptions: Vec<String> },
     /// As hex in the table: TABLE_STATUS can return it, [`DmControl::table`] elides it.
     Hex,
+    /// As hex because [`KeyLoading::Auto`] found no keyring support for dm-crypt.
+    HexFallback { reason: NoKeyringSupport },
+}
+
+impl std::fmt::Display for KeyLoaded {
+    /// `keyring`, `hex` or `hex (fallback: <reason>)`: the words reports and `status` use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyLoaded::Keyring { .. } => f.write_str("keyring"),
+            KeyLoaded::Hex => f.write_str("hex"),
+            KeyLoaded::HexFallback { reason } => write!(f, "hex (fallback: {reason})"),
+        }
+    }
+}
+
+/// Why this kernel cannot hand dm-crypt a keyring key: the only reasons
+/// [`KeyLoading::Auto`] loads hex instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoKeyringSupport {
+    /// The crypt target predates keyring keys (dm-crypt 1.15.0, Linux 4.10): it would
+    /// take `:<bytes>:logon:<description>` for a hex key and refuse it.
+    #[error("dm-crypt target {}.{}.{} predates keyring keys (1.15.0, Linux 4.10)", .version.0, .version.1, .version.2)]
+    CryptTargetTooOld { version: (u32, u32, u32) },
+    /// `add_key("logon", …)` failed with `ENOSYS` (kernel built without `CONFIG_KEYS`) or
+    /// `ENODEV` (no `logon` key type).
+    #[error("the kernel has no logon keys (add_key: {})", std::io::Error::from_raw_os_error(*.errno))]
+    NoLogonKeys { errno: i32 },
+}
+
+/// The first dm-crypt version that takes keyring keys.
+pub const CRYPT_KEYRING_VERSION: (u32, u32, u32) = (1, 15, 0);
+
+/// The one test of "this kernel has no keyring support for dm-crypt", on what
+/// [`KeyLoading::Auto`] saw: the crypt target's version (`None` when the kernel could not
+/// say) and, once keys were added, the keyring path's error. Only a crypt target older than
+/// [`CRYPT_KEYRING_VERSION`] or `add_key` failing with `ENOSYS`/`ENODEV` qualifies; every
+/// other error (a quota, a seccomp `EPERM`, any TABLE_LOAD failure) is not a reason to put
+/// the key in the table.
+pub fn no_keyring_support(
+    crypt_version: Option<(u32, u32, u32)>,
+    keyring_error: Option<&Error>,
+) -> Option<NoKeyringSupport> {
+    if let Some(version) = crypt_version.filter(|v| *v < CRYPT_KEYRING_VERSION) {
+        return Some(NoKeyringSupport::CryptTargetTooOld { version });
+    }
+    match keyring_error? {
+        Error::Keyring {
+            action: "add",
+            source,
+            ..
+        } => match source.raw_os_error() {
+            Some(errno @ (libc::ENOSYS | libc::ENODEV)) => {
+                Some(NoKeyringSupport::NoLogonKeys { errno })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The loaded crypt target's version: DM_GET_TARGET_VERSION (Linux 5.4+), else its
+/// DM_LIST_VERSIONS entry; `None` when neither says (the target is not loaded yet).
+fn crypt_target_version(dm: &DmControl) -> Option<(u32, u32, u32)> {
+    match dm.target_version("crypt") {
+        Ok(target) => Some(target.version),
+        Err(_) => dm
+            .target_versions()
+            .ok()?
+            .into_iter()
+            .find(|target| target.name == "crypt")
+            .map(|target| target.version),
+    }
 }
 
 /// A live crypt mapping made by [`activate_crypt`] or [`activate_crypt_table`].
@@ -141,11 +213,32 @@ pub fn load_crypt_segments(
     match loading {
         KeyLoading::Keyring => load_with_keyring(dm, name, table, keys),
         KeyLoading::Hex => load_with_hex(dm, name, table, keys),
-        KeyLoading::Auto => match load_with_keyring(dm, name, table, keys) {
-            Err(err) if keyring_unusable(&err) => load_with_hex(dm, name, table, keys),
-            other => other,
-        },
+        KeyLoading::Auto => {
+            let crypt_version = crypt_target_version(dm);
+            let keyring_error = match no_keyring_support(crypt_version, None) {
+                Some(reason) => return load_with_hex_fallback(dm, name, table, keys, reason),
+                None => match load_with_keyring(dm, name, table, keys) {
+                    Err(err) => err,
+                    loaded => return loaded,
+                },
+            };
+            match no_keyring_support(crypt_version, Some(&keyring_error)) {
+                Some(reason) => load_with_hex_fallback(dm, name, table, keys, reason),
+                None => Err(keyring_error),
+            }
+        }
     }
+}
+
+fn load_with_hex_fallback(
+    dm: &DmControl,
+    name: &DmName,
+    table: &CryptTable,
+    keys: &[&[u8]],
+    reason: NoKeyringSupport,
+) -> Result<KeyLoaded, Error> {
+    load_with_hex(dm, name, table, keys)?;
+    Ok(KeyLoaded::HexFallback { reason })
 }
 
 fn load_with_keyring(
@@ -192,28 +285,6 @@ fn load_with_hex(
     Ok(KeyLoaded::Hex)
 }
 
-/// Whether a keyring-path failure means "this kernel cannot take keyring keys" rather than a
-/// problem hex loading would hit too.
-fn keyring_unusable(err: &Error) -> bool {
-    match err {
-        Error::Keyring { .. } => true,
-        Error::Ioctl { command, .. } => {
-            *command == "DM_TABLE_LOAD"
-                && matches!(
-                    err.errno(),
-                    Some(
-                        libc::ENOKEY
-                            | libc::EINVAL
-                            | libc::EKEYREVOKED
-                            | libc::EKEYREJECTED
-                            | libc::EOPNOTSUPP
-                    )
-                )
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,21 +307,82 @@ mod tests {
     }
 
     #[test]
-    fn auto_falls_back_only_for_keyring_problems() {
-        let ioctl = |command: &'static str, errno| Error::Ioctl {
-            command,
+    fn auto_falls_back_only_without_keyring_support_for_dm_crypt() {
+        let keyring = |action, errno| Error::Keyring {
+            action,
+            description: "tosskey:x".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let ioctl = |errno| Error::Ioctl {
+            command: "DM_TABLE_LOAD",
             device: "x".into(),
             fix: "",
             source: std::io::Error::from_raw_os_error(errno),
         };
-        assert!(keyring_unusable(&ioctl("DM_TABLE_LOAD", libc::ENOKEY)));
-        assert!(keyring_unusable(&ioctl("DM_TABLE_LOAD", libc::EINVAL)));
-        assert!(!keyring_unusable(&ioctl("DM_TABLE_LOAD", libc::EBUSY)));
-        assert!(!keyring_unusable(&ioctl("DM_DEV_CREATE", libc::EINVAL)));
-        assert!(keyring_unusable(&Error::Keyring {
-            action: "add",
-            description: "tosskey:x".into(),
-            source: std::io::Error::from_raw_os_error(libc::ENOSYS),
-        }));
+        // Too old a crypt target decides before anything is tried.
+        assert_eq!(
+            no_keyring_support(Some((1, 14, 1)), None),
+            Some(NoKeyringSupport::CryptTargetTooOld {
+                version: (1, 14, 1)
+            })
+        );
+        assert_eq!(no_keyring_support(Some((1, 15, 0)), None), None);
+        assert_eq!(no_keyring_support(None, None), None);
+        // A kernel without keys or without the logon type.
+        for errno in [libc::ENOSYS, libc::ENODEV] {
+            assert_eq!(
+                no_keyring_support(Some((1, 24, 0)), Some(&keyring("add", errno))),
+                Some(NoKeyringSupport::NoLogonKeys { errno })
+            );
+        }
+        // Everything else is an error, never a reason to put the key in the table.
+        for errno in [libc::EDQUOT, libc::EPERM, libc::EACCES, libc::ENOMEM] {
+            assert_eq!(
+                no_keyring_support(Some((1, 24, 0)), Some(&keyring("add", errno))),
+                None
+            );
+        }
+        assert_eq!(
+            no_keyring_support(None, Some(&keyring("invalidate", libc::ENOSYS))),
+            None
+        );
+        for errno in [
+            libc::ENOKEY,
+            libc::EINVAL,
+            libc::EKEYREVOKED,
+            libc::EKEYREJECTED,
+            libc::EOPNOTSUPP,
+            libc::EBUSY,
+        ] {
+            assert_eq!(
+                no_keyring_support(Some((1, 24, 0)), Some(&ioctl(errno))),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn a_fallback_says_why_in_one_line() {
+        let loaded = KeyLoaded::HexFallback {
+            reason: NoKeyringSupport::NoLogonKeys {
+                errno: libc::ENOSYS,
+            },
+        };
+        let text = loaded.to_string();
+        assert!(
+            text.starts_with("hex (fallback: the kernel has no logon keys (add_key: "),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+        let old = KeyLoaded::HexFallback {
+            reason: NoKeyringSupport::CryptTargetTooOld {
+                version: (1, 14, 1),
+            },
+        };
+        assert_eq!(
+            old.to_string(),
+            "hex (fallback: dm-crypt target 1.14.1 predates keyring keys (1.15.0, Linux 4.10))"
+        );
+        assert_eq!(KeyLoaded::Hex.to_string(), "hex");
     }
 }

@@ -93,7 +93,8 @@ mod types;
 
 pub use activate::{
     activate_crypt, activate_crypt_table, keyring_description, load_crypt_segments,
-    load_crypt_table, segment_keyring_description, Activation, KeyLoaded, KeyLoading,
+    load_crypt_table, no_keyring_support, segment_keyring_description, Activation, KeyLoaded,
+    KeyLoading, NoKeyringSupport, CRYPT_KEYRING_VERSION,
 };
 pub use control::{
     describe_holders, DeviceInfo, DmControl, SecretTableEntry, TableEntry, TargetStatus,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{dev_of, hex, name, pattern, read_direct, report, test_key, write_direct, Cleanup};
 use tosskey_dm::{
     activate_crypt, CryptKeyField, CryptOptions, CryptTarget, DmControl, DmUuid, Error, KeyLoaded,
-    KeyLoading, LinearTarget, Sectors, StripeMember, StripedTarget, ELIDED_KEY,
+    KeyLoading, LinearTarget, NoKeyringSupport, Sectors, StripeMember, StripedTarget, ELIDED_KEY,
 };
 use tosskey_testkit::LoopDevice;
 
@@ -530,55 +530,110 @@ impl Drop for RootKeyQuota {
     }
 }
 
+/// Makes `add_key` fail with `ENOSYS` on the calling thread only (and threads it starts), as
+/// on a kernel built without `CONFIG_KEYS`: a seccomp filter, which cannot be removed, so
+/// the caller runs on a thread of its own. x86_64 syscall numbers (the guest's).
+#[allow(unsafe_code)]
+fn refuse_add_key_on_this_thread() {
+    const ADD_KEY: u32 = 248;
+    let errno = 0x0005_0000 | u32::try_from(libc::ENOSYS).unwrap(); // SECCOMP_RET_ERRNO
+    let filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // if A == add_key: next, else skip one
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: ADD_KEY,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: errno,
+        },
+        // SECCOMP_RET_ALLOW
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+    ];
+    let program = libc::sock_fprog {
+        len: 4,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: `program` points at `filter`, both alive for the call; the kernel copies the
+    // filter. Root holds CAP_SYS_ADMIN, so no_new_privs is not needed.
+    let installed = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    assert_eq!(installed, 0, "{}", std::io::Error::last_os_error());
+}
+
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
-fn auto_falls_back_to_hex_when_the_keyring_is_unusable() {
+fn auto_refuses_hex_on_a_keyring_error_and_falls_back_only_without_logon_keys() {
     let dm = DmControl::open().unwrap();
     let backing = LoopDevice::new(2 * MIB).unwrap();
     let n = name("tkdm-fallback");
     let _cleanup = Cleanup(vec![n.clone()]);
     let target = crypt_over("aes-xts-plain64", &backing);
+    let activate =
+        |loading| activate_crypt(&dm, &n, &uuid("fallback"), &target, &test_key(), loading);
     let data = pattern(4096);
     {
-        // No key may be added: add_key fails with EDQUOT, as under a keyring-less kernel or a
-        // seccomp filter that refuses add_key.
+        // No key may be added: add_key fails with EDQUOT. A keyring that refuses a key is
+        // not a kernel without keyring support: Auto fails as Keyring does, nothing is left.
         let _quota = RootKeyQuota::set("1");
-        let err = activate_crypt(
-            &dm,
-            &n,
-            &uuid("fallback"),
-            &target,
-            &test_key(),
-            KeyLoading::Keyring,
-        )
-        .unwrap_err();
-        report(&err.to_string());
-        assert!(matches!(err, Error::Keyring { .. }), "{err}");
-        assert!(!dm.list().unwrap().iter().any(|(listed, _)| *listed == n));
-
-        let activation = activate_crypt(
-            &dm,
-            &n,
-            &uuid("fallback"),
-            &target,
-            &test_key(),
-            KeyLoading::Auto,
-        )
-        .unwrap();
-        assert_eq!(activation.key_loaded, KeyLoaded::Hex);
-        write_direct(&activation.node, 0, &data);
-        dm.remove(&n).unwrap();
+        for loading in [KeyLoading::Keyring, KeyLoading::Auto] {
+            let err = activate(loading).unwrap_err();
+            report(&err.to_string());
+            assert!(matches!(err, Error::Keyring { .. }), "{loading:?}: {err}");
+            assert_eq!(err.errno(), Some(libc::EDQUOT), "{err}");
+            assert!(!dm.list().unwrap().iter().any(|(listed, _)| *listed == n));
+        }
     }
-    // Same key through the keyring once keys can be added again: same plaintext.
-    let activation = activate_crypt(
-        &dm,
-        &n,
-        &uuid("fallback"),
-        &target,
-        &test_key(),
-        KeyLoading::Keyring,
-    )
-    .unwrap();
+    // add_key answers ENOSYS, as without CONFIG_KEYS: Auto loads hex and says why.
+    let (loaded, table) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                refuse_add_key_on_this_thread();
+                let activation = activate(KeyLoading::Auto).unwrap();
+                write_direct(&activation.node, 0, &data);
+                let table = dm.table(&n).unwrap();
+                (activation.key_loaded, table)
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(
+        loaded,
+        KeyLoaded::HexFallback {
+            reason: NoKeyringSupport::NoLogonKeys {
+                errno: libc::ENOSYS
+            }
+        }
+    );
+    assert!(loaded
+        .to_string()
+        .starts_with("hex (fallback: the kernel has no logon keys"));
+    let crypt = table[0].crypt.as_ref().unwrap();
+    assert_eq!(crypt.key, CryptKeyField::Hex { bytes: 64 });
+    dm.remove(&n).unwrap();
+    // Same key through the keyring on this (unfiltered) thread: same plaintext.
+    let activation = activate(KeyLoading::Keyring).unwrap();
     assert_eq!(read_direct(&activation.node, 0, 4096), data);
     dm.remove(&n).unwrap();
 }

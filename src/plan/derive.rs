@@ -657,11 +657,11 @@ pub(crate) mod tests {
         let files: Vec<PathBuf> = (0..60).map(|i| PathBuf::from(format!("/k.{i}"))).collect();
         let commands = render::stock_commands(&plan, &files).unwrap();
         let crypt = commands.last().unwrap();
-        assert!(crypt.starts_with("printf '%s\\n' \"0 "), "{crypt}");
+        assert!(crypt.starts_with("printf '%s\\n' '0 "), "{crypt}");
         assert!(crypt.contains("| dmsetup create v "), "{crypt}");
         assert_eq!(crypt.matches("$(od -An -v -tx1 /k.").count(), 60);
         assert!(crypt.contains(&format!(
-            "\"{t} {t} crypt twofish-xts-plain64 $(od -An -v -tx1 /k.1 | tr -d ' \\n') {t} /dev/md/v {t} "
+            "'{t} {t} crypt twofish-xts-plain64 '\"$(od -An -v -tx1 /k.1 | tr -d ' \\n')\"' {t} /dev/md/v {t} "
         )), "{crypt}");
     }
 
@@ -826,7 +826,82 @@ pub(crate) mod tests {
         assert!(commands[2].starts_with("mdadm --build /dev/md/v --level=raid1 --assume-clean --raid-devices=2 /dev/mapper/v-m0 /dev/mapper/v-m1"), "{}", commands[2]);
         assert_eq!(
             commands[3],
-            "dmsetup create v --table \"0 524288 linear /dev/md/v 0\""
+            "dmsetup create v --table '0 524288 linear /dev/md/v 0'"
+        );
+    }
+
+    /// Runs `command` with `sh -c` in `dir`, with fake `cryptsetup`, `mdadm` and `dmsetup`
+    /// first in PATH that print their arguments NUL-terminated, then their standard input.
+    fn run_with_fake_tools(dir: &std::path::Path, command: &str) -> Vec<u8> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bin = dir.join("bin");
+        if !bin.exists() {
+            std::fs::create_dir(&bin).unwrap();
+            for tool in ["cryptsetup", "mdadm", "dmsetup"] {
+                let path = bin.join(tool);
+                std::fs::write(&path, "#!/bin/sh\nprintf '%s\\0' \"$@\"\ncat\n").unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let output = std::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(dir)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        output.stdout
+    }
+
+    #[test]
+    fn printed_commands_give_hostile_paths_to_the_tools_as_single_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let hostile = "k $(touch pwned) `touch pwned2` it's \"q\" $HOME\nx";
+        let keys_dir = dir.path().join(hostile);
+        std::fs::create_dir(&keys_dir).unwrap();
+        let key_files: Vec<PathBuf> = (0..3).map(|i| keys_dir.join(format!("k.{i}"))).collect();
+
+        // One key per mapping: cryptsetup gets the key file and member path as one word each.
+        let mut plan = plan(&["--layout", "per-disk", "--level", "raid1"], 2).unwrap();
+        plan.members[0].path = PathBuf::from("/dev/disk/by-id/a b;$(touch pwned)'");
+        let commands = render::stock_commands(&plan, &key_files[..2]).unwrap();
+        let args = run_with_fake_tools(dir.path(), &commands[0]);
+        let args: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+        let at = args.iter().position(|a| *a == b"--key-file").unwrap();
+        assert_eq!(args[at + 1], key_files[0].to_str().unwrap().as_bytes());
+        assert_eq!(args[args.len() - 3], b"/dev/disk/by-id/a b;$(touch pwned)'");
+        assert_eq!(args[args.len() - 2], b"v-m0");
+        for command in &commands[1..] {
+            run_with_fake_tools(dir.path(), command);
+        }
+
+        // Several keys: dmsetup reads one line per segment, each with its key file's bytes
+        // as hex in the key field.
+        let plan = plan_sized(&[], 1, 3 * TIB).unwrap();
+        assert_eq!(plan.keys.len(), 3);
+        for (i, file) in key_files.iter().enumerate() {
+            std::fs::write(file, [u8::try_from(i).unwrap() + 0xa0; 64]).unwrap();
+        }
+        let commands = render::stock_commands(&plan, &key_files).unwrap();
+        let printed = run_with_fake_tools(dir.path(), commands.last().unwrap());
+        let printed = String::from_utf8(printed).unwrap();
+        let (args, table) = printed.split_at(printed.rfind('\0').unwrap() + 1);
+        assert_eq!(args, "create\0v\0");
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        for (i, line) in lines.iter().enumerate() {
+            let key = format!("{:02x}", 0xa0 + i).repeat(64);
+            assert_eq!(line.split(' ').nth(4), Some(key.as_str()), "{line}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            2,
+            "the shell ran something it was given: {left:?}"
         );
     }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tosskey_dm::{DevId, KeyRef, Sectors};
 
 use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan, PlannedKey};
+use crate::shell::{self, quote};
 use crate::state::Stage;
 use crate::volumes::VolumeStatus;
 
@@ -114,7 +115,7 @@ pub fn join_lines(lines: Vec<String>) -> String {
 pub fn key_loading_words(loading: KeyLoading) -> &'static str {
     match loading {
         KeyLoading::Auto => {
-            "through the kernel keyring (hex in a wiped ioctl buffer if the keyring is unusable)"
+            "through the kernel keyring (hex in a wiped ioctl buffer only if the kernel has no keyring support for dm-crypt)"
         }
         KeyLoading::Keyring => "through the kernel keyring",
         KeyLoading::Hex => "as hex in a wiped ioctl buffer",
@@ -363,7 +364,7 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
                     out,
                     ", {}-byte sectors, key via {}",
                     crypt.format.sector_size,
-                    key_loading_name(crypt.key_loading)
+                    key_loading_word(crypt.key_loading, volume.key_loading_fallback.as_deref())
                 );
             }
             let _ = write!(out, ")");
@@ -398,16 +399,20 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
     out
 }
 
-fn key_loading_name(loading: KeyLoading) -> &'static str {
-    match loading {
-        KeyLoading::Auto => "auto",
-        KeyLoading::Keyring => "keyring",
-        KeyLoading::Hex => "hex",
+/// How a live table holds its keys, with the reason when `--key-loading auto` had to put
+/// them in the table as hex (the journal records it).
+fn key_loading_word(loading: KeyLoading, fallback: Option<&str>) -> String {
+    match (loading, fallback) {
+        (KeyLoading::Hex, Some(reason)) => format!("hex (fallback: {reason})"),
+        (KeyLoading::Auto, _) => "auto".to_owned(),
+        (KeyLoading::Keyring, _) => "keyring".to_owned(),
+        (KeyLoading::Hex, None) => "hex".to_owned(),
     }
 }
 
 /// The commands that rebuild the plan with stock tools, bottom first, given the raw key
-/// file of each key. Nothing they run writes to a member.
+/// file of each key. Nothing they run writes to a member. Every name, path and table in
+/// them is shell-quoted ([`crate::shell::quote`]): they are pasted into a root shell.
 pub fn stock_commands(
     plan: &Plan,
     key_files: &[PathBuf],
@@ -422,7 +427,7 @@ pub fn stock_commands(
                 members,
             } => format!(
                 "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",
-                stock_device(plan, DeviceRef::Node(index)),
+                quote(&stock_device(plan, DeviceRef::Node(index))),
                 md_level_name(*level),
                 match level {
                     super::MdLevel::Raid0 => format!(" --chunk={}K", chunk_bytes >> 10),
@@ -432,12 +437,12 @@ pub fn stock_commands(
                     super::MdLevel::Linear => String::new(),
                 },
                 members.len(),
-                members.iter().map(|d| device(*d)).collect::<Vec<_>>().join(" ")
+                shell::join(&members.iter().map(|d| device(*d)).collect::<Vec<_>>())
             ),
             NodeKind::Striped { .. } | NodeKind::Linear { .. } => format!(
-                "dmsetup create {} --table \"{}\"",
-                node.name,
-                table(plan, index, device)?.expect("dm nodes have a table")
+                "dmsetup create {} --table {}",
+                quote(&node.name),
+                quote(&table(plan, index, device)?.expect("dm nodes have a table"))
             ),
             NodeKind::Crypt { device: under, segments } => {
                 let Some(DmTarget::Crypt(table)) = plan.dm_target(index, |_| DevId::new(0, 0))?
@@ -453,7 +458,7 @@ pub fn stock_commands(
                         &device(*under),
                         &node.name,
                     );
-                    format!("cryptsetup {}", args.join(" "))
+                    format!("cryptsetup {}", shell::join(&args))
                 } else {
                     multi_key_command(plan, index, segments, key_files)?
                 }
@@ -467,7 +472,8 @@ pub fn stock_commands(
 /// plain takes one key per device, so the table is given whole, one line per segment, each
 /// line's key read from its key file as hex. The lines go to dmsetup's standard input
 /// (`--table` takes one line only) through the shell's `printf` builtin, so no key appears in
-/// a process's arguments.
+/// a process's arguments. Each line is one shell word: the quoted text before the key, the
+/// key's `"$(od … | tr …)"` (its file name quoted inside) and the quoted text after it.
 fn multi_key_command(
     plan: &Plan,
     index: usize,
@@ -480,18 +486,19 @@ fn multi_key_command(
         .split("; ")
         .zip(segments)
         .map(|(line, segment)| {
-            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            words[CRYPT_KEY_WORD] = format!(
-                "$(od -An -v -tx1 {} | tr -d ' \\n')",
-                key_files[segment.key].display()
-            );
-            format!("\"{}\"", words.join(" "))
+            let words: Vec<&str> = line.split(' ').collect();
+            format!(
+                "{}\"$(od -An -v -tx1 {} | tr -d ' \\n')\"{}",
+                quote(&format!("{} ", words[..CRYPT_KEY_WORD].join(" "))),
+                quote(&key_files[segment.key].display().to_string()),
+                quote(&format!(" {}", words[CRYPT_KEY_WORD + 1..].join(" "))),
+            )
         })
         .collect();
     Ok(format!(
         "printf '%s\\n' {} | dmsetup create {}   # {} keys, one crypt target each",
         lines.join(" "),
-        node.name,
+        quote(&node.name),
         segments.len()
     ))
 }
@@ -518,5 +525,18 @@ mod tests {
             text,
             "kernel facilities, brought up in this order:\n  md: would load md_mod\n  dm-crypt target: present\n"
         );
+    }
+
+    #[test]
+    fn status_says_why_keys_were_loaded_as_hex() {
+        use super::{key_loading_word, KeyLoading};
+        let reason =
+            "the kernel has no logon keys (add_key: Function not implemented (os error 38))";
+        assert_eq!(
+            key_loading_word(KeyLoading::Hex, Some(reason)),
+            format!("hex (fallback: {reason})")
+        );
+        assert_eq!(key_loading_word(KeyLoading::Hex, None), "hex");
+        assert_eq!(key_loading_word(KeyLoading::Keyring, None), "keyring");
     }
 }

@@ -16,11 +16,17 @@
 //! - **Wrong key vs tampering**: the file records the SHA-256 of the recipient's
 //!   SubjectPublicKeyInfo, so a private key of another pair is reported as such before any
 //!   decryption is attempted.
-//! - **Side channels**: `open` runs RSA decryption, which should only ever run offline on
-//!   an operator's machine, never as a network-reachable oracle. The rsa crate 0.10 moved to
-//!   constant-time `crypto-bigint` arithmetic and advises 0.10 against the Marvin timing
-//!   attack (RUSTSEC-2023-0071, which affected ≤ 0.9) and uses random blinding on top;
-//!   running offline makes a timing oracle moot either way.
+//! - **Side channels**: `open` runs RSA decryption, which only ever runs offline on an
+//!   operator's machine (`escrow decrypt`, `recover`), never as a network-reachable oracle.
+//!   RUSTSEC-2023-0071 (Marvin timing attack) lists *no* patched `rsa` version: the
+//!   advisory-db entry (last change seen 2026-04-25, still `patched = []` after
+//!   rustsec/advisory-db#3208 of 2026-09-12, which names 0.10.0-rc.18 as affected) flags
+//!   every version, 0.10.0 included. What 0.10.0 itself does (its CHANGELOG and
+//!   `src/private_key.rs`): constant-time `crypto-bigint` modular exponentiation, and
+//!   `RsaPrivateKey::decrypt`, which this module calls, blinds with the OS RNG (the default
+//!   `getrandom` feature). The attack needs many decryptions of chosen ciphertexts, timed by
+//!   the attacker: an operator decrypting one escrow file offline is not such an oracle. The
+//!   README's security model says the same.
 //! - **Key scope** (format version 2): one key per segment of a mapping, each recorded with
 //!   its range (`start_sector`, `sectors`) and sealed with that range in its label; up to
 //!   1024 keys per file. Version 1 files (one key per mapping) are still read.

@@ -1,0 +1,87 @@
+//! `tosskey escrow decrypt` on the host (no kernel needed): the key files it writes, and
+//! what it leaves behind when it fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{escrow_decrypt, escrow_test_keys};
+use tosskey_crypto::escrow::{
+    Assembly, EscrowCrypt, EscrowMember, EscrowPublicKey, KeySegment, Layout,
+};
+use tosskey_crypto::{CipherSpec, EscrowFile, EscrowMetadata, KeyArena, KeySize};
+
+const TIB_SECTORS: u64 = (1 << 40) / 512;
+
+/// An escrow file (sealed to the test key) of one 2 TiB disk under two 1 TiB keys.
+fn two_key_escrow(dir: &Path) -> (PathBuf, KeyArena) {
+    let (public, _) = escrow_test_keys();
+    let public = EscrowPublicKey::from_pem(&std::fs::read_to_string(public).unwrap()).unwrap();
+    let metadata = EscrowMetadata {
+        name: "ephemeral".into(),
+        hostname: "host".into(),
+        created_at: "2026-12-03T12:00:00Z".into(),
+        crypt: EscrowCrypt {
+            cipher: CipherSpec::default(),
+            key_bits: 512,
+            sector_size: 4096,
+            iv_large_sectors: false,
+            iv_offset: 0,
+            data_offset: 0,
+        },
+        assembly: Assembly::Single,
+        layout: Layout::Shared,
+        members: vec![EscrowMember {
+            identity: "SERIAL0".into(),
+            size_bytes: 2 << 40,
+            path_at_creation: PathBuf::from("/dev/nvme1n1"),
+        }],
+    };
+    let segments: Vec<(&str, KeySegment)> = (0..2)
+        .map(|i| {
+            (
+                "ephemeral",
+                KeySegment {
+                    start_sector: i * TIB_SECTORS,
+                    sectors: TIB_SECTORS,
+                },
+            )
+        })
+        .collect();
+    let keys = KeyArena::generate(KeySize::Bits512, 2).unwrap();
+    let file = EscrowFile::seal_segments(&public, &segments, &keys, metadata).unwrap();
+    let path = dir.join("escrow.json");
+    file.write_atomic(&path, false).unwrap();
+    (path, keys)
+}
+
+#[test]
+fn two_keys_are_written_to_two_files_and_a_failure_leaves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (escrow, keys) = two_key_escrow(dir.path());
+    let (_, private) = escrow_test_keys();
+    let out = dir.path().join("vol.key");
+    let out = out.to_str().unwrap();
+
+    // Key file 1 exists already: key file 0 was written first and must go again.
+    std::fs::write(format!("{out}.1"), b"not mine").unwrap();
+    let run = escrow_decrypt(escrow.to_str().unwrap(), &private, out);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("vol.key.1"), "{}", run.stderr);
+    assert!(
+        !Path::new(&format!("{out}.0")).exists(),
+        "a partial key file was left behind"
+    );
+    assert_eq!(std::fs::read(format!("{out}.1")).unwrap(), b"not mine");
+
+    std::fs::remove_file(format!("{out}.1")).unwrap();
+    let run = escrow_decrypt(escrow.to_str().unwrap(), &private, out).ok();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(std::fs::read(format!("{out}.{i}")).unwrap(), key);
+    }
+    assert!(
+        run.stdout.contains("| dmsetup create ephemeral"),
+        "{}",
+        run.stdout
+    );
+}

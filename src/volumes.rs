@@ -101,7 +101,7 @@ pub fn status(env: &Environment, name: Option<&str>) -> Result<Vec<VolumeStatus>
         volumes.retain(|v| v.name == name);
         if volumes.is_empty() {
             return Err(Error::Refused(format!(
-                "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+                "no tosskey volume named {name} in this boot; `tosskey status` lists them"
             )));
         }
     }
@@ -217,7 +217,7 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
 fn journal_for(env: &Environment, name: &str) -> Result<Journal> {
     env.journals.load(name)?.ok_or_else(|| {
         Error::Refused(format!(
-            "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+            "no tosskey volume named {name} in this boot; `tosskey status` lists them"
         ))
     })
 }

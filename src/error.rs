@@ -6,7 +6,7 @@
 //! | 0 | success (including "already provisioned, nothing changed") |
 //! | 1 | the operation failed; what this run built was rolled back (a kernel facility that cannot be brought up fails here, before anything is built) |
 //! | 2 | usage error (bad flags or values) |
-//! | 3 | refused by a safety check, or `--measure-pcr N` with no usable TPM: nothing was written |
+//! | 3 | refused by a safety check, `--measure-pcr N` with no usable TPM, or a setuid/setgid run: nothing was written |
 //! | 4 | verification mismatch: the kernel does not encrypt as claimed; the mapping was removed |
 //! | 5 | rollback incomplete: something built could not be removed (the message lists it) |
 
@@ -32,8 +32,11 @@ pub enum Error {
         mismatched: usize,
         checked: usize,
     },
+    /// A failure after which everything the run built was removed again.
+    #[error("{}", render(self))]
+    RolledBack { failure: Box<Error> },
     /// A failure whose rollback could not remove everything.
-    #[error("{}; rollback left behind: {} — remove them by hand (tosskey close NAME)", render(.failure), .leftovers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    #[error("{}", render(self))]
     RollbackIncomplete {
         failure: Box<Error>,
         leftovers: Vec<Leftover>,
@@ -56,6 +59,7 @@ impl Error {
             Error::Usage(_) => USAGE,
             Error::Refused(_) | Error::Safety(_) => REFUSED,
             Error::VerifyMismatch { .. } => VERIFY_MISMATCH,
+            Error::RolledBack { failure } => failure.exit_code(),
             Error::RollbackIncomplete { .. } => ROLLBACK_INCOMPLETE,
             Error::Failed(_) => FAILED,
         }
@@ -98,31 +102,112 @@ failed_from!(
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The error on one line, each cause said once: a cause whose text its parent already
-/// includes (`"opening X: <cause>"`) is not repeated.
+/// What a rolled-back run says when a disk returned I/O errors: the steps the failed
+/// operation would suggest (format again, retry) cannot help while a disk fails writes.
+const IO_ERROR_FIX: &str = "a disk under the volume returned I/O errors (EIO): check the members (dmesg, SMART) and replace or leave out the failing one";
+
+/// The error on one line, `<what failed>: <cause>; <what to do>`, each cause said once and
+/// each fix said once.
+///
+/// Every level of an error chain is one message; by convention a message puts its advice
+/// after `"; "` (`"cannot open X; give an existing device"`). The levels' statements are
+/// joined outermost first with `": "`, a level whose text an outer one already includes
+/// (`"opening X: <cause>"`) is left out, and the advice of all levels follows at the end.
 pub fn render(error: &Error) -> String {
-    match error {
-        Error::Failed(error) => chain(error.chain()),
-        Error::Safety(error) => chain(std::iter::successors(
-            Some(error as &(dyn std::error::Error + 'static)),
-            |e| e.source(),
-        )),
-        other => other.to_string(),
+    Line::of(error).to_string()
+}
+
+/// [`render`] for an error that is not (yet) a command's [`Error`], such as a failed undo step.
+pub fn render_chain(error: &anyhow::Error) -> String {
+    Line::of_chain(error.chain()).to_string()
+}
+
+/// An error's statements (outermost first) and the advice that follows them.
+#[derive(Default)]
+struct Line {
+    statements: Vec<String>,
+    fixes: Vec<String>,
+    /// Whether the chain holds an `EIO`: the device, not the operation, is what failed.
+    io_error: bool,
+}
+
+impl Line {
+    fn of(error: &Error) -> Line {
+        match error {
+            Error::Failed(error) => Line::of_chain(error.chain()),
+            Error::Safety(error) => Line::of_chain(std::iter::successors(
+                Some(error as &(dyn std::error::Error + 'static)),
+                |e| e.source(),
+            )),
+            Error::RolledBack { failure } => {
+                Line::of(failure).rolled_back("the run was rolled back and nothing it built is left".to_owned())
+            }
+            Error::RollbackIncomplete { failure, leftovers } => Line::of(failure).rolled_back(format!(
+                "the run was rolled back but left behind: {}; remove them by hand (tosskey close NAME)",
+                leftovers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )),
+            other => Line::of_chain(std::iter::once(other as &(dyn std::error::Error + 'static))),
+        }
+    }
+
+    fn of_chain<'a>(causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> Line {
+        let mut line = Line::default();
+        let mut said = String::new();
+        for cause in causes {
+            line.io_error |= is_eio(cause);
+            let text = cause.to_string();
+            if said.contains(&text) {
+                continue;
+            }
+            said.push_str(&text);
+            said.push('\n');
+            let (statement, fix) = match text.split_once("; ") {
+                Some((statement, fix)) => (statement, Some(fix)),
+                None => (text.as_str(), None),
+            };
+            line.statements.push(statement.to_owned());
+            if let Some(fix) = fix {
+                line.add_fix(fix.to_owned());
+            }
+        }
+        line
+    }
+
+    /// The run was undone: say so before any advice, and when a disk failed, point at it
+    /// instead of at steps of the undone operation.
+    fn rolled_back(mut self, what_is_left: String) -> Line {
+        if self.io_error {
+            self.fixes = vec![IO_ERROR_FIX.to_owned()];
+        }
+        self.fixes.insert(0, what_is_left);
+        self
+    }
+
+    fn add_fix(&mut self, fix: String) {
+        if !self.fixes.contains(&fix) {
+            self.fixes.push(fix);
+        }
     }
 }
 
-fn chain<'a>(causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
-    let mut line = String::new();
-    for cause in causes {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.statements.join(": "))?;
+        for fix in &self.fixes {
+            write!(f, "; {fix}")?;
         }
+        Ok(())
     }
-    line
+}
+
+fn is_eio(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let eio = Some(libc::EIO);
+    cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.raw_os_error() == eio)
+        || cause
+            .downcast_ref::<nix::errno::Errno>()
+            .is_some_and(|errno| Some(*errno as i32) == eio)
 }
 
 #[cfg(test)]
@@ -157,6 +242,18 @@ mod tests {
         assert_eq!(Error::from(plain).exit_code(), FAILED);
     }
 
+    /// No statement or fix of a rendered line appears twice, and it is one line.
+    fn assert_said_once(line: &str) {
+        assert_eq!(line.lines().count(), 1, "not one line: {line}");
+        let parts: Vec<&str> = line.split(": ").flat_map(|p| p.split("; ")).collect();
+        for (index, part) in parts.iter().enumerate() {
+            assert!(
+                !parts[..index].contains(part),
+                "{part:?} said twice in: {line}"
+            );
+        }
+    }
+
     #[test]
     fn a_cause_already_in_its_parent_is_said_once() {
         let io = std::io::Error::other("EBUSY");
@@ -165,5 +262,99 @@ mod tests {
             .context("closing x")
             .into();
         assert_eq!(render(&error), "closing x: removing dm mapping x: EBUSY");
+    }
+
+    #[test]
+    fn the_os_error_is_said_once_and_the_fix_comes_after_it() {
+        // The dm crate's own error includes its source and its fix.
+        let control = tosskey_dm::Error::ControlOpen {
+            path: "/dev/mapper/control".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        let line = render(&control.into());
+        assert_eq!(
+            line,
+            "cannot open the device-mapper control node /dev/mapper/control: Permission denied (os error 13); run as root with the dm_mod kernel module loaded (modprobe dm_mod)"
+        );
+        // A context that carries advice: the cause goes before it.
+        let error: Error = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT))
+            .context("/dev/ram0: no such RAM disk; load brd")
+            .into();
+        assert_eq!(
+            render(&error),
+            "/dev/ram0: no such RAM disk: No such file or directory (os error 2); load brd"
+        );
+    }
+
+    /// The failure the issue quotes: formatting fails because the disk fails writes, and
+    /// provision rolled everything back.
+    fn format_failed_on_eio() -> Error {
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        anyhow::Error::new(tosskey_ext4::Error::Io {
+            action: "sync",
+            target: "/dev/mapper/fw".into(),
+            source: eio,
+        })
+        .context("formatting /dev/mapper/fw")
+        .into()
+    }
+
+    #[test]
+    fn a_rolled_back_run_says_so_and_points_at_the_failing_disk() {
+        let error = Error::RolledBack {
+            failure: Box::new(format_failed_on_eio()),
+        };
+        assert_eq!(error.exit_code(), FAILED);
+        assert_eq!(
+            render(&error),
+            "formatting /dev/mapper/fw: cannot sync /dev/mapper/fw: Input/output error (os error 5); the run was rolled back and nothing it built is left; a disk under the volume returned I/O errors (EIO): check the members (dmesg, SMART) and replace or leave out the failing one"
+        );
+        // Without an I/O error the failed step's own advice stays.
+        let other = Error::RolledBack {
+            failure: Box::new(anyhow::anyhow!("loading the table; load dm_crypt").into()),
+        };
+        assert_eq!(
+            render(&other),
+            "loading the table; the run was rolled back and nothing it built is left; load dm_crypt"
+        );
+    }
+
+    #[test]
+    fn every_kind_renders_one_line_saying_each_part_once() {
+        let errors = [
+            Error::Usage("--key-size 100: give 256 or 512".into()),
+            Error::Refused(
+                "no tosskey volume named x in this boot; `tosskey status` lists them".into(),
+            ),
+            Error::Safety(SafetyError::NotFound {
+                path: "/dev/vdz".into(),
+            }),
+            Error::VerifyMismatch {
+                mapping: "fw".into(),
+                mismatched: 1,
+                checked: 8,
+            },
+            Error::RolledBack {
+                failure: Box::new(format_failed_on_eio()),
+            },
+            Error::RollbackIncomplete {
+                failure: Box::new(format_failed_on_eio()),
+                leftovers: vec![Leftover {
+                    what: "dm fw".into(),
+                    error: "removing dm mapping fw: Device or resource busy (os error 16)".into(),
+                }],
+            },
+            format_failed_on_eio(),
+        ];
+        for error in &errors {
+            let line = render(error);
+            assert_said_once(&line);
+            if matches!(
+                error,
+                Error::RolledBack { .. } | Error::RollbackIncomplete { .. }
+            ) {
+                assert_eq!(line, error.to_string(), "Display and render agree");
+            }
+        }
     }
 }

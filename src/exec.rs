@@ -358,7 +358,14 @@ impl<'a> Executor<'a> {
                 &cipher,
                 crypt.format.sector_size,
                 &offsets,
-            )?;
+            )
+            .with_context(|| {
+                format!(
+                    "verifying {} against {}",
+                    activation.node.display(),
+                    backing.display()
+                )
+            })?;
             verification.checks.extend(report.checks);
         }
         let mismatched = verification.checks.iter().filter(|c| !c.matched).count();

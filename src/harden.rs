@@ -1,40 +1,78 @@
-//! Process hardening for every command that touches key material.
+//! Process hardening, applied by `main` to every command before the command line is parsed.
 //!
-//! The key must never reach swap or a core file: the process is made non-dumpable (which
-//! also keeps other non-root processes out of `/proc/<pid>/mem`), core files are disabled,
-//! and all current and future memory is locked. `VolumeKey` locks its own pages as well, so
-//! a failing `mlockall` (for example a container without CAP_IPC_LOCK and a small
-//! RLIMIT_MEMLOCK) is reported but not fatal.
+//! Any command may hold key material: `provision`, `recover` and `escrow decrypt` make or
+//! unseal keys, and `status`, `shred` and `close` read dm tables that, with hex key loading,
+//! contain the key. So every run is made non-dumpable (which also keeps other non-root
+//! processes out of `/proc/<pid>/mem`) with core files disabled, and refuses to run setuid
+//! or setgid: a caller who is not root could otherwise steer a root process.
+//!
+//! Memory is locked where the secrets are, not process-wide: key pages and expanded key
+//! schedules are locked by `tosskey-crypto` (a failed lock is a one-line error, not a
+//! swappable key), the ioctl buffers that carry key material by `tosskey-dm` (best effort,
+//! reported once by [`warn_if_key_buffers_unlocked`]). A process-wide
+//! `mlockall(MCL_FUTURE)` is deliberately absent: it makes every later allocation and thread
+//! stack count against RLIMIT_MEMLOCK, so an ordinary 8 MiB limit aborted the program on its
+//! next large allocation.
 
-use nix::sys::mman::{mlockall, MlockAllFlags};
 use nix::sys::prctl;
 use nix::sys::resource::{setrlimit, Resource};
+use nix::unistd::{getegid, geteuid, getgid, getuid};
 
-/// What hardening achieved; printed in verbose output and the JSON report.
+use crate::error::Error;
+
+/// What hardening achieved; part of the JSON report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Hardening {
     pub non_dumpable: bool,
     pub core_disabled: bool,
-    pub memory_locked: bool,
 }
 
-/// Harden the current process. Non-dumpable and no-core are required: failing either is an
-/// error, because continuing would risk the key in a core dump.
-pub fn harden_process() -> anyhow::Result<Hardening> {
-    use anyhow::Context as _;
-    prctl::set_dumpable(false)
-        .context("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE)")?;
-    setrlimit(Resource::RLIMIT_CORE, 0, 0)
-        .context("cannot disable core files (setrlimit RLIMIT_CORE)")?;
-    let memory_locked = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).is_ok();
-    if !memory_locked {
-        eprintln!("tosskey: warning: mlockall failed; only the key's own pages are locked");
-    }
+/// Harden the current process. Each step is required: continuing without one would risk
+/// the key in a core dump, or let a non-root caller drive a setuid-root tosskey.
+pub fn harden_process() -> Result<Hardening, Error> {
+    refuse_set_id(
+        (getuid().as_raw(), geteuid().as_raw()),
+        (getgid().as_raw(), getegid().as_raw()),
+    )?;
+    prctl::set_dumpable(false).map_err(|errno| {
+        Error::Failed(anyhow::anyhow!(
+            "cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {errno}"
+        ))
+    })?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|errno| {
+        Error::Failed(anyhow::anyhow!(
+            "cannot disable core files (setrlimit RLIMIT_CORE): {errno}"
+        ))
+    })?;
     Ok(Hardening {
-        non_dumpable: !prctl::get_dumpable()?,
+        non_dumpable: !prctl::get_dumpable().unwrap_or(true),
         core_disabled: true,
-        memory_locked,
     })
+}
+
+/// Refuses a run whose real and effective user or group differ (a setuid or setgid
+/// binary): tosskey is run by root directly, never on behalf of another user.
+fn refuse_set_id(uid: (u32, u32), gid: (u32, u32)) -> Result<(), Error> {
+    let (real_uid, effective_uid) = uid;
+    let (real_gid, effective_gid) = gid;
+    if real_uid != effective_uid || real_gid != effective_gid {
+        return Err(Error::Refused(format!(
+            "refusing to run setuid or setgid (real user {real_uid}, effective user {effective_uid}, real group {real_gid}, effective group {effective_gid}); remove the set-id bit (chmod u-s,g-s) and run tosskey as root"
+        )));
+    }
+    Ok(())
+}
+
+/// Says once, on stderr, if an ioctl buffer that carried key material could not be locked
+/// in memory (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK): those bytes may have reached
+/// swap. Called once, when the command has finished.
+pub fn warn_if_key_buffers_unlocked() {
+    let unlocked = tosskey_dm::unlocked_buffer_bytes();
+    if unlocked > 0 {
+        eprintln!(
+            "tosskey: warning: {unlocked} bytes of ioctl buffers that carried key material could not be locked in memory (RLIMIT_MEMLOCK too small, no CAP_IPC_LOCK), so they may have reached swap; raise the limit (ulimit -l) or run with CAP_IPC_LOCK"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +87,21 @@ mod tests {
         assert!(hardening.non_dumpable);
         assert!(!prctl::get_dumpable().unwrap());
         assert_eq!(getrlimit(Resource::RLIMIT_CORE).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_set_id_run_is_refused_in_one_line_naming_the_ids() {
+        assert!(refuse_set_id((0, 0), (0, 0)).is_ok());
+        assert!(refuse_set_id((1000, 1000), (1000, 1000)).is_ok());
+        for (uid, gid) in [((1000, 0), (1000, 1000)), ((0, 0), (1000, 0))] {
+            let error = refuse_set_id(uid, gid).unwrap_err();
+            assert_eq!(error.exit_code(), crate::error::REFUSED);
+            let text = crate::error::render(&error);
+            assert!(
+                text.starts_with("refusing to run setuid or setgid"),
+                "{text}"
+            );
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
     }
 }

@@ -14,8 +14,10 @@ use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
 use tosskey::{bench, harden, measure, volumes};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // Before anything else, `--help` included: every command may read key material.
+    let result = harden::harden_process().and_then(|hardening| run(Cli::parse(), hardening));
+    harden::warn_if_key_buffers_unlocked();
+    match result {
         Ok(output) => {
             print!("{output}");
             ExitCode::SUCCESS
@@ -41,12 +43,11 @@ fn output(
 }
 
 /// Run one command; what it prints on success is returned.
-fn run(cli: Cli) -> Result<String, Error> {
+fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
     let env = Environment::default();
     match cli.command {
         Command::Provision(args) => {
             let cfg = ProvisionConfig::from_args(args)?;
-            let hardening = harden::harden_process()?;
             let outcome = provision(&cfg, &env, hardening)?;
             output(cfg.json, &outcome, || render_outcome(&outcome))
         }
@@ -60,7 +61,6 @@ fn run(cli: Cli) -> Result<String, Error> {
             .collect()),
         Command::Shred(args) => Ok(format!("{}\n", volumes::shred(&env, &args.name)?)),
         Command::Recover(args) => {
-            harden::harden_process()?;
             let built = recover(
                 &env,
                 &RecoverOptions {
@@ -79,19 +79,15 @@ fn run(cli: Cli) -> Result<String, Error> {
                     .unwrap_or_default()
             ))
         }
-        Command::Escrow(EscrowCommand::Decrypt(args)) => {
-            harden::harden_process()?;
-            Ok(escrow_decrypt(
-                &args.escrow.escrow_file,
-                &args.escrow.private_key,
-                &args.key_out,
-            )?
-            .iter()
-            .map(|line| format!("{line}\n"))
-            .collect())
-        }
+        Command::Escrow(EscrowCommand::Decrypt(args)) => Ok(escrow_decrypt(
+            &args.escrow.escrow_file,
+            &args.escrow.private_key,
+            &args.key_out,
+        )?
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect()),
         Command::Bench(args) => {
-            harden::harden_process()?;
             let options = bench::BenchOptions {
                 duration: std::time::Duration::from_millis(args.millis),
                 ramdisk: args.ramdisk,

@@ -60,8 +60,9 @@ impl Rollback {
         self.steps.clear();
     }
 
-    /// Keep what was built if `result` is a success; otherwise undo it, and if the undo
-    /// leaves something behind, the error says what ([`Error::RollbackIncomplete`]).
+    /// Keep what was built if `result` is a success; otherwise undo it, and say so in the
+    /// error: [`Error::RolledBack`] when nothing is left, [`Error::RollbackIncomplete`] with
+    /// what is left otherwise. A failure before anything was built stays as it is.
     pub fn settle<T>(self, result: Result<T, Error>) -> Result<T, Error> {
         match result {
             Ok(value) => {
@@ -69,15 +70,16 @@ impl Rollback {
                 Ok(value)
             }
             Err(failure) => {
+                let built_anything = !self.steps.is_empty();
                 let leftovers = self.unwind();
-                if leftovers.is_empty() {
-                    Err(failure)
+                let failure = Box::new(failure);
+                Err(if !leftovers.is_empty() {
+                    Error::RollbackIncomplete { failure, leftovers }
+                } else if built_anything {
+                    Error::RolledBack { failure }
                 } else {
-                    Err(Error::RollbackIncomplete {
-                        failure: Box::new(failure),
-                        leftovers,
-                    })
-                }
+                    *failure
+                })
             }
         }
     }
@@ -93,7 +95,7 @@ impl Rollback {
             if let Err(error) = undo() {
                 leftovers.push(Leftover {
                     what,
-                    error: format!("{error:#}"),
+                    error: crate::error::render_chain(&error),
                 });
             }
         }
@@ -191,5 +193,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.exit_code(), crate::error::ROLLBACK_INCOMPLETE);
         assert!(format!("{err:#}").contains("dm x (EBUSY)"), "{err:#}");
+    }
+
+    #[test]
+    fn a_failure_says_whether_anything_was_rolled_back() {
+        let (log, undo) = recorder();
+        let mut rollback = Rollback::new();
+        rollback.push("dm x", undo("dm x"));
+        let err = rollback
+            .settle::<()>(Err(anyhow::anyhow!("mkfs failed").into()))
+            .unwrap_err();
+        assert_eq!(*log.borrow(), ["dm x"]);
+        assert_eq!(err.exit_code(), crate::error::FAILED);
+        assert_eq!(
+            crate::error::render(&err),
+            "mkfs failed; the run was rolled back and nothing it built is left"
+        );
+        // Nothing built yet: the failure is all there is to say.
+        let err = Rollback::new()
+            .settle::<()>(Err(anyhow::anyhow!("no such key").into()))
+            .unwrap_err();
+        assert_eq!(crate::error::render(&err), "no such key");
     }
 }

@@ -534,7 +534,7 @@ pub fn status_in(
         volumes.retain(|v| v.name == name.as_str());
         if volumes.is_empty() {
             return Err(Error::Refused(format!(
-                "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+                "no tosskey volume named {name} in this boot; `tosskey status` lists them"
             )));
         }
     }
@@ -549,7 +549,7 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
 fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
     env.journals.load(name.as_str())?.ok_or_else(|| {
         Error::Refused(format!(
-            "no tosskey volume named {name} in this boot: `tosskey status` lists them"
+            "no tosskey volume named {name} in this boot; `tosskey status` lists them"
         ))
     })
 }

@@ -53,8 +53,15 @@ impl SectorCipher {
             self.run(piece_start, chunk, encrypt);
         };
         std::thread::scope(|scope| {
+            // A thread that cannot start (RLIMIT_NPROC, no memory for its stack) only means
+            // fewer helpers: the calling thread takes whatever pieces are left.
             for _ in 1..threads {
-                scope.spawn(work);
+                if std::thread::Builder::new()
+                    .spawn_scoped(scope, work)
+                    .is_err()
+                {
+                    break;
+                }
             }
             work();
         });

@@ -10,7 +10,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// An XTS key must be two equal halves of a valid block-cipher key.
-    #[error("{cipher:?}-xts key is {len} bytes; use 32 (2 x 128-bit) or 64 (2 x 256-bit) bytes")]
+    #[error("{cipher}-xts key is {len} bytes; use 32 (2 x 128-bit) or 64 (2 x 256-bit) bytes")]
     XtsKeyLength { cipher: BlockCipher, len: usize },
 
     /// A run of sectors must start on a sector boundary of the mapping.
@@ -53,11 +53,11 @@ pub enum Error {
     Random(#[source] getrandom::Error),
 
     /// mlock(2) failed: the key would be swappable.
-    #[error("could not lock the volume key in memory (mlock): raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
+    #[error("could not lock the volume key in memory (mlock); raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
     LockMemory(#[source] region::Error),
 
     /// mlock(2) or madvise(2) of key memory failed: the keys would be swappable or dumpable.
-    #[error("could not lock {bytes} bytes of key memory (mlock/madvise): raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
+    #[error("could not lock {bytes} bytes of key memory (mlock/madvise); raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
     LockKeys {
         bytes: usize,
         #[source]

@@ -42,8 +42,8 @@
 //! itself with `libc`: the `ioctl` module holds the `#[repr(C)]` structs (checked against
 //! `linux/dm-ioctl.h` with gcc in the tests), the request-number table and one choke point
 //! that sizes the buffer, regrows it on `DM_BUFFER_FULL_FLAG` and records command, device and
-//! errno in the error. Every buffer is a zeroizing allocation, locked in memory (best effort,
-//! on top of the binary's `mlockall`); every call that can carry key
+//! errno in the error. Every buffer is a zeroizing allocation, locked in memory (best effort:
+//! a failed lock is counted, see [`unlocked_buffer_bytes`]); every call that can carry key
 //! material (table load of a crypt target, table read, `key` messages) sets
 //! `DM_SECURE_DATA_FLAG` so the kernel wipes its copies too. That module and the raw
 //! `add_key`/`keyctl`/`mknod` calls are the crate's only `unsafe` code.
@@ -108,3 +108,10 @@ pub use target::{
     LinearTarget, StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
 };
 pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};
+
+/// How many bytes of ioctl and table buffers — the ones that can carry key material — this
+/// process could not lock in memory (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK). Those
+/// buffers are still zeroized after use, but may have been written to swap meanwhile.
+pub fn unlocked_buffer_bytes() -> usize {
+    ioctl::unlocked_bytes()
+}

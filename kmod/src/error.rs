@@ -9,7 +9,7 @@ pub enum Error {
     /// A facility is neither present nor could be brought up. The fix is in the message:
     /// the module to load and the kernel configuration option that provides it; the
     /// source says why this crate's own load failed.
-    #[error("kernel facility {facility} is unavailable{request}: load module {module} (modprobe {module}), or boot a kernel built with {config}")]
+    #[error("kernel facility {facility} is unavailable{request}; load module {module} (modprobe {module}), or boot a kernel built with {config}")]
     Unavailable {
         facility: String,
         module: String,
@@ -51,7 +51,7 @@ pub enum Error {
     },
 
     /// The module is compressed and this kernel cannot decompress modules itself.
-    #[error("{module} is compressed ({path}) and this kernel does not decompress modules (needs Linux 5.17 with CONFIG_MODULE_DECOMPRESS for this format): load it with modprobe, or install uncompressed modules")]
+    #[error("{module} is compressed ({path}) and this kernel does not decompress modules (needs Linux 5.17 with CONFIG_MODULE_DECOMPRESS for this format); load it with modprobe, or install uncompressed modules")]
     CompressedUnsupported {
         module: String,
         path: PathBuf,

@@ -6,6 +6,11 @@ use std::process::Command;
 
 use tosskey_testkit::{virtio_disks, zero_range};
 
+pub mod matrix;
+
+/// The binary under test.
+pub const TOSSKEY: &str = env!("CARGO_BIN_EXE_tosskey");
+
 /// The outcome of one `tosskey` invocation.
 #[derive(Debug)]
 pub struct Run {

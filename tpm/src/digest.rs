@@ -13,7 +13,8 @@
 //! blocks are a whole number of hash blocks, so the hasher compresses them straight from that
 //! page instead of buffering a copy; the hash states derived from them are wiped on drop (the
 //! `zeroize` feature of `sha1`/`sha2`). What remains outside this crate's control is the
-//! compression function's own stack frame — covered by the binary's `mlockall`.
+//! compression function's own stack frame, which is wiped by nothing and locked by nothing (the
+//! binary locks the pages that hold secrets, not its stack).
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};

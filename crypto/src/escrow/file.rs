@@ -778,10 +778,15 @@ fn validate_crypt(c: &EscrowCrypt) -> Result<()> {
         return Err(field_error(
             "metadata.crypt.key_bits".into(),
             format!(
-                "{} bits; {} takes {:?}",
+                "{} bits; {} takes {} bits",
                 c.key_bits,
                 c.cipher,
-                c.cipher.supported_key_bits()
+                c.cipher
+                    .supported_key_bits()
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         ));
     }

@@ -166,8 +166,8 @@ fn runs(picks: &[Pick], sector_bytes: u64) -> Vec<std::ops::Range<usize>> {
 ///
 /// The reads dominate (in the emulated guest, 180 sectors of 60 keys: 0.9-2.6 s of raw reads
 /// and 1.5-4.0 s of mapped reads, 0.2-1.2 s building ciphers, 0.1 s decrypting). Checking on
-/// 16 threads was tried and made a one-key verification many times slower there (0.05 s to
-/// 0.2-1.8 s): the reads stay one after the other.
+/// 16 threads was tried and made a one-key verification many times slower there (0.04-0.22 s
+/// to 0.3-1.8 s): the reads stay one after the other.
 pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
     ensure!(!picks.is_empty(), "no sectors to verify");
     let timing = std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some();

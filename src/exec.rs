@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::key::KeyArena;
-use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
+use tosskey_crypto::sector::{SectorLayout, SectorSize};
 use tosskey_dm::{
     activate_crypt_table, CryptTable, DevId, DeviceInfo, DmControl, DmName, DmUuid, KeyLoaded,
     Sectors,
@@ -31,17 +31,31 @@ use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan
 use crate::rollback::Rollback;
 use crate::state::{Component, Journal, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
-use crate::verify::{random_picks, spread_offsets, verify_sectors, VerifyReport, RANDOM_SECTORS};
+use crate::verify::{
+    pick_sectors, verify_ranges, Encryption, KeyedRange, Sides, VerifyReport, RANDOM_SECTORS,
+};
 
-/// Test-only crash injection, compiled in only with the `test-hooks` feature (release builds
-/// never have it): `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that
-/// step, so root tests can prove a rerun converges. Steps: `journal`, `assembly`, `crypt`,
+/// Test-only hooks at the end of each build step, compiled in only with the `test-hooks`
+/// feature (release builds never have them). Steps: `journal`, `assembly`, `crypt`,
 /// `verify`, `escrow`, `mkfs`, `mount`.
+/// - `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that step, so root
+///   tests can prove a rerun converges.
+/// - `TOSSKEY_TEST_STEP_TIMES=1` prints `tosskey: step <step> done at <seconds>` (the
+///   `CLOCK_MONOTONIC` reading) to stderr, so root tests can time each step of one run (the
+///   cost of many keys is measured that way).
 pub fn crash_point(step: &str) {
     #[cfg(feature = "test-hooks")]
-    if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
-        eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    {
+        if std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some() {
+            if let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+                let seconds = now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9;
+                eprintln!("tosskey: step {step} done at {seconds:.6}");
+            }
+        }
+        if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
+            eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
     }
     #[cfg(not(feature = "test-hooks"))]
     let _ = step;
@@ -335,39 +349,43 @@ impl<'a> Executor<'a> {
         let backing = plan.device_path(device);
         let raw = open_direct(backing)?;
         let mapped = open_direct(&activation.node)?;
-        let mut verification = VerifyReport {
-            sector_size: crypt.format.sector_size,
-            checks: Vec::new(),
-        };
-        for (segment, key) in table.segments().iter().zip(keys) {
-            let cipher = SectorCipher::new(crypt.format.cipher.block_cipher(), key, layout)?;
-            let start = segment.start.0 * SECTOR;
-            let offsets: Vec<u64> = spread_offsets(
-                segment.target.length().0 * SECTOR,
-                crypt.format.sector_size,
-                // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
-                &random_picks(RANDOM_SECTORS.div_ceil(table.len()))?,
-            )
-            .into_iter()
-            .map(|offset| start + offset)
+        let ranges: Vec<KeyedRange<'_>> = table
+            .segments()
+            .iter()
+            .zip(keys)
+            .map(|(segment, key)| KeyedRange {
+                start: segment.start.0 * SECTOR,
+                length: segment.target.length().0 * SECTOR,
+                key,
+            })
             .collect();
-            let report = verify_sectors(
-                &raw,
-                crypt.format.data_offset * SECTOR,
-                &mapped,
-                &cipher,
-                crypt.format.sector_size,
-                &offsets,
+        // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
+        let picks = pick_sectors(
+            &ranges,
+            crypt.format.sector_size,
+            RANDOM_SECTORS.div_ceil(ranges.len()),
+        )?;
+        let verification = verify_ranges(
+            Sides {
+                raw: &raw,
+                raw_offset: crypt.format.data_offset * SECTOR,
+                mapping: &mapped,
+                sector_size: crypt.format.sector_size,
+                encryption: Encryption {
+                    cipher: crypt.format.cipher.block_cipher(),
+                    layout,
+                },
+                ranges: &ranges,
+            },
+            &picks,
+        )
+        .with_context(|| {
+            format!(
+                "verifying {} against {}",
+                activation.node.display(),
+                backing.display()
             )
-            .with_context(|| {
-                format!(
-                    "verifying {} against {}",
-                    activation.node.display(),
-                    backing.display()
-                )
-            })?;
-            verification.checks.extend(report.checks);
-        }
+        })?;
         let mismatched = verification.checks.iter().filter(|c| !c.matched).count();
         if mismatched > 0 {
             return Err(Error::VerifyMismatch {

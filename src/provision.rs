@@ -455,6 +455,7 @@ fn escrow_metadata(plan: &Plan, root: &SystemRoot) -> Result<EscrowMetadata> {
                 path_at_creation: m.path.clone(),
             })
             .collect(),
+        key_scope_bytes: plan.key_scope.limit_bytes,
     })
 }
 

@@ -36,6 +36,7 @@ fn two_key_escrow(dir: &Path) -> (PathBuf, KeyArena) {
             size_bytes: 2 << 40,
             path_at_creation: PathBuf::from("/dev/nvme1n1"),
         }],
+        key_scope_bytes: Some(1 << 40),
     };
     let segments: Vec<(&str, KeySegment)> = (0..2)
         .map(|i| {

@@ -37,6 +37,7 @@ fn metadata(layout: Layout, members: usize, key_bits: u32) -> EscrowMetadata {
         },
         layout,
         members: (0..members).map(member).collect(),
+        key_scope_bytes: None,
     }
 }
 

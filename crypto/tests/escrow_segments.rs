@@ -42,6 +42,7 @@ fn metadata(layout: Layout) -> EscrowMetadata {
                 path_at_creation: PathBuf::from(format!("/dev/nvme{}n1", i + 1)),
             })
             .collect(),
+        key_scope_bytes: None,
     }
 }
 
@@ -218,6 +219,50 @@ fn a_changed_segment_range_never_opens() {
     v["version"] = 1.into();
     assert!(EscrowFile::parse(v.to_string().as_bytes()).is_err());
     assert!(reparse(&file).is_ok());
+}
+
+/// The key scope the volume was cut with is recorded (so `recover` reports the same limit),
+/// bound to the keys by the OAEP label like all metadata, and bounds every segment.
+#[test]
+fn the_key_scope_is_recorded_bound_to_the_keys_and_bounds_every_segment() {
+    let mut m = metadata(Layout::Shared);
+    m.key_scope_bytes = Some(1 << 40);
+    let keys = KeyArena::generate(KeySize::Bits512, 60).unwrap();
+    let file = EscrowFile::seal_segments(&public_a(), &segments("ephemeral", 60), &keys, m.clone())
+        .unwrap();
+    let parsed = reparse(&file).unwrap();
+    assert_eq!(parsed.metadata().key_scope_bytes, Some(1 << 40));
+    assert!(parsed.open_segments(&private_a()).is_ok());
+
+    // A larger limit written in afterwards no longer opens the keys.
+    let mut v: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+    v["metadata"]["key_scope_bytes"] = (1u64 << 41).into();
+    let edited = EscrowFile::parse(v.to_string().as_bytes()).unwrap();
+    let err = edited.open_segments(&private_a()).unwrap_err();
+    assert!(matches!(err, Error::EscrowTampered { .. }), "{err}");
+
+    // No segment may be longer than the recorded scope.
+    let two_tib = [(
+        "ephemeral",
+        KeySegment {
+            start_sector: 0,
+            sectors: 2 * TIB_SECTORS,
+        },
+    )];
+    let err = EscrowFile::seal_segments(
+        &public_a(),
+        &two_tib,
+        &KeyArena::generate(KeySize::Bits512, 1).unwrap(),
+        m.clone(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("exceed the recorded key scope"), "{err}");
+    m.key_scope_bytes = Some(100);
+    let err = EscrowFile::seal_segments(&public_a(), &segments("ephemeral", 60), &keys, m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("metadata.key_scope_bytes"), "{err}");
 }
 
 /// Seals `metadata` with one key the way any RSA-OAEP tool can, following the documented

@@ -165,6 +165,16 @@ fn sixty_segments_load_sixty_logon_keys_and_re_derive_across_boundaries() {
     // Shred: every segment's key is wiped, so the device can no longer be resumed.
     dm.suspend(&n).unwrap();
     assert_eq!(wipe_crypt_keys(&dm, &n).unwrap(), SEGMENTS);
+    // Every segment's key is gone, not only the first one's (a resume stops at the first
+    // target without a key): the kernel reports each target's key as zeros now, where it
+    // named the logon key before.
+    let wiped = dm.table_with_keys(&n).unwrap();
+    assert_eq!(wiped.len(), SEGMENTS);
+    let zeros = "0".repeat(128);
+    for entry in &wiped {
+        let key_field = entry.params.split_whitespace().nth(1).unwrap();
+        assert_eq!(key_field, zeros, "segment at {} kept its key", entry.start);
+    }
     let err = dm.resume(&n).unwrap_err();
     assert_eq!(err.errno(), Some(libc::EAGAIN), "{err}");
     dm.remove(&n).unwrap();

@@ -153,7 +153,10 @@ pub fn from_escrow(
         assembly: meta.assembly,
         layout: meta.layout,
         crypt,
-        segmentation: Segmentation::Recorded(recorded_keys),
+        segmentation: Segmentation::Recorded {
+            keys: recorded_keys,
+            limit: meta.key_scope_bytes,
+        },
         mkfs: None,
         mount,
         escrow: None,
@@ -183,8 +186,12 @@ enum Segmentation<'a> {
     /// Provision: segments of at most this many bytes (`None`: one key per node).
     Scope(Option<u64>),
     /// Recover: the keys an escrow file records, in order, each with its mapping and (format
-    /// 2) its segment; a mapping without segments has one key.
-    Recorded(&'a [(String, Option<KeySegment>)]),
+    /// 2) its segment; a mapping without segments has one key. `limit`: the key scope the
+    /// file records (reported as the plan's, like provision's).
+    Recorded {
+        keys: &'a [(String, Option<KeySegment>)],
+        limit: Option<u64>,
+    },
 }
 
 /// Everything that decides the nodes.
@@ -314,7 +321,7 @@ impl Builder<'_> {
                     .map(|s| s.target.length().0)
                     .collect())
             }
-            Segmentation::Recorded(keys) => {
+            Segmentation::Recorded { keys, .. } => {
                 let recorded: Vec<Option<KeySegment>> = keys
                     .iter()
                     .filter(|(mapping, _)| mapping == name)
@@ -459,8 +466,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
     let Builder { nodes, keys, .. } = builder;
     let key_scope = KeyScope {
         limit_bytes: match shape.segmentation {
-            Segmentation::Scope(limit) => limit,
-            Segmentation::Recorded(_) => None,
+            Segmentation::Scope(limit) | Segmentation::Recorded { limit, .. } => limit,
         },
         keys: keys.len(),
         largest_key_bytes: keys.iter().map(|k| k.covers.length).max().unwrap_or(0) * SECTOR,
@@ -702,7 +708,10 @@ pub(crate) mod tests {
                 assembly: provisioned.assembly,
                 layout: provisioned.layout,
                 crypt: provisioned.crypt.clone(),
-                segmentation: Segmentation::Recorded(keys),
+                segmentation: Segmentation::Recorded {
+                    keys,
+                    limit: provisioned.key_scope.limit_bytes,
+                },
                 mkfs: None,
                 mount: None,
                 escrow: None,
@@ -710,10 +719,50 @@ pub(crate) mod tests {
         };
         let recovered = shape(&recorded).unwrap();
         assert_eq!(recovered.keys, provisioned.keys);
+        assert_eq!(recovered.key_scope, provisioned.key_scope);
         assert_eq!(recovered.volume().table, provisioned.volume().table);
         let mut gap = recorded.clone();
         gap.remove(1);
         assert!(matches!(shape(&gap), Err(Error::Refused(_))));
+    }
+
+    #[test]
+    fn recovery_reports_the_key_scope_the_escrow_file_records() {
+        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
+        let meta = EscrowMetadata {
+            name: provisioned.name.clone(),
+            hostname: "h".into(),
+            created_at: "2026-12-03T12:00:00Z".into(),
+            crypt: provisioned.crypt.format.clone(),
+            assembly: provisioned.assembly,
+            layout: provisioned.layout,
+            members: Vec::new(),
+            key_scope_bytes: provisioned.key_scope.limit_bytes,
+        };
+        let recorded: Vec<(String, Option<KeySegment>)> = provisioned
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.mapping.clone(),
+                    Some(KeySegment {
+                        start_sector: k.covers.start,
+                        sectors: k.covers.length,
+                    }),
+                )
+            })
+            .collect();
+        let recovered = from_escrow(
+            &meta,
+            &recorded,
+            provisioned.members.clone(),
+            BOOT,
+            KeyLoading::Auto,
+            None,
+        )
+        .unwrap();
+        assert_eq!(recovered.key_scope.limit_bytes, Some(2 * TIB));
+        assert_eq!(recovered.key_scope, provisioned.key_scope);
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct EscrowMetadata {
     pub layout: Layout,
     /// The member devices in array order (order matters for raid0, linear and stripes).
     pub members: Vec<EscrowMember>,
+    /// The key scope the volume was cut with (`--key-scope`, bytes): no segment is longer.
+    /// Absent for `--key-scope none` and in files written before it was recorded (version 1
+    /// labels stay byte-identical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_scope_bytes: Option<u64>,
 }
 
 /// The dm-crypt table parameters other than the device and the key.
@@ -603,6 +608,14 @@ impl EscrowFile {
             ));
         }
 
+        if m.key_scope_bytes
+            .is_some_and(|limit| limit < u64::from(m.crypt.sector_size))
+        {
+            return Err(field_error(
+                "metadata.key_scope_bytes".into(),
+                "smaller than one encryption sector".into(),
+            ));
+        }
         if self.version == FORMAT_VERSION_ONE_KEY {
             self.validate_one_key_per_mapping()?;
         } else {
@@ -676,6 +689,12 @@ impl EscrowFile {
                 ));
             }
         }
+        if m.key_scope_bytes.is_some() {
+            return Err(field_error(
+                "metadata.key_scope_bytes".into(),
+                format!("version {FORMAT_VERSION_ONE_KEY} files have no key scope"),
+            ));
+        }
         Ok(())
     }
 
@@ -729,6 +748,18 @@ impl EscrowFile {
                     format!(
                         "{} is not a positive multiple of {crypt_sector} (the crypt sector in 512-byte sectors)",
                         segment.sectors
+                    ),
+                ));
+            }
+            if m.key_scope_bytes
+                .is_some_and(|limit| segment.sectors.saturating_mul(512) > limit)
+            {
+                return Err(field_error(
+                    format!("{field}.segment.sectors"),
+                    format!(
+                        "{} sectors under one key exceed the recorded key scope of {} bytes",
+                        segment.sectors,
+                        m.key_scope_bytes.unwrap_or_default()
                     ),
                 ));
             }

@@ -15,7 +15,7 @@
 pub mod fake;
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -150,8 +150,25 @@ impl Default for SystemRoot {
 }
 
 /// A sysfs/procfs attribute, trimmed (callers name the file in their errors).
+///
+/// Read in page-sized chunks rather than with `fs::read_to_string`, whose size hint costs
+/// a `statx` per file that sysfs answers with a meaningless 4096: an inventory reads
+/// hundreds of attributes.
 pub fn read_attr(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path).map(|text| text.trim().to_owned())
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(text.trim().to_owned())
 }
 
 /// A numeric sysfs/procfs attribute.

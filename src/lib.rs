@@ -14,6 +14,7 @@ pub mod exec;
 pub mod facilities;
 pub mod harden;
 pub mod measure;
+pub mod mkfs;
 pub mod mount;
 pub mod plan;
 pub mod provision;

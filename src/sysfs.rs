@@ -170,6 +170,16 @@ impl SystemState {
         })
     }
 
+    /// No devices, mounts or swaps: for checks that involve no block device.
+    pub fn empty(root: &SystemRoot) -> Self {
+        SystemState {
+            root: root.clone(),
+            devices: Vec::new(),
+            mounts: Vec::new(),
+            swaps: Vec::new(),
+        }
+    }
+
     pub fn by_name(&self, name: &str) -> Option<&BlockDevice> {
         self.devices.iter().find(|d| d.name == name)
     }

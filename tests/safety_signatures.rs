@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use tosskey::signature::{
-    crc32, detect, probe_ranges, scan_file, DeviceWindow, ExtFlavour, MdVersion, Signature,
+    crc32, crc32c, detect, probe_ranges, scan_file, DeviceWindow, ExtFlavour, MdVersion, Signature,
     SignatureKind,
 };
 
@@ -393,6 +393,15 @@ fn scan_file_reads_every_place_a_detector_looks() {
             "{name}"
         );
     }
+    // XFS with 32 KiB sectors: its checksum covers the whole sector, beyond the head.
+    let mut xfs = fixture("xfs-head.bin");
+    xfs.resize(32 * 1024, 0);
+    xfs[102..104].copy_from_slice(&32768u16.to_be_bytes());
+    xfs[121] = 15;
+    xfs[224..228].fill(0);
+    let crc = crc32c(&xfs);
+    xfs[224..228].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(scan_planted(size, &[(0, &xfs)]), [(SignatureKind::Xfs, 0)]);
     // A swap area made for 64 KiB pages: its magic ends the first 64 KiB.
     let mut info = [0u8; 8];
     info[0..4].copy_from_slice(&1u32.to_le_bytes());
@@ -438,7 +447,7 @@ fn probe_reads_about_twenty_blocks_whatever_the_size() {
     for size in [16 * MIB, 128 * MIB, 7680 * 1024 * MIB, 14_000_000_000_000] {
         let ranges = probe_ranges(size);
         let bytes: u64 = ranges.iter().map(|(_, len)| len).sum();
-        assert!(bytes <= 96 * 1024, "{size}: {bytes} bytes in {ranges:?}");
+        assert!(bytes <= 64 * 1024, "{size}: {bytes} bytes in {ranges:?}");
         assert!(ranges.len() <= 16, "{size}: {} reads", ranges.len());
         assert!(ranges
             .iter()

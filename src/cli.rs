@@ -267,6 +267,10 @@ pub struct MkfsArgs {
     pub journal: bool,
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub inode_ratio: u64,
+    /// Overwrite a target that carries a filesystem, LUKS, md or partition-table signature
+    /// (as for provision: never one that is mounted, held or otherwise in use).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ use crate::measure::VolumeMeasurement;
 use crate::plan::derive::md_name_hint;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
+use crate::safety::MemberClaims;
 use crate::state::{Component, Journal, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
 use crate::verify::{
@@ -98,6 +99,9 @@ pub struct Executor<'a> {
     journal: Journal,
     journals: &'a JournalDir,
     rollback: Rollback,
+    /// The members' exclusive opens from the safety checks, each released right before
+    /// the node built on it is created.
+    claims: MemberClaims,
 }
 
 impl<'a> Executor<'a> {
@@ -126,7 +130,14 @@ impl<'a> Executor<'a> {
             journal,
             journals,
             rollback,
+            claims: MemberClaims::default(),
         })
+    }
+
+    /// Keep the members' exclusive opens until [`Executor::build`] hands each member to md
+    /// or dm: nothing else can claim or mount a member in between.
+    pub fn hold_claims(&mut self, claims: MemberClaims) {
+        self.claims = claims;
     }
 
     /// Record `component` in the journal, create it, register its undo: the one way this
@@ -205,6 +216,10 @@ impl<'a> Executor<'a> {
         let mut devs: Vec<DevId> = Vec::with_capacity(plan.nodes.len());
         let mut crypt = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
+            // md and dm claim their devices exclusively: ours must be gone first.
+            for member in members_used(&node.kind) {
+                self.claims.release(member);
+            }
             let target = plan.dm_target(index, |d| plan.dev_id(d, &devs))?;
             let built = match (&node.kind, target) {
                 (NodeKind::Md { .. }, _) => self.build_md(plan, node, &devs)?,
@@ -426,6 +441,24 @@ impl<'a> Executor<'a> {
         });
         self.rollback.settle(result)
     }
+}
+
+/// The members (by index) `kind` is built directly on.
+fn members_used(kind: &NodeKind) -> Vec<usize> {
+    let devices = match kind {
+        NodeKind::Md { members, .. } => members.as_slice(),
+        NodeKind::Striped { devices, .. } => devices.as_slice(),
+        NodeKind::Linear { device } | NodeKind::Crypt { device, .. } => {
+            std::slice::from_ref(device)
+        }
+    };
+    devices
+        .iter()
+        .filter_map(|d| match d {
+            DeviceRef::Member(i) => Some(*i),
+            DeviceRef::Node(_) => None,
+        })
+        .collect()
 }
 
 fn open_direct(path: &Path) -> anyhow::Result<File> {

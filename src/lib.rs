@@ -15,6 +15,7 @@ pub mod facilities;
 pub mod harden;
 pub mod kernel;
 pub mod measure;
+pub mod mkfs;
 pub mod mount;
 pub mod plan;
 pub mod provision;

@@ -11,7 +11,7 @@ use tosskey::measure::MeasurementOutcome;
 use tosskey::plan::render;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, harden, measure, volumes};
+use tosskey::{bench, harden, measure, mkfs, volumes};
 
 fn main() -> ExitCode {
     // Before anything else, `--help` included: every command may read key material.
@@ -103,29 +103,7 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
         Command::Measure(MeasureCommand::Verify(args)) => {
             measure::verify(&args.log, &args.pcr_values)
         }
-        Command::Mkfs(args) => {
-            let report = tosskey_ext4::format(
-                &args.target,
-                &tosskey_ext4::FormatOptions {
-                    label: args.label,
-                    journal: args.journal,
-                    inode_ratio: args.inode_ratio,
-                    ..tosskey_ext4::FormatOptions::default()
-                },
-            )?;
-            Ok(format!(
-                "{}: ext4, {} blocks of 4096 bytes, {} inodes, {} groups{}\n",
-                args.target.display(),
-                report.blocks,
-                report.inodes,
-                report.groups,
-                if report.journal_blocks > 0 {
-                    ", with journal"
-                } else {
-                    ""
-                }
-            ))
-        }
+        Command::Mkfs(args) => mkfs::run(&tosskey::sysfs::SystemRoot::host(), args),
     }
 }
 

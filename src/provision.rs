@@ -20,7 +20,7 @@ use crate::facilities::KernelFacilities;
 use crate::harden::Hardening;
 use crate::measure::{self, MeasurementOutcome, Measurer};
 use crate::plan::{derive, EscrowSettings, Plan};
-use crate::safety::{check_members, CheckOptions, CheckedDevice};
+use crate::safety::{check_members, CheckOptions, MemberClaims};
 use crate::state::{boot_id, JournalDir, Stage};
 use crate::sysfs::SystemRoot;
 
@@ -148,10 +148,11 @@ pub fn provision(
     }
     // An explicit PCR without a TPM refuses the run here, before anything is built.
     let mut measurer = measure::open(cfg.measure_pcr)?;
-    // md and dm claim the members exclusively: our own O_EXCL opens must go first.
-    checked.iter_mut().for_each(CheckedDevice::release_claim);
-
+    // Held through the journal and the keys: the executor releases each member's claim
+    // right before md or dm claims it.
+    let claims = MemberClaims::take(&mut checked);
     let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
+    run.hold_claims(claims);
     let measured = Measured {
         measurer: measurer.as_mut(),
         unmeasured: measure::not_measured(cfg.measure_pcr),

@@ -13,7 +13,7 @@ use crate::exec::{BuiltStack, Executor};
 use crate::facilities::KernelFacilities;
 use crate::plan::{derive, render, KeyLoading, Plan};
 use crate::provision::Environment;
-use crate::safety::{check_members, CheckOptions, CheckedDevice};
+use crate::safety::{check_members, CheckOptions, MemberClaims};
 use crate::state::boot_id;
 use crate::sysfs::{BlockDevice, SystemState};
 
@@ -146,7 +146,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         .zip(&meta.members)
         .map(|(c, m)| derive::planned_member(c, Some(m.identity.clone())))
         .collect::<Result<Vec<_>>>()?;
-    checked.iter_mut().for_each(CheckedDevice::release_claim);
+    let claims = MemberClaims::take(&mut checked);
 
     let boot = boot_id(&env.root.proc)?;
     let plan = derive::from_escrow(
@@ -159,6 +159,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     )?;
     let keys = keys_for(&plan, opened)?;
     let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
+    run.hold_claims(claims);
     let built = reopen(&mut run, &plan, keys, opts.read_only);
     run.finish(built)
 }

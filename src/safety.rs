@@ -8,9 +8,12 @@
 //! that carries partitions or a strong signature ([`crate::signature`]) without `--force`.
 //!
 //! Nothing here writes. A [`CheckedDevice`] keeps its exclusive (`O_EXCL`) open until
-//! [`CheckedDevice::release_claim`]: nobody can mount or claim the member between the
-//! check and the moment provisioning builds on it. Release it right before `ADD_NEW_DISK`
-//! or `TABLE_LOAD`: the kernel claims the member exclusively itself and would see ours.
+//! [`CheckedDevice::release_claim`], or hands it to [`MemberClaims`]: nobody can mount or
+//! claim the member between the check and the moment provisioning builds on it. The
+//! executor releases each claim right before the md array or dm mapping over that member
+//! is created: the kernel claims the member exclusively itself and would see ours. The
+//! claimed descriptor is `fstat`ed: it must be the very device (or file) the checks looked
+//! at, not whatever the path names by the time it is opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -127,6 +130,13 @@ pub enum SafetyError {
         source: io::Error,
     },
 
+    #[error("{path} changed while it was checked: it was {expected}, the exclusive open reached {found}: make sure nothing renames or replaces device nodes while tosskey runs, then retry")]
+    Changed {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+
     #[error("{path}: cannot open it: {source}")]
     Open {
         path: PathBuf,
@@ -196,6 +206,30 @@ impl CheckedDevice {
     }
 }
 
+/// The exclusive opens of a run's members, by member index (the plan's member order),
+/// held until the executor creates what is built on each.
+#[derive(Debug, Default)]
+pub struct MemberClaims(Vec<Option<File>>);
+
+impl MemberClaims {
+    /// Take over the claims of `checked` (in member order).
+    pub fn take(checked: &mut [CheckedDevice]) -> Self {
+        MemberClaims(checked.iter_mut().map(|c| c.claim.take()).collect())
+    }
+
+    /// Whether member `index`'s exclusive open is still held.
+    pub fn is_held(&self, index: usize) -> bool {
+        self.0.get(index).is_some_and(Option::is_some)
+    }
+
+    /// Close member `index`'s exclusive open (md or dm is about to claim it).
+    pub fn release(&mut self, index: usize) {
+        if let Some(claim) = self.0.get_mut(index) {
+            *claim = None;
+        }
+    }
+}
+
 /// Check one member against a fresh snapshot of the system.
 pub fn check_member(
     root: &SystemRoot,
@@ -213,11 +247,20 @@ pub fn check_members(
     paths: &[PathBuf],
     opts: &CheckOptions,
 ) -> Result<Vec<CheckedDevice>, SafetyError> {
-    let state = SystemState::read(root).map_err(|source| SafetyError::Inventory {
-        sys: root.sys.clone(),
-        proc: root.proc.clone(),
-        source,
-    })?;
+    // Image files alone need no inventory (`tosskey mkfs` on an image in a bare chroot):
+    // only block devices are looked up in it, and one that appears later is refused.
+    let any_block_device = paths
+        .iter()
+        .any(|p| fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()));
+    let state = if any_block_device {
+        SystemState::read(root).map_err(|source| SafetyError::Inventory {
+            sys: root.sys.clone(),
+            proc: root.proc.clone(),
+            source,
+        })?
+    } else {
+        SystemState::empty(root)
+    };
     let identities = paths
         .iter()
         .map(|path| identify(&state, path, opts))
@@ -234,7 +277,12 @@ pub fn check_members(
 #[derive(Debug, Clone)]
 enum Identity {
     Block(DevId),
-    File { canonical: PathBuf, size: u64 },
+    File {
+        canonical: PathBuf,
+        size: u64,
+        /// `(st_dev, st_ino)`: which file it was.
+        inode: (u64, u64),
+    },
 }
 
 fn identify(
@@ -272,6 +320,7 @@ fn identify(
             return Ok(Identity::File {
                 canonical,
                 size: meta.len(),
+                inode: (meta.dev(), meta.ino()),
             });
         }
         "regular file"
@@ -357,6 +406,7 @@ fn check_identified(
             }
             check_size(path, device.size_bytes)?;
             let file = open_exclusive(path)?;
+            same_block_device(path, &file, dev)?;
             let found = signature::scan_file(&file, device.size_bytes).map_err(|source| {
                 SafetyError::Read {
                     path: path.to_path_buf(),
@@ -380,12 +430,13 @@ fn check_identified(
                 claim: Some(file),
             })
         }
-        Identity::File { size, .. } => {
+        Identity::File { size, inode, .. } => {
             check_size(path, size)?;
             let file = File::open(path).map_err(|source| SafetyError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
+            same_file(path, &file, inode)?;
             let found = signature::scan_file(&file, size).map_err(|source| SafetyError::Read {
                 path: path.to_path_buf(),
                 source,
@@ -435,6 +486,50 @@ fn open_exclusive(path: &Path) -> Result<File, SafetyError> {
                 }
             }
         })
+}
+
+/// The claimed descriptor is the block device `expected` that [`identify`] saw: the path
+/// was looked up twice (stat, then open), and a node or symlink swapped in between must
+/// not get the other device written to.
+fn same_block_device(path: &Path, file: &File, expected: DevId) -> Result<(), SafetyError> {
+    let meta = claimed_metadata(path, file)?;
+    let found = meta
+        .file_type()
+        .is_block_device()
+        .then(|| DevId::from_dev_t(meta.rdev()));
+    if found == Some(expected) {
+        return Ok(());
+    }
+    Err(SafetyError::Changed {
+        path: path.to_path_buf(),
+        expected: format!("block device {expected}"),
+        found: found.map_or_else(
+            || "something that is not a block device".to_owned(),
+            |dev| format!("block device {dev}"),
+        ),
+    })
+}
+
+/// An image file's counterpart of [`same_block_device`]: the same inode.
+fn same_file(path: &Path, file: &File, expected: (u64, u64)) -> Result<(), SafetyError> {
+    let meta = claimed_metadata(path, file)?;
+    let found = (meta.dev(), meta.ino());
+    if found == expected {
+        return Ok(());
+    }
+    let describe = |(dev, ino): (u64, u64)| format!("inode {ino} on device {dev:#x}");
+    Err(SafetyError::Changed {
+        path: path.to_path_buf(),
+        expected: describe(expected),
+        found: describe(found),
+    })
+}
+
+fn claimed_metadata(path: &Path, file: &File) -> Result<fs::Metadata, SafetyError> {
+    file.metadata().map_err(|source| SafetyError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn refuse_signatures(
@@ -555,5 +650,79 @@ fn holder_fix(kind: HolderKind, holder: &crate::sysfs::Holder) -> String {
             format!("remove the device-mapper device first (dmsetup remove {dm_name})")
         }
         HolderKind::Other => format!("detach it from {} first", holder.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILES: CheckOptions = CheckOptions {
+        force: false,
+        allow_regular_file: true,
+    };
+
+    fn image(path: &Path) {
+        File::create(path)
+            .unwrap()
+            .set_len(MIN_MEMBER_BYTES)
+            .unwrap();
+    }
+
+    /// The path is looked up twice, by `identify` (stat) and by the claim (open): a file
+    /// renamed over it in between is another file, and must not be the one claimed.
+    #[test]
+    fn a_file_replaced_between_identify_and_claim_is_refused() {
+        let tree = tosskey_sysutil::fake::FakeTree::new();
+        let state = SystemState::read(&tree.root).unwrap();
+        let path = tree.path().join("member.img");
+        image(&path);
+        let identity = identify(&state, &path, &FILES).unwrap();
+        let other = tree.path().join("other.img");
+        image(&other);
+        fs::rename(&other, &path).unwrap();
+        let err = check_identified(&state, &path, identity, &FILES).unwrap_err();
+        assert!(matches!(err, SafetyError::Changed { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{} changed while it was checked: it was inode ",
+                path.display()
+            )),
+            "{message}"
+        );
+
+        // Unchanged, the same two steps pass.
+        let identity = identify(&state, &path, &FILES).unwrap();
+        assert!(check_identified(&state, &path, identity, &FILES)
+            .unwrap()
+            .is_claimed());
+    }
+
+    /// The same for block devices: a symlink re-pointed to another disk between the
+    /// check's stat and its exclusive open.
+    #[test]
+    #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+    fn a_device_swapped_between_identify_and_claim_is_refused() {
+        let first = tosskey_testkit::LoopDevice::new(MIN_MEMBER_BYTES).unwrap();
+        let second = tosskey_testkit::LoopDevice::new(MIN_MEMBER_BYTES).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("member");
+        std::os::unix::fs::symlink(first.path(), &link).unwrap();
+        let root = SystemRoot::host();
+        let state = SystemState::read(&root).unwrap();
+        let identity = identify(&state, &link, &CheckOptions::default()).unwrap();
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(second.path(), &link).unwrap();
+        let err = check_identified(&state, &link, identity, &CheckOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} changed while it was checked: it was block device {}, the exclusive open reached block device {}: make sure nothing renames or replaces device nodes while tosskey runs, then retry",
+                link.display(),
+                first.dev(),
+                second.dev()
+            )
+        );
     }
 }

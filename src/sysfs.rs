@@ -160,6 +160,16 @@ impl SystemState {
         })
     }
 
+    /// No devices, mounts or swaps: for checks that involve no block device.
+    pub fn empty(root: &SystemRoot) -> Self {
+        SystemState {
+            root: root.clone(),
+            devices: Vec::new(),
+            mounts: Vec::new(),
+            swaps: Vec::new(),
+        }
+    }
+
     pub fn by_name(&self, name: &str) -> Option<&BlockDevice> {
         self.devices.iter().find(|d| d.name == name)
     }
@@ -320,46 +330,69 @@ fn vpd_pg80_serial(path: &Path) -> Option<String> {
     (!serial.is_empty()).then_some(serial)
 }
 
+/// Where a `class/block` entry lives under `/sys/devices`, from one `readlink`: a
+/// partition's directory sits inside its disk's (`.../block/vda/vda1`), and devices with no
+/// hardware behind them live under `/sys/devices/virtual/`. An entry that is a directory
+/// rather than a link (`CONFIG_SYSFS_DEPRECATED` kernels, fake trees) is its own place.
+#[derive(Debug)]
+struct ClassEntry {
+    name: String,
+    place: PathBuf,
+}
+
+impl ClassEntry {
+    /// The name of the directory this entry's directory sits in.
+    fn container(&self) -> Option<&str> {
+        self.place.parent()?.file_name()?.to_str()
+    }
+
+    fn is_under_virtual(&self) -> bool {
+        self.place.to_string_lossy().contains("/devices/virtual/")
+    }
+}
+
 fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
     let class = class_block(root);
     let by_id = read_by_id(root);
-    let mut devices = Vec::new();
+    let mut entries = Vec::new();
     for entry in fs::read_dir(&class)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let dir = class.join(&name);
+        let place = fs::read_link(entry.path()).unwrap_or_else(|_| entry.path());
+        entries.push(ClassEntry { name, place });
+    }
+    // A disk is never inside another block device, a partition always is inside its disk:
+    // the relation comes from the directory structure, with no probe per child.
+    let parent_of = |entry: &ClassEntry| -> Option<usize> {
+        let container = entry.container()?;
+        entries
+            .iter()
+            .position(|other| other.name == container && other.name != entry.name)
+    };
+    let parents: Vec<Option<usize>> = entries.iter().map(parent_of).collect();
+    let mut devices = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let name = &entry.name;
+        let dir = class.join(name);
         let Some(dev) = read_trimmed(&dir.join("dev")).and_then(|s| s.parse().ok()) else {
             continue;
         };
-        let parent = if dir.join("partition").exists() {
-            // A partition's directory sits inside its disk's; if it vanished meanwhile
-            // (hot-unplug), leave it out rather than fail the whole inventory.
-            let Ok(canonical) = fs::canonicalize(&dir) else {
-                continue;
-            };
-            canonical
-                .parent()
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-        } else {
-            None
-        };
-        let partitions = if parent.is_none() {
-            dir_names(&dir)
-                .into_iter()
-                .filter(|child| dir.join(child).join("partition").exists())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        // A partition's queue/ and device/ are its disk's.
-        let disk_dir = match &parent {
-            Some(p) => class.join(p),
+        let parent = parents[index].map(|p| &entries[p]);
+        let mut partitions: Vec<String> = entries
+            .iter()
+            .zip(&parents)
+            .filter(|(_, parent)| **parent == Some(index))
+            .map(|(child, _)| child.name.clone())
+            .collect();
+        partitions.sort_by(|a, b| natural_cmp(a, b));
+        // A partition's queue/, device/ and place in /sys/devices are its disk's.
+        let disk_dir = match parent {
+            Some(p) => class.join(&p.name),
             None => dir.clone(),
         };
+        let is_virtual = parent.unwrap_or(entry).is_under_virtual();
         let logical = read_u64(&disk_dir.join("queue/logical_block_size")).unwrap_or(512);
         let physical = read_u64(&disk_dir.join("queue/physical_block_size")).unwrap_or(logical);
         let holders = dir_names(&dir.join("holders"))
@@ -373,14 +406,16 @@ fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
                 }
             })
             .collect();
-        let identity_dir = if parent.is_some() { &disk_dir } else { &dir };
-        let serial = read_trimmed(&identity_dir.join("serial"))
-            .or_else(|| read_trimmed(&identity_dir.join("device/serial")))
-            .or_else(|| vpd_pg80_serial(&identity_dir.join("device/vpd_pg80")));
+        // loop, ram, dm, md and nbd devices have no model, serial or WWID to read.
+        let identity = if is_virtual {
+            HardwareIdentity::default()
+        } else {
+            HardwareIdentity::read(&disk_dir)
+        };
         devices.push(BlockDevice {
             by_id: by_id
                 .iter()
-                .filter(|(_, target)| *target == name)
+                .filter(|(_, target)| target == name)
                 .map(|(link, _)| link.clone())
                 .collect(),
             dev,
@@ -391,22 +426,43 @@ fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
             rotational: read_flag(&disk_dir.join("queue/rotational")),
             read_only: read_flag(&dir.join("ro")),
             hidden: read_flag(&dir.join("hidden")),
-            is_virtual: fs::canonicalize(&dir)
-                .is_ok_and(|path| path.to_string_lossy().contains("/devices/virtual/")),
-            model: read_trimmed(&identity_dir.join("device/model")),
-            vendor: read_trimmed(&identity_dir.join("device/vendor")),
-            serial,
-            wwid: read_trimmed(&identity_dir.join("wwid"))
-                .or_else(|| read_trimmed(&identity_dir.join("device/wwid"))),
-            parent,
+            is_virtual,
+            model: identity.model,
+            vendor: identity.vendor,
+            serial: identity.serial,
+            wwid: identity.wwid,
+            parent: parent.map(|p| p.name.clone()),
             partitions,
             holders,
             slaves: dir_names(&dir.join("slaves")),
-            name,
+            name: name.clone(),
         });
     }
     devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
     Ok(devices)
+}
+
+/// What the hardware says it is, from a disk's sysfs directory.
+#[derive(Debug, Default)]
+struct HardwareIdentity {
+    model: Option<String>,
+    vendor: Option<String>,
+    serial: Option<String>,
+    wwid: Option<String>,
+}
+
+impl HardwareIdentity {
+    fn read(disk_dir: &Path) -> Self {
+        HardwareIdentity {
+            model: read_trimmed(&disk_dir.join("device/model")),
+            vendor: read_trimmed(&disk_dir.join("device/vendor")),
+            serial: read_trimmed(&disk_dir.join("serial"))
+                .or_else(|| read_trimmed(&disk_dir.join("device/serial")))
+                .or_else(|| vpd_pg80_serial(&disk_dir.join("device/vpd_pg80"))),
+            wwid: read_trimmed(&disk_dir.join("wwid"))
+                .or_else(|| read_trimmed(&disk_dir.join("device/wwid"))),
+        }
+    }
 }
 
 /// `(link name, target kernel name)` for every `/dev/disk/by-id` symlink.
@@ -524,6 +580,70 @@ mod tests {
         assert_eq!(swaps[0].path, "/dev/nvme2n1");
         assert_eq!(swaps[0].kind, "partition");
         assert_eq!(swaps[1].path, "/swap file");
+    }
+
+    /// The kernel's layout: `class/block/<name>` links into `/sys/devices`, where an NVMe
+    /// namespace sits in its controller's directory (no `block/` glue) and a partition in
+    /// its disk's; virtual devices under `devices/virtual/block`.
+    #[test]
+    fn partitions_and_virtual_devices_follow_the_sysfs_structure() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SystemRoot::under(dir.path());
+        let devices = dir.path().join("sys/devices");
+        let class = dir.path().join("sys/class/block");
+        fs::create_dir_all(&class).unwrap();
+        fs::create_dir_all(root.proc.join("self")).unwrap();
+        fs::write(root.proc.join("self/mountinfo"), "").unwrap();
+        let places = [
+            (
+                "nvme0n1",
+                "pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1",
+                "259:0",
+            ),
+            (
+                "nvme0n1p2",
+                "pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p2",
+                "259:2",
+            ),
+            (
+                "nvme0n1p10",
+                "pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/nvme0n1p10",
+                "259:3",
+            ),
+            ("vda", "pci0000:00/0000:00:05.0/virtio2/block/vda", "252:0"),
+            ("loop0", "virtual/block/loop0", "7:0"),
+            ("loop0p1", "virtual/block/loop0/loop0p1", "259:4"),
+        ];
+        for (name, place, dev) in places {
+            let device_dir = devices.join(place);
+            fs::create_dir_all(device_dir.join("holders")).unwrap();
+            fs::write(device_dir.join("dev"), format!("{dev}\n")).unwrap();
+            fs::write(device_dir.join("size"), "2048\n").unwrap();
+            std::os::unix::fs::symlink(format!("../../devices/{place}"), class.join(name)).unwrap();
+        }
+        fs::write(
+            devices.join("pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1/serial"),
+            "S1\n",
+        )
+        .unwrap();
+        fs::write(devices.join("virtual/block/loop0/serial"), "none\n").unwrap();
+        let state = SystemState::read(&root).unwrap();
+        let device = |name| state.by_name(name).unwrap();
+        assert_eq!(device("nvme0n1").parent, None);
+        assert_eq!(device("nvme0n1").partitions, ["nvme0n1p2", "nvme0n1p10"]);
+        assert_eq!(device("nvme0n1").serial.as_deref(), Some("S1"));
+        assert_eq!(device("nvme0n1p10").parent.as_deref(), Some("nvme0n1"));
+        assert_eq!(device("nvme0n1p10").serial.as_deref(), Some("S1"));
+        assert!(!device("nvme0n1p10").is_virtual);
+        assert_eq!(device("vda").parent, None);
+        assert!(device("vda").partitions.is_empty());
+        assert!(!device("vda").is_virtual);
+        assert!(device("loop0").is_virtual);
+        assert_eq!(device("loop0").partitions, ["loop0p1"]);
+        assert!(device("loop0p1").is_virtual);
+        assert_eq!(device("loop0p1").parent.as_deref(), Some("loop0"));
+        // Virtual devices have no hardware identity to read.
+        assert_eq!(device("loop0").serial, None);
     }
 
     #[test]

@@ -88,6 +88,33 @@ fn raid1_with_one_disk_is_a_usage_error() {
         .fails_with(2, "raid1 needs at least 2 devices");
 }
 
+/// `mkfs` runs the member checks: a target that already holds a filesystem (or any other
+/// strong signature) is refused with exit code 3 unless `--force` says to overwrite it.
+#[test]
+fn mkfs_refuses_a_filesystem_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("fs.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let path = image.to_str().unwrap();
+    tosskey(&["mkfs", path]).ok();
+    let before = std::fs::read(&image).unwrap();
+    tosskey(&["mkfs", path, "--label", "again"]).fails_with(
+        3,
+        &format!(
+            "{path} has an ext4 filesystem signature at offset 1024: pass --force to overwrite it, or pick another device"
+        ),
+    );
+    assert!(
+        std::fs::read(&image).unwrap() == before,
+        "a refused mkfs wrote"
+    );
+    let run = tosskey(&["mkfs", path, "--label", "again", "--force"]).ok();
+    assert!(run.stdout.contains("ext4, 16384 blocks"), "{}", run.stdout);
+}
+
 #[test]
 fn mkfs_formats_an_image_file() {
     let dir = tempfile::tempdir().unwrap();

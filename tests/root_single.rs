@@ -271,8 +271,9 @@ fn refusals_name_the_device_and_change_nothing() {
     let vdc_str = vdc.to_str().unwrap();
     let _cleanup = Volume::new("t-refuse", &[&vdc]);
 
-    // A filesystem signature without --force.
-    tosskey(&["mkfs", vdc_str]).ok();
+    // A filesystem signature without --force: provision and mkfs refuse it alike.
+    tosskey(&["mkfs", vdc_str, "--force"]).ok();
+    refused(&vdc, &["mkfs", vdc_str], 3, "ext4 filesystem signature");
     refused(
         &vdc,
         &["provision", vdc_str, "--name", "t-refuse"],
@@ -293,6 +294,12 @@ fn refusals_name_the_device_and_change_nothing() {
     refused(
         &vdc,
         &["provision", vdc_str, "--name", "t-refuse", "--force"],
+        3,
+        "mounted at /mnt/t-refuse",
+    );
+    refused(
+        &vdc,
+        &["mkfs", vdc_str, "--force"],
         3,
         "mounted at /mnt/t-refuse",
     );
@@ -320,6 +327,7 @@ fn refusals_name_the_device_and_change_nothing() {
         3,
         "held by",
     );
+    refused(&vdc, &["mkfs", vdc_str, "--force"], 3, "held by");
     dm.remove(&holder).unwrap();
 
     // Nonexistent path, a regular file, a tiny device, an unknown cipher.
@@ -363,7 +371,7 @@ fn refusals_name_the_device_and_change_nothing() {
     );
 
     // --force overrides a signature (and only that).
-    tosskey(&["mkfs", vdc_str]).ok();
+    tosskey(&["mkfs", vdc_str, "--force"]).ok();
     tosskey(&[
         "provision",
         vdc_str,

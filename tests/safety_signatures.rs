@@ -6,7 +6,8 @@
 use std::process::Command;
 
 use tosskey::signature::{
-    crc32, detect, scan_file, DeviceWindow, ExtFlavour, MdVersion, Signature, SignatureKind,
+    crc32, crc32c, detect, probe_ranges, scan_file, DeviceWindow, ExtFlavour, MdVersion, Signature,
+    SignatureKind,
 };
 
 const MIB: u64 = 1 << 20;
@@ -21,11 +22,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// The first bytes of a device of `size` bytes; its end is unread.
 fn head_of(bytes: &[u8], size: u64) -> DeviceWindow<'_> {
-    DeviceWindow {
-        head: bytes,
-        tail: &[],
-        size,
-    }
+    DeviceWindow::new(size).with(0, bytes)
 }
 
 fn kinds(found: &[Signature]) -> Vec<(SignatureKind, u64)> {
@@ -249,24 +246,17 @@ fn md_1_2_and_1_0_superblocks() {
     disk[at..at + 264].copy_from_slice(&md1_superblock(end_offset / 512));
     // Only the tail of the device was read: still found.
     let tail_start = usize::try_from(size - 192 * 1024).unwrap();
-    let window = DeviceWindow {
-        head: &disk[..4096],
-        tail: &disk[tail_start..],
-        size,
-    };
+    let window = DeviceWindow::new(size)
+        .with(0, &disk[..4096])
+        .with(size - 192 * 1024, &disk[tail_start..]);
     assert_eq!(
         kinds(&detect(&window)),
         [(SignatureKind::Md(MdVersion::V1_0), end_offset)]
     );
 }
 
-#[test]
-fn md_0_90_superblock_at_the_end() {
-    let size = 4 * MIB + 12345 * 512;
-    let mut disk = vec![0u8; usize::try_from(size).unwrap()];
-    let sectors = size / 512;
-    let offset = ((sectors & !127) - 128) * 512;
-    let at = usize::try_from(offset).unwrap();
+/// An md 0.90 superblock with a correct checksum.
+fn md090_superblock() -> Vec<u8> {
     let mut sb = vec![0u8; 4096];
     sb[0..4].copy_from_slice(&0xa92b_4efcu32.to_le_bytes());
     sb[4..8].copy_from_slice(&0u32.to_le_bytes());
@@ -277,7 +267,20 @@ fn md_0_90_superblock_at_the_end() {
         .sum();
     let csum = u32::try_from(((sum & 0xffff_ffff) + (sum >> 32)) & 0xffff_ffff).unwrap();
     sb[152..156].copy_from_slice(&csum.to_le_bytes());
-    disk[at..at + 4096].copy_from_slice(&sb);
+    sb
+}
+
+fn md090_offset(size: u64) -> u64 {
+    (((size / 512) & !127) - 128) * 512
+}
+
+#[test]
+fn md_0_90_superblock_at_the_end() {
+    let size = 4 * MIB + 12345 * 512;
+    let mut disk = vec![0u8; usize::try_from(size).unwrap()];
+    let offset = md090_offset(size);
+    let at = usize::try_from(offset).unwrap();
+    disk[at..at + 4096].copy_from_slice(&md090_superblock());
     assert_eq!(
         probe(&disk),
         [(SignatureKind::Md(MdVersion::V0_90), offset)]
@@ -330,5 +333,124 @@ fn random_data_with_planted_magics_never_matches() {
                 "round {round}: planted {magic:?} at {offset} matched {found:?}"
             );
         }
+    }
+}
+
+/// Where LUKS2 puts a secondary header (after a primary of 16 KiB .. 4 MiB).
+const LUKS2_SECONDARIES: [u64; 9] = [
+    0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
+];
+
+/// A sparse image of `size` bytes with `bytes` written at `offset`, scanned as a device.
+fn scan_planted(size: u64, plants: &[(u64, &[u8])]) -> Vec<(SignatureKind, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    file.set_len(size).unwrap();
+    for (offset, bytes) in plants {
+        std::os::unix::fs::FileExt::write_all_at(&file, bytes, *offset).unwrap();
+    }
+    kinds(&scan_file(&file, size).unwrap())
+}
+
+/// `scan_file` reads only some blocks: every structure, wherever on the device its
+/// detector looks, must still be inside them. Planted one at a time in a sparse 8 GiB image
+/// whose size is not a multiple of 4 KiB.
+#[test]
+fn scan_file_reads_every_place_a_detector_looks() {
+    let size = 8 * 1024 * MIB + 12345 * 512;
+    let luks2 = fixture("luks2-head.bin");
+    for offset in LUKS2_SECONDARIES {
+        // The fixture's secondary header, moved: it records the offset it lives at.
+        let mut secondary = luks2[0x4000..0x4000 + 512].to_vec();
+        secondary[256..264].copy_from_slice(&offset.to_be_bytes());
+        assert_eq!(
+            scan_planted(size, &[(offset, &secondary)]),
+            [(SignatureKind::Luks2, offset)],
+            "LUKS2 secondary at {offset:#x}"
+        );
+    }
+    assert_eq!(
+        scan_planted(size, &[(0, &luks2)]),
+        [(SignatureKind::Luks2, 0), (SignatureKind::Luks2, 0x4000)]
+    );
+    for (name, kind, offset) in [
+        ("xfs-head.bin", SignatureKind::Xfs, 0),
+        ("btrfs-head.bin", SignatureKind::Btrfs, 65536),
+        ("swap-head.bin", SignatureKind::Swap, 4086),
+        ("lvm2-head.bin", SignatureKind::Lvm2, 512),
+        ("luks1-head.bin", SignatureKind::Luks1, 0),
+    ] {
+        assert_eq!(
+            scan_planted(size, &[(0, &fixture(name))]),
+            [(kind, offset)],
+            "{name}"
+        );
+    }
+    // XFS with 32 KiB sectors: its checksum covers the whole sector, beyond the head.
+    let mut xfs = fixture("xfs-head.bin");
+    xfs.resize(32 * 1024, 0);
+    xfs[102..104].copy_from_slice(&32768u16.to_be_bytes());
+    xfs[121] = 15;
+    xfs[224..228].fill(0);
+    let crc = crc32c(&xfs);
+    xfs[224..228].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(scan_planted(size, &[(0, &xfs)]), [(SignatureKind::Xfs, 0)]);
+    // A swap area made for 64 KiB pages: its magic ends the first 64 KiB.
+    let mut info = [0u8; 8];
+    info[0..4].copy_from_slice(&1u32.to_le_bytes());
+    info[4..8].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(
+        scan_planted(size, &[(1024, &info), (65536 - 10, b"SWAPSPACE2")]),
+        [(SignatureKind::Swap, 65526)]
+    );
+    for lba_size in [512u64, 4096] {
+        let lbas = size / lba_size;
+        let backup = (lbas - 1) * lba_size;
+        assert_eq!(
+            scan_planted(size, &[(backup, &gpt_header(lbas - 1, lbas))]),
+            [(SignatureKind::Gpt, backup)]
+        );
+        assert_eq!(
+            scan_planted(size, &[(lba_size, &gpt_header(1, lbas))]),
+            [(SignatureKind::Gpt, lba_size)]
+        );
+    }
+    let end_1_0 = (((size / 512) - 16) & !7) * 512;
+    assert_eq!(
+        scan_planted(size, &[(end_1_0, &md1_superblock(end_1_0 / 512))]),
+        [(SignatureKind::Md(MdVersion::V1_0), end_1_0)]
+    );
+    assert_eq!(
+        scan_planted(size, &[(4096, &md1_superblock(8))]),
+        [(SignatureKind::Md(MdVersion::V1_2), 4096)]
+    );
+    assert_eq!(
+        scan_planted(size, &[(0, &md1_superblock(0))]),
+        [(SignatureKind::Md(MdVersion::V1_1), 0)]
+    );
+    assert_eq!(
+        scan_planted(size, &[(md090_offset(size), &md090_superblock())]),
+        [(SignatureKind::Md(MdVersion::V0_90), md090_offset(size))]
+    );
+}
+
+/// The scan reads a few dozen KiB per device, not megabytes, from 16 MiB to 14 TB.
+#[test]
+fn probe_reads_about_twenty_blocks_whatever_the_size() {
+    for size in [16 * MIB, 128 * MIB, 7680 * 1024 * MIB, 14_000_000_000_000] {
+        let ranges = probe_ranges(size);
+        let bytes: u64 = ranges.iter().map(|(_, len)| len).sum();
+        assert!(bytes <= 64 * 1024, "{size}: {bytes} bytes in {ranges:?}");
+        assert!(ranges.len() <= 16, "{size}: {} reads", ranges.len());
+        assert!(ranges
+            .iter()
+            .all(|&(offset, len)| offset % 4096 == 0 && offset + len <= size));
     }
 }

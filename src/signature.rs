@@ -186,7 +186,7 @@ impl<'a> DeviceWindow<'a> {
 }
 
 /// The byte ranges of a device of `size` bytes the detectors look at, as `(offset, len)`
-/// in whole [`PROBE_BLOCK`]s, sorted and merged: about 20 blocks whatever the size.
+/// in whole `PROBE_BLOCK`-sized pieces, sorted and merged: about 20 blocks whatever the size.
 /// Each detector's offsets come from the same functions and constants it uses itself;
 /// `tests/safety_signatures.rs` plants every structure in an image and scans it.
 pub fn probe_ranges(size: u64) -> Vec<(u64, u64)> {

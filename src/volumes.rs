@@ -557,6 +557,15 @@ fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
 /// Close volume `name` (or every volume): unmount if asked, remove mappings and arrays.
 pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<String>> {
     let name = name.map(volume_name).transpose()?;
+    // Nothing to close is said (or done) before the device-mapper is needed: `close x` of a
+    // volume with no journal is refused as such even where dm is not loaded.
+    match &name {
+        Some(name) => {
+            journal_for(env, name)?;
+        }
+        None if env.journals.list()?.is_empty() => return Ok(Vec::new()),
+        None => {}
+    }
     close_in(
         &HostKernel::open(&env.root)?,
         env,
@@ -624,6 +633,8 @@ fn volume_is_mounted(
 /// allow.
 pub fn shred(env: &Environment, name: &str) -> Result<String> {
     let name = volume_name(name)?;
+    // A volume with no journal is refused as such before the device-mapper is needed.
+    journal_for(env, &name)?;
     shred_in(&HostKernel::open(&env.root)?, env, &name)
 }
 

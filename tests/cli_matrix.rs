@@ -69,7 +69,7 @@ fn cases(scratch: &Scratch) -> Vec<(Vec<String>, &'static [i32])> {
             &[1, 3],
         ),
         (words("provision --cipher rot13 /dev/null"), &[2]),
-        (words(&format!("mkfs {missing}")), &[1]),
+        (words(&format!("mkfs {missing}")), &[3]),
         (words(&format!("mkfs {image}")), &[0]),
         (
             words(&format!(

@@ -113,7 +113,10 @@ impl JournalDir {
                 )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => {
+                let what = reading_failed(&path, e.kind());
+                return Err(e).context(what);
+            }
         };
         if journal.name != name {
             anyhow::bail!(
@@ -189,7 +192,10 @@ impl JournalDir {
         let entries = match fs::read_dir(&self.0) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let what = reading_failed(&self.0, e.kind());
+                return Err(e).context(what);
+            }
         };
         let mut journals = Vec::new();
         for entry in entries {
@@ -210,6 +216,19 @@ pub fn boot_id(proc_root: &Path) -> Result<String> {
     let path = proc_root.join("sys/kernel/random/boot_id");
     let raw = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(raw.trim().replace('-', ""))
+}
+
+/// What failed reading a journal path, with the fix when it is the directory's privacy
+/// (0700, root's): only root reads the journals.
+fn reading_failed(path: &Path, kind: std::io::ErrorKind) -> String {
+    if kind == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "reading {}; run as root (tosskey's journals are private to root)",
+            path.display()
+        )
+    } else {
+        format!("reading {}", path.display())
+    }
 }
 
 #[cfg(test)]

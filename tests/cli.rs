@@ -94,10 +94,7 @@ fn raid1_with_one_disk_is_a_usage_error() {
 fn mkfs_refuses_a_filesystem_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("fs.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    blank_image(&image);
     let path = image.to_str().unwrap();
     tosskey(&["mkfs", path]).ok();
     let before = std::fs::read(&image).unwrap();
@@ -115,14 +112,19 @@ fn mkfs_refuses_a_filesystem_without_force() {
     assert!(run.stdout.contains("ext4, 16384 blocks"), "{}", run.stdout);
 }
 
+/// A sparse, blank 64 MiB image file at `path`.
+fn blank_image(path: &std::path::Path) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+}
+
 #[test]
 fn mkfs_formats_an_image_file() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("fs.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    blank_image(&image);
     let run = tosskey(&["mkfs", image.to_str().unwrap(), "--label", "data"]).ok();
     assert!(run.stdout.contains("ext4, 16384 blocks"), "{}", run.stdout);
     let fsck = std::process::Command::new("e2fsck")
@@ -152,10 +154,7 @@ fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
     // the escrow inputs must be refused first, with and without --dry-run (which, unlike a
     // dry run, starts with device-mapper).
     let image = dir.path().join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
+    blank_image(&image);
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(
         &garbage,

@@ -683,12 +683,9 @@ pub(crate) mod tests {
         assert!(!none.volume().table.as_deref().unwrap().contains("; "));
     }
 
-    #[test]
-    fn a_recorded_segmentation_is_rebuilt_and_a_gap_is_refused() {
-        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
-        assert_eq!(provisioned.keys.len(), 3);
-        let recorded: Vec<(String, Option<KeySegment>)> = provisioned
-            .keys
+    /// Each key's mapping and range, as an escrow file records them.
+    fn recorded_segments(plan: &Plan) -> Vec<(String, Option<KeySegment>)> {
+        plan.keys
             .iter()
             .map(|k| {
                 (
@@ -699,7 +696,14 @@ pub(crate) mod tests {
                     }),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_recorded_segmentation_is_rebuilt_and_a_gap_is_refused() {
+        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
+        assert_eq!(provisioned.keys.len(), 3);
+        let recorded = recorded_segments(&provisioned);
         let shape = |keys| {
             assemble_plan(Shape {
                 name: &DmName::new("v").unwrap(),
@@ -739,19 +743,7 @@ pub(crate) mod tests {
             members: Vec::new(),
             key_scope_bytes: provisioned.key_scope.limit_bytes,
         };
-        let recorded: Vec<(String, Option<KeySegment>)> = provisioned
-            .keys
-            .iter()
-            .map(|k| {
-                (
-                    k.mapping.clone(),
-                    Some(KeySegment {
-                        start_sector: k.covers.start,
-                        sectors: k.covers.length,
-                    }),
-                )
-            })
-            .collect();
+        let recorded = recorded_segments(&provisioned);
         let recovered = from_escrow(
             &meta,
             &recorded,

@@ -69,11 +69,11 @@ pub struct MeasureVerifyArgs {
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
     /// Block devices to encrypt (striped together when more than one). Or use --discover.
-    #[arg(value_name = "DEVICE", required_unless_present = "discover")]
+    #[arg(value_name = "DEVICE")]
     pub devices: Vec<PathBuf>,
 
     /// Find the instance-store disks of this cloud instead of naming devices.
-    #[arg(long, value_enum, conflicts_with = "devices")]
+    #[arg(long, value_enum, conflicts_with = "devices", long_help = crate::discover::discover_help())]
     pub discover: Option<CloudArg>,
 
     /// Test-only: with --discover, pick disks whose serial starts with PREFIX (the VM's virtio
@@ -162,7 +162,8 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "PUB.pem")]
     pub escrow_key: Option<PathBuf>,
 
-    /// Where the escrow file goes.
+    /// Where the escrow file goes. An earlier volume's file there is first moved to
+    /// PATH.previous (replacing an older one), so PATH is always the current volume's.
     #[arg(
         long,
         value_name = "PATH",
@@ -192,7 +193,8 @@ pub struct ProvisionArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Only this mapping.
+    /// Only this volume (its dm name, or /dev/mapper/NAME).
+    #[arg(value_parser = volume_name_arg)]
     pub name: Option<String>,
     #[arg(long)]
     pub json: bool,
@@ -200,8 +202,12 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct CloseArgs {
-    /// The mapping to close [default: every tosskey mapping].
+    /// The volume to close (its dm name, or /dev/mapper/NAME).
+    #[arg(value_parser = volume_name_arg)]
     pub name: Option<String>,
+    /// Close every tosskey volume of this boot.
+    #[arg(long, conflicts_with = "name")]
+    pub all: bool,
     /// Unmount the filesystem first if it is mounted.
     #[arg(long)]
     pub unmount: bool,
@@ -209,8 +215,21 @@ pub struct CloseArgs {
 
 #[derive(Debug, Args)]
 pub struct ShredArgs {
-    /// The mapping to shred.
+    /// The volume to shred (its dm name, or /dev/mapper/NAME).
+    #[arg(value_parser = volume_name_arg)]
     pub name: String,
+}
+
+/// A volume named by its dm name or its `/dev/mapper/NAME` node: the name.
+fn volume_name_arg(value: &str) -> Result<String, String> {
+    match value.strip_prefix("/dev/mapper/") {
+        Some("") => Err("give the volume's name after /dev/mapper/".to_owned()),
+        Some(name) => Ok(name.to_owned()),
+        None if value.starts_with('/') => Err(format!(
+            "{value} is not a volume: give its name (or /dev/mapper/NAME); `tosskey status` lists them"
+        )),
+        None => Ok(value.to_owned()),
+    }
 }
 
 /// Which escrow file, opened with which private key.
@@ -244,7 +263,7 @@ pub struct RecoverArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EscrowCommand {
-    /// Decrypt an escrow file into a raw key file and print the stock `cryptsetup` command that reopens the volume.
+    /// Decrypt an escrow file into a raw key file and print the steps without tosskey: which disk is which, the stock commands that reopen the volume, deleting the key file, the mount and the teardown.
     Decrypt(EscrowDecryptArgs),
 }
 
@@ -365,10 +384,27 @@ mod tests {
     }
 
     #[test]
-    fn provision_needs_devices_or_discovery() {
-        let err = Cli::try_parse_from(["tosskey", "provision"]).unwrap_err();
-        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
-        assert!(Cli::try_parse_from(["tosskey", "provision", "--discover", "aws"]).is_ok());
+    fn close_needs_a_name_or_all_and_takes_the_mapper_path() {
+        let err = Cli::try_parse_from(["tosskey", "close", "v", "--all"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let Command::Close(all) = Cli::try_parse_from(["tosskey", "close", "--all"])
+            .unwrap()
+            .command
+        else {
+            panic!("expected close")
+        };
+        assert!(all.all && all.name.is_none());
+        for given in ["v", "/dev/mapper/v"] {
+            let Command::Close(args) = Cli::try_parse_from(["tosskey", "close", given])
+                .unwrap()
+                .command
+            else {
+                panic!("expected close")
+            };
+            assert_eq!(args.name.as_deref(), Some("v"), "{given}");
+        }
+        let err = Cli::try_parse_from(["tosskey", "shred", "/dev/vdb"]).unwrap_err();
+        assert!(err.to_string().contains("give its name"), "{err}");
     }
 
     #[test]

@@ -112,7 +112,12 @@ impl ProvisionConfig {
             }
         };
         let source = match (args.discover, args.devices.is_empty()) {
-            (None, _) => MemberSource::Explicit(args.devices),
+            (None, true) => {
+                return Err(usage(
+                    "no device given: name the disks to encrypt (e.g. /dev/nvme1n1), or find this cloud's instance-store disks with --discover aws|gcp|azure|any",
+                ));
+            }
+            (None, false) => MemberSource::Explicit(args.devices),
             (Some(cloud), true) => MemberSource::Discover(match args.discover_serial_prefix {
                 Some(prefix) => DiskMatcher::SerialPrefix(prefix),
                 None => DiskMatcher::Cloud(cloud_of(cloud)),
@@ -311,6 +316,17 @@ mod tests {
         assert!(msg.contains("serpent-cbc-essiv"), "{msg}");
         assert!(msg.contains("twofish-xts-plain64"), "{msg}");
         assert!(msg.contains("aes-xts-plain64"), "{msg}");
+    }
+
+    #[test]
+    fn provision_without_devices_points_at_discover() {
+        let err = config(&[]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::USAGE);
+        assert!(
+            err.to_string().contains("--discover aws|gcp|azure|any"),
+            "{err}"
+        );
+        assert!(config(&["--discover", "aws"]).is_ok());
     }
 
     #[test]

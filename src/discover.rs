@@ -55,6 +55,43 @@ const AZURE_LOCAL_NVME_MODELS: [&str; 2] = [
     "Microsoft NVMe Direct Disk v2",
 ];
 
+/// What discovery matches for `cloud`, in words: `--help` and the "none found" message say
+/// it, so a user can predict discovery before the first boot on that cloud.
+pub fn identities(cloud: Cloud) -> String {
+    let quoted = |models: &[&str]| {
+        models
+            .iter()
+            .map(|m| format!("{m:?}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match cloud {
+        Cloud::Aws => format!(
+            "NVMe model {AWS_INSTANCE_STORE_MODEL:?} (EBS volumes never)"
+        ),
+        Cloud::Gcp => format!(
+            "NVMe model {GCP_LOCAL_NVME_MODEL:?} or \"{GCP_LOCAL_NVME_MODEL}N\", SCSI vendor {GCP_SCSI_VENDOR:?} with model {GCP_SCSI_LOCAL_MODEL:?}, or a /dev/disk/by-id/google-local-ssd-* or google-local-nvme-ssd-* link (persistent disks never)"
+        ),
+        Cloud::Azure => format!(
+            "NVMe model {} (managed disks and the temporary resource disk never)",
+            quoted(&AZURE_LOCAL_NVME_MODELS)
+        ),
+        Cloud::Any => [Cloud::Aws, Cloud::Gcp, Cloud::Azure]
+            .map(|c| format!("{c}: {}", identities(c)))
+            .join(", "),
+    }
+}
+
+/// `provision --help` on `--discover`.
+pub fn discover_help() -> String {
+    format!(
+        "Find the instance-store disks of this cloud instead of naming devices, from sysfs alone (no udev or metadata service). {}; any: all of these. A matching disk that is mounted, held, partitioned, read-only or holds / or /boot is skipped, with the reason.",
+        [Cloud::Aws, Cloud::Gcp, Cloud::Azure]
+            .map(|c| format!("{c}: {}", identities(c)))
+            .join("; ")
+    )
+}
+
 /// Which cloud's instance-store identities to look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,13 +293,16 @@ fn explain_empty(state: &SystemState, discovery: &Discovery, matcher: &DiskMatch
             (None, None) => d.name.clone(),
         })
         .collect();
-    let wanted = match matcher {
-        DiskMatcher::Cloud(_) => "an instance-store identity",
-        DiskMatcher::SerialPrefix(_) => "a matching serial",
+    let (wanted, matches) = match matcher {
+        DiskMatcher::Cloud(cloud) => (
+            "an instance-store identity",
+            format!("; {cloud} matches {}", identities(*cloud)),
+        ),
+        DiskMatcher::SerialPrefix(_) => ("a matching serial", String::new()),
     };
     if seen.is_empty() {
-        "no block devices at all".to_owned()
+        format!("no block devices at all{matches}")
     } else {
-        format!("none of {} has {wanted}", seen.join(", "))
+        format!("none of {} has {wanted}{matches}", seen.join(", "))
     }
 }

@@ -274,7 +274,7 @@ mod tests {
         let line = render(&control.into());
         assert_eq!(
             line,
-            "cannot open the device-mapper control node /dev/mapper/control: Permission denied (os error 13); run as root with the dm_mod kernel module loaded (modprobe dm_mod)"
+            "cannot open the device-mapper control node /dev/mapper/control: Permission denied (os error 13); run as root"
         );
         // A context that carries advice: the cause goes before it.
         let error: Error = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT))

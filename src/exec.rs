@@ -176,6 +176,16 @@ impl<'a> Executor<'a> {
             });
     }
 
+    /// Register moving a file this run moved from `original` to `moved_to` back (an
+    /// earlier volume's escrow file, rotated aside).
+    pub fn moved_file(&mut self, moved_to: &Path, original: &Path) {
+        let (from, to) = (moved_to.to_path_buf(), original.to_path_buf());
+        self.rollback.push(
+            format!("file {} (moved from {})", from.display(), to.display()),
+            move || Ok(std::fs::rename(&from, &to)?),
+        );
+    }
+
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
     pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
         crate::mount::mount_volume(node, dir, read_only)?;

@@ -55,10 +55,17 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
             let volumes = volumes::status(&env, args.name.as_deref())?;
             output(args.json, &volumes, || volumes::render_status(&volumes))
         }
-        Command::Close(args) => Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
-            .iter()
-            .map(|name| format!("closed {name}\n"))
-            .collect()),
+        Command::Close(args) => {
+            if args.name.is_none() && !args.all {
+                return Err(Error::Usage(
+                    "close needs the volume's name (`tosskey status` lists them), or --all for every tosskey volume of this boot".into(),
+                ));
+            }
+            Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
+                .iter()
+                .map(|name| format!("closed {name}\n"))
+                .collect())
+        }
         Command::Shred(args) => Ok(format!("{}\n", volumes::shred(&env, &args.name)?)),
         Command::Recover(args) => {
             let built = recover(

@@ -126,6 +126,11 @@ pub fn not_measured(request: Option<MeasurePcr>) -> MeasurementOutcome {
 }
 
 impl Measurer {
+    /// The PCR this run extends.
+    pub fn pcr(&self) -> u32 {
+        self.pcr
+    }
+
     /// Measure every crypt node of `plan`, built and verified, with all of its keys (`keys`
     /// in `plan.keys` order, each with the range it covers).
     pub fn measure(&mut self, plan: &Plan, keys: &KeyArena) -> Result<Vec<VolumeMeasurement>> {

@@ -29,6 +29,28 @@ pub fn mount_volume(node: &Path, dir: &Path, read_only: bool) -> Result<()> {
     })
 }
 
+/// Refuse a mount target that cannot become a directory: `dir` itself, or the nearest of
+/// its ancestors that exists, must be a directory. Reads only, so the dry run checks it too
+/// and a real run finds out before it builds anything.
+pub fn check_mount_target(dir: &Path) -> Result<(), crate::error::Error> {
+    let Some(existing) = dir.ancestors().find(|p| p.symlink_metadata().is_ok()) else {
+        return Ok(());
+    };
+    match std::fs::metadata(existing) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(crate::error::Error::Refused(format!(
+            "--mount {}: {} is not a directory; give a directory (a missing one is created)",
+            dir.display(),
+            existing.display()
+        ))),
+        Err(e) => Err(crate::error::Error::Refused(format!(
+            "--mount {}: cannot use {}: {e}; give a directory (a missing one is created)",
+            dir.display(),
+            existing.display()
+        ))),
+    }
+}
+
 /// Unmount `dir`.
 pub fn unmount(dir: &Path) -> Result<()> {
     umount2(dir, MntFlags::empty()).with_context(|| {

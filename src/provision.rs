@@ -128,7 +128,14 @@ pub fn provision(
     }
     // Only now, as an already provisioned volume keeps the escrow file it wrote.
     if let Some(escrow) = &cfg.escrow {
-        refuse_existing_escrow_file(&escrow.file)?;
+        check_escrow_rotation(&escrow.file)?;
+    }
+    // The checks that need no write come before any device is looked at, in the dry run
+    // too: a dry run that passes means the real run gets past them. An explicit PCR without
+    // a TPM refuses the run here (opening the TPM writes nothing).
+    let mut measurer = measure::open(cfg.measure_pcr)?;
+    if let Some(dir) = &cfg.mount {
+        crate::mount::check_mount_target(dir)?;
     }
     let paths = member_paths(cfg, env)?;
     let mut checked = check_members(
@@ -139,15 +146,14 @@ pub fn provision(
             allow_regular_file: false,
         },
     )?;
-    let plan = derive::from_config(cfg, &checked, &boot)?;
+    let mut plan = derive::from_config(cfg, &checked, &boot)?;
+    plan.measure_pcr = measurer.as_ref().map(Measurer::pcr);
     if cfg.dry_run {
         return Ok(Outcome::DryRun {
             kernel_facilities: kernel.survey(&plan)?,
             plan: Box::new(plan),
         });
     }
-    // An explicit PCR without a TPM refuses the run here, before anything is built.
-    let mut measurer = measure::open(cfg.measure_pcr)?;
     // Held through the journal and the keys: the executor releases each member's claim
     // right before md or dm claims it.
     let claims = MemberClaims::take(&mut checked);
@@ -215,6 +221,7 @@ fn execute(
                 &keys,
                 escrow_metadata(plan, root)?,
             )?;
+            rotate_escrow_file(run, &escrow.file)?;
             file.write_atomic(&escrow.file, false)
                 .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
             run.wrote_file(&escrow.file);
@@ -391,19 +398,62 @@ fn read_escrow_inputs(escrow: &EscrowSettings) -> Result<EscrowPublicKey> {
     Ok(public_key)
 }
 
-/// tosskey never overwrites an escrow file: one that exists fails the run before it builds.
-fn refuse_existing_escrow_file(file: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Ok(_) => Err(Error::Refused(format!(
-            "the escrow file {} exists already and tosskey never overwrites one: move it away or choose another --escrow-file",
-            file.display()
-        ))),
-        Err(e) => Err(Error::Refused(format!(
-            "cannot check the escrow file {}: {e}: choose another --escrow-file",
-            file.display()
-        ))),
+/// Where an escrow file is moved when a new volume's escrow file takes its place: the
+/// earlier volume's file stays there until the operator collects it (or until the next
+/// volume's rotation replaces it).
+pub fn previous_escrow_file(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".previous");
+    PathBuf::from(name)
+}
+
+/// The escrow file and its `.previous` must each be absent or a regular file: the run moves
+/// the first onto the second before it writes a new one (checked before anything is built).
+fn check_escrow_rotation(file: &Path) -> Result<()> {
+    for path in [file.to_path_buf(), previous_escrow_file(file)] {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(meta) if meta.file_type().is_file() => {}
+            Ok(_) => {
+                return Err(Error::Refused(format!(
+                    "the escrow file {} exists and is not a regular file (tosskey moves only a regular file aside): remove it or choose another --escrow-file",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Refused(format!(
+                    "cannot check the escrow file {}: {e}: choose another --escrow-file",
+                    path.display()
+                )))
+            }
+        }
     }
+    Ok(())
+}
+
+/// Move an earlier volume's escrow file to `<file>.previous` (replacing an older one there,
+/// with a warning) so that `file` is always this boot's volume; a rollback moves it back.
+fn rotate_escrow_file(run: &mut Executor<'_>, file: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(file).is_err() {
+        return Ok(());
+    }
+    let previous = previous_escrow_file(file);
+    if std::fs::symlink_metadata(&previous).is_ok() {
+        eprintln!(
+            "tosskey: warning: replacing {} (the escrow file of a volume two provisions back, never collected) with {}",
+            previous.display(),
+            file.display()
+        );
+    }
+    std::fs::rename(file, &previous).with_context(|| {
+        format!(
+            "moving the earlier escrow file {} to {}",
+            file.display(),
+            previous.display()
+        )
+    })?;
+    run.moved_file(&previous, file);
+    Ok(())
 }
 
 fn same_devices(given: &[PathBuf], recorded: &[PathBuf]) -> bool {

@@ -131,6 +131,9 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
             meta.name, meta.name
         )));
     }
+    if let Some(dir) = &opts.mount {
+        crate::mount::check_mount_target(dir)?;
+    }
     let paths = find_members(env, meta, &opts.devices)?;
     // Recovery writes nothing to the members, so signatures do not matter; use does.
     let mut checked = check_members(
@@ -160,28 +163,55 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let keys = keys_for(&plan, opened)?;
     let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
     run.hold_claims(claims);
-    let built = reopen(&mut run, &plan, keys, opts.read_only);
+    let built = reopen(&mut run, &plan, keys, opts);
     run.finish(built)
 }
 
-/// Build the escrowed plan, forget the keys, mount if asked.
+/// Build the escrowed plan, forget the keys, check that they open a filesystem, mount if
+/// asked.
 fn reopen(
     run: &mut Executor<'_>,
     plan: &Plan,
     keys: KeyArena,
-    read_only: bool,
+    opts: &RecoverOptions,
 ) -> Result<BuiltStack> {
     let built = run.build(plan, &keys)?;
     drop(keys);
+    if !decrypts_to_ext4(&built.node, plan.volume_bytes)? {
+        let why = format!(
+            "{} does not decrypt to an ext4 filesystem: the key in {} does not fit these disks (the file is probably from an earlier volume on the same disks)",
+            built.node.display(),
+            opts.escrow_file.display()
+        );
+        let fix = format!(
+            "use the current volume's escrow file (provision moves an earlier one to {})",
+            crate::provision::previous_escrow_file(&opts.escrow_file).display()
+        );
+        if plan.mount.is_some() {
+            return Err(Error::Refused(format!("{why}; {fix}")));
+        }
+        eprintln!("tosskey: warning: {why}, unless the volume was made with --mkfs none; {fix}");
+    }
     if let Some(dir) = &plan.mount {
-        run.mount(&built.node, dir, read_only)?;
+        run.mount(&built.node, dir, opts.read_only)?;
     }
     Ok(built)
 }
 
-/// `escrow decrypt`: write the raw key(s) and return the stock commands that reopen the
-/// volume without tosskey: the plan the escrow file records, rendered for mdadm, dmsetup
-/// and cryptsetup.
+/// Whether the reopened volume `node` holds an ext4 superblock: under a key that does not
+/// fit, the superblock's place decrypts to noise.
+fn decrypts_to_ext4(node: &Path, size: u64) -> Result<bool> {
+    let file = std::fs::File::open(node).with_context(|| format!("opening {}", node.display()))?;
+    let found = crate::signature::scan_file(&file, size)
+        .with_context(|| format!("reading {}", node.display()))?;
+    Ok(found
+        .iter()
+        .any(|s| matches!(s.kind, crate::signature::SignatureKind::Ext(_))))
+}
+
+/// `escrow decrypt`: write the raw key(s) and return the recovery steps without tosskey:
+/// the plan the escrow file records, rendered for mdadm, dmsetup and cryptsetup, then the
+/// key files' removal, the mount and the teardown ([`render::recovery_steps`]).
 pub fn escrow_decrypt(
     escrow_file: &Path,
     private_key: &Path,
@@ -206,7 +236,7 @@ pub fn escrow_decrypt(
             .collect()
     };
     write_key_files(&keys, &key_files)?;
-    Ok(render::stock_commands(&plan, &key_files)?)
+    Ok(render::recovery_steps(&plan, &key_files)?)
 }
 
 /// Key `i` to `files[i]`, each a new file; if one cannot be written, the ones this call

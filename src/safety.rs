@@ -39,10 +39,10 @@ pub struct CheckOptions {
 /// Every reason a member is refused. Each message is one line: device, reason, fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SafetyError {
-    #[error("{path}: no such device: check the name (ls /dev/disk/by-id lists stable names)")]
+    #[error("{path}: {}", not_found_advice(path))]
     NotFound { path: PathBuf },
 
-    #[error("{path}: cannot inspect it: {source}")]
+    #[error("{path}: cannot inspect it: {source}{}", permission_advice(source))]
     Inspect {
         path: PathBuf,
         #[source]
@@ -137,14 +137,17 @@ pub enum SafetyError {
         found: String,
     },
 
-    #[error("{path}: cannot open it: {source}")]
+    #[error("{path}: cannot open it: {source}{}", permission_advice(source))]
     Open {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
 
-    #[error("{path}: cannot read its first and last blocks: {source}")]
+    #[error(
+        "{path}: cannot read its first and last blocks: {source}{}",
+        permission_advice(source)
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -159,6 +162,32 @@ pub enum SafetyError {
 
     #[error("no instance-store disks found for {cloud}: {detail} (use explicit device paths)")]
     NoDisksFound { cloud: String, detail: String },
+}
+
+/// A permission error's advice: disks and device-mapper are root's.
+fn permission_advice(source: &io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => "; run as root",
+        _ => "",
+    }
+}
+
+/// What to say about a path that does not exist: a bare name that is a device under /dev
+/// gets that path; a /dev path gets the stable names; anything else (an image file) is a
+/// path to check.
+fn not_found_advice(path: &Path) -> String {
+    let bare = path.components().count() == 1 && path.is_relative();
+    let under_dev = Path::new("/dev").join(path);
+    if bare && under_dev.exists() {
+        format!(
+            "no such file in the current directory; give the device's path: {}",
+            under_dev.display()
+        )
+    } else if path.starts_with("/dev") {
+        "no such device; check the name (ls /dev/disk/by-id lists stable names)".to_owned()
+    } else {
+        "no such file or device; check the path".to_owned()
+    }
 }
 
 /// What a member is.

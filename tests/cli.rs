@@ -161,8 +161,9 @@ fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
+    // An earlier volume's escrow file is moved to .previous; a directory in its place is not.
     let existing = dir.path().join("escrow-exists");
-    std::fs::write(&existing, "{}").unwrap();
+    std::fs::create_dir(&existing).unwrap();
     let (public, _) = common::escrow_test_keys();
     let public = public.to_str().unwrap();
     let missing_dir = dir.path().join("no-such-dir/escrow");
@@ -196,7 +197,7 @@ fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
                 "--escrow-file",
                 existing.to_str().unwrap(),
             ],
-            "escrow-exists exists already",
+            "escrow-exists exists and is not a regular file",
             false,
         ),
     ];
@@ -220,4 +221,104 @@ fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
         dir.path().join("escrow-new").to_str().unwrap(),
     ])
     .fails_with(3, "not a block device");
+}
+
+/// What a new user meets first (issue 27, part 4): each mistake's one line says the fix.
+#[test]
+fn first_contact_mistakes_get_the_fix_in_one_line() {
+    tosskey(&["provision"]).fails_with(2, "--discover aws|gcp|azure|any");
+    tosskey(&["mkfs", "/nonexistent/tosskey.img"]).fails_with(
+        3,
+        "/nonexistent/tosskey.img: no such file or device; check the path",
+    );
+    // A bare kernel name: its /dev path (null is a device on every host).
+    tosskey(&["provision", "null", "--dry-run"]).fails_with(3, "give the device's path: /dev/null");
+    // A volume by its /dev/mapper path is the volume's name.
+    tosskey(&["close", "/dev/mapper/t-nothing"]).fails_with(3, "no tosskey volume named t-nothing");
+    let run = tosskey(&["shred", "/dev/vdb"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("give its name"), "{}", run.stderr);
+}
+
+#[test]
+fn close_without_a_name_needs_all() {
+    tosskey(&["close"]).fails_with(2, "or --all for every tosskey volume");
+    let run = tosskey(&["close", "x", "--all"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn discover_help_says_what_each_cloud_matches() {
+    let run = tosskey(&["provision", "--help"]).ok();
+    for identity in [
+        "Amazon EC2 NVMe Instance Storage",
+        "nvme_card",
+        "EphemeralDisk",
+        "google-local-ssd-",
+        "Microsoft NVMe Direct Disk",
+    ] {
+        assert!(
+            run.stdout.contains(identity),
+            "no {identity:?} in {}",
+            run.stdout
+        );
+    }
+}
+
+/// The dry run refuses what the real run's preflight refuses, before any device: a
+/// `--mount` target that cannot be a directory, and `--measure-pcr 15` without a TPM.
+#[test]
+fn the_dry_run_refuses_what_the_real_run_refuses_before_any_device() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let target = file.path().to_str().unwrap().to_owned();
+    for mount in [target.clone(), format!("{target}/below")] {
+        tosskey(&[
+            "provision",
+            "/nonexistent/disk",
+            "--mount",
+            &mount,
+            "--dry-run",
+        ])
+        .fails_with(3, &format!("{target} is not a directory"));
+    }
+    let run = tosskey(&[
+        "provision",
+        "/nonexistent/disk",
+        "--measure-pcr",
+        "15",
+        "--dry-run",
+    ]);
+    if std::path::Path::new("/dev/tpmrm0").exists() {
+        // With a TPM the dry run goes on to the (missing) device.
+        run.fails_with(3, "/nonexistent/disk: no such file or device");
+    } else {
+        run.fails_with(3, "--measure-pcr 15");
+    }
+}
+
+/// `status` where device-mapper is not loaded (this host's kernel needs none) says there is
+/// no volume; where it is loaded, a non-root user is told to run as root; never modprobe.
+#[test]
+fn status_without_device_mapper_says_no_volumes_and_never_suggests_modprobe() {
+    let run = tosskey(&["status"]);
+    let dm_loaded = std::path::Path::new("/sys/class/misc/device-mapper").exists();
+    if !dm_loaded || nix::unistd::geteuid().is_root() {
+        let run = run.ok();
+        assert_eq!(run.stdout, "no tosskey volumes in this boot\n");
+    } else {
+        run.fails_with(1, "run as root");
+    }
+    let as_nobody = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::TOSSKEY)
+        .arg("status")
+        .output();
+    if nix::unistd::geteuid().is_root() {
+        let out = as_nobody.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("modprobe"), "{stderr}");
+        if !dm_loaded {
+            assert!(out.status.success(), "{stderr}");
+        }
+    }
 }

@@ -303,7 +303,8 @@ fn no_instance_disk_is_a_one_line_error_listing_what_was_seen() {
     assert_eq!(
         err.to_string(),
         "no instance-store disks found for aws: none of nvme0n1 (Amazon Elastic Block Store) \
-         has an instance-store identity (use explicit device paths)"
+         has an instance-store identity; aws matches NVMe model \"Amazon EC2 NVMe Instance Storage\" \
+         (EBS volumes never) (use explicit device paths)"
     );
 }
 

@@ -86,3 +86,31 @@ fn two_keys_are_written_to_two_files_and_a_failure_leaves_none() {
         run.stdout
     );
 }
+
+/// The printed steps end the job: which disk is which by a stable name, the commands that
+/// open the volume, deleting the key files, the mount and the teardown.
+#[test]
+fn decrypt_prints_stable_names_key_removal_mount_and_teardown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, private) = escrow_test_keys();
+    let out = dir.path().join("vol.key");
+    let out = out.to_str().unwrap();
+    let (escrow, _) = two_key_escrow(dir.path());
+    let run = escrow_decrypt(escrow.to_str().unwrap(), &private, out).ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    for expected in [
+        "#   /dev/nvme1n1: serial/WWN SERIAL0 (`lsblk -o NAME,SERIAL,WWN` gives its kernel name now)",
+        &format!("rm -f -- {out}.0 {out}.1"),
+        "mkdir -p /mnt/recovered && mount -t ext4 -o noatime,nodev,nosuid /dev/mapper/ephemeral /mnt/recovered",
+        "umount /mnt/recovered",
+        "dmsetup remove ephemeral",
+    ] {
+        assert!(lines.contains(&expected), "no {expected:?} in:\n{}", run.stdout);
+    }
+    let position = |line: &str| lines.iter().position(|l| *l == line).unwrap();
+    assert!(
+        position("umount /mnt/recovered") < position("dmsetup remove ephemeral"),
+        "{}",
+        run.stdout
+    );
+}

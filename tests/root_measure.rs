@@ -161,6 +161,17 @@ fn measure_pcr_15_without_a_tpm_fails_cleanly_and_auto_measures_nothing() {
     let hidden = HiddenTpm::new();
 
     provision_measured("t-notpm", &disk, "15").fails_with(3, "no TPM at /dev/tpmrm0");
+    // The dry run refuses it alike: a dry run that passes gets the real run past it.
+    tosskey(&[
+        "provision",
+        disk.to_str().unwrap(),
+        "--name",
+        "t-notpm",
+        "--measure-pcr",
+        "15",
+        "--dry-run",
+    ])
+    .fails_with(3, "no TPM at /dev/tpmrm0");
     assert!(
         !Path::new("/run/tosskey/t-notpm.json").exists(),
         "no journal"
@@ -185,6 +196,39 @@ fn measure_pcr_15_without_a_tpm_fails_cleanly_and_auto_measures_nothing() {
         log_before,
         "nothing logged"
     );
+}
+
+/// The dry run's plan lists the measurement step the real run takes.
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn the_dry_run_plan_shows_the_measurement_step() {
+    let _tpm = TPM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = disk(3);
+    let dry_run = |json: bool| {
+        let mut args = vec![
+            "provision",
+            disk.to_str().unwrap(),
+            "--name",
+            "t-dry-measure",
+            "--measure-pcr",
+            "15",
+            "--dry-run",
+        ];
+        if json {
+            args.push("--json");
+        }
+        tosskey(&args).ok()
+    };
+    let run = dry_run(false);
+    assert!(
+        run.stdout.contains(&format!(
+            "measure each crypt mapping and its keys into TPM PCR 15 and log it to {DEFAULT_LOG}"
+        )),
+        "{}",
+        run.stdout
+    );
+    let json = dry_run(true).json();
+    assert_eq!(json["plan"]["measure_pcr"], 15);
 }
 
 #[test]

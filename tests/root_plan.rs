@@ -17,6 +17,7 @@ use std::process::Command;
 
 use common::{escrow_decrypt, escrow_test_keys, tosskey};
 use serde_json::Value;
+use tosskey::plan::render;
 use tosskey_dm::{DmControl, DmName};
 use tosskey_testkit::{virtio_disks, zero_range};
 
@@ -397,7 +398,16 @@ fn stock_tools_match(case: &Case) {
     drop(volume);
 
     let decrypt = escrow_decrypt(&escrow, &private, &key_out).ok();
-    let commands: Vec<&str> = decrypt.stdout.lines().collect();
+    let section = |header: &str| -> Vec<&str> {
+        decrypt
+            .stdout
+            .lines()
+            .skip_while(|line| *line != header)
+            .skip(1)
+            .take_while(|line| !line.starts_with("# "))
+            .collect()
+    };
+    let commands = section(render::RECOVERY_OPEN);
     assert_eq!(
         commands.len(),
         plan["nodes"].as_array().unwrap().len(),
@@ -409,28 +419,32 @@ fn stock_tools_match(case: &Case) {
     }
     let stock_md = PathBuf::from(format!("/dev/md/{}", case.name));
     let by_stock = kernel_view(&plan, &stock_md);
-    // Take the stock stack down again, top first, with the same tools.
-    for node in plan["nodes"].as_array().unwrap().iter().rev() {
-        if node["kind"] == "md" {
-            run_stock(&format!("mdadm --stop {}", stock_md.display()));
-        } else {
-            run_stock(&format!(
-                "dmsetup remove {}",
-                node["name"].as_str().unwrap()
-            ));
-        }
+    // The printed steps after opening: delete the key files, then (nothing was mounted)
+    // take the stock stack down, top first, as printed.
+    for line in section(render::RECOVERY_FORGET_KEYS) {
+        run_stock(line);
+    }
+    let teardown = section(render::RECOVERY_TEARDOWN);
+    assert_eq!(
+        teardown[0],
+        format!("umount {}", render::RECOVERY_MOUNT),
+        "{}",
+        decrypt.stdout
+    );
+    for line in &teardown[1..] {
+        run_stock(line);
     }
     assert_eq!(
         by_stock, by_tosskey,
         "{}: stock tools built other tables",
         case.name
     );
-    for file in std::fs::read_dir("/tmp").unwrap() {
-        let path = file.unwrap().path();
-        if path.to_str().unwrap().starts_with(&key_out) {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    let left: Vec<PathBuf> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.to_str().unwrap().starts_with(&key_out))
+        .collect();
+    assert!(left.is_empty(), "the printed rm left {left:?}");
     std::fs::remove_file(&escrow).unwrap();
     for member in &members {
         zero_range(Path::new(member), 0, 1 << 20).unwrap();

@@ -97,10 +97,18 @@ fn nonexistent_path_is_refused() {
     let err = check_member(&tree.root, &path, &FILES).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "{}: no such device: check the name (ls /dev/disk/by-id lists stable names)",
-            path.display()
-        )
+        format!("{}: no such file or device; check the path", path.display())
+    );
+    // A /dev path gets the stable names; a bare kernel name its /dev path.
+    let err = check_member(&tree.root, Path::new("/dev/nvme9n1"), &FILES).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/dev/nvme9n1: no such device; check the name (ls /dev/disk/by-id lists stable names)"
+    );
+    let err = check_member(&tree.root, Path::new("null"), &FILES).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "null: no such file in the current directory; give the device's path: /dev/null"
     );
 }
 

@@ -6,14 +6,23 @@ use std::path::PathBuf;
 
 use crate::ioctl::Command;
 
+/// What to do when the control node cannot be opened: a permission error needs root (the
+/// module is loaded, or a user could not tell), anything else the dm_mod module.
+fn control_open_fix(source: &io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => "run as root",
+        _ => "load the dm_mod kernel module (modprobe dm_mod)",
+    }
+}
+
 /// Everything that can go wrong talking to device-mapper.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `/dev/mapper/control` could not be opened or created.
     #[error(
-        "cannot open the device-mapper control node {path}: {source}; run as root with the \
-         dm_mod kernel module loaded (modprobe dm_mod)"
+        "cannot open the device-mapper control node {path}: {source}; {}",
+        control_open_fix(source)
     )]
     ControlOpen {
         path: PathBuf,

@@ -28,7 +28,7 @@ dist_check_host_tools() {
     local tool package missing=()
     for tool in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 mke2fs:e2fsprogs \
         debugfs:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools python3:python3 \
-        buildah:buildah umoci:umoci; do
+        buildah:buildah umoci:umoci openssl:openssl; do
         package=${tool#*:}
         tool=${tool%%:*}
         PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null || missing+=("$package")

@@ -485,6 +485,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         mkfs: shape.mkfs,
         mount: shape.mount,
         escrow: shape.escrow,
+        measure_pcr: None,
     };
     for index in 0..plan.nodes.len() {
         plan.nodes[index].table = render::table(&plan, index, |d| render::kernel_device(&plan, d))?;

@@ -209,6 +209,10 @@ pub struct Plan {
     pub mkfs: Option<Ext4Settings>,
     pub mount: Option<PathBuf>,
     pub escrow: Option<EscrowSettings>,
+    /// The TPM PCR the keys are measured into (`--measure-pcr`, resolved against the TPM
+    /// the run opened); `None`: no measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measure_pcr: Option<u32>,
 }
 
 /// A dm target of a node, ready to render or load once its devices are known.

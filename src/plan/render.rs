@@ -209,9 +209,16 @@ pub fn steps(plan: &Plan) -> Vec<String> {
     );
     if let Some(escrow) = &plan.escrow {
         steps.push(format!(
-            "escrow the key(s) with RSA-OAEP-SHA-256 to {} into {} (mode 0400)",
+            "escrow the key(s) with RSA-OAEP-SHA-256 to {} into {} (mode 0400; an earlier volume's file there is first moved to {})",
             escrow.public_key.display(),
-            escrow.file.display()
+            escrow.file.display(),
+            crate::provision::previous_escrow_file(&escrow.file).display()
+        ));
+    }
+    if let Some(pcr) = plan.measure_pcr {
+        steps.push(format!(
+            "measure each crypt mapping and its keys into TPM PCR {pcr} and log it to {}",
+            tosskey_tpm::DEFAULT_LOG
         ));
     }
     steps.push("wipe the key(s) from tosskey's memory: only the kernel holds them".into());
@@ -466,6 +473,75 @@ pub fn stock_commands(
         });
     }
     Ok(commands)
+}
+
+/// Where the printed recovery steps mount the volume.
+pub const RECOVERY_MOUNT: &str = "/mnt/recovered";
+
+/// The headers of the printed recovery steps, in order; each is a shell comment line
+/// followed by its commands, so the whole output is a script (tests split it at them).
+pub const RECOVERY_MEMBERS: &str = "# members, in recorded order (kernel names can change between boots: check each against its stable name before running anything below)";
+pub const RECOVERY_OPEN: &str =
+    "# 1. open the volume, bottom first (nothing is written to the members):";
+pub const RECOVERY_FORGET_KEYS: &str =
+    "# 2. the kernel holds the key now: delete the raw key file(s)";
+pub const RECOVERY_MOUNT_STEP: &str = "# 3. mount it:";
+pub const RECOVERY_TEARDOWN: &str = "# 4. when done, take it down, top first:";
+
+/// The whole way back without tosskey, as a shell script: which disk is which, the stock
+/// commands that open the volume ([`stock_commands`]), deleting the key file(s), the mount,
+/// and the teardown (`umount`, `cryptsetup close`/`dmsetup remove`, `mdadm --stop`).
+pub fn recovery_steps(
+    plan: &Plan,
+    key_files: &[PathBuf],
+) -> Result<Vec<String>, tosskey_dm::Error> {
+    let mut lines = vec![RECOVERY_MEMBERS.to_owned()];
+    for member in &plan.members {
+        // Comment lines: the escrow file's parser refuses control characters in paths and
+        // identities, so no newline can end the comment.
+        let path = member.path.display().to_string();
+        lines.push(match member.identity.as_deref() {
+            Some(id) if id.starts_with("/dev/disk/by-id/") => {
+                format!("#   {path}: {id} (`readlink -f {id}` gives its kernel name now)")
+            }
+            Some(id) if id != path => format!(
+                "#   {path}: serial/WWN {id} (`lsblk -o NAME,SERIAL,WWN` gives its kernel name now)"
+            ),
+            _ => format!("#   {path}: no stable name recorded"),
+        });
+    }
+    lines.push(RECOVERY_OPEN.to_owned());
+    lines.extend(stock_commands(plan, key_files)?);
+    lines.push(RECOVERY_FORGET_KEYS.to_owned());
+    lines.push(format!(
+        "rm -f -- {}",
+        shell::join(
+            &key_files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+        )
+    ));
+    let volume = quote(&plan.volume().path.display().to_string()).into_owned();
+    lines.push(RECOVERY_MOUNT_STEP.to_owned());
+    lines.push(format!(
+        "mkdir -p {RECOVERY_MOUNT} && mount -t ext4 -o noatime,nodev,nosuid {volume} {RECOVERY_MOUNT}"
+    ));
+    lines.push(RECOVERY_TEARDOWN.to_owned());
+    lines.push(format!("umount {RECOVERY_MOUNT}"));
+    for (index, node) in plan.nodes.iter().enumerate().rev() {
+        lines.push(match &node.kind {
+            NodeKind::Md { .. } => format!(
+                "mdadm --stop {}",
+                quote(&stock_device(plan, DeviceRef::Node(index)))
+            ),
+            NodeKind::Crypt { segments, .. } if segments.len() == 1 => {
+                format!("cryptsetup close {}", quote(&node.name))
+            }
+            _ => format!("dmsetup remove {}", quote(&node.name)),
+        });
+    }
+    Ok(lines)
 }
 
 /// The command that rebuilds crypt node `index` of several keys with dmsetup: cryptsetup

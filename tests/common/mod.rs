@@ -91,8 +91,17 @@ pub fn escrow_decrypt(escrow: &str, private_key: &std::path::Path, key_out: &str
 /// Writes an embedded test key to a temp path (the test executable runs in the VM guest,
 /// where the source tree does not exist).
 fn materialise(name: &str, pem: &str) -> PathBuf {
+    // Written aside and renamed into place: tests running in parallel read the file while
+    // another one materialises it again, and must never see it empty.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let path = std::env::temp_dir().join(name);
-    std::fs::write(&path, pem).expect("write test key");
+    let aside = std::env::temp_dir().join(format!(
+        "{name}.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&aside, pem).expect("write test key");
+    std::fs::rename(&aside, &path).expect("rename test key into place");
     path
 }
 

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// What an EC, Ed25519 or other non-RSA key gets told (rather than its algorithm's OID).
+const NOT_RSA: &str = "not an RSA key (EC, Ed25519 and other key types are refused): tosskey needs RSA ≥ 2048 bits (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:4096 -out escrow.pem)";
+
 /// Smallest RSA modulus accepted for escrow (NIST SP 800-57: 2048 bits ~ 112-bit security).
 pub const MIN_RSA_BITS: u32 = 2048;
 
@@ -29,8 +32,10 @@ impl EscrowPublicKey {
             public_error("no PEM block found (expected -----BEGIN PUBLIC KEY-----)".into())
         })?;
         let key = match label {
-            "PUBLIC KEY" => rsa::PublicKey::from_public_key_pem(block)
-                .map_err(|e| public_error(format!("not an RSA SubjectPublicKeyInfo: {e}")))?,
+            "PUBLIC KEY" => rsa::PublicKey::from_public_key_pem(block).map_err(|e| match e {
+                rsa::pkcs8::spki::Error::OidUnknown { .. } => public_error(NOT_RSA.into()),
+                e => public_error(format!("not an RSA SubjectPublicKeyInfo: {e}")),
+            })?,
             "RSA PUBLIC KEY" => rsa::PublicKey::from_pkcs1_pem(block)
                 .map_err(|e| public_error(format!("not a PKCS#1 RSA public key: {e}")))?,
             "PRIVATE KEY" | "RSA PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" => {
@@ -103,8 +108,13 @@ impl EscrowPrivateKey {
             private_error("no PEM block found (expected -----BEGIN PRIVATE KEY-----)".into())
         })?;
         let key = match label {
-            "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_pem(block)
-                .map_err(|e| private_error(format!("not an RSA PKCS#8 private key: {e}")))?,
+            "PRIVATE KEY" => rsa::PrivateKey::from_pkcs8_pem(block).map_err(|e| match e {
+                rsa::pkcs8::Error::PublicKey(rsa::pkcs8::spki::Error::OidUnknown { .. }) => {
+                    private_error(NOT_RSA.into())
+                }
+                e => private_error(format!("not an RSA PKCS#8 private key: {e}")),
+            })?,
+            "EC PRIVATE KEY" => return Err(private_error(NOT_RSA.into())),
             "RSA PRIVATE KEY" => rsa::PrivateKey::from_pkcs1_pem(block)
                 .map_err(|e| private_error(format!("not a PKCS#1 RSA private key: {e}")))?,
             "ENCRYPTED PRIVATE KEY" => {
@@ -207,6 +217,44 @@ mod tests {
             block,
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"
         );
+    }
+
+    /// An EC key pair (P-256, `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`)
+    /// and an Ed25519 public key: refused as "not RSA", not by their algorithm's OID.
+    #[test]
+    fn ec_and_ed25519_keys_are_refused_as_not_rsa() {
+        const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAERD6kgB4o+lFA30cop8q6ZG9MUOGL
+ljXj0iW04Jhw85QhyPEt4bUGE9Dzoo7/KTfGT8b11i+DrfQbFjQzfdK9/A==
+-----END PUBLIC KEY-----
+";
+        const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjAypa/2luWV+ICfJ
+7z3nl2zZSudaCwd2fy+1c0UgkX6hRANCAAREPqSAHij6UUDfRyinyrpkb0xQ4YuW
+NePSJbTgmHDzlCHI8S3htQYT0POijv8pN8ZPxvXWL4Ot9BsWNDN90r38
+-----END PRIVATE KEY-----
+";
+        const ED25519_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAr90bssYhsZFHhFca11loQTAO4Rv+S0DoSFG1Xox3A0o=
+-----END PUBLIC KEY-----
+";
+        for pem in [EC_PUBLIC, ED25519_PUBLIC] {
+            let err = super::EscrowPublicKey::from_pem(pem)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tosskey needs RSA ≥ 2048 bits"), "{err}");
+            assert!(!err.contains("OID"), "{err}");
+        }
+        for pem in [
+            EC_PRIVATE,
+            "-----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n",
+        ] {
+            let err = super::EscrowPrivateKey::from_pem(pem)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tosskey needs RSA ≥ 2048 bits"), "{err}");
+            assert!(!err.contains("OID"), "{err}");
+        }
     }
 
     #[test]

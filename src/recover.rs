@@ -183,10 +183,7 @@ fn reopen(
             built.node.display(),
             opts.escrow_file.display()
         );
-        let fix = format!(
-            "use the current volume's escrow file (provision moves an earlier one to {})",
-            crate::provision::previous_escrow_file(&opts.escrow_file).display()
-        );
+        let fix = "use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)";
         if plan.mount.is_some() {
             return Err(Error::Refused(format!("{why}; {fix}")));
         }

@@ -52,9 +52,11 @@ def qemu_command(args):
         "-kernel", args.kernel,
         "-initrd", args.initrd,
         # quiet = console loglevel 4: dm/md/crypto errors (KERN_ERR) still show.
+        # no_timer_check: under TCG on a loaded host the IO-APIC timer check can miss its
+        # ticks and panic the boot; the emulated timer is known to work.
         # tosskey.guest=TOKEN: init copies it to /run/tosskey-guest, and root tests run only
         # where both agree (testkit/src/guest.rs); a fresh token per boot.
-        "-append", f"console=ttyS0 panic=-1 quiet rdinit=/init tosskey.guest={secrets.token_hex(16)}",
+        "-append", f"console=ttyS0 panic=-1 quiet no_timer_check rdinit=/init tosskey.guest={secrets.token_hex(16)}",
     ]
     if args.tpm_socket:
         # A TPM 2.0 on the TIS interface, backed by swtpm through its control socket (QEMU

@@ -264,7 +264,9 @@ fn bench_cipher(spec: &CipherSpec, bits: u32, duration: Duration) -> anyhow::Res
         kernel,
         userspace_implementation: cipher.implementation().to_owned(),
         userspace_choice: match spec.block_cipher() {
-            BlockCipher::Twofish => tosskey_crypto::twofish_calibration().reason(),
+            BlockCipher::Twofish => {
+                tosskey_crypto::twofish_calibration(key.expose_secret().len() / 2).reason()
+            }
             BlockCipher::Aes => "chosen by CPU features".to_owned(),
         },
         userspace_encrypt,

@@ -2,9 +2,11 @@
 //! not by feature flags alone. Gathers are fast on some x86 parts and slower than plain
 //! loads on others (microcoded on AMD, mitigated against Gather Data Sampling on Intel
 //! Skylake through Ice Lake), so a path that only *can* run is never assumed to be the
-//! faster one. The first Twofish [`crate::SectorCipher`] of the process times every
-//! path this CPU runs on the same data (a few hundred microseconds) and the fastest is
-//! used from then on; [`twofish_calibration`] shows the measured rates.
+//! faster one. The first Twofish [`crate::SectorCipher`] of the process for a key size
+//! times every path this CPU runs on the same data (a few hundred microseconds) and the
+//! fastest is used from then on for that key size; [`twofish_calibration`] shows the
+//! measured rates. (The key size matters: 128-bit keys run three q boxes per S-box
+//! byte, 256-bit keys five, which changes how the table-free path compares.)
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -96,10 +98,16 @@ impl TwofishCalibration {
     }
 }
 
-/// The calibration of this process, measured on first call.
-pub fn twofish_calibration() -> &'static TwofishCalibration {
-    static CALIBRATION: OnceLock<TwofishCalibration> = OnceLock::new();
-    CALIBRATION.get_or_init(calibrate)
+/// The calibration of this process for Twofish keys of `key_bytes` (half the XTS key:
+/// 16, 24 or 32; other values count as 32), measured on the first call.
+pub fn twofish_calibration(key_bytes: usize) -> &'static TwofishCalibration {
+    static CALIBRATIONS: [OnceLock<TwofishCalibration>; 3] = [const { OnceLock::new() }; 3];
+    let (slot, key_bytes) = match key_bytes {
+        16 => (0, 16),
+        24 => (1, 24),
+        _ => (2, 32),
+    };
+    CALIBRATIONS[slot].get_or_init(|| calibrate(key_bytes))
 }
 
 /// A path this CPU runs; for SIMD paths, the token proving the features were detected.
@@ -130,9 +138,9 @@ impl TwofishRunner {
         }
     }
 
-    /// The runner of the calibrated fastest path.
-    pub(crate) fn fastest() -> Self {
-        Self::for_path(twofish_calibration().chosen).unwrap_or(Self::Portable)
+    /// The runner of the calibrated fastest path for Twofish keys of `key_bytes`.
+    pub(crate) fn fastest(key_bytes: usize) -> Self {
+        Self::for_path(twofish_calibration(key_bytes).chosen).unwrap_or(Self::Portable)
     }
 
     pub(crate) fn path(self) -> TwofishPath {
@@ -174,11 +182,11 @@ const ROUND_BYTES: usize = 4096;
 /// machine hits every path alike; each path keeps its best round.
 const ROUNDS: usize = 5;
 
-fn calibrate() -> TwofishCalibration {
-    // A fixed, public key: the timing does not depend on it, and no secret is used
-    // for measuring.
+fn calibrate(key_bytes: usize) -> TwofishCalibration {
+    // A fixed, public key of the right size: the timing does not depend on its bytes,
+    // and no secret is used for measuring.
     let mut key = TwofishKey::zeroed();
-    key.expand(&[0x5a; 32]);
+    key.expand(&[0x5a; 32][..key_bytes]);
     let runners: Vec<TwofishRunner> = TwofishPath::ALL
         .into_iter()
         .filter_map(TwofishRunner::for_path)

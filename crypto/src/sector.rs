@@ -222,6 +222,10 @@ impl SectorCipher {
         }
         let (data_key, tweak_key) = key.split_at(key.len() / 2);
         // Allocate and lock the pages first, then expand the keys into them.
+        let twofish = match (cipher, twofish) {
+            (BlockCipher::Twofish, None) => TwofishRunner::fastest(data_key.len()),
+            (_, forced) => forced.unwrap_or(TwofishRunner::Portable),
+        };
         let mut engine = Box::new(PageAligned(Self::unkeyed_engine(cipher, use_simd, twofish)));
         let lock = region::lock(
             core::ptr::from_ref::<PageAligned<Engine>>(&engine),
@@ -254,13 +258,9 @@ impl SectorCipher {
     }
 
     /// The engine for `cipher` with all-zero (or placeholder) schedules; Twofish runs
-    /// on `twofish`, or on the calibrated fastest path when `None`.
+    /// on `twofish`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn unkeyed_engine(
-        cipher: BlockCipher,
-        use_simd: bool,
-        twofish: Option<TwofishRunner>,
-    ) -> Engine {
+    fn unkeyed_engine(cipher: BlockCipher, use_simd: bool, twofish: TwofishRunner) -> Engine {
         match cipher {
             BlockCipher::Aes => {
                 #[cfg(target_arch = "x86_64")]
@@ -278,7 +278,7 @@ impl SectorCipher {
             BlockCipher::Twofish => Engine::Twofish {
                 data: TwofishKey::zeroed(),
                 tweak: TwofishKey::zeroed(),
-                runner: twofish.unwrap_or_else(TwofishRunner::fastest),
+                runner: twofish,
             },
         }
     }

@@ -113,11 +113,17 @@ fn forcing_a_path_this_cpu_lacks_is_refused() {
     );
 }
 
-/// The calibration timed exactly the paths this CPU runs, chose the fastest of them,
-/// and `SectorCipher::new` uses the choice.
+/// For each XTS key size, the calibration timed exactly the paths this CPU runs, chose
+/// the fastest of them, and `SectorCipher::new` uses the choice.
 #[test]
 fn calibration_measures_every_runnable_path_and_new_uses_the_fastest() {
-    let calibration = twofish_calibration();
+    for xts_key_len in [32, 64] {
+        check_calibration(xts_key_len);
+    }
+}
+
+fn check_calibration(xts_key_len: usize) {
+    let calibration = twofish_calibration(xts_key_len / 2);
     let measured: Vec<TwofishPath> = calibration.rates.iter().map(|(p, _)| *p).collect();
     let runnable: Vec<TwofishPath> = TwofishPath::ALL
         .into_iter()
@@ -133,8 +139,12 @@ fn calibration_measures_every_runnable_path_and_new_uses_the_fastest() {
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .expect("portable always runs");
     assert_eq!(calibration.chosen, fastest.0, "{}", calibration.reason());
-    let cipher =
-        SectorCipher::new(BlockCipher::Twofish, &[9; 64], SectorLayout::DEFAULT).expect("cipher");
+    let cipher = SectorCipher::new(
+        BlockCipher::Twofish,
+        &vec![9; xts_key_len],
+        SectorLayout::DEFAULT,
+    )
+    .expect("cipher");
     assert_eq!(cipher.twofish_path(), Some(calibration.chosen));
     assert!(calibration
         .reason()
@@ -145,7 +155,7 @@ fn calibration_measures_every_runnable_path_and_new_uses_the_fastest() {
 #[test]
 #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
 fn calibration_includes_the_avx2_paths() {
-    let measured: Vec<TwofishPath> = twofish_calibration()
+    let measured: Vec<TwofishPath> = twofish_calibration(32)
         .rates
         .iter()
         .map(|(p, _)| *p)

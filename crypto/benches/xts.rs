@@ -7,7 +7,10 @@
 //! - group `<cipher>/cpu`: single-thread rows timed in *thread CPU time*
 //!   (CLOCK_THREAD_CPUTIME_ID), so that a machine shared with other jobs still gives
 //!   per-core numbers: `naive` (xts-mode, one sector at a time), `portable` (our
-//!   non-SIMD path), `simd` / `simd-decrypt` (the path `SectorCipher::new` picks);
+//!   non-SIMD path), `simd` / `simd-decrypt` (the path `SectorCipher::new` picks: for
+//!   Twofish the one its calibration measured fastest, printed with the rates), and for
+//!   Twofish one row per other SIMD path this CPU runs (`avx2`, `avx2-gather`,
+//!   `avx512-gather`), forced;
 //! - group `<cipher>/wall`: wall-clock `single` vs `all-cores` (encrypt_parallel) on
 //!   the same 16 MiB run; their ratio is the multi-core speed-up (only meaningful on an
 //!   otherwise idle machine).
@@ -20,7 +23,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use nix::time::{clock_gettime, ClockId};
 use tosskey_crypto::spec::BlockCipher;
-use tosskey_crypto::{SectorCipher, SectorLayout, SectorSize};
+use tosskey_crypto::{twofish_calibration, SectorCipher, SectorLayout, SectorSize, TwofishPath};
 use xts_mode::Xts128;
 
 const SECTOR: usize = 4096;
@@ -152,12 +155,26 @@ fn per_core(c: &mut Criterion<ThreadCpuTime>) {
             b.iter(|| portable.encrypt(0, black_box(&mut buf)).expect("encrypt"))
         });
         eprintln!("{name}: simd rows use {}", simd.implementation());
+        if cipher == BlockCipher::Twofish {
+            eprintln!("{name}: {}", twofish_calibration(key_len / 2).reason());
+        }
         group.bench_function("simd", |b| {
             b.iter(|| simd.encrypt(0, black_box(&mut buf)).expect("encrypt"))
         });
         group.bench_function("simd-decrypt", |b| {
             b.iter(|| simd.decrypt(0, black_box(&mut buf)).expect("decrypt"))
         });
+        if cipher == BlockCipher::Twofish {
+            for path in TwofishPath::ALL {
+                if path == TwofishPath::Portable || !path.runs_here() {
+                    continue;
+                }
+                let forced = SectorCipher::with_twofish_path(path, key, layout()).expect("cipher");
+                group.bench_function(path.name(), |b| {
+                    b.iter(|| forced.encrypt(0, black_box(&mut buf)).expect("encrypt"))
+                });
+            }
+        }
         group.finish();
     }
 }

@@ -35,6 +35,15 @@ pub enum Error {
     )]
     SectorOverflow { start: u64, len: usize },
 
+    /// A forced implementation this CPU cannot run.
+    #[error(
+        "the {path} twofish path does not run on this CPU (it needs {needs}); use the default path"
+    )]
+    PathUnavailable {
+        path: &'static str,
+        needs: &'static str,
+    },
+
     /// A sector size the kernel's dm-crypt does not accept for our use.
     #[error("crypt sector size {bytes} is not supported; use 512 or 4096")]
     SectorSize { bytes: u64 },

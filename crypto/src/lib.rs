@@ -6,6 +6,7 @@
 
 mod aes_cipher;
 mod bulk;
+pub mod dispatch;
 pub mod error;
 pub mod escrow;
 pub mod key;
@@ -17,6 +18,7 @@ pub mod spec;
 mod twofish;
 mod xts;
 
+pub use dispatch::{twofish_calibration, TwofishCalibration, TwofishPath};
 pub use error::{Error, Result};
 pub use escrow::{EscrowFile, EscrowMetadata};
 pub use key::{KeyArena, KeySize, VolumeKey};

@@ -12,6 +12,7 @@
 //! mapping has IV 8, not 1.
 
 use crate::aes_cipher::AesKey;
+use crate::dispatch::{TwofishPath, TwofishRunner};
 use crate::error::Error;
 use crate::spec::BlockCipher;
 use crate::twofish::TwofishKey;
@@ -115,8 +116,7 @@ enum Engine {
     Twofish {
         data: TwofishKey,
         tweak: TwofishKey,
-        #[cfg(target_arch = "x86_64")]
-        avx512: Option<crate::simd_x86::TwofishAvx512>,
+        runner: TwofishRunner,
     },
 }
 
@@ -178,7 +178,7 @@ impl SectorCipher {
     /// Expands `key` (the whole XTS key as in the dm table: data half then tweak half,
     /// 32 or 64 bytes), picking the fastest implementation this CPU runs.
     pub fn new(cipher: BlockCipher, key: &[u8], layout: SectorLayout) -> Result<Self, Error> {
-        Self::build(cipher, key, layout, true)
+        Self::build(cipher, key, layout, true, None)
     }
 
     /// Like [`Self::new`] but never uses SIMD paths: the portable reference the SIMD
@@ -188,7 +188,21 @@ impl SectorCipher {
         key: &[u8],
         layout: SectorLayout,
     ) -> Result<Self, Error> {
-        Self::build(cipher, key, layout, false)
+        Self::build(cipher, key, layout, false, Some(TwofishRunner::Portable))
+    }
+
+    /// A Twofish cipher on the given implementation instead of the calibrated fastest
+    /// (tests and benchmarks compare them); an error when this CPU does not run it.
+    pub fn with_twofish_path(
+        path: TwofishPath,
+        key: &[u8],
+        layout: SectorLayout,
+    ) -> Result<Self, Error> {
+        let runner = TwofishRunner::for_path(path).ok_or(Error::PathUnavailable {
+            path: path.name(),
+            needs: path.required_features(),
+        })?;
+        Self::build(BlockCipher::Twofish, key, layout, true, Some(runner))
     }
 
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
@@ -197,6 +211,7 @@ impl SectorCipher {
         key: &[u8],
         layout: SectorLayout,
         use_simd: bool,
+        twofish: Option<TwofishRunner>,
     ) -> Result<Self, Error> {
         let length_error = || Error::XtsKeyLength {
             cipher,
@@ -207,7 +222,11 @@ impl SectorCipher {
         }
         let (data_key, tweak_key) = key.split_at(key.len() / 2);
         // Allocate and lock the pages first, then expand the keys into them.
-        let mut engine = Box::new(PageAligned(Self::unkeyed_engine(cipher, use_simd)));
+        let twofish = match (cipher, twofish) {
+            (BlockCipher::Twofish, None) => TwofishRunner::fastest(data_key.len()),
+            (_, forced) => forced.unwrap_or(TwofishRunner::Portable),
+        };
+        let mut engine = Box::new(PageAligned(Self::unkeyed_engine(cipher, use_simd, twofish)));
         let lock = region::lock(
             core::ptr::from_ref::<PageAligned<Engine>>(&engine),
             core::mem::size_of::<PageAligned<Engine>>(),
@@ -238,9 +257,10 @@ impl SectorCipher {
         })
     }
 
-    /// The engine for `cipher` with all-zero (or placeholder) schedules.
+    /// The engine for `cipher` with all-zero (or placeholder) schedules; Twofish runs
+    /// on `twofish`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn unkeyed_engine(cipher: BlockCipher, use_simd: bool) -> Engine {
+    fn unkeyed_engine(cipher: BlockCipher, use_simd: bool, twofish: TwofishRunner) -> Engine {
         match cipher {
             BlockCipher::Aes => {
                 #[cfg(target_arch = "x86_64")]
@@ -258,10 +278,7 @@ impl SectorCipher {
             BlockCipher::Twofish => Engine::Twofish {
                 data: TwofishKey::zeroed(),
                 tweak: TwofishKey::zeroed(),
-                #[cfg(target_arch = "x86_64")]
-                avx512: use_simd
-                    .then(crate::simd_x86::TwofishAvx512::detect)
-                    .flatten(),
+                runner: twofish,
             },
         }
     }
@@ -282,11 +299,21 @@ impl SectorCipher {
             #[cfg(target_arch = "x86_64")]
             Engine::AesVaes(_) => "aes-xts vaes-avx512",
             Engine::AesPortable { .. } => "aes-xts aes-crate (aes-ni when present)",
-            #[cfg(target_arch = "x86_64")]
-            Engine::Twofish {
-                avx512: Some(_), ..
-            } => "twofish-xts avx512-gather",
-            Engine::Twofish { .. } => "twofish-xts scalar full-keying",
+            Engine::Twofish { runner, .. } => match runner.path() {
+                TwofishPath::Portable => "twofish-xts scalar full-keying",
+                TwofishPath::Avx2Shuffle => "twofish-xts avx2-shuffle (no table reads)",
+                TwofishPath::Avx2Loads => "twofish-xts avx2 (scalar table loads)",
+                TwofishPath::Avx2Gather => "twofish-xts avx2-gather",
+                TwofishPath::Avx512Gather => "twofish-xts avx512-gather",
+            },
+        }
+    }
+
+    /// The Twofish implementation this cipher runs (`None` for AES).
+    pub fn twofish_path(&self) -> Option<TwofishPath> {
+        match &self.engine.0 {
+            Engine::Twofish { runner, .. } => Some(runner.path()),
+            _ => None,
         }
     }
 
@@ -343,17 +370,8 @@ impl SectorCipher {
             Engine::Twofish {
                 data,
                 tweak,
-                #[cfg(target_arch = "x86_64")]
-                avx512,
-            } => {
-                let t = encrypted_tweak(tweak, iv);
-                #[cfg(target_arch = "x86_64")]
-                if let Some(avx512) = avx512 {
-                    avx512.crypt_sector(data, t, sector, encrypt);
-                    return;
-                }
-                xts_sector(data, t, sector, encrypt);
-            }
+                runner,
+            } => runner.crypt_sector(data, encrypted_tweak(tweak, iv), sector, encrypt),
         }
     }
 }

@@ -87,7 +87,9 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The SIMD paths `new` picks on this CPU give the same bytes as the portable ones.
+    /// The paths `new` picks on this CPU give the same bytes as the portable ones, and
+    /// `new` did pick them: VAES where the CPU has it, the calibrated fastest Twofish
+    /// path (each forced Twofish path is compared in twofish_paths.rs).
     #[test]
     fn simd_equals_portable(
         (cipher, key) in ciphers(),
@@ -107,8 +109,31 @@ proptest! {
         let mut b = plain.clone();
         portable.encrypt(start, &mut b).expect("encrypt");
         prop_assert!(a == b, "{} vs {}", fast.implementation(), portable.implementation());
+        prop_assert_eq!(fast.implementation(), expected_implementation(cipher, key.len()));
         portable.decrypt(start, &mut a).expect("decrypt");
         prop_assert!(a == plain);
+    }
+}
+
+/// What `SectorCipher::new` must pick on this CPU.
+fn expected_implementation(cipher: BlockCipher, key_len: usize) -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let vaes = std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("vaes")
+        && std::is_x86_feature_detected!("vpclmulqdq")
+        && std::is_x86_feature_detected!("aes")
+        && std::is_x86_feature_detected!("sse4.1");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vaes = false;
+    match cipher {
+        BlockCipher::Aes if vaes => "aes-xts vaes-avx512",
+        BlockCipher::Aes => "aes-xts aes-crate (aes-ni when present)",
+        BlockCipher::Twofish => {
+            let chosen = tosskey_crypto::twofish_calibration(key_len / 2).chosen;
+            SectorCipher::with_twofish_path(chosen, &[1; 64], SectorLayout::DEFAULT)
+                .expect("the chosen path runs here")
+                .implementation()
+        }
     }
 }
 

@@ -12,20 +12,20 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::xts::{Block, BlockBatch};
 
 /// The 4-bit permutations t0..t3 that build q0 and q1 (Twofish paper, section 4.3.5).
-const Q0_T: [[u8; 16]; 4] = [
+pub(crate) const Q0_T: [[u8; 16]; 4] = [
     [8, 1, 7, 13, 6, 15, 3, 2, 0, 11, 5, 9, 14, 12, 10, 4],
     [14, 12, 11, 8, 1, 2, 3, 5, 15, 4, 10, 6, 7, 0, 9, 13],
     [11, 10, 5, 14, 6, 13, 9, 0, 12, 8, 15, 3, 2, 4, 7, 1],
     [13, 7, 15, 4, 1, 2, 6, 14, 9, 11, 3, 0, 8, 5, 12, 10],
 ];
-const Q1_T: [[u8; 16]; 4] = [
+pub(crate) const Q1_T: [[u8; 16]; 4] = [
     [2, 8, 11, 13, 15, 7, 6, 14, 3, 1, 9, 4, 0, 10, 12, 5],
     [1, 14, 2, 11, 4, 12, 3, 7, 6, 13, 10, 5, 15, 9, 0, 8],
     [4, 12, 7, 5, 1, 6, 9, 10, 0, 14, 13, 8, 2, 11, 3, 15],
     [11, 9, 5, 1, 12, 3, 13, 14, 6, 4, 7, 15, 2, 0, 8, 10],
 ];
 
-const fn ror4(x: u8, n: u32) -> u8 {
+pub(crate) const fn ror4(x: u8, n: u32) -> u8 {
     ((x >> n) | (x << (4 - n))) & 0xf
 }
 
@@ -60,7 +60,7 @@ const Q0: [u8; 256] = q_table(&Q0_T);
 const Q1: [u8; 256] = q_table(&Q1_T);
 
 /// Multiplication in GF(2^8) modulo `poly` (given with its x^8 bit).
-const fn gf_mul(mut a: u8, mut b: u8, poly: u16) -> u8 {
+pub(crate) const fn gf_mul(mut a: u8, mut b: u8, poly: u16) -> u8 {
     let mut acc: u8 = 0;
     while b != 0 {
         if b & 1 != 0 {
@@ -78,13 +78,13 @@ const fn gf_mul(mut a: u8, mut b: u8, poly: u16) -> u8 {
 }
 
 /// MDS matrix over GF(2^8)/(x^8+x^6+x^5+x^3+1).
-const MDS: [[u8; 4]; 4] = [
+pub(crate) const MDS: [[u8; 4]; 4] = [
     [0x01, 0xEF, 0x5B, 0x5B],
     [0x5B, 0xEF, 0xEF, 0x01],
     [0xEF, 0x5B, 0x01, 0xEF],
     [0xEF, 0x01, 0xEF, 0x5B],
 ];
-const MDS_POLY: u16 = 0x169;
+pub(crate) const MDS_POLY: u16 = 0x169;
 
 /// Reed-Solomon matrix over GF(2^8)/(x^8+x^6+x^3+x^2+1) deriving the S-box key words.
 const RS: [[u8; 8]; 4] = [
@@ -107,14 +107,14 @@ fn mds_column(column: usize, y: u8) -> u32 {
 
 /// The q box applied before xoring key word `w` (index 0..4) at each byte position,
 /// true meaning q1 (paper, section 4.3.2, figure 2).
-const Q_BEFORE_KEY_WORD: [[bool; 4]; 4] = [
+pub(crate) const Q_BEFORE_KEY_WORD: [[bool; 4]; 4] = [
     [false, false, true, true],
     [false, true, false, true],
     [true, true, false, false],
     [true, false, false, true],
 ];
 /// The last q box of the chain, after key word 0.
-const Q_LAST: [bool; 4] = [true, false, true, false];
+pub(crate) const Q_LAST: [bool; 4] = [true, false, true, false];
 
 fn q(is_q1: bool, v: u8) -> u8 {
     if is_q1 {
@@ -153,6 +153,14 @@ pub(crate) struct TwofishKey {
     pub(crate) subkeys: [u32; 40],
     /// Four tables of 256 words, table j at `[256 * j..256 * (j + 1)]`.
     pub(crate) g_tables: [u32; 1024],
+    /// Key words in the S-box chain (2, 3 or 4).
+    pub(crate) sbox_steps: usize,
+    /// The S-box chain as 4-bit tables for byte shuffles: for byte position p and
+    /// chain step i, entry `2 * (4 * p + i)` maps the low nibble of the q box's last
+    /// stage (its t2 input) to the output's low nibble xor the key byte's low nibble,
+    /// entry `+ 1` the same for the high nibble (t3). Each 16-byte table is stored
+    /// twice, once per 128-bit lane.
+    pub(crate) nibble_tables: [[u8; 32]; 32],
 }
 
 impl core::fmt::Debug for TwofishKey {
@@ -167,6 +175,8 @@ impl TwofishKey {
         Self {
             subkeys: [0; 40],
             g_tables: [0; 1024],
+            sbox_steps: 0,
+            nibble_tables: [[0; 32]; 32],
         }
     }
 
@@ -214,6 +224,25 @@ impl TwofishKey {
         for (position, table) in self.g_tables.chunks_exact_mut(256).enumerate() {
             for (byte, entry) in (0..=255u8).zip(table.iter_mut()) {
                 *entry = mds_column(position, h_sbox(position, byte, &sbox_words[..k]));
+            }
+        }
+        self.sbox_steps = k;
+        for position in 0..4 {
+            // The chain applies the highest key word first.
+            for (step, word) in (0..k).rev().enumerate() {
+                let t = if Q_BEFORE_KEY_WORD[word][position] {
+                    &Q1_T
+                } else {
+                    &Q0_T
+                };
+                let key_byte = sbox_words[word].to_le_bytes()[position];
+                let index = 2 * (4 * position + step);
+                for v in 0..16 {
+                    for lane in [v, v + 16] {
+                        self.nibble_tables[index][lane] = t[2][v] ^ (key_byte & 0xf);
+                        self.nibble_tables[index + 1][lane] = t[3][v] ^ (key_byte >> 4);
+                    }
+                }
             }
         }
         even.zeroize();

@@ -118,7 +118,10 @@ mod tests {
                 Ok(_) => {
                     formatted += 1;
                     // Blank again, or the next check refuses the filesystem just made.
-                    let file = std::fs::OpenOptions::new().write(true).open(&blank).unwrap();
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&blank)
+                        .unwrap();
                     file.set_len(0).unwrap();
                     file.set_len(MIN_MEMBER_BYTES).unwrap();
                 }

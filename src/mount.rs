@@ -40,13 +40,6 @@ pub fn unmount(dir: &Path) -> Result<()> {
     })
 }
 
-/// Whether something is mounted at `dir`.
-pub fn is_mount_point(root: &crate::sysfs::SystemRoot, dir: &Path) -> Result<bool> {
-    Ok(read_mountinfo(&root.proc)?
-        .iter()
-        .any(|m| Path::new(&m.mount_point) == dir))
-}
-
 /// The mounts of `/proc/self/mountinfo` under `proc_root`, in mount order (a later entry
 /// at the same mount point sits on top of an earlier one).
 pub fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>> {

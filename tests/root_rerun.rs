@@ -21,7 +21,7 @@ mod rerun_close_shred {
     struct Volume {
         name: &'static str,
         disk: PathBuf,
-        tmpfs: Vec<&'static str>,
+        tmpfs: std::cell::RefCell<Vec<&'static str>>,
     }
 
     impl Volume {
@@ -31,7 +31,7 @@ mod rerun_close_shred {
             Volume {
                 name,
                 disk: disks[index].path.clone(),
-                tmpfs: Vec::new(),
+                tmpfs: std::cell::RefCell::default(),
             }
         }
 
@@ -40,7 +40,7 @@ mod rerun_close_shred {
         }
 
         /// Mount a tmpfs (someone else's filesystem) at `dir`.
-        fn mount_tmpfs(&mut self, dir: &'static str) {
+        fn mount_tmpfs(&self, dir: &'static str) {
             std::fs::create_dir_all(dir).unwrap();
             mount(
                 Some("tmpfs"),
@@ -50,14 +50,14 @@ mod rerun_close_shred {
                 None::<&str>,
             )
             .unwrap();
-            self.tmpfs.push(dir);
+            self.tmpfs.borrow_mut().push(dir);
         }
     }
 
     impl Drop for Volume {
         fn drop(&mut self) {
             let _ = tosskey(&["close", "--unmount", self.name]);
-            for dir in &self.tmpfs {
+            for dir in self.tmpfs.borrow().iter() {
                 while top_mount(dir).is_some() {
                     if umount2(*dir, MntFlags::MNT_DETACH).is_err() {
                         break;
@@ -117,7 +117,7 @@ mod rerun_close_shred {
     #[test]
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn rerun_refuses_another_filesystem_at_the_mount_point() {
-        let mut v = Volume::new("t-foreign", 2);
+        let v = Volume::new("t-foreign", 2);
         let args = [
             "provision",
             v.disk(),
@@ -158,7 +158,7 @@ mod rerun_close_shred {
     #[test]
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn close_and_shred_leave_another_filesystem_at_the_mount_point_alone() {
-        let mut v = Volume::new("t-other", 1);
+        let v = Volume::new("t-other", 1);
         let dir = "/mnt/t-other";
         let args = ["provision", v.disk(), "--name", v.name, "--mount", dir];
         tosskey(&args).ok();

@@ -469,8 +469,7 @@ fn converge_mount(
         .expect("the caller found the volume");
     let top = crate::mount::read_mountinfo(&root.proc)?
         .into_iter()
-        .filter(|m| Path::new(&m.mount_point) == dir)
-        .next_back();
+        .rfind(|m| Path::new(&m.mount_point) == dir);
     match top {
         Some(mount) if mount.dev == volume.dev => Ok(false),
         Some(mount) => Err(Error::Refused(format!(

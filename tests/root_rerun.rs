@@ -73,8 +73,7 @@ mod rerun_close_shred {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         parse_mountinfo(&text)
             .into_iter()
-            .filter(|m| m.mount_point == dir)
-            .next_back()
+            .rfind(|m| m.mount_point == dir)
             .map(|m| (m.dev, m.fs_type))
     }
 

@@ -39,6 +39,26 @@ mod rerun_close_shred {
             self.disk.to_str().unwrap()
         }
 
+        /// `provision DISK --name NAME --mount DIR`.
+        fn provision_at<'a>(&'a self, dir: &'a str) -> [&'a str; 6] {
+            [
+                "provision",
+                self.disk(),
+                "--name",
+                self.name,
+                "--mount",
+                dir,
+            ]
+        }
+
+        /// Provision at `dir`, then unmount the volume behind tosskey's back.
+        fn provision_then_unmount<'a>(&'a self, dir: &'a str) -> [&'a str; 6] {
+            let args = self.provision_at(dir);
+            tosskey(&args).ok();
+            umount2(dir, MntFlags::empty()).unwrap();
+            args
+        }
+
         /// Mount a tmpfs (someone else's filesystem) at `dir`.
         fn mount_tmpfs(&self, dir: &'static str) {
             std::fs::create_dir_all(dir).unwrap();
@@ -88,16 +108,7 @@ mod rerun_close_shred {
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn rerun_mounts_an_unmounted_volume_again() {
         let v = Volume::new("t-remount", 1);
-        let args = [
-            "provision",
-            v.disk(),
-            "--name",
-            v.name,
-            "--mount",
-            "/mnt/t-remount",
-        ];
-        tosskey(&args).ok();
-        umount2("/mnt/t-remount", MntFlags::empty()).unwrap();
+        let args = v.provision_then_unmount("/mnt/t-remount");
         assert_eq!(top_mount("/mnt/t-remount"), None);
         let again = tosskey(&args).ok();
         assert!(
@@ -117,16 +128,7 @@ mod rerun_close_shred {
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn rerun_refuses_another_filesystem_at_the_mount_point() {
         let v = Volume::new("t-foreign", 2);
-        let args = [
-            "provision",
-            v.disk(),
-            "--name",
-            v.name,
-            "--mount",
-            "/mnt/t-foreign",
-        ];
-        tosskey(&args).ok();
-        umount2("/mnt/t-foreign", MntFlags::empty()).unwrap();
+        let args = v.provision_then_unmount("/mnt/t-foreign");
         v.mount_tmpfs("/mnt/t-foreign");
         tosskey(&args).fails_with(3, "/mnt/t-foreign holds tmpfs (tmpfs, 0:");
         let (_, fs_type) = top_mount("/mnt/t-foreign").unwrap();
@@ -159,9 +161,7 @@ mod rerun_close_shred {
     fn close_and_shred_leave_another_filesystem_at_the_mount_point_alone() {
         let v = Volume::new("t-other", 1);
         let dir = "/mnt/t-other";
-        let args = ["provision", v.disk(), "--name", v.name, "--mount", dir];
-        tosskey(&args).ok();
-        umount2(dir, MntFlags::empty()).unwrap();
+        let args = v.provision_then_unmount(dir);
         v.mount_tmpfs(dir);
         let closed = tosskey(&["close", "--unmount", v.name]).ok();
         assert!(
@@ -193,14 +193,7 @@ mod rerun_close_shred {
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn rerun_with_other_options_names_them_and_refuses_another_mount_point() {
         let v = Volume::new("t-opts", 2);
-        let args = [
-            "provision",
-            v.disk(),
-            "--name",
-            v.name,
-            "--mount",
-            "/mnt/t-opts",
-        ];
+        let args = v.provision_at("/mnt/t-opts");
         tosskey(&args).ok();
         let mut other_cipher = args.to_vec();
         other_cipher.extend(["--cipher", "aes-xts-plain64"]);

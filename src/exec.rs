@@ -30,7 +30,7 @@ use crate::plan::derive::md_name_hint;
 use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 use crate::rollback::Rollback;
 use crate::safety::MemberClaims;
-use crate::state::{Component, Journal, JournalDir, Stage};
+use crate::state::{Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
 use crate::sysfs::SystemRoot;
 use crate::verify::{
     pick_sectors, verify_ranges, Encryption, KeyedRange, Sides, VerifyReport, RANDOM_SECTORS,
@@ -105,8 +105,9 @@ pub struct Executor<'a> {
 }
 
 impl<'a> Executor<'a> {
-    /// Start a run for volume `name` over `members`: device-mapper is up and the journal
-    /// exists (and is removed on rollback) before anything is built.
+    /// Start a run for volume `name` over `members`, provisioned with `options`:
+    /// device-mapper is up and the journal exists (and is removed on rollback) before
+    /// anything is built.
     pub fn start(
         root: &'a SystemRoot,
         journals: &'a JournalDir,
@@ -114,10 +115,12 @@ impl<'a> Executor<'a> {
         name: &str,
         boot_id: &str,
         members: Vec<PathBuf>,
+        options: Vec<RecordedOption>,
     ) -> Result<Self> {
         kernel.device_mapper()?;
         let dm = DmControl::open()?;
-        let journal = Journal::new(name, boot_id, members);
+        let mut journal = Journal::new(name, boot_id, members);
+        journal.options = options;
         journals.save(&journal)?;
         let mut rollback = Rollback::new();
         let (dir, volume) = (journals.clone(), name.to_owned());
@@ -151,7 +154,7 @@ impl<'a> Executor<'a> {
         self.journals.save(&self.journal)?;
         let made = create(&self.dm)?;
         match component {
-            Component::Dm { name } => {
+            Component::Dm { name, .. } => {
                 let undo = DmName::new(&name)?;
                 self.rollback.push(format!("dm mapping {name}"), move || {
                     Ok(DmControl::open()?.remove(&undo)?)
@@ -320,9 +323,14 @@ impl<'a> Executor<'a> {
     /// A keyless mapping (stripe, linear): create, load, resume.
     fn plain_mapping(&mut self, node: &Node, line: &tosskey_dm::TargetLine) -> Result<DevId> {
         let (name, uuid) = Self::names(node)?;
+        let target = match node.kind {
+            NodeKind::Striped { .. } => MappingTarget::Striped,
+            _ => MappingTarget::Linear,
+        };
         self.create(
             Component::Dm {
                 name: node.name.clone(),
+                target: Some(target),
             },
             |dm| Ok(dm.create(&name, &uuid)?),
         )?;
@@ -350,6 +358,7 @@ impl<'a> Executor<'a> {
         let activation = self.create(
             Component::Dm {
                 name: node.name.clone(),
+                target: Some(MappingTarget::Crypt),
             },
             |dm| {
                 Ok(activate_crypt_table(
@@ -487,66 +496,168 @@ pub enum TeardownStep {
     StopMd(String),
 }
 
+/// How a recorded stack comes down: its steps, top first, and the mounts that are not the
+/// volume's, left alone (one line each, for the operator).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Teardown {
+    pub steps: Vec<TeardownStep>,
+    pub left_alone: Vec<String>,
+}
+
+/// The mounts of a volume, as unmounting sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeMounts {
+    /// Mount points where the volume is the topmost mount, the latest mount first (once
+    /// per stacked mount of it): unmounting or detaching each reaches the volume and
+    /// nothing else.
+    pub on_top: Vec<PathBuf>,
+    /// A line for each mount left alone: another filesystem at the recorded mount point,
+    /// or the volume hidden beneath another filesystem mounted over it.
+    pub left_alone: Vec<String>,
+}
+
+/// The mounts of `journal`'s volume (the dm device named like the volume in `live_dm`),
+/// from mountinfo.
+pub fn volume_mounts(
+    root: &SystemRoot,
+    journal: &Journal,
+    live_dm: &[DeviceInfo],
+) -> Result<VolumeMounts> {
+    let mounts = crate::mount::read_mountinfo(&root.proc)?;
+    let volume = live_dm
+        .iter()
+        .find(|d| d.name.as_str() == journal.name)
+        .map(|d| d.dev);
+    let describe =
+        |m: &crate::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
+    let mut ours = Vec::new();
+    let mut left_alone = Vec::new();
+    // Each mount point once, the most recently mounted first; its entries top first.
+    let mut points: Vec<&str> = Vec::new();
+    for mount in mounts.iter().rev() {
+        if !points.contains(&mount.mount_point.as_str()) {
+            points.push(&mount.mount_point);
+        }
+    }
+    for point in points {
+        let stacked: Vec<_> = mounts
+            .iter()
+            .rev()
+            .filter(|m| m.mount_point == point)
+            .collect();
+        let on_top = stacked.iter().take_while(|m| Some(m.dev) == volume).count();
+        ours.extend(std::iter::repeat_n(PathBuf::from(point), on_top));
+        if stacked[on_top..].iter().any(|m| Some(m.dev) == volume) {
+            left_alone.push(format!(
+                "{} is also mounted at {point} beneath {}: left alone; unmount that first",
+                journal.name,
+                describe(stacked[on_top])
+            ));
+        } else if on_top == 0 && journal.mount.as_deref() == Some(Path::new(point)) {
+            left_alone.push(format!(
+                "left {point} alone: {} is mounted there, not {}",
+                describe(stacked[0]),
+                journal.name
+            ));
+        }
+    }
+    Ok(VolumeMounts {
+        on_top: ours,
+        left_alone,
+    })
+}
+
 /// What taking down `journal`'s stack involves now, top first: only what exists (a crash
 /// between recording and creating leaves entries for objects that never were). `live_dm`:
-/// the dm devices the kernel has. A journal is data in a file, so nothing it names is
-/// trusted: if a recorded device that exists is not one tosskey makes — a dm device without
-/// the `TOSSKEY-` UUID, an md array that is not the volume's non-persistent
-/// `md_tk_<name>` — the teardown is refused before anything is removed.
+/// the dm devices the kernel has. Only mounts of the volume's own device are unmounted
+/// ([`volume_mounts`]); another filesystem at the recorded mount point is left alone and
+/// said so. A journal is data in a file, so nothing it names is trusted: if a recorded
+/// device that exists is not one tosskey makes — a dm device without the `TOSSKEY-`
+/// UUID, an md array that is not the volume's non-persistent `md_tk_<name>` — the
+/// teardown is refused before anything is removed.
 pub fn teardown_steps(
     root: &SystemRoot,
     journal: &Journal,
     live_dm: &[DeviceInfo],
-) -> Result<Vec<TeardownStep>> {
-    let refuse = |what: String| {
-        Err(Error::Refused(format!(
-            "the journal of {} names {what}: tosskey did not create that, so it removes nothing of {}",
-            journal.name, journal.name
-        )))
-    };
-    let mut steps = Vec::new();
-    if let Some(dir) = &journal.mount {
-        if crate::mount::is_mount_point(root, dir)? {
-            steps.push(TeardownStep::Unmount(dir.clone()));
-        }
-    }
-    let volume_md = format!("md_{}", md_name_hint(&DmName::new(&journal.name)?));
+) -> Result<Teardown> {
+    let mounts = volume_mounts(root, journal, live_dm)?;
+    let mut steps: Vec<TeardownStep> = mounts
+        .on_top
+        .into_iter()
+        .map(TeardownStep::Unmount)
+        .collect();
     for component in journal.built.iter().rev() {
         match component {
-            Component::Dm { name } => {
+            Component::Dm { name, .. } => {
                 let Some(info) = live_dm.iter().find(|d| d.name.as_str() == name) else {
                     continue;
                 };
-                let uuid = info.uuid.as_deref().unwrap_or("");
-                if !uuid.starts_with(UUID_PREFIX) {
-                    return refuse(format!(
-                        "dm device {name} with UUID {uuid:?} (tosskey's begin {UUID_PREFIX})"
-                    ));
-                }
+                refuse_foreign_dm(journal, info)?;
                 steps.push(TeardownStep::RemoveDm(name.clone()));
             }
             Component::Md { name } => {
                 if !root.block(name).join("md").is_dir() {
                     continue;
                 }
-                let metadata =
-                    tosskey_sysutil::read_attr(&root.block(name).join("md/metadata_version"))
-                        .unwrap_or_default();
-                if *name != volume_md || metadata != "none" {
-                    return refuse(format!(
-                        "md array {name} (metadata {metadata:?}; tosskey's is {volume_md}, metadata \"none\")"
-                    ));
-                }
+                refuse_foreign_md(root, journal, name)?;
                 steps.push(TeardownStep::StopMd(name.clone()));
             }
         }
     }
-    Ok(steps)
+    Ok(Teardown {
+        steps,
+        left_alone: mounts.left_alone,
+    })
+}
+
+/// The refusal for a journal of volume `journal` naming `what`, which tosskey did not make.
+fn not_made_by_tosskey(journal: &Journal, what: String) -> Error {
+    Error::Refused(format!(
+        "the journal of {} names {what}: tosskey did not create that, so it removes nothing of {}",
+        journal.name, journal.name
+    ))
+}
+
+/// Refuse a recorded dm device without a `TOSSKEY-` UUID.
+pub fn refuse_foreign_dm(journal: &Journal, info: &DeviceInfo) -> Result<()> {
+    let uuid = info.uuid.as_deref().unwrap_or("");
+    if uuid.starts_with(UUID_PREFIX) {
+        return Ok(());
+    }
+    Err(not_made_by_tosskey(
+        journal,
+        format!(
+            "dm device {} with UUID {uuid:?} (tosskey's begin {UUID_PREFIX})",
+            info.name
+        ),
+    ))
+}
+
+/// Refuse a recorded md array `name` (which exists) other than the volume's
+/// non-persistent `md_tk_<name>`.
+pub fn refuse_foreign_md(root: &SystemRoot, journal: &Journal, name: &str) -> Result<()> {
+    let volume_md = format!("md_{}", md_name_hint(&DmName::new(&journal.name)?));
+    let metadata = tosskey_sysutil::read_attr(&root.block(name).join("md/metadata_version"))
+        .unwrap_or_default();
+    if *name == volume_md && metadata == "none" {
+        return Ok(());
+    }
+    Err(not_made_by_tosskey(
+        journal,
+        format!(
+            "md array {name} (metadata {metadata:?}; tosskey's is {volume_md}, metadata \"none\")"
+        ),
+    ))
 }
 
 /// Tear down everything `journal` recorded, top first, then forget the journal. Objects that
-/// no longer exist are skipped, so this also cleans up after a crash half-way.
-pub fn teardown(root: &SystemRoot, journal: &Journal, journals: &JournalDir) -> Result<()> {
+/// no longer exist are skipped, so this also cleans up after a crash half-way. Returns the
+/// mounts left alone ([`Teardown::left_alone`]).
+pub fn teardown(
+    root: &SystemRoot,
+    journal: &Journal,
+    journals: &JournalDir,
+) -> Result<Vec<String>> {
     teardown_in(&HostKernel::open(root)?, root, journal, journals)
 }
 
@@ -556,15 +667,17 @@ pub fn teardown_in(
     root: &SystemRoot,
     journal: &Journal,
     journals: &JournalDir,
-) -> Result<()> {
-    for step in teardown_steps(root, journal, &kernel.dm_devices()?)? {
+) -> Result<Vec<String>> {
+    let teardown = teardown_steps(root, journal, &kernel.dm_devices()?)?;
+    for step in teardown.steps {
         match step {
             TeardownStep::Unmount(dir) => kernel.unmount(&dir)?,
             TeardownStep::RemoveDm(name) => kernel.remove_dm(&DmName::new(&name)?)?,
             TeardownStep::StopMd(name) => kernel.stop_md(&name)?,
         }
     }
-    Ok(journals.remove(&journal.name)?)
+    journals.remove(&journal.name)?;
+    Ok(teardown.left_alone)
 }
 
 #[cfg(test)]
@@ -579,7 +692,7 @@ mod tests {
         std::fs::create_dir_all(root.proc.join("self")).unwrap();
         std::fs::write(
             root.proc.join("self/mountinfo"),
-            "36 25 253:3 / /mnt/data rw,noatime shared:1 - ext4 /dev/mapper/v rw\n",
+            "36 25 253:1 / /mnt/data rw,noatime shared:1 - ext4 /dev/mapper/v rw\n",
         )
         .unwrap();
         std::fs::create_dir_all(root.block("md_tk_v").join("md")).unwrap();
@@ -588,14 +701,19 @@ mod tests {
         journal.built = vec![
             Component::Dm {
                 name: "v-m0".into(),
+                target: Some(MappingTarget::Crypt),
             },
             Component::Dm {
                 name: "v-m1".into(),
+                target: Some(MappingTarget::Crypt),
             },
             Component::Md {
                 name: "md_tk_v".into(),
             },
-            Component::Dm { name: "v".into() },
+            Component::Dm {
+                name: "v".into(),
+                target: Some(MappingTarget::Linear),
+            },
         ];
         journal.mount = Some(PathBuf::from("/mnt/data"));
         // v-m1 was recorded but never created (a crash in between).
@@ -608,7 +726,7 @@ mod tests {
         );
         let live = kernel.dm_devices().unwrap();
         assert_eq!(
-            teardown_steps(&root, &journal, &live).unwrap(),
+            teardown_steps(&root, &journal, &live).unwrap().steps,
             [
                 TeardownStep::Unmount(PathBuf::from("/mnt/data")),
                 TeardownStep::RemoveDm("v".into()),
@@ -620,7 +738,7 @@ mod tests {
         std::fs::write(root.proc.join("self/mountinfo"), "").unwrap();
         std::fs::remove_dir_all(root.block("md_tk_v").join("md")).unwrap();
         assert_eq!(
-            teardown_steps(&root, &journal, &live).unwrap(),
+            teardown_steps(&root, &journal, &live).unwrap().steps,
             [
                 TeardownStep::RemoveDm("v".into()),
                 TeardownStep::RemoveDm("v-m0".into()),

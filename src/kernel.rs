@@ -30,8 +30,11 @@ pub trait StackKernel {
     fn shred_dm(&self, name: &DmName, table: &[TableEntry]) -> Result<usize>;
     /// Stop md array `name` (kernel name).
     fn stop_md(&self, name: &str) -> Result<()>;
+    /// Unmount the topmost mount at `dir`.
     fn unmount(&self, dir: &Path) -> Result<()>;
-    /// Detach the mount at `dir` lazily (it completes when the last user lets go); best
+    /// Mount the volume `node` (ext4) at `dir`, as provision does.
+    fn mount(&self, node: &Path, dir: &Path) -> Result<()>;
+    /// Detach the topmost mount at `dir` lazily (it completes when the last user lets go); best
     /// effort, for a volume whose keys are already gone.
     fn detach(&self, dir: &Path);
 }
@@ -108,6 +111,10 @@ impl StackKernel for HostKernel {
         Ok(crate::mount::unmount(dir)?)
     }
 
+    fn mount(&self, node: &Path, dir: &Path) -> Result<()> {
+        Ok(crate::mount::mount_volume(node, dir, false)?)
+    }
+
     fn detach(&self, dir: &Path) {
         let _ = umount2(dir, MntFlags::MNT_DETACH);
     }
@@ -126,12 +133,14 @@ pub mod fake {
     use crate::error::Result;
     use crate::sysfs::{parse_mountinfo, SystemRoot};
 
-    /// Unmounting edits the fake tree's mountinfo and stopping an array removes its `md/`,
-    /// as the kernel would.
+    /// Mounting and unmounting edit the fake tree's mountinfo, stopping an array removes
+    /// its `md/` and shredding replaces a table by `error` targets, as the kernel would.
     #[derive(Debug)]
     pub struct FakeKernel {
         root: SystemRoot,
         devices: RefCell<Vec<(DeviceInfo, Vec<TableEntry>)>>,
+        /// Devices a user holds open: removing them fails (EBUSY).
+        held: RefCell<Vec<String>>,
         log: RefCell<Vec<String>>,
     }
 
@@ -140,20 +149,33 @@ pub mod fake {
             FakeKernel {
                 root: root.clone(),
                 devices: RefCell::default(),
+                held: RefCell::default(),
                 log: RefCell::default(),
             }
         }
 
+        /// Drop the topmost (last) mount at `dir`.
         fn drop_mount(&self, dir: &Path) {
             let path = self.root.proc.join("self/mountinfo");
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let kept: String = parse_mountinfo(&text)
+            let mut lines: Vec<&str> = text.lines().collect();
+            if let Some(top) = parse_mountinfo(&text)
                 .iter()
-                .zip(text.lines())
-                .filter(|(m, _)| Path::new(&m.mount_point) != dir)
-                .map(|(_, line)| format!("{line}\n"))
-                .collect();
+                .zip(0..)
+                .filter(|(m, _)| Path::new(&m.mount_point) == dir)
+                .map(|(_, i)| i)
+                .last()
+            {
+                lines.remove(top);
+            }
+            let kept: String = lines.iter().map(|line| format!("{line}\n")).collect();
             std::fs::write(path, kept).unwrap();
+        }
+
+        /// A process holds dm device `name` open: removing it fails.
+        pub fn hold(&self, name: &str) -> &Self {
+            self.held.borrow_mut().push(name.to_owned());
+            self
         }
 
         /// A live dm device `name` (`dev`, `uuid`) with `table`'s lines
@@ -225,6 +247,12 @@ pub mod fake {
         }
 
         fn remove_dm(&self, name: &DmName) -> Result<()> {
+            if self.held.borrow().iter().any(|h| h == name.as_str()) {
+                return Err(anyhow::anyhow!(
+                    "removing dm mapping {name}: Device or resource busy (os error 16)"
+                )
+                .into());
+            }
             self.devices.borrow_mut().retain(|(i, _)| &i.name != name);
             self.note(format!("remove {name}"));
             Ok(())
@@ -232,6 +260,18 @@ pub mod fake {
 
         fn shred_dm(&self, name: &DmName, table: &[TableEntry]) -> Result<usize> {
             self.note(format!("shred {name}"));
+            if let Some((_, live)) = self
+                .devices
+                .borrow_mut()
+                .iter_mut()
+                .find(|(i, _)| &i.name == name)
+            {
+                for entry in live.iter_mut() {
+                    entry.target_type = "error".to_owned();
+                    entry.params = String::new();
+                    entry.crypt = None;
+                }
+            }
             Ok(table.iter().filter(|t| t.crypt.is_some()).count())
         }
 
@@ -244,6 +284,26 @@ pub mod fake {
         fn unmount(&self, dir: &Path) -> Result<()> {
             self.drop_mount(dir);
             self.note(format!("unmount {}", dir.display()));
+            Ok(())
+        }
+
+        fn mount(&self, node: &Path, dir: &Path) -> Result<()> {
+            let dev = self
+                .devices
+                .borrow()
+                .iter()
+                .find(|(i, _)| tosskey_dm::DmControl::node_path(&i.name) == node)
+                .map(|(i, _)| i.dev)
+                .expect("the fake mounts its own devices");
+            let path = self.root.proc.join("self/mountinfo");
+            let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.push_str(&format!(
+                "99 1 {dev} / {} rw,nosuid,nodev,noatime - ext4 {} rw\n",
+                dir.display(),
+                node.display()
+            ));
+            std::fs::write(path, text).unwrap();
+            self.note(format!("mount {} {}", node.display(), dir.display()));
             Ok(())
         }
 

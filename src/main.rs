@@ -63,7 +63,11 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
             }
             Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
                 .iter()
-                .map(|name| format!("closed {name}\n"))
+                .map(|closed| {
+                    std::iter::once(format!("closed {}\n", closed.name))
+                        .chain(closed.left_alone.iter().map(|line| format!("{line}\n")))
+                        .collect::<String>()
+                })
                 .collect())
         }
         Command::Shred(args) => Ok(format!("{}\n", volumes::shred(&env, &args.name)?)),
@@ -125,18 +129,37 @@ fn render_outcome(outcome: &Outcome) -> String {
             name,
             members,
             mount,
-        } => format!(
-            "{name} is already provisioned on {} ({}): nothing changed\n",
-            members
+            remounted,
+            differing_options,
+        } => {
+            let members = members
                 .iter()
                 .map(|m| m.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", "),
-            mount.as_ref().map_or("not mounted".to_owned(), |m| format!(
-                "mounted at {}",
-                m.display()
-            ))
-        ),
+                .join(", ");
+            let mut text = match mount {
+                Some(dir) if *remounted => format!(
+                    "{name} is already provisioned on {members}; it was not mounted at {}: mounted it there again\n",
+                    dir.display()
+                ),
+                Some(dir) => format!(
+                    "{name} is already provisioned on {members} (mounted at {}): nothing changed\n",
+                    dir.display()
+                ),
+                None => format!("{name} is already provisioned on {members}: nothing changed\n"),
+            };
+            if !differing_options.is_empty() {
+                text.push_str(&format!(
+                    "options that differ from the running volume apply only to a new one (after a reboot, or after `tosskey close {name}`, which destroys its data): {}\n",
+                    differing_options
+                        .iter()
+                        .map(|o| format!("{} {} (running: {})", o.flag, o.asked, o.running))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            text
+        }
         Outcome::Provisioned(report) => {
             let checks: usize = report
                 .stack

@@ -62,14 +62,9 @@ pub fn unmount(dir: &Path) -> Result<()> {
     })
 }
 
-/// Whether something is mounted at `dir`.
-pub fn is_mount_point(root: &crate::sysfs::SystemRoot, dir: &Path) -> Result<bool> {
-    Ok(read_mountinfo(&root.proc)?
-        .iter()
-        .any(|m| Path::new(&m.mount_point) == dir))
-}
-
-fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>> {
+/// The mounts of `/proc/self/mountinfo` under `proc_root`, in mount order (a later entry
+/// at the same mount point sits on top of an earlier one).
+pub fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>> {
     let path = proc_root.join("self/mountinfo");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

@@ -10,18 +10,21 @@ use tosskey_crypto::escrow::{
     rfc3339_utc, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey, KeySegment,
 };
 use tosskey_crypto::key::{KeyArena, KeySize};
-use tosskey_dm::DmControl;
+use tosskey_dm::{DeviceInfo, DmControl};
 
-use crate::config::{MemberSource, ProvisionConfig, UUID_PREFIX};
+use crate::config::{AssemblyChoice, MemberSource, ProvisionConfig, UUID_PREFIX};
 use crate::discover::discover_matching;
 use crate::error::{Error, Result};
-use crate::exec::{crash_point, teardown, BuiltStack, Executor};
+use crate::exec::{
+    crash_point, refuse_foreign_dm, refuse_foreign_md, teardown_in, BuiltStack, Executor,
+};
 use crate::facilities::KernelFacilities;
 use crate::harden::Hardening;
-use crate::measure::{self, MeasurementOutcome, Measurer};
-use crate::plan::{derive, EscrowSettings, Plan};
+use crate::kernel::{HostKernel, StackKernel};
+use crate::measure::{self, MeasurePcr, MeasurementOutcome, Measurer};
+use crate::plan::{derive, md_level_name, EscrowSettings, KeyLoading, Layout, Plan};
 use crate::safety::{check_members, CheckOptions, MemberClaims};
-use crate::state::{boot_id, JournalDir, Stage};
+use crate::state::{boot_id, Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
 use crate::sysfs::SystemRoot;
 
 /// Where provisioning looks and keeps its journal (parameters so tests can redirect them).
@@ -50,11 +53,18 @@ pub enum Outcome {
         /// What the run would find in the kernel or bring up, in order.
         kernel_facilities: Vec<tosskey_kmod::Outcome>,
     },
-    /// The same volume is already up: nothing changed.
+    /// The same volume is already up: nothing changed (but a mount of it that had gone
+    /// may have been restored).
     AlreadyProvisioned {
         name: String,
         members: Vec<PathBuf>,
+        /// Where it is mounted, as asked and checked.
         mount: Option<PathBuf>,
+        /// The volume was not mounted at `mount` and was mounted there again.
+        remounted: bool,
+        /// Options this run asked differently: they apply to the next volume (after a
+        /// reboot, or after `close`), not to this one.
+        differing_options: Vec<DifferingOption>,
     },
     /// Built now: the verification report.
     Provisioned(Box<Report>),
@@ -157,7 +167,15 @@ pub fn provision(
     // Held through the journal and the keys: the executor releases each member's claim
     // right before md or dm claims it.
     let claims = MemberClaims::take(&mut checked);
-    let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(
+        &env.root,
+        &env.journals,
+        kernel,
+        &plan.name,
+        &boot,
+        paths,
+        recorded_options(cfg),
+    )?;
     run.hold_claims(claims);
     let measured = Measured {
         measurer: measurer.as_mut(),
@@ -301,11 +319,27 @@ fn execute(
 /// Before anything else: is this volume already up (nothing to do), or did an earlier run
 /// die half-way (tear down what it recorded, then build afresh)?
 fn converge_previous_run(cfg: &ProvisionConfig, env: &Environment) -> Result<Option<Outcome>> {
-    let dm = DmControl::open()?;
-    let live = dm.list()?;
-    let mapping_live = live.iter().any(|(name, _)| name == &cfg.name);
+    converge_previous_run_in(&HostKernel::open(&env.root)?, cfg, env)
+}
+
+/// [`converge_previous_run`] through `kernel` (a fake one in host tests). A journal is
+/// only a claim: "already provisioned" is said only when the world agrees with it — every
+/// recorded node exists with tosskey's UUID and the target type it was built of (a
+/// shredded mapping is `error`), and the mount point asked for is a mount of the volume
+/// itself (remounted if nothing is mounted there; another filesystem there is refused).
+fn converge_previous_run_in(
+    kernel: &dyn StackKernel,
+    cfg: &ProvisionConfig,
+    env: &Environment,
+) -> Result<Option<Outcome>> {
+    let live = kernel.dm_devices()?;
+    let volume = live.iter().find(|d| d.name == cfg.name);
     match env.journals.load(cfg.name.as_str())? {
-        Some(journal) if journal.stage == Stage::Complete && mapping_live => {
+        Some(journal) if journal.stage == Stage::Shredded => Err(Error::Refused(format!(
+            "{} was shredded in this boot and its mappings are still there, failing every I/O: run `tosskey close {}` once nothing uses them, then provision again",
+            cfg.name, cfg.name
+        ))),
+        Some(journal) if journal.stage == Stage::Complete && volume.is_some() => {
             if let MemberSource::Explicit(paths) = &cfg.source {
                 if !same_devices(paths, &journal.members) {
                     return Err(Error::Refused(format!(
@@ -316,10 +350,17 @@ fn converge_previous_run(cfg: &ProvisionConfig, env: &Environment) -> Result<Opt
                     )));
                 }
             }
+            check_recorded_stack(kernel, &env.root, &journal, &live)?;
+            let remounted = match &cfg.mount {
+                Some(dir) => converge_mount(kernel, &env.root, &journal, &live, dir)?,
+                None => false,
+            };
             Ok(Some(Outcome::AlreadyProvisioned {
+                differing_options: differing_options(&journal.options, &recorded_options(cfg)),
                 name: journal.name,
                 members: journal.members,
-                mount: journal.mount,
+                mount: cfg.mount.clone(),
+                remounted,
             }))
         }
         Some(journal) => {
@@ -327,29 +368,239 @@ fn converge_previous_run(cfg: &ProvisionConfig, env: &Environment) -> Result<Opt
                 "tosskey: an earlier run for {} did not finish: tearing down what it built",
                 cfg.name
             );
-            teardown(&env.root, &journal, &env.journals)?;
+            for line in teardown_in(kernel, &env.root, &journal, &env.journals)? {
+                eprintln!("tosskey: {line}");
+            }
             Ok(None)
         }
-        None if mapping_live => {
-            let info = dm.info(&cfg.name)?;
-            let ours = info
-                .uuid
-                .as_deref()
-                .is_some_and(|u| u.starts_with(UUID_PREFIX));
-            Err(Error::Refused(if ours {
-                format!(
-                    "dm mapping {} exists but tosskey has no record of it in this boot: run `tosskey close {}` first",
-                    cfg.name, cfg.name
-                )
-            } else {
-                format!(
-                    "dm mapping {} exists and was not made by tosskey: choose another --name",
-                    cfg.name
-                )
-            }))
-        }
-        None => Ok(None),
+        None => match volume {
+            Some(info) => {
+                let ours = info
+                    .uuid
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with(UUID_PREFIX));
+                Err(Error::Refused(if ours {
+                    format!(
+                        "dm mapping {} exists but tosskey has no record of it in this boot: run `tosskey close {}` first",
+                        cfg.name, cfg.name
+                    )
+                } else {
+                    format!(
+                        "dm mapping {} exists and was not made by tosskey: choose another --name",
+                        cfg.name
+                    )
+                }))
+            }
+            None => Ok(None),
+        },
     }
+}
+
+/// Every node `journal` recorded exists and is what tosskey built: a dm mapping with a
+/// `TOSSKEY-` UUID whose table is all of the recorded target type (a journal without one
+/// accepts the types tosskey builds), the volume's own non-persistent md array.
+fn check_recorded_stack(
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    journal: &Journal,
+    live: &[DeviceInfo],
+) -> Result<()> {
+    let name = &journal.name;
+    let broken = |what: String| {
+        Err(Error::Refused(format!(
+            "{name} is recorded as provisioned, but {what}: it is not the volume tosskey built; run `tosskey close {name}`, then provision again"
+        )))
+    };
+    for component in &journal.built {
+        match component {
+            Component::Dm { name: node, target } => {
+                let Some(info) = live.iter().find(|d| d.name.as_str() == node) else {
+                    return broken(format!("its dm mapping {node} does not exist"));
+                };
+                refuse_foreign_dm(journal, info)?;
+                let table = kernel.dm_table(&info.name)?;
+                let fits = |target_type: &str| match target {
+                    Some(recorded) => target_type == recorded.as_str(),
+                    None => MappingTarget::from_kernel(target_type).is_some(),
+                };
+                if let Some(odd) = table.iter().find(|t| !fits(&t.target_type)) {
+                    let expected = target.map_or("crypt, striped or linear", MappingTarget::as_str);
+                    let shredded = if odd.target_type == "error" {
+                        " (what `tosskey shred` leaves when the mapping is still in use)"
+                    } else {
+                        ""
+                    };
+                    return broken(format!(
+                        "its dm mapping {node} has a {} target{shredded}, not {expected}",
+                        odd.target_type
+                    ));
+                }
+                if table.is_empty() {
+                    return broken(format!("its dm mapping {node} has no table"));
+                }
+            }
+            Component::Md { name: array } => {
+                if !root.block(array).join("md").is_dir() {
+                    return broken(format!("its md array {array} does not exist"));
+                }
+                refuse_foreign_md(root, journal, array)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The volume must be what is mounted at `dir` (the topmost mount there): if nothing is,
+/// it is mounted there (again; returns true); another filesystem there, or a `dir` other
+/// than the mount point the volume was provisioned with, is refused. (A volume built
+/// without a mount, e.g. from an initramfs, takes the first one asked.)
+fn converge_mount(
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    journal: &Journal,
+    live: &[DeviceInfo],
+    dir: &Path,
+) -> Result<bool> {
+    let name = &journal.name;
+    if let Some(recorded) = journal.mount.as_deref().filter(|m| *m != dir) {
+        return Err(Error::Refused(format!(
+            "{name} is already provisioned and mounted at {}, not at {}: a new mount point applies to a new volume (after a reboot, or after `tosskey close --unmount {name}`, which destroys its data); until then rerun with --mount {}",
+            recorded.display(),
+            dir.display(),
+            recorded.display(),
+        )));
+    }
+    let volume = live
+        .iter()
+        .find(|d| d.name.as_str() == name)
+        .expect("the caller found the volume");
+    let top = crate::mount::read_mountinfo(&root.proc)?
+        .into_iter()
+        .rfind(|m| Path::new(&m.mount_point) == dir);
+    match top {
+        Some(mount) if mount.dev == volume.dev => Ok(false),
+        Some(mount) => Err(Error::Refused(format!(
+            "{} holds {} ({}, {}), not {name} ({}): data written there would not be encrypted; unmount it (umount {}) and rerun",
+            dir.display(),
+            mount.source,
+            mount.fs_type,
+            mount.dev,
+            volume.dev,
+            dir.display()
+        ))),
+        None => {
+            kernel.mount(&DmControl::node_path(&volume.name), dir)?;
+            Ok(true)
+        }
+    }
+}
+
+/// The options of `cfg` that describe the volume it builds, as the command line spells
+/// them (`--force`, `--dry-run` and `--json` describe a run, not a volume).
+fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
+    let flag = |flag: &str, value: String| RecordedOption {
+        flag: flag.to_owned(),
+        value,
+    };
+    let on_off = |on: bool| if on { "yes" } else { "no" }.to_owned();
+    let (raid, level) = match cfg.assembly {
+        AssemblyChoice::Md(level) => ("md", md_level_name(level)),
+        AssemblyChoice::DmStripe => ("dm-stripe", "raid0"),
+    };
+    let mut options = vec![
+        flag("--cipher", cfg.cipher.to_string()),
+        flag("--key-size", cfg.key_size.bits().to_string()),
+        flag(
+            "--sector-size",
+            cfg.sector_size.map_or("auto".to_owned(), |s| s.to_string()),
+        ),
+        flag(
+            "--key-scope",
+            cfg.key_scope
+                .map_or("none".to_owned(), |b| format!("{b} bytes")),
+        ),
+        flag("--raid", raid.to_owned()),
+        flag("--level", level.to_owned()),
+        flag("--chunk-kib", (cfg.chunk_bytes / 1024).to_string()),
+        flag(
+            "--layout",
+            match cfg.layout {
+                Layout::Shared => "shared",
+                Layout::PerDisk => "per-disk",
+            }
+            .to_owned(),
+        ),
+        flag("--allow-discards", on_off(cfg.allow_discards)),
+        flag("--read-workqueue", on_off(!cfg.no_read_workqueue)),
+        flag("--write-workqueue", on_off(!cfg.no_write_workqueue)),
+        flag(
+            "--key-loading",
+            match cfg.key_loading {
+                KeyLoading::Auto => "auto",
+                KeyLoading::Keyring => "keyring",
+                KeyLoading::Hex => "hex",
+            }
+            .to_owned(),
+        ),
+        flag(
+            "--mkfs",
+            if cfg.mkfs.is_some() { "ext4" } else { "none" }.to_owned(),
+        ),
+    ];
+    if let Some(ext4) = &cfg.mkfs {
+        options.push(flag("--journal", on_off(ext4.journal)));
+        options.push(flag("--inode-ratio", ext4.inode_ratio.to_string()));
+        options.push(flag(
+            "--label",
+            ext4.label.clone().unwrap_or_else(|| "none".to_owned()),
+        ));
+    }
+    // The mount point is not among them: the journal records it, and a rerun checks it
+    // against the world (`converge_mount`).
+    options.push(flag(
+        "--escrow-key",
+        cfg.escrow
+            .as_ref()
+            .map_or("none".to_owned(), |e| e.public_key.display().to_string()),
+    ));
+    if let Some(escrow) = &cfg.escrow {
+        options.push(flag("--escrow-file", escrow.file.display().to_string()));
+    }
+    options.push(flag(
+        "--measure-pcr",
+        match cfg.measure_pcr {
+            None => "none".to_owned(),
+            Some(MeasurePcr::Auto) => "auto".to_owned(),
+            Some(MeasurePcr::Pcr(pcr)) => pcr.to_string(),
+        },
+    ));
+    options
+}
+
+/// An option a rerun asks differently from the running volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DifferingOption {
+    pub flag: String,
+    /// What the running volume was provisioned with.
+    pub running: String,
+    /// What this run asked for.
+    pub asked: String,
+}
+
+/// The options in `asked` whose value differs from `running`'s (a journal that recorded
+/// none, from `recover`, differs in nothing).
+fn differing_options(running: &[RecordedOption], asked: &[RecordedOption]) -> Vec<DifferingOption> {
+    asked
+        .iter()
+        .filter_map(|option| {
+            let before = running.iter().find(|r| r.flag == option.flag)?;
+            (before.value != option.value).then(|| DifferingOption {
+                flag: option.flag.clone(),
+                running: before.value.clone(),
+                asked: option.value.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The escrow public key, read and checked, and the escrow file's directory checked: it
@@ -518,4 +769,207 @@ pub fn proc_line(root: &SystemRoot, relative: &str) -> String {
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release(root: &SystemRoot) -> String {
     proc_line(root, "sys/kernel/osrelease")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use tosskey_dm::DmName;
+
+    use super::*;
+    use crate::volumes::tests::{raid0_volume, Fixture};
+
+    /// `tosskey provision /dev/vdb /dev/vdc --name v` plus `args`.
+    fn config(args: &[&str]) -> ProvisionConfig {
+        let mut argv = vec![
+            "tosskey",
+            "provision",
+            "/dev/vdb",
+            "/dev/vdc",
+            "--name",
+            "v",
+        ];
+        argv.extend_from_slice(args);
+        let crate::cli::Command::Provision(args) = crate::cli::Cli::parse_from(argv).command else {
+            panic!("expected provision")
+        };
+        ProvisionConfig::from_args(args).unwrap()
+    }
+
+    fn mountinfo(f: &Fixture) -> String {
+        std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap()
+    }
+
+    fn add_mount(f: &Fixture, line: &str) {
+        let path = f.env.root.proc.join("self/mountinfo");
+        let text = mountinfo(f) + line + "\n";
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn converge(f: &Fixture, args: &[&str]) -> Result<Option<Outcome>> {
+        converge_previous_run_in(&f.kernel, &config(args), &f.env)
+    }
+
+    #[test]
+    fn a_rerun_on_the_mounted_volume_changes_nothing() {
+        let f = raid0_volume();
+        let outcome = converge(&f, &["--mount", "/mnt/v"]).unwrap();
+        let Some(Outcome::AlreadyProvisioned {
+            mount, remounted, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(mount.as_deref(), Some(Path::new("/mnt/v")));
+        assert!(!remounted);
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+    }
+
+    #[test]
+    fn a_rerun_mounts_an_unmounted_volume_again() {
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        let outcome = converge(&f, &["--mount", "/mnt/v"]).unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Some(Outcome::AlreadyProvisioned {
+                    remounted: true,
+                    ..
+                })
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            f.kernel.log(),
+            ["unmount /mnt/v", "mount /dev/mapper/v /mnt/v"]
+        );
+        assert!(
+            mountinfo(&f).contains(" 253:0 / /mnt/v "),
+            "{}",
+            mountinfo(&f)
+        );
+    }
+
+    #[test]
+    fn a_rerun_refuses_another_filesystem_at_the_mount_point() {
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        add_mount(&f, "90 1 8:17 / /mnt/v rw - ext4 /dev/sdb1 rw");
+        let err = converge(&f, &["--mount", "/mnt/v"]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "/mnt/v holds /dev/sdb1 (ext4, 8:17), not v (253:0): data written there would not be encrypted; unmount it (umount /mnt/v) and rerun"
+        );
+        // Mounted over the volume: the same, since that is what services see.
+        let f = raid0_volume();
+        add_mount(&f, "91 1 0:50 / /mnt/v rw - tmpfs tmpfs rw");
+        let err = converge(&f, &["--mount", "/mnt/v"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/mnt/v holds tmpfs (tmpfs, 0:50), not v"),
+            "{err}"
+        );
+        assert!(!f.kernel.log().iter().any(|l| l.starts_with("mount")));
+    }
+
+    #[test]
+    fn a_rerun_refuses_a_shredded_volume_that_is_still_held() {
+        let f = raid0_volume();
+        f.kernel.hold("v");
+        let v = DmName::new("v").unwrap();
+        let message = crate::volumes::shred_in(&f.kernel, &f.env, &v).unwrap();
+        assert!(
+            message.contains("stay until their users let go"),
+            "{message}"
+        );
+        let journal = f.env.journals.load("v").unwrap().unwrap();
+        assert_eq!(journal.stage, Stage::Shredded);
+        let err = converge(&f, &["--mount", "/mnt/v"]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+        assert!(
+            err.to_string().starts_with("v was shredded in this boot"),
+            "{err}"
+        );
+
+        // A journal that still says complete (shredded by hand, or by an older tosskey):
+        // the `error` table gives it away.
+        let mut journal = journal;
+        journal.stage = Stage::Complete;
+        f.env.journals.save(&journal).unwrap();
+        let err = converge(&f, &["--mount", "/mnt/v"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "v is recorded as provisioned, but its dm mapping v has a error target (what `tosskey shred` leaves when the mapping is still in use), not crypt: it is not the volume tosskey built; run `tosskey close v`, then provision again"
+        );
+    }
+
+    #[test]
+    fn a_rerun_refuses_a_stack_with_a_missing_node() {
+        let f = raid0_volume();
+        std::fs::remove_dir_all(f.env.root.block("md_tk_v").join("md")).unwrap();
+        let err = converge(&f, &["--mount", "/mnt/v"]).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "v is recorded as provisioned, but its md array md_tk_v does not exist"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rerun_names_the_options_that_differ_and_refuses_another_mount_point() {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.options = recorded_options(&config(&["--mount", "/mnt/v"]));
+        f.env.journals.save(&journal).unwrap();
+        let outcome = converge(&f, &["--mount", "/mnt/v"]).unwrap();
+        let Some(Outcome::AlreadyProvisioned {
+            differing_options, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert!(differing_options.is_empty(), "{differing_options:?}");
+
+        let outcome = converge(
+            &f,
+            &[
+                "--mount",
+                "/mnt/v",
+                "--cipher",
+                "aes-xts-plain64",
+                "--level",
+                "raid1",
+            ],
+        )
+        .unwrap();
+        let Some(Outcome::AlreadyProvisioned {
+            differing_options, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        let named: Vec<String> = differing_options
+            .iter()
+            .map(|o| format!("{} {} (running: {})", o.flag, o.asked, o.running))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "--cipher aes-xts-plain64 (running: twofish-xts-plain64)",
+                "--level raid1 (running: raid0)"
+            ]
+        );
+
+        let err = converge(&f, &["--mount", "/mnt/w"]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("v is already provisioned and mounted at /mnt/v, not at /mnt/w"),
+            "{err}"
+        );
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+    }
 }

@@ -161,7 +161,15 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         opts.mount.clone(),
     )?;
     let keys = keys_for(&plan, opened)?;
-    let mut run = Executor::start(&env.root, &env.journals, kernel, &plan.name, &boot, paths)?;
+    let mut run = Executor::start(
+        &env.root,
+        &env.journals,
+        kernel,
+        &plan.name,
+        &boot,
+        paths,
+        Vec::new(),
+    )?;
     run.hold_claims(claims);
     let built = reopen(&mut run, &plan, keys, opts);
     run.finish(built)

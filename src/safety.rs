@@ -233,6 +233,12 @@ impl CheckedDevice {
     pub fn release_claim(&mut self) {
         self.claim = None;
     }
+
+    /// The descriptor the checks looked at (and scanned), for a writer that must write to
+    /// that very device or file rather than reopen its path (`tosskey mkfs`).
+    pub fn take_claim(&mut self) -> Option<File> {
+        self.claim.take()
+    }
 }
 
 /// The exclusive opens of a run's members, by member index (the plan's member order),
@@ -259,13 +265,31 @@ impl MemberClaims {
     }
 }
 
+/// How the claim is opened: read-only for members md or dm take over, read-write for a
+/// target tosskey writes itself through the claim ([`CheckedDevice::take_claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    ReadWrite,
+}
+
 /// Check one member against a fresh snapshot of the system.
 pub fn check_member(
     root: &SystemRoot,
     path: &Path,
     opts: &CheckOptions,
 ) -> Result<CheckedDevice, SafetyError> {
-    let mut checked = check_members(root, &[path.to_path_buf()], opts)?;
+    let mut checked = check_members_with(root, &[path.to_path_buf()], opts, Access::Read)?;
+    Ok(checked.remove(0))
+}
+
+/// [`check_member`] with the claim opened read-write, for formatting through it.
+pub fn check_member_writable(
+    root: &SystemRoot,
+    path: &Path,
+    opts: &CheckOptions,
+) -> Result<CheckedDevice, SafetyError> {
+    let mut checked = check_members_with(root, &[path.to_path_buf()], opts, Access::ReadWrite)?;
     Ok(checked.remove(0))
 }
 
@@ -275,6 +299,15 @@ pub fn check_members(
     root: &SystemRoot,
     paths: &[PathBuf],
     opts: &CheckOptions,
+) -> Result<Vec<CheckedDevice>, SafetyError> {
+    check_members_with(root, paths, opts, Access::Read)
+}
+
+fn check_members_with(
+    root: &SystemRoot,
+    paths: &[PathBuf],
+    opts: &CheckOptions,
+    access: Access,
 ) -> Result<Vec<CheckedDevice>, SafetyError> {
     // Image files alone need no inventory (`tosskey mkfs` on an image in a bare chroot):
     // only block devices are looked up in it, and one that appears later is refused.
@@ -298,7 +331,7 @@ pub fn check_members(
     paths
         .iter()
         .zip(identities)
-        .map(|(path, identity)| check_identified(&state, path, identity, opts))
+        .map(|(path, identity)| check_identified(&state, path, identity, opts, access))
         .collect()
 }
 
@@ -426,6 +459,7 @@ fn check_identified(
     path: &Path,
     identity: Identity,
     opts: &CheckOptions,
+    access: Access,
 ) -> Result<CheckedDevice, SafetyError> {
     match identity {
         Identity::Block(dev) => {
@@ -434,7 +468,7 @@ fn check_identified(
                 return Err(refusal);
             }
             check_size(path, device.size_bytes)?;
-            let file = open_exclusive(path)?;
+            let file = open_claim(path, path, libc::O_EXCL, access)?;
             same_block_device(path, &file, dev)?;
             let found = signature::scan_file(&file, device.size_bytes).map_err(|source| {
                 SafetyError::Read {
@@ -459,12 +493,14 @@ fn check_identified(
                 claim: Some(file),
             })
         }
-        Identity::File { size, inode, .. } => {
+        Identity::File {
+            canonical,
+            size,
+            inode,
+        } => {
             check_size(path, size)?;
-            let file = File::open(path).map_err(|source| SafetyError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            // The resolved path, not followed again: a link planted there is refused.
+            let file = open_claim(path, &canonical, libc::O_NOFOLLOW, access)?;
             same_file(path, &file, inode)?;
             let found = signature::scan_file(&file, size).map_err(|source| SafetyError::Read {
                 path: path.to_path_buf(),
@@ -495,18 +531,31 @@ fn check_size(path: &Path, size: u64) -> Result<(), SafetyError> {
     Ok(())
 }
 
-/// Open read-only with `O_EXCL`: on a block device the kernel refuses (EBUSY) while a
-/// filesystem, md, dm or another exclusive opener holds it.
-fn open_exclusive(path: &Path) -> Result<File, SafetyError> {
+/// Open `open_path` (member `path`) with `flags` for `access`. A block device is opened
+/// with `O_EXCL`: the kernel refuses (EBUSY) while a filesystem, md, dm or another
+/// exclusive opener holds it.
+fn open_claim(
+    path: &Path,
+    open_path: &Path,
+    flags: i32,
+    access: Access,
+) -> Result<File, SafetyError> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(path)
+        .write(access == Access::ReadWrite)
+        .custom_flags(flags)
+        .open(open_path)
         .map_err(|source| {
             if source.raw_os_error() == Some(libc::EBUSY) {
                 SafetyError::Busy {
                     path: path.to_path_buf(),
                     source,
+                }
+            } else if source.raw_os_error() == Some(libc::ELOOP) {
+                SafetyError::Changed {
+                    path: path.to_path_buf(),
+                    expected: format!("the file {}", open_path.display()),
+                    found: "a symbolic link".to_owned(),
                 }
             } else {
                 SafetyError::Open {
@@ -710,7 +759,7 @@ mod tests {
         let other = tree.path().join("other.img");
         image(&other);
         fs::rename(&other, &path).unwrap();
-        let err = check_identified(&state, &path, identity, &FILES).unwrap_err();
+        let err = check_identified(&state, &path, identity, &FILES, Access::Read).unwrap_err();
         assert!(matches!(err, SafetyError::Changed { .. }), "{err}");
         let message = err.to_string();
         assert!(
@@ -723,9 +772,11 @@ mod tests {
 
         // Unchanged, the same two steps pass.
         let identity = identify(&state, &path, &FILES).unwrap();
-        assert!(check_identified(&state, &path, identity, &FILES)
-            .unwrap()
-            .is_claimed());
+        assert!(
+            check_identified(&state, &path, identity, &FILES, Access::Read)
+                .unwrap()
+                .is_claimed()
+        );
     }
 
     /// The same for block devices: a symlink re-pointed to another disk between the
@@ -743,7 +794,14 @@ mod tests {
         let identity = identify(&state, &link, &CheckOptions::default()).unwrap();
         fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(second.path(), &link).unwrap();
-        let err = check_identified(&state, &link, identity, &CheckOptions::default()).unwrap_err();
+        let err = check_identified(
+            &state,
+            &link,
+            identity,
+            &CheckOptions::default(),
+            Access::Read,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(

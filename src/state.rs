@@ -28,6 +28,10 @@ pub enum Stage {
     Building,
     /// Everything was built, verified and (if asked) formatted and mounted.
     Complete,
+    /// `shred` wiped the keys (recorded before the first wipe): the mappings, while they
+    /// last, answer every I/O with an error. `provision` refuses the name until `close`
+    /// has removed them.
+    Shredded,
 }
 
 /// Everything a run built, in build order.
@@ -52,6 +56,10 @@ pub struct Journal {
     /// `status`; `None` when it did not fall back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_loading_fallback: Option<String>,
+    /// The options the volume was provisioned with, so that a rerun can name those it
+    /// asks differently (empty for a volume `recover` reopened).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<RecordedOption>,
 }
 
 impl Journal {
@@ -65,8 +73,18 @@ impl Journal {
             mount: None,
             measurements: Vec::new(),
             key_loading_fallback: None,
+            options: Vec::new(),
         }
     }
+}
+
+/// One provision option as the run had it: the flag and its value as the command line
+/// spells them (`--cipher`, `aes-xts-plain64`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedOption {
+    pub flag: String,
+    pub value: String,
 }
 
 /// One kernel object of the stack.
@@ -75,8 +93,44 @@ impl Journal {
 pub enum Component {
     /// A non-persistent md array, by kernel name (`md_tk_data`).
     Md { name: String },
-    /// A device-mapper mapping, by name.
-    Dm { name: String },
+    /// A device-mapper mapping, by name, and the target type its table was built of
+    /// (`None` in a journal written before tosskey recorded it).
+    Dm {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<MappingTarget>,
+    },
+}
+
+/// The dm target types tosskey builds mappings of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MappingTarget {
+    Crypt,
+    Striped,
+    Linear,
+}
+
+impl MappingTarget {
+    /// The kernel's name of the target type, as a table shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MappingTarget::Crypt => "crypt",
+            MappingTarget::Striped => "striped",
+            MappingTarget::Linear => "linear",
+        }
+    }
+
+    /// Which of them `target_type` is.
+    pub fn from_kernel(target_type: &str) -> Option<Self> {
+        [
+            MappingTarget::Crypt,
+            MappingTarget::Striped,
+            MappingTarget::Linear,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == target_type)
+    }
 }
 
 /// The directory holding journals (a parameter so host tests use a temp dir).

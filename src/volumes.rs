@@ -20,7 +20,7 @@ use tosskey_raid::MdSysfs as _;
 
 use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
-use crate::exec::{teardown_in, teardown_steps};
+use crate::exec::{teardown_in, teardown_steps, volume_mounts};
 use crate::kernel::{HostKernel, StackKernel};
 use crate::measure::VolumeMeasurement;
 use crate::mount::mount_points_of;
@@ -515,7 +515,7 @@ pub fn status_in(
                     volume.read_md(&env.root, &system, name)?;
                 }
                 Component::Md { .. } => {}
-                Component::Dm { name } => {
+                Component::Dm { name, .. } => {
                     if let Some(info) = ours.iter().find(|d| d.name.as_str() == name) {
                         volume.read_dm(kernel, &env.root, &system, info)?;
                         shown.push(&info.name);
@@ -563,7 +563,7 @@ fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
 }
 
 /// Close volume `name` (or every volume): unmount if asked, remove mappings and arrays.
-pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<String>> {
+pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<Closed>> {
     let name = name.map(volume_name).transpose()?;
     // Nothing to close is said (or done) before the device-mapper is needed: `close x` of a
     // volume with no journal is refused as such even where dm is not loaded.
@@ -582,13 +582,20 @@ pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Resu
     )
 }
 
+/// A volume `close` took down, and the mounts it left alone (not the volume's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub name: String,
+    pub left_alone: Vec<String>,
+}
+
 /// [`close`] through `kernel`.
 pub fn close_in(
     kernel: &dyn StackKernel,
     env: &Environment,
     name: Option<&DmName>,
     unmount_first: bool,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Closed>> {
     let journals = match name {
         Some(name) => vec![journal_for(env, name)?],
         None => env.journals.list()?,
@@ -598,39 +605,44 @@ pub fn close_in(
         // Refuses, before anything is unmounted, if the journal names a device tosskey did
         // not make.
         teardown_steps(&env.root, &journal, &kernel.dm_devices()?)?;
-        if let Some(dir) = &journal.mount {
-            if volume_is_mounted(kernel, env, &journal)? {
-                if !unmount_first {
-                    return Err(Error::Refused(format!(
-                        "{} is mounted at {}: unmount it first or pass --unmount",
-                        journal.name,
-                        dir.display()
-                    )));
-                }
-                kernel.unmount(dir)?;
-            }
+        let mounted = volume_mount_points(kernel, env, &journal)?;
+        if !mounted.is_empty() && !unmount_first {
+            return Err(Error::Refused(format!(
+                "{} is mounted at {}: unmount it first or pass --unmount",
+                journal.name,
+                mounted.join(", ")
+            )));
         }
-        teardown_in(kernel, &env.root, &journal, &env.journals)
+        // Unmounts the volume's own mounts only.
+        let left_alone = teardown_in(kernel, &env.root, &journal, &env.journals)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("closing {}", journal.name))?;
-        closed.push(journal.name);
+        closed.push(Closed {
+            name: journal.name,
+            left_alone,
+        });
     }
     Ok(closed)
 }
 
-fn volume_is_mounted(
+/// Where the volume's mapping is mounted (empty when it is not, or does not exist).
+fn volume_mount_points(
     kernel: &dyn StackKernel,
     env: &Environment,
     journal: &Journal,
-) -> Result<bool> {
+) -> Result<Vec<String>> {
     let Some(volume) = kernel
         .dm_devices()?
         .into_iter()
         .find(|d| d.name.as_str() == journal.name)
     else {
-        return Ok(false);
+        return Ok(Vec::new());
     };
-    Ok(!mount_points_of(&env.root.proc, volume.dev.major, volume.dev.minor)?.is_empty())
+    Ok(mount_points_of(
+        &env.root.proc,
+        volume.dev.major,
+        volume.dev.minor,
+    )?)
 }
 
 /// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to
@@ -648,14 +660,18 @@ pub fn shred(env: &Environment, name: &str) -> Result<String> {
 
 /// [`shred`] through `kernel`.
 pub fn shred_in(kernel: &dyn StackKernel, env: &Environment, name: &DmName) -> Result<String> {
-    let journal = journal_for(env, name)?;
+    let mut journal = journal_for(env, name)?;
     let live = kernel.dm_devices()?;
     // Refuses, before any key is wiped, if the journal names a device tosskey did not make.
     teardown_steps(&env.root, &journal, &live)?;
+    // Recorded before the first key is wiped: from here on the volume is no volume, and a
+    // rerun of provision must not call it provisioned, even if the teardown below fails.
+    journal.stage = Stage::Shredded;
+    env.journals.save(&journal)?;
     let mut wiped = Vec::new();
     let mut keys_wiped = 0;
     for component in &journal.built {
-        let Component::Dm { name: dm_name } = component else {
+        let Component::Dm { name: dm_name, .. } = component else {
             continue;
         };
         let Some(info) = live.iter().find(|d| d.name.as_str() == dm_name) else {
@@ -673,43 +689,50 @@ pub fn shred_in(kernel: &dyn StackKernel, env: &Environment, name: &DmName) -> R
             format!("{dm_name} ({keys} keys)")
         });
     }
-    // The keys are gone and the devices answer with errors: unmount without waiting for
-    // users (a lazy unmount completes when the last one lets go).
-    if let Some(dir) = &journal.mount {
+    // The keys are gone and the devices answer with errors: unmount the volume's own
+    // mounts without waiting for users (a lazy unmount completes when the last one lets
+    // go); any other filesystem at the mount point is left alone.
+    let mounts = volume_mounts(&env.root, &journal, &live)?;
+    for dir in &mounts.on_top {
         kernel.detach(dir);
     }
     let what = if keys_wiped == 1 { "key" } else { "keys" };
-    Ok(match teardown_in(kernel, &env.root, &journal, &env.journals) {
-        Ok(()) => format!("shredded {name}: {what} wiped from {} and the stack removed", wiped.join(", ")),
+    let mut message = match teardown_in(kernel, &env.root, &journal, &env.journals) {
+        Ok(_) => format!("shredded {name}: {what} wiped from {} and the stack removed", wiped.join(", ")),
         Err(e) => format!(
             "shredded {name}: {what} wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
             wiped.join(", "),
             crate::error::render(&e)
         ),
-    })
+    };
+    for line in mounts.left_alone {
+        message.push('\n');
+        message.push_str(&line);
+    }
+    Ok(message)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tosskey_sysutil::fake::FakeTree;
 
     use super::*;
     use crate::kernel::fake::FakeKernel;
-    use crate::state::JournalDir;
+    use crate::state::{JournalDir, MappingTarget};
 
     const MIB: u64 = 1 << 20;
     const CRYPT_V: &str = "0 1048576 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 9:127 0 3 allow_discards no_read_workqueue no_write_workqueue";
 
     /// A raid0 volume `v` as the kernel and the journal would hold it: vdb and vdc in
     /// md_tk_v (9:127), the crypt mapping v (253:0) on it, mounted at /mnt/v.
-    struct Fixture {
-        tree: FakeTree,
-        kernel: FakeKernel,
-        env: Environment,
+    pub(crate) struct Fixture {
+        pub(crate) tree: FakeTree,
+        pub(crate) kernel: FakeKernel,
+        pub(crate) env: Environment,
         _state: tempfile::TempDir,
     }
 
-    fn raid0_volume() -> Fixture {
+    pub(crate) fn raid0_volume() -> Fixture {
         let mut tree = FakeTree::new();
         tree.virtio("vdb", 16, 256 * MIB, "disk-0")
             .virtio("vdc", 32, 256 * MIB, "disk-1")
@@ -739,7 +762,10 @@ mod tests {
             Component::Md {
                 name: "md_tk_v".into(),
             },
-            Component::Dm { name: "v".into() },
+            Component::Dm {
+                name: "v".into(),
+                target: Some(MappingTarget::Crypt),
+            },
         ];
         journal.mount = Some(PathBuf::from("/mnt/v"));
         journal.stage = Stage::Complete;
@@ -849,7 +875,13 @@ mod tests {
         let err = close_in(&f.kernel, &f.env, Some(&v), false).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::REFUSED);
         assert!(f.kernel.log().is_empty());
-        assert_eq!(close_in(&f.kernel, &f.env, Some(&v), true).unwrap(), ["v"]);
+        assert_eq!(
+            close_in(&f.kernel, &f.env, Some(&v), true).unwrap(),
+            [Closed {
+                name: "v".into(),
+                left_alone: Vec::new()
+            }]
+        );
         assert_eq!(
             f.kernel.log(),
             ["unmount /mnt/v", "remove v", "stop md_tk_v"]
@@ -869,6 +901,84 @@ mod tests {
         assert_eq!(
             f.kernel.log(),
             ["shred v", "detach /mnt/v", "remove v", "stop md_tk_v"]
+        );
+    }
+
+    fn add_mount(f: &Fixture, line: &str) {
+        let path = f.env.root.proc.join("self/mountinfo");
+        let text = std::fs::read_to_string(&path).unwrap() + line + "\n";
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// The volume was unmounted and something else mounted at its directory: close and
+    /// shred take the stack down and leave that filesystem where it is, saying so.
+    #[test]
+    fn close_and_shred_leave_another_filesystem_at_the_mount_point_alone() {
+        let foreign = "90 1 8:17 / /mnt/v rw - ext4 /dev/sdb1 rw";
+        let note = "left /mnt/v alone: /dev/sdb1 (ext4, 8:17) is mounted there, not v";
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        add_mount(&f, foreign);
+        let v = DmName::new("v").unwrap();
+        let closed = close_in(&f.kernel, &f.env, Some(&v), true).unwrap();
+        assert_eq!(closed[0].left_alone, [note]);
+        assert_eq!(
+            f.kernel.log(),
+            ["unmount /mnt/v", "remove v", "stop md_tk_v"]
+        );
+        let mounts = std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap();
+        assert!(mounts.contains(foreign), "{mounts}");
+
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        add_mount(&f, foreign);
+        let message = shred_in(&f.kernel, &f.env, &v).unwrap();
+        assert!(message.ends_with(&format!("\n{note}")), "{message}");
+        assert_eq!(
+            f.kernel.log(),
+            ["unmount /mnt/v", "shred v", "remove v", "stop md_tk_v"]
+        );
+        let mounts = std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap();
+        assert!(mounts.contains(foreign), "{mounts}");
+    }
+
+    /// Every mount of the volume's own device comes down (a second mount point too), and
+    /// one hidden beneath another filesystem is reported, not reached through it.
+    #[test]
+    fn close_unmounts_every_mount_of_the_volume_and_only_those() {
+        let f = raid0_volume();
+        add_mount(&f, "92 1 253:0 / /srv/v rw - ext4 /dev/mapper/v rw");
+        let v = DmName::new("v").unwrap();
+        let closed = close_in(&f.kernel, &f.env, Some(&v), true).unwrap();
+        assert!(closed[0].left_alone.is_empty(), "{closed:?}");
+        assert_eq!(
+            f.kernel.log(),
+            [
+                "unmount /srv/v",
+                "unmount /mnt/v",
+                "remove v",
+                "stop md_tk_v"
+            ]
+        );
+
+        let f = raid0_volume();
+        add_mount(&f, "93 1 0:50 / /mnt/v rw - tmpfs tmpfs rw");
+        let teardown = teardown_steps(
+            &f.env.root,
+            &f.env.journals.load("v").unwrap().unwrap(),
+            &f.kernel.dm_devices().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            teardown.left_alone,
+            ["v is also mounted at /mnt/v beneath tmpfs (tmpfs, 0:50): left alone; unmount that first"]
+        );
+        assert!(
+            !teardown
+                .steps
+                .iter()
+                .any(|s| matches!(s, crate::exec::TeardownStep::Unmount(_))),
+            "{teardown:?}"
         );
     }
 
@@ -902,12 +1012,14 @@ mod tests {
             (
                 Component::Dm {
                     name: "home".into(),
+                    target: Some(MappingTarget::Crypt),
                 },
                 "dm device home with UUID \"CRYPT-LUKS2-0123-home\"",
             ),
             (
                 Component::Dm {
                     name: "bare".into(),
+                    target: Some(MappingTarget::Crypt),
                 },
                 "dm device bare with UUID \"\"",
             ),
@@ -1041,8 +1153,17 @@ mod tests {
                 NodeKind::Md { .. } => Component::Md {
                     name: n.name.clone(),
                 },
-                _ => Component::Dm {
+                NodeKind::Crypt { .. } => Component::Dm {
                     name: n.name.clone(),
+                    target: Some(MappingTarget::Crypt),
+                },
+                NodeKind::Striped { .. } => Component::Dm {
+                    name: n.name.clone(),
+                    target: Some(MappingTarget::Striped),
+                },
+                NodeKind::Linear { .. } => Component::Dm {
+                    name: n.name.clone(),
+                    target: Some(MappingTarget::Linear),
                 },
             })
             .collect();

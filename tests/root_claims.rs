@@ -60,8 +60,16 @@ fn members_stay_claimed_until_md_claims_them() {
     let claims = MemberClaims::take(&mut checked);
     assert!(claims.is_held(0) && claims.is_held(1));
     let kernel = KernelFacilities::host().unwrap();
-    let mut run =
-        Executor::start(&root, &journals, kernel, &plan.name, &boot, paths.clone()).unwrap();
+    let mut run = Executor::start(
+        &root,
+        &journals,
+        kernel,
+        &plan.name,
+        &boot,
+        paths.clone(),
+        Vec::new(),
+    )
+    .unwrap();
     run.hold_claims(claims);
     let keys = KeyArena::generate(
         KeySize::from_bits(plan.crypt.format.key_bits).unwrap(),

@@ -229,6 +229,12 @@ pub enum Error {
         /// The target.
         target: PathBuf,
     },
+    /// The descriptor handed to [`format_file`] was opened read-only.
+    #[error("{target} was opened read-only; open it read-write to format it")]
+    OpenedReadOnly {
+        /// The target.
+        target: PathBuf,
+    },
     /// The target cannot be written.
     #[error(
         "{target} is read-only; make it writable (blockdev --setrw, chmod) or pick another target"
@@ -330,9 +336,25 @@ pub enum Error {
 /// Refuses, before writing anything, a target that is mounted, in use, read-only, too
 /// small or too large, and options out of range.
 pub fn format(target: &Path, opts: &FormatOptions) -> Result<FormatReport, Error> {
+    check_options(target, opts)?;
+    format_opened(target::open(target)?, target, opts)
+}
+
+/// Format `file`, a block device or image file the caller opened read-write (a block
+/// device with `O_EXCL`) and checked, as ext4 per `opts`; `target` names it in messages.
+/// The checks of [`format()`] run on the descriptor itself (`fstat`), never on a path: what
+/// is formatted is the file the caller checked, even if its path was swapped since.
+pub fn format_file(file: File, target: &Path, opts: &FormatOptions) -> Result<FormatReport, Error> {
+    check_options(target, opts)?;
+    format_opened(target::adopt(file, target)?, target, opts)
+}
+
+fn format_opened(
+    opened: target::Target,
+    target: &Path,
+    opts: &FormatOptions,
+) -> Result<FormatReport, Error> {
     let path = target.to_path_buf();
-    check_options(&path, opts)?;
-    let opened = target::open(target)?;
     let layout = Layout::compute(
         opened.size,
         opts.inode_ratio,

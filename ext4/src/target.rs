@@ -45,51 +45,52 @@ pub fn split_dev(dev: u64) -> (u32, u32) {
     )
 }
 
+/// Which file or device a target is: its kind and `(st_dev, st_ino)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    kind: TargetKind,
+    inode: (u64, u64),
+}
+
+impl Identity {
+    fn of(target: &Path, metadata: &std::fs::Metadata) -> Result<Self, Error> {
+        let kind = if metadata.file_type().is_block_device() {
+            let (major, minor) = split_dev(metadata.rdev());
+            TargetKind::BlockDevice { major, minor }
+        } else if metadata.file_type().is_file() {
+            TargetKind::RegularFile
+        } else {
+            return Err(Error::NotBlockDeviceOrFile {
+                target: target.to_path_buf(),
+            });
+        };
+        Ok(Identity {
+            kind,
+            inode: (metadata.dev(), metadata.ino()),
+        })
+    }
+}
+
 /// Open `path` read-write and refuse it if it is mounted, in use, read-only or neither
-/// a block device nor a regular file. Nothing is written.
+/// a block device nor a regular file. Nothing is written. The checks run on the path
+/// first (so a mounted device is named as such rather than as busy) and again on what
+/// the open reached ([`adopt`]).
 pub fn open(path: &Path) -> Result<Target, Error> {
     let target = path.to_path_buf();
     let metadata = std::fs::metadata(path).map_err(|source| Error::Open {
         target: target.clone(),
         source,
     })?;
-    let kind = if metadata.file_type().is_block_device() {
-        let (major, minor) = split_dev(metadata.rdev());
-        TargetKind::BlockDevice { major, minor }
-    } else if metadata.file_type().is_file() {
-        TargetKind::RegularFile
-    } else {
-        return Err(Error::NotBlockDeviceOrFile { target });
-    };
-    if let Some(mount_point) = mounted_at(path, kind)? {
-        return Err(Error::Mounted {
-            target,
-            mount_point,
-        });
-    }
-    match kind {
-        TargetKind::BlockDevice { major, minor } => {
-            if sysfs_flag(major, minor, "ro") {
-                return Err(Error::ReadOnly { target });
-            }
-        }
-        TargetKind::RegularFile => {
-            if let Some(loop_device) = loop_device_backed_by(path) {
-                return Err(Error::AttachedToLoop {
-                    target,
-                    loop_device,
-                });
-            }
-        }
-    }
+    let identity = Identity::of(path, &metadata)?;
+    refuse_in_use(path, identity)?;
     let mut options = OpenOptions::new();
     options.read(true).write(true);
-    if matches!(kind, TargetKind::BlockDevice { .. }) {
+    if matches!(identity.kind, TargetKind::BlockDevice { .. }) {
         // O_EXCL on a block device: the kernel refuses it while the device, or a partition
         // of it, is mounted or claimed by device-mapper or md.
         options.custom_flags(nix::fcntl::OFlag::O_EXCL.bits());
     }
-    let mut file = options
+    let file = options
         .open(path)
         .map_err(|source| match source.raw_os_error() {
             Some(code)
@@ -109,7 +110,31 @@ pub fn open(path: &Path) -> Result<Target, Error> {
                 source,
             },
         })?;
-    let size = match kind {
+    adopt(file, path)
+}
+
+/// Take `file`, already open read-write (a block device with `O_EXCL`), as the target
+/// `path` names for messages: the checks of [`open`] run on the descriptor itself
+/// (`fstat`), so what is formatted is what was checked, whatever `path` names by now.
+pub fn adopt(mut file: File, path: &Path) -> Result<Target, Error> {
+    let target = path.to_path_buf();
+    let metadata = file.metadata().map_err(|source| Error::Open {
+        target: target.clone(),
+        source,
+    })?;
+    let identity = Identity::of(path, &metadata)?;
+    let access =
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).map_err(|errno| Error::Open {
+            target: target.clone(),
+            source: errno.into(),
+        })?;
+    if nix::fcntl::OFlag::from_bits_truncate(access) & nix::fcntl::OFlag::O_ACCMODE
+        == nix::fcntl::OFlag::O_RDONLY
+    {
+        return Err(Error::OpenedReadOnly { target });
+    }
+    refuse_in_use(path, identity)?;
+    let size = match identity.kind {
         TargetKind::RegularFile => metadata.len(),
         TargetKind::BlockDevice { .. } => {
             file.seek(SeekFrom::End(0)).map_err(|source| Error::Io {
@@ -119,7 +144,39 @@ pub fn open(path: &Path) -> Result<Target, Error> {
             })?
         }
     };
-    Ok(Target { file, kind, size })
+    Ok(Target {
+        file,
+        kind: identity.kind,
+        size,
+    })
+}
+
+/// Refuse `identity` if it is mounted, a read-only block device, or a file behind a loop
+/// device.
+fn refuse_in_use(path: &Path, identity: Identity) -> Result<(), Error> {
+    let target = path.to_path_buf();
+    if let Some(mount_point) = mounted_at(identity)? {
+        return Err(Error::Mounted {
+            target,
+            mount_point,
+        });
+    }
+    match identity.kind {
+        TargetKind::BlockDevice { major, minor } => {
+            if sysfs_flag(major, minor, "ro") {
+                return Err(Error::ReadOnly { target });
+            }
+        }
+        TargetKind::RegularFile => {
+            if let Some(loop_device) = loop_device_backed_by(identity.inode) {
+                return Err(Error::AttachedToLoop {
+                    target,
+                    loop_device,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `/sys/dev/block/MAJOR:MINOR/<name>` reads "1".
@@ -130,9 +187,9 @@ fn sysfs_flag(major: u32, minor: u32, name: &str) -> bool {
     tosskey_sysutil::read_attr(&path).is_ok_and(|value| value == "1")
 }
 
-/// Where `path` is mounted, per `/proc/self/mountinfo`: a block device matches by
+/// Where `identity` is mounted, per `/proc/self/mountinfo`: a block device matches by
 /// `MAJOR:MINOR` (field 3) or by mount source; a file by mount source.
-fn mounted_at(path: &Path, kind: TargetKind) -> Result<Option<PathBuf>, Error> {
+fn mounted_at(identity: Identity) -> Result<Option<PathBuf>, Error> {
     let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
         Ok(text) => text,
         // No /proc (a bare initramfs before mounting it): O_EXCL still guards devices.
@@ -145,33 +202,34 @@ fn mounted_at(path: &Path, kind: TargetKind) -> Result<Option<PathBuf>, Error> {
             })
         }
     };
-    let canonical = std::fs::canonicalize(path).ok();
-    Ok(find_mount(&mountinfo, kind, canonical.as_deref()))
+    Ok(find_mount(&mountinfo, identity))
 }
 
-/// The mount point in `mountinfo` that uses `kind`/`canonical`, if any.
-fn find_mount(mountinfo: &str, kind: TargetKind, canonical: Option<&Path>) -> Option<PathBuf> {
+/// Whether the file at `path` is `inode` (`(st_dev, st_ino)`).
+fn is_inode(path: &Path, inode: (u64, u64)) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == inode)
+}
+
+/// The mount point in `mountinfo` that uses `identity`, if any.
+fn find_mount(mountinfo: &str, identity: Identity) -> Option<PathBuf> {
     parse_mountinfo(mountinfo)
         .into_iter()
         .find(|mount| {
-            let dev_matches = match kind {
+            let dev_matches = match identity.kind {
                 TargetKind::BlockDevice { major, minor } => mount.dev == DevId::new(major, minor),
                 TargetKind::RegularFile => false,
             };
             // Only absolute sources name files: `devtmpfs`, `cgroup`, … are not paths, and
             // resolving them would look them up relative to the working directory.
-            let source_matches = mount.source.starts_with('/')
-                && canonical.is_some_and(|target| {
-                    std::fs::canonicalize(&mount.source).is_ok_and(|s| s == target)
-                });
+            let source_matches =
+                mount.source.starts_with('/') && is_inode(Path::new(&mount.source), identity.inode);
             dev_matches || source_matches
         })
         .map(|mount| PathBuf::from(mount.mount_point))
 }
 
-/// A loop device whose backing file is `path` (it may be mounted through the loop).
-fn loop_device_backed_by(path: &Path) -> Option<String> {
-    let canonical = std::fs::canonicalize(path).ok()?;
+/// A loop device whose backing file is `inode` (it may be mounted through the loop).
+fn loop_device_backed_by(inode: (u64, u64)) -> Option<String> {
     let sys_block = SystemRoot::host().sys.join("block");
     let entries = std::fs::read_dir(sys_block).ok()?;
     for entry in entries.flatten() {
@@ -182,7 +240,7 @@ fn loop_device_backed_by(path: &Path) -> Option<String> {
         let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
             continue;
         };
-        if Path::new(backing.trim_end_matches('\n')) == canonical {
+        if is_inode(Path::new(backing.trim_end_matches('\n')), inode) {
             return Some(format!("/dev/{name}"));
         }
     }
@@ -199,20 +257,39 @@ mod tests {
 31 22 0:40 / /proc rw shared:3 - proc proc rw
 ";
 
+    fn identity(kind: TargetKind) -> Identity {
+        Identity {
+            kind,
+            inode: (u64::MAX, u64::MAX),
+        }
+    }
+
     #[test]
     fn finds_a_block_device_by_major_minor() {
         let kind = TargetKind::BlockDevice { major: 7, minor: 3 };
         assert_eq!(
-            find_mount(MOUNTINFO, kind, None),
+            find_mount(MOUNTINFO, identity(kind)),
             Some(PathBuf::from("/mnt/my disk"))
         );
         let other = TargetKind::BlockDevice { major: 7, minor: 4 };
-        assert_eq!(find_mount(MOUNTINFO, other, None), None);
+        assert_eq!(find_mount(MOUNTINFO, identity(other)), None);
     }
 
     #[test]
     fn regular_files_are_not_matched_by_device_number() {
-        assert_eq!(find_mount(MOUNTINFO, TargetKind::RegularFile, None), None);
+        assert_eq!(
+            find_mount(MOUNTINFO, identity(TargetKind::RegularFile)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_target_opened_read_only_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        let error = adopt(File::open(&path).unwrap(), &path).unwrap_err();
+        assert!(matches!(error, Error::OpenedReadOnly { .. }), "{error}");
     }
 
     #[test]

@@ -347,6 +347,7 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
         let stage = match volume.stage {
             Some(Stage::Complete) => "complete",
             Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
+            Some(Stage::Shredded) => "shredded (keys wiped; the mappings fail every I/O until `tosskey close` removes them)",
             None => "no journal",
         };
         let _ = writeln!(out, "{}: {stage}", volume.name);

@@ -397,7 +397,9 @@ fn stock_tools_match(case: &Case) {
     drop(volume);
 
     let decrypt = escrow_decrypt(&escrow, &private, &key_out).ok();
-    let commands: Vec<&str> = decrypt.stdout.lines().collect();
+    let (header, commands) = decrypt.stdout.split_once('\n').unwrap();
+    assert!(header.starts_with("# POSIX sh"), "{header}");
+    let commands: Vec<&str> = commands.lines().collect();
     assert_eq!(
         commands.len(),
         plan["nodes"].as_array().unwrap().len(),

@@ -7,8 +7,9 @@
 //! core and on all cores. A kernel without AF_ALG or without the cipher gets an `n/a` row
 //! saying why, never a failure.
 //!
-//! Device mode (`--device`): dm-crypt over a brd RAM disk (`/dev/ramN`, never anything
-//! else: the bench overwrites it) for each cipher × sector size 512/4096 × workqueues
+//! Device mode (`--device`): dm-crypt over a brd RAM disk (block major 1 by the opened
+//! descriptor's device number, whatever the path is called, opened `O_EXCL` so a mounted
+//! or held one is refused; never anything else: the bench overwrites it) for each cipher × sector size 512/4096 × workqueues
 //! on/bypassed, sequential `O_DIRECT` writes and reads, so the table defaults are chosen by
 //! measurement.
 //!
@@ -17,6 +18,7 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -607,15 +609,25 @@ pub fn choose_defaults(rows: &[DeviceRow]) -> Vec<Chosen> {
 /// Runs device mode over `options.ramdisk`.
 pub fn run_device(options: &BenchOptions) -> anyhow::Result<DeviceReport> {
     let ramdisk = &options.ramdisk;
-    let (dev, device_bytes) = check_ramdisk(ramdisk)?;
+    let (held, dev, device_bytes) = check_ramdisk(ramdisk)?;
     let dm = DmControl::open().context("device mode needs device-mapper (dm-mod, dm-crypt)")?;
+    // The bare disk is measured through the checked, exclusive descriptor (the first row);
+    // dm-crypt then claims the disk itself, by the device number checked there.
+    let mut held = Some(held);
     let mut rows = Vec::new();
     for config in device_configs() {
         let (write, read) = match config.cipher {
-            None => sequential_io(ramdisk, device_bytes, options.duration)?,
+            None => {
+                let device = held
+                    .as_mut()
+                    .context("the bare RAM disk is measured before any mapping")?;
+                sequential_io(device, device_bytes, options.duration)?
+            }
             Some(cipher) => {
+                held = None;
                 let mapping = BenchMapping::open(&dm, &config, cipher, dev, device_bytes)?;
-                sequential_io(&mapping.node, device_bytes, options.duration)
+                let mut device = open_direct(&mapping.node, 0)?;
+                sequential_io(&mut device, device_bytes, options.duration)
                     .with_context(|| format!("I/O on {}", mapping.node.display()))?
             }
         };
@@ -637,40 +649,59 @@ pub fn run_device(options: &BenchOptions) -> anyhow::Result<DeviceReport> {
     })
 }
 
-/// Refuses anything but a brd RAM disk: the bench overwrites the whole device.
-fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let is_ram_name = name
-        .strip_prefix("ram")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !is_ram_name {
-        return refused(format!(
-            "{}: device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)",
+/// The block major of brd RAM disks (`RAMDISK_MAJOR`, `<linux/major.h>`).
+const RAMDISK_MAJOR: u32 = 1;
+
+/// Refuses anything but a brd RAM disk nobody else holds: the bench overwrites the whole
+/// device. The path is only opened, never trusted: the opened descriptor's device number
+/// must be brd's (any name, node or symlink can point elsewhere), and the open is
+/// exclusive (`O_EXCL`: a mounted or otherwise held RAM disk is busy). Returns the
+/// exclusive descriptor (`O_DIRECT`), the device number and the size.
+fn check_ramdisk(path: &Path) -> anyhow::Result<(File, DevId, u64)> {
+    let not_brd = |what: String| {
+        refused(format!(
+            "{}: {what}: device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)",
             path.display()
-        ));
-    }
-    let metadata = std::fs::metadata(path).with_context(|| {
-        format!(
-            "{}: no such RAM disk; load brd (modprobe brd rd_nr=1 rd_size=65536)",
-            path.display()
-        )
-    })?;
-    if !metadata.file_type().is_block_device() {
-        return refused(format!("{} is not a block device", path.display()));
-    }
+        ))
+    };
+    // O_PATH: a handle on the node that opens no device (no claim, no driver open) until
+    // the handle says it is brd's.
+    let node = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+    {
+        Ok(node) => node,
+        Err(e) => return not_brd(format!("cannot open it: {e}")),
+    };
+    let metadata = node.metadata()?;
     let rdev = metadata.rdev();
-    let sys_dir = SystemRoot::host().block(name);
-    let driver = std::fs::read_link(sys_dir.join("device/driver")).ok();
-    if driver.is_some() {
-        return refused(format!(
-            "{} is backed by hardware, not brd: refusing to overwrite it",
-            path.display()
+    if !metadata.file_type().is_block_device() || libc::major(rdev) != RAMDISK_MAJOR {
+        let found = if metadata.file_type().is_block_device() {
+            format!("block device {}:{}", libc::major(rdev), libc::minor(rdev))
+        } else {
+            "not a block device".to_owned()
+        };
+        return not_brd(format!(
+            "not a brd RAM disk ({found}; brd's major is {RAMDISK_MAJOR})"
         ));
     }
-    let sectors = read_attr_u64(&sys_dir.join("size"))
+    // The very node checked above, through its handle (no second lookup of the path).
+    let handle = PathBuf::from(format!("/proc/self/fd/{}", node.as_raw_fd()));
+    let device = match open_direct(&handle, libc::O_EXCL) {
+        Ok(device) => device,
+        Err(e) if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error)
+            == Some(libc::EBUSY) =>
+        {
+            return refused(format!(
+                "{} is in use (mounted or held: the exclusive open failed with EBUSY): refusing to overwrite it; unmount it or pick another RAM disk",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(e.context(format!("opening {} exclusively", path.display()))),
+    };
+    let dev = DevId::new(libc::major(rdev), libc::minor(rdev));
+    let sectors = read_attr_u64(&SystemRoot::host().sys.join(format!("dev/block/{dev}/size")))
         .with_context(|| format!("size of {}", path.display()))?;
     if sectors * 512 < 2 * DEVICE_REQUEST as u64 {
         return refused(format!(
@@ -679,10 +710,19 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(DevId, u64)> {
             sectors * 512
         ));
     }
-    Ok((
-        DevId::new(libc::major(rdev), libc::minor(rdev)),
-        sectors * 512,
-    ))
+    Ok((device, dev, sectors * 512))
+}
+
+/// `path` opened read-write with `O_DIRECT` and `extra_flags`.
+fn open_direct(path: &Path, extra_flags: libc::c_int) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT | extra_flags)
+        .open(path)
+        .map_err(|e| {
+            anyhow::Error::new(e).context(format!("open {} with O_DIRECT", path.display()))
+        })
 }
 
 /// A refusal (exit code 3) travelling through this module's `anyhow` results.
@@ -751,19 +791,17 @@ fn pattern_buffer(len: usize) -> AlignedBuf {
 
 /// Sequential O_DIRECT writes, then reads, of whole requests, wrapping at the end of the
 /// device, for `duration` each; returns (write, read) MiB/s.
-fn sequential_io(path: &Path, device_bytes: u64, duration: Duration) -> anyhow::Result<(f64, f64)> {
-    let mut device = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+fn sequential_io(
+    device: &mut File,
+    device_bytes: u64,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64)> {
     let requests = device_bytes / u64::try_from(DEVICE_REQUEST)?;
     let mut buffer = pattern_buffer(DEVICE_REQUEST);
     let write = {
         let mut index = 0u64;
         measure(duration, || -> anyhow::Result<usize> {
-            rewind_on_wrap(&mut device, index % requests)?;
+            rewind_on_wrap(device, index % requests)?;
             device.write_all(buffer.as_slice())?;
             index += 1;
             Ok(DEVICE_REQUEST)
@@ -773,7 +811,7 @@ fn sequential_io(path: &Path, device_bytes: u64, duration: Duration) -> anyhow::
     let read = {
         let mut index = 0u64;
         measure(duration, || -> anyhow::Result<usize> {
-            rewind_on_wrap(&mut device, index % requests)?;
+            rewind_on_wrap(device, index % requests)?;
             device.read_exact(buffer.as_mut_slice())?;
             index += 1;
             Ok(DEVICE_REQUEST)
@@ -1155,5 +1193,24 @@ mod tests {
                 "{path}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn device_mode_goes_by_the_device_number_not_the_name() {
+        // Named like a RAM disk, and /dev/null even has brd's major (1) — as a character
+        // device. The name decides nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let alias = dir.path().join("ram0");
+        std::os::unix::fs::symlink("/dev/null", &alias).unwrap();
+        let error = check_ramdisk(&alias).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("not a brd RAM disk (not a block device"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::error::Error::from(error).exit_code(),
+            crate::error::REFUSED
+        );
     }
 }

@@ -47,7 +47,7 @@ use crate::verify::{
 pub fn crash_point(step: &str) {
     #[cfg(feature = "test-hooks")]
     {
-        if std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some() {
+        if step_times_requested() {
             if let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
                 let seconds = now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9;
                 eprintln!("tosskey: step {step} done at {seconds:.6}");
@@ -60,6 +60,19 @@ pub fn crash_point(step: &str) {
     }
     #[cfg(not(feature = "test-hooks"))]
     let _ = step;
+}
+
+/// Whether `TOSSKEY_TEST_STEP_TIMES` asks for step times (see [`crash_point`]): always false
+/// without the `test-hooks` feature, whose builds do not read the variable at all.
+pub fn step_times_requested() -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some()
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        false
+    }
 }
 
 /// One live crypt mapping of the stack.
@@ -135,6 +148,12 @@ impl<'a> Executor<'a> {
             rollback,
             claims: MemberClaims::default(),
         })
+    }
+
+    /// Load every dm table of this run read-only (`DM_READONLY_FLAG`): `recover
+    /// --read-only` writes nothing through the mappings it builds.
+    pub fn load_tables_read_only(&mut self) {
+        self.dm.set_read_only_tables(true);
     }
 
     /// Keep the members' exclusive opens until [`Executor::build`] hands each member to md

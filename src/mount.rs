@@ -11,15 +11,14 @@ pub const DATA_MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOSUID);
 
-/// Mount the ext4 volume `node` at `dir` (created if missing).
+/// Mount the ext4 volume `node` at `dir` (created if missing). Read-only also means
+/// `noload`: ext4 replays a dirty journal even on a read-only mount, writing to the device,
+/// unless told not to load the journal.
 pub fn mount_volume(node: &Path, dir: &Path, read_only: bool) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating mount point {}", dir.display()))?;
-    let mut flags = DATA_MOUNT_FLAGS;
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
-    mount(Some(node), dir, Some("ext4"), flags, None::<&str>).with_context(|| {
+    let (flags, options) = mount_flags(read_only);
+    mount(Some(node), dir, Some("ext4"), flags, options).with_context(|| {
         format!(
             "mounting {} at {} (is the ext4 module loaded, is {} already a mount point?)",
             node.display(),
@@ -51,6 +50,15 @@ pub fn check_mount_target(dir: &Path) -> Result<(), crate::error::Error> {
     }
 }
 
+/// The flags and ext4 options of a data mount, read-only or not.
+fn mount_flags(read_only: bool) -> (MsFlags, Option<&'static str>) {
+    if read_only {
+        (DATA_MOUNT_FLAGS | MsFlags::MS_RDONLY, Some("noload"))
+    } else {
+        (DATA_MOUNT_FLAGS, None)
+    }
+}
+
 /// Unmount `dir`.
 pub fn unmount(dir: &Path) -> Result<()> {
     umount2(dir, MntFlags::empty()).with_context(|| {
@@ -78,4 +86,17 @@ pub fn mount_points_of(proc_root: &Path, major: u32, minor: u32) -> Result<Vec<S
         .filter(|m| m.dev.major == major && m.dev.minor == minor)
         .map(|m| m.mount_point)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_mount_loads_no_journal() {
+        let (flags, options) = mount_flags(true);
+        assert!(flags.contains(MsFlags::MS_RDONLY | DATA_MOUNT_FLAGS));
+        assert_eq!(options, Some("noload"));
+        assert_eq!(mount_flags(false), (DATA_MOUNT_FLAGS, None));
+    }
 }

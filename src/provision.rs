@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::escrow::{
     rfc3339_utc, EscrowFile, EscrowMember, EscrowMetadata, EscrowPublicKey, KeySegment,
+    UnsealedEscrow,
 };
 use tosskey_crypto::key::{KeyArena, KeySize};
 use tosskey_dm::{DeviceInfo, DmControl};
@@ -158,6 +159,12 @@ pub fn provision(
     )?;
     let mut plan = derive::from_config(cfg, &checked, &boot)?;
     plan.measure_pcr = measurer.as_ref().map(Measurer::pcr);
+    // The escrow file's metadata (hostname, serials, paths) is checked in full now: a value
+    // it cannot record must refuse the run before anything is built, not roll it back.
+    let escrow = escrow_key
+        .as_ref()
+        .map(|public_key| prepare_escrow(&plan, public_key, &env.root))
+        .transpose()?;
     if cfg.dry_run {
         return Ok(Outcome::DryRun {
             kernel_facilities: kernel.survey(&plan)?,
@@ -182,13 +189,7 @@ pub fn provision(
         unmeasured: measure::not_measured(cfg.measure_pcr),
     };
     let report = execute(
-        &mut run,
-        &env.root,
-        &plan,
-        escrow_key.as_ref(),
-        hardening,
-        measured,
-        started_at,
+        &mut run, &env.root, &plan, escrow, hardening, measured, started_at,
     );
     run.finish(report)
         .map(|report| Outcome::Provisioned(Box::new(report)))
@@ -200,13 +201,13 @@ struct Measured<'m> {
     unmeasured: MeasurementOutcome,
 }
 
-/// Build the plan with fresh keys, escrow them (to `escrow_key`, read when the run started),
-/// measure them, wipe them, format, mount.
+/// Build the plan with fresh keys, escrow them (into `escrow`, checked before the run
+/// built anything), measure them, wipe them, format, mount.
 fn execute(
     run: &mut Executor<'_>,
     root: &SystemRoot,
     plan: &Plan,
-    escrow_key: Option<&EscrowPublicKey>,
+    escrow: Option<UnsealedEscrow>,
     hardening: Hardening,
     measured: Measured<'_>,
     started_at: String,
@@ -218,27 +219,9 @@ fn execute(
     )?;
     let built = run.build(plan, &keys)?;
 
-    let escrow_file = match plan.escrow.as_ref().zip(escrow_key) {
-        Some((escrow, public_key)) => {
-            let segments: Vec<(&str, KeySegment)> = plan
-                .keys
-                .iter()
-                .map(|k| {
-                    (
-                        k.mapping.as_str(),
-                        KeySegment {
-                            start_sector: k.covers.start,
-                            sectors: k.covers.length,
-                        },
-                    )
-                })
-                .collect();
-            let file = EscrowFile::seal_segments(
-                public_key,
-                &segments,
-                &keys,
-                escrow_metadata(plan, root)?,
-            )?;
+    let escrow_file = match plan.escrow.as_ref().zip(escrow) {
+        Some((escrow, unsealed)) => {
+            let file = unsealed.seal(&keys)?;
             rotate_escrow_file(run, &escrow.file)?;
             file.write_atomic(&escrow.file, false)
                 .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
@@ -735,6 +718,34 @@ fn member_paths(cfg: &ProvisionConfig, env: &Environment) -> Result<Vec<PathBuf>
             discovery.disks.into_iter().map(|d| d.path).collect()
         }
     })
+}
+
+/// The escrow file of `plan` sealed to `public_key`, checked in full but without keys yet.
+fn prepare_escrow(
+    plan: &Plan,
+    public_key: &EscrowPublicKey,
+    root: &SystemRoot,
+) -> Result<UnsealedEscrow> {
+    let segments: Vec<(&str, KeySegment)> = plan
+        .keys
+        .iter()
+        .map(|k| {
+            (
+                k.mapping.as_str(),
+                KeySegment {
+                    start_sector: k.covers.start,
+                    sectors: k.covers.length,
+                },
+            )
+        })
+        .collect();
+    EscrowFile::prepare_segments(public_key, &segments, escrow_metadata(plan, root)?).map_err(
+        |e| {
+            Error::Refused(format!(
+                "the escrow file cannot record this volume: {e}; nothing was built: fix that value on this machine (hostname, disk serial) or provision without --escrow-key"
+            ))
+        },
+    )
 }
 
 fn escrow_metadata(plan: &Plan, root: &SystemRoot) -> Result<EscrowMetadata> {

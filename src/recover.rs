@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, KeySegment, OpenedSegments};
 use tosskey_crypto::key::KeyArena;
+use tosskey_crypto::secret_file::SecretFile;
 use tosskey_dm::{DmControl, DmName};
 
 use crate::error::{Error, Result};
@@ -28,14 +29,22 @@ pub struct RecoverOptions {
     pub devices: Vec<PathBuf>,
 }
 
+/// The largest private key file read: an 8192-bit RSA key in PEM is under 7 KiB.
+const MAX_PRIVATE_KEY_BYTES: usize = 64 << 10;
+
 fn open_escrow(escrow_file: &Path, private_key: &Path) -> Result<(EscrowFile, OpenedSegments)> {
     let escrow = EscrowFile::read(escrow_file)
         .with_context(|| format!("escrow file {}", escrow_file.display()))?;
-    let pem = zeroize::Zeroizing::new(
-        std::fs::read_to_string(private_key)
-            .with_context(|| format!("reading the private key {}", private_key.display()))?,
-    );
-    let keys = escrow.open_segments(&pem).with_context(|| {
+    // Into locked pages, sized before the first read: no copy of the key in the heap.
+    let pem = SecretFile::read(private_key, MAX_PRIVATE_KEY_BYTES)
+        .with_context(|| format!("reading the private key {}", private_key.display()))?;
+    let pem = pem.as_str().map_err(|_| {
+        Error::Usage(format!(
+            "the private key {} is not PEM text: pass the PEM file (openssl pkey -in KEY)",
+            private_key.display()
+        ))
+    })?;
+    let keys = escrow.open_segments(pem).with_context(|| {
         format!(
             "opening {} with {}",
             escrow_file.display(),
@@ -171,6 +180,9 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         Vec::new(),
     )?;
     run.hold_claims(claims);
+    if opts.read_only {
+        run.load_tables_read_only();
+    }
     let built = reopen(&mut run, &plan, keys, opts);
     run.finish(built)
 }
@@ -216,7 +228,8 @@ fn decrypts_to_ext4(node: &Path, size: u64) -> Result<bool> {
 
 /// `escrow decrypt`: write the raw key(s) and return the recovery steps without tosskey:
 /// the plan the escrow file records, rendered for mdadm, dmsetup and cryptsetup, then the
-/// key files' removal, the mount and the teardown ([`render::recovery_steps`]).
+/// key files' removal, the mount and the teardown ([`render::recovery_steps`]), under a
+/// header line that says which shell they are written for.
 pub fn escrow_decrypt(
     escrow_file: &Path,
     private_key: &Path,
@@ -240,8 +253,12 @@ pub fn escrow_decrypt(
             .map(|i| PathBuf::from(format!("{}.{i}", key_out.display())))
             .collect()
     };
+    // Rendered before any key file is written: a value that cannot be printed leaves none.
+    let steps = render::recovery_steps(&plan, &key_files)?;
     write_key_files(&keys, &key_files)?;
-    Ok(render::recovery_steps(&plan, &key_files)?)
+    Ok(std::iter::once(crate::shell::HEADER.to_owned())
+        .chain(steps)
+        .collect())
 }
 
 /// Key `i` to `files[i]`, each a new file; if one cannot be written, the ones this call

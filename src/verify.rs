@@ -16,6 +16,7 @@ use serde::Serialize;
 use tosskey_crypto::sector::{SectorCipher, SectorLayout};
 use tosskey_crypto::spec::BlockCipher;
 use tosskey_sysutil::AlignedBuf;
+use zeroize::Zeroize as _;
 
 /// How many random sectors are checked besides the first and the last (shared out over the
 /// keys of a mapping with a key scope: at least one per key).
@@ -158,6 +159,39 @@ fn runs(picks: &[Pick], sector_bytes: u64) -> Vec<std::ops::Range<usize>> {
     runs
 }
 
+/// A read buffer for decrypted sectors, zeroized when dropped on every path out of
+/// [`verify_ranges`] (an error included), with writes the compiler may not drop as dead
+/// stores (a `fill(0)` right before the free may be removed). The plaintext is zeros or
+/// user data, not key material; still, it is not left in freed memory.
+struct WipedBuf(AlignedBuf);
+
+impl WipedBuf {
+    fn new(len: usize) -> Self {
+        WipedBuf(AlignedBuf::new(len))
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+
+    /// What drop does: every byte overwritten with zero.
+    fn wipe(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+impl Drop for WipedBuf {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for WipedBuf {}
+
 /// Compare userspace decryption of the raw side against what the mapping returns, for every
 /// picked sector, each decrypted with the key of its range; the report lists them in the
 /// order given. Picks on consecutive sectors are read with one call per side. A range's
@@ -170,7 +204,7 @@ fn runs(picks: &[Pick], sector_bytes: u64) -> Vec<std::ops::Range<usize>> {
 /// to 0.3-1.8 s): the reads stay one after the other.
 pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
     ensure!(!picks.is_empty(), "no sectors to verify");
-    let timing = std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some();
+    let timing = crate::exec::step_times_requested();
     let Sides {
         raw,
         raw_offset,
@@ -189,8 +223,8 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
             *since = now;
         }
     };
-    let mut expected = AlignedBuf::new(len * MAX_RUN_SECTORS);
-    let mut actual = AlignedBuf::new(len * MAX_RUN_SECTORS);
+    let mut expected = WipedBuf::new(len * MAX_RUN_SECTORS);
+    let mut actual = WipedBuf::new(len * MAX_RUN_SECTORS);
     let mut cipher: Option<(usize, SectorCipher)> = None;
     let mut checks = Vec::with_capacity(picks.len());
     let runs = runs(picks, len as u64);
@@ -234,9 +268,6 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
             lap(2, &mut since);
         }
     }
-    // The plaintext copies are only zeros-decrypted or user data; still, do not leave them.
-    expected.as_mut_slice().fill(0);
-    actual.as_mut_slice().fill(0);
     if timing {
         let [ciphers, raw_reads, decryption, mapped_reads] = spent.map(|d| d.as_secs_f64());
         eprintln!(
@@ -254,6 +285,19 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a test can see: the buffers are the type that wipes itself on drop (the
+    /// `ZeroizeOnDrop` bound does not compile for a plain `AlignedBuf`), and its wipe
+    /// leaves only zeros. Freed memory itself cannot be read from safe code.
+    #[test]
+    fn the_sector_buffers_wipe_themselves_on_drop() {
+        fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let mut buffer = WipedBuf::new(2 * 4096);
+        wipes_on_drop(&buffer);
+        buffer.as_mut_slice().fill(0xa5);
+        buffer.wipe();
+        assert!(buffer.as_slice().iter().all(|&b| b == 0));
+    }
 
     fn pick(range: usize, offset: u64) -> Pick {
         Pick { range, offset }

@@ -140,11 +140,13 @@ fn mkfs_formats_an_image_file() {
 }
 
 #[test]
-fn the_crash_hook_exists_only_with_the_test_hooks_feature() {
-    // Release builds enable no feature: their binary must not even carry the hook's name.
+fn the_test_hooks_exist_only_with_the_test_hooks_feature() {
+    // Release builds enable no feature: their binary must not even carry the hooks' names.
     let binary = std::fs::read(env!("CARGO_BIN_EXE_tosskey")).unwrap();
-    let has_hook = memchr::memmem::find(&binary, b"TOSSKEY_TEST_CRASH_AFTER").is_some();
-    assert_eq!(has_hook, cfg!(feature = "test-hooks"));
+    for hook in ["TOSSKEY_TEST_CRASH_AFTER", "TOSSKEY_TEST_STEP_TIMES"] {
+        let has_hook = memchr::memmem::find(&binary, hook.as_bytes()).is_some();
+        assert_eq!(has_hook, cfg!(feature = "test-hooks"), "{hook}");
+    }
 }
 
 #[test]

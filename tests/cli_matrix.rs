@@ -253,3 +253,39 @@ fn a_setuid_copy_refuses_to_run() {
         "{stderr}"
     );
 }
+
+/// A copy with file capabilities (no set-id bit: user and group ids stay those of the
+/// caller) run by another user must refuse in one line, exit code 3: the kernel marks the
+/// exec secure (AT_SECURE).
+#[test]
+fn a_copy_with_file_capabilities_refuses_to_run() {
+    if !is_root() {
+        eprintln!("skipped: giving a copy file capabilities needs root");
+        return;
+    }
+    let scratch = Scratch::new("cli-filecaps");
+    let copy = scratch.0.join("tosskey");
+    fs::copy(TOSSKEY, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_ipc_lock+ep")
+        .arg(&copy)
+        .output()
+        .expect("setcap (libcap2-bin) is installed by scripts/test");
+    assert!(setcap.status.success(), "{setcap:?}");
+    let output = Command::new("setpriv")
+        .args(&AS_NOBODY[1..])
+        .arg(&copy)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "tosskey: refusing to run with raised privileges (the kernel set AT_SECURE"
+        ),
+        "{stderr}"
+    );
+}

@@ -81,7 +81,7 @@ fn two_keys_are_written_to_two_files_and_a_failure_leaves_none() {
         assert_eq!(std::fs::read(format!("{out}.{i}")).unwrap(), key);
     }
     assert!(
-        run.stdout.contains("| dmsetup create ephemeral"),
+        run.stdout.contains("| dmsetup create -- ephemeral"),
         "{}",
         run.stdout
     );
@@ -101,16 +101,39 @@ fn decrypt_prints_stable_names_key_removal_mount_and_teardown() {
     for expected in [
         "#   /dev/nvme1n1: serial/WWN SERIAL0 (`lsblk -o NAME,SERIAL,WWN` gives its kernel name now)",
         &format!("rm -f -- {out}.0 {out}.1"),
-        "mkdir -p /mnt/recovered && mount -t ext4 -o noatime,nodev,nosuid /dev/mapper/ephemeral /mnt/recovered",
-        "umount /mnt/recovered",
-        "dmsetup remove ephemeral",
+        "mkdir -p -- /mnt/recovered && mount -t ext4 -o noatime,nodev,nosuid -- /dev/mapper/ephemeral /mnt/recovered",
+        "umount -- /mnt/recovered",
+        "dmsetup remove -- ephemeral",
     ] {
         assert!(lines.contains(&expected), "no {expected:?} in:\n{}", run.stdout);
     }
     let position = |line: &str| lines.iter().position(|l| *l == line).unwrap();
     assert!(
-        position("umount /mnt/recovered") < position("dmsetup remove ephemeral"),
+        position("umount -- /mnt/recovered") < position("dmsetup remove -- ephemeral"),
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn the_commands_are_headed_for_posix_sh_and_an_unprintable_key_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (escrow, _) = two_key_escrow(dir.path());
+    let (_, private) = escrow_test_keys();
+    // A right-to-left override shows `vol.key` as something else on the operator's screen.
+    let hidden = dir.path().join("vol\u{202e}yek.key");
+    let run = escrow_decrypt(escrow.to_str().unwrap(), &private, hidden.to_str().unwrap());
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("not printable ASCII"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["escrow.json"], "no key file may be written");
+
+    let out = dir.path().join("vol.key");
+    let run = escrow_decrypt(escrow.to_str().unwrap(), &private, out.to_str().unwrap()).ok();
+    let header = run.stdout.lines().next().unwrap();
+    assert!(header.starts_with("# POSIX sh"), "{}", run.stdout);
 }

@@ -116,3 +116,75 @@ fn device_bench_refuses_a_real_disk() {
         run.stderr
     );
 }
+
+/// First bytes of `path`, the range a short device bench overwrites first.
+fn head_digest(path: &std::path::Path) -> [u8; 32] {
+    tosskey_testkit::sha256_of_range(path, 0, 4 << 20).unwrap()
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn device_bench_refuses_a_node_named_like_a_ram_disk_that_is_not_brd() {
+    use std::os::unix::fs::MetadataExt as _;
+    // A node called ram0 for a real disk: the name says RAM disk, the device number does not.
+    let disk = tosskey_testkit::virtio_disks().unwrap().pop().unwrap();
+    let before = head_digest(&disk.path);
+    let dir = tempfile::tempdir().unwrap();
+    let alias = dir.path().join("ram0");
+    nix::sys::stat::mknod(
+        &alias,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        std::fs::metadata(&disk.path).unwrap().rdev(),
+    )
+    .unwrap();
+    let run = tosskey(&[
+        "bench",
+        "--device",
+        "--ramdisk",
+        alias.to_str().unwrap(),
+        "--millis",
+        "10",
+    ]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("not a brd RAM disk"), "{}", run.stderr);
+    assert_eq!(
+        head_digest(&disk.path),
+        before,
+        "{} was written",
+        disk.path.display()
+    );
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn device_bench_refuses_a_ram_disk_that_is_in_use() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let ramdisk = std::path::Path::new("/dev/ram1");
+    // Something of someone's on the RAM disk, held open exclusively as a mount would hold it.
+    let mut holder = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_EXCL)
+        .open(ramdisk)
+        .unwrap();
+    holder.write_all(&[0x5a; 1 << 20]).unwrap();
+    holder.sync_all().unwrap();
+    let before = head_digest(ramdisk);
+    let run = tosskey(&[
+        "bench",
+        "--device",
+        "--ramdisk",
+        "/dev/ram1",
+        "--millis",
+        "10",
+    ]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("is in use"), "{}", run.stderr);
+    assert_eq!(
+        head_digest(ramdisk),
+        before,
+        "the held RAM disk was written"
+    );
+    drop(holder);
+}

@@ -398,6 +398,8 @@ fn stock_tools_match(case: &Case) {
     drop(volume);
 
     let decrypt = escrow_decrypt(&escrow, &private, &key_out).ok();
+    let header = decrypt.stdout.lines().next().unwrap();
+    assert!(header.starts_with("# POSIX sh"), "{header}");
     let section = |header: &str| -> Vec<&str> {
         decrypt
             .stdout
@@ -427,7 +429,7 @@ fn stock_tools_match(case: &Case) {
     let teardown = section(render::RECOVERY_TEARDOWN);
     assert_eq!(
         teardown[0],
-        format!("umount {}", render::RECOVERY_MOUNT),
+        format!("umount -- {}", render::RECOVERY_MOUNT),
         "{}",
         decrypt.stdout
     );

@@ -378,3 +378,93 @@ fn crash_after_assembly_converges() {
         .unwrap()
         .contains("md_tk_"));
 }
+
+/// `recover --read-only` of a volume whose ext4 journal needs recovery (the members as they
+/// were while it was mounted, as after a crash): the mapping is a read-only disk, the
+/// journal is not replayed (the superblock still says needs_recovery), and not one byte of
+/// the member changes.
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn read_only_recover_replays_no_journal_and_writes_nothing() {
+    use std::io::Write as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let name = "rorecover";
+    let members = disks(1);
+    let _cleanup = Cleanup {
+        name,
+        disks: members.clone(),
+    };
+    let (public, private) = escrow_test_keys();
+    let escrow = format!("/tmp/{name}.escrow");
+    let mount = format!("/mnt/{name}");
+    let _ = std::fs::remove_file(&escrow);
+    let mut args = vec!["provision"];
+    args.extend(strs(&members));
+    args.extend([
+        "--name",
+        name,
+        "--escrow-key",
+        public.to_str().unwrap(),
+        "--escrow-file",
+        &escrow,
+        "--mount",
+        &mount,
+        "--journal",
+    ]);
+    tosskey(&args).ok();
+    std::fs::write(format!("{mount}/data"), vec![0x42u8; 1 << 20]).unwrap();
+    nix::unistd::sync();
+    // Mounted, journal in use: what a crash leaves on the member.
+    let crashed = read_all(&members[0]);
+    tosskey(&["close", name, "--unmount"]).ok();
+    let mut member = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&members[0])
+        .unwrap();
+    member.write_all(&crashed).unwrap();
+    member.sync_all().unwrap();
+    drop(member);
+    drop(crashed);
+    let before = Sha256::digest(read_all(&members[0]));
+
+    tosskey(&[
+        "recover",
+        "--escrow-file",
+        &escrow,
+        "--private-key",
+        private.to_str().unwrap(),
+        "--mount",
+        &mount,
+        "--read-only",
+    ])
+    .ok();
+    let node = format!("/dev/mapper/{name}");
+    let rdev = std::fs::metadata(&node).unwrap().rdev();
+    let ro = std::fs::read_to_string(format!(
+        "/sys/dev/block/{}:{}/ro",
+        libc::major(rdev),
+        libc::minor(rdev)
+    ))
+    .unwrap();
+    assert_eq!(ro.trim(), "1", "{node} is not a read-only disk");
+    let header = std::process::Command::new("/usr/sbin/dumpe2fs")
+        .args(["-h", &node])
+        .output()
+        .unwrap();
+    let header = String::from_utf8_lossy(&header.stdout);
+    let features = header
+        .lines()
+        .find(|l| l.starts_with("Filesystem features:"))
+        .unwrap_or_default();
+    assert!(
+        features.contains("needs_recovery"),
+        "the journal was replayed: {features}"
+    );
+    tosskey(&["close", name, "--unmount"]).ok();
+    assert!(
+        Sha256::digest(read_all(&members[0])) == before,
+        "recover --read-only wrote to {}",
+        members[0].display()
+    );
+    std::fs::remove_file(&escrow).unwrap();
+}

@@ -536,3 +536,54 @@ fn crash_after_any_step_converges_on_rerun() {
         );
     }
 }
+
+const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+/// Puts the hostname back when the test ends, pass or fail.
+struct Hostname(String);
+
+impl Drop for Hostname {
+    fn drop(&mut self) {
+        let _ = std::fs::write(HOSTNAME, &self.0);
+    }
+}
+
+/// A hostname the escrow file cannot record (a space and `$`) refuses the run before
+/// anything is built: exit 3, not a rolled-back run; no journal, no escrow file.
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn escrow_metadata_is_refused_before_anything_is_built() {
+    let member = disk(0);
+    let _volume = Volume::new("badhost", &[&member]);
+    let _restore = Hostname(std::fs::read_to_string(HOSTNAME).unwrap());
+    std::fs::write(HOSTNAME, "bad host$").unwrap();
+    let (public, _) = escrow_test_keys();
+    let escrow = "/tmp/badhost.escrow";
+    let _ = std::fs::remove_file(escrow);
+    for dry_run in [&["--dry-run"][..], &[]] {
+        let mut args = vec![
+            "provision",
+            member.to_str().unwrap(),
+            "--name",
+            "badhost",
+            "--escrow-key",
+            public.to_str().unwrap(),
+            "--escrow-file",
+            escrow,
+        ];
+        args.extend(dry_run);
+        let run = tosskey(&args);
+        assert_eq!(run.code, 3, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains("the escrow file cannot record this volume")
+                && run.stderr.contains("metadata.hostname"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("rolled back"), "{}", run.stderr);
+    }
+    assert!(!Path::new(escrow).exists());
+    assert!(!Path::new("/run/tosskey/badhost.json").exists());
+    assert!(!Path::new("/dev/mapper/badhost").exists());
+}

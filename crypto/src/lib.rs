@@ -11,6 +11,7 @@ pub mod error;
 pub mod escrow;
 pub mod key;
 mod locked;
+pub mod secret_file;
 pub mod sector;
 #[cfg(target_arch = "x86_64")]
 mod simd_x86;

@@ -240,9 +240,13 @@ impl SectorCipher {
                 }
             }
             Engine::AesPortable { data, tweak } => {
-                // The aes crate builds its schedule by value; it is moved straight in.
-                *data = AesKey::new(data_key).ok_or_else(length_error)?;
-                *tweak = AesKey::new(tweak_key).ok_or_else(length_error)?;
+                let expanded = expand_aes_into(data, data_key) && expand_aes_into(tweak, tweak_key);
+                // The aes crate built each schedule by value in `expand_aes_into`'s frame
+                // before it was moved into the locked engine: overwrite that stack now.
+                wipe_stack_below();
+                if !expanded {
+                    return Err(length_error());
+                }
             }
             Engine::Twofish { data, tweak, .. } => {
                 data.expand(data_key);
@@ -374,6 +378,34 @@ impl SectorCipher {
             } => runner.crypt_sector(data, encrypted_tweak(tweak, iv), sector, encrypt),
         }
     }
+}
+
+/// How much stack [`wipe_stack_below`] overwrites: several times what the aes crate's key
+/// expansion uses (an `Aes256` with both its AES-NI and software schedules is under 2 KiB).
+const STACK_WIPE_BYTES: usize = 16 << 10;
+
+/// Expands `key` (16 or 32 bytes) into `slot`, which lives in the locked engine; false for
+/// any other length. The aes crate returns its schedule by value, so a copy exists in this
+/// function's frame (and its callees') until the caller runs [`wipe_stack_below`]. Never
+/// inlined: the copy stays in a frame below the caller's, where the wipe reaches.
+#[inline(never)]
+fn expand_aes_into(slot: &mut AesKey, key: &[u8]) -> bool {
+    match AesKey::new(key) {
+        Some(schedule) => {
+            *slot = schedule;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Overwrites [`STACK_WIPE_BYTES`] of stack below the caller's frame, where the frames of
+/// the functions it just called were, with volatile writes the compiler keeps.
+#[inline(never)]
+fn wipe_stack_below() {
+    let mut scratch = [0u8; STACK_WIPE_BYTES];
+    scratch.zeroize();
+    core::hint::black_box(&scratch);
 }
 
 /// E_K2(IV) as a little-endian 128-bit number.

@@ -199,6 +199,21 @@ fn wrong_kinds_of_pem_get_a_fix() {
 }
 
 #[test]
+fn a_passphrase_protected_key_is_decrypted_through_a_pipe_not_to_a_file() {
+    let key = VolumeKey::generate(KeySize::Bits512).unwrap();
+    let file = sealed(&key);
+    let err = file
+        .open(&data("test-a-2048.encrypted.pem"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--private-key <(openssl pkey -in KEY)"),
+        "{err}"
+    );
+    assert!(!err.contains("-out"), "no plaintext key file: {err}");
+}
+
+#[test]
 fn key_appears_nowhere_but_in_the_ciphertext() {
     let key = VolumeKey::generate(KeySize::Bits512).unwrap();
     let file = sealed(&key);

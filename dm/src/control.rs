@@ -106,6 +106,8 @@ pub struct TargetVersion {
 pub struct DmControl {
     fd: OwnedFd,
     udev: bool,
+    /// Every table is loaded with `DM_READONLY_FLAG` (see [`DmControl::set_read_only_tables`]).
+    read_only_tables: bool,
 }
 
 impl DmControl {
@@ -145,7 +147,15 @@ impl DmControl {
         Ok(Self {
             fd: file.into(),
             udev: Path::new(UDEV_CONTROL).exists(),
+            read_only_tables: false,
         })
+    }
+
+    /// From now on, load every table with `DM_READONLY_FLAG`: the kernel opens the devices
+    /// under the table read-only and the mapping comes up as a read-only disk (what
+    /// `dmsetup create --readonly` does). For looking at a volume without writing to it.
+    pub fn set_read_only_tables(&mut self, read_only: bool) {
+        self.read_only_tables = read_only;
     }
 
     /// Whether udev was running when the control node was opened. Without udev nobody waits
@@ -246,6 +256,9 @@ impl DmControl {
                 .map_err(|_| invalid(format!("table for {name} has too many targets")))?;
             if secure {
                 header.flags |= flags::SECURE_DATA;
+            }
+            if self.read_only_tables {
+                header.flags |= flags::READONLY;
             }
         }
         let mut next_values = Vec::with_capacity(targets.len());

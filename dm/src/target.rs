@@ -457,8 +457,8 @@ impl CryptTarget {
 
     /// The `cryptsetup` arguments that open the same mapping with stock tools from a raw key
     /// file: `open --type plain --cipher C --key-size BITS --key-file FILE [--offset N]
-    /// [--skip N] [--sector-size N] [--iv-large-sectors] [--allow-discards] [--perf-*] DEVICE
-    /// NAME`. cryptsetup then builds exactly [`CryptTarget::line`] with the key in hex and the
+    /// [--skip N] [--sector-size N] [--iv-large-sectors] [--allow-discards] [--perf-*] --
+    /// DEVICE NAME`. cryptsetup then builds exactly [`CryptTarget::line`] with the key in hex and the
     /// device as a path (see the test `cryptsetup_builds_the_same_table`).
     pub fn cryptsetup_open_args(
         &self,
@@ -505,7 +505,8 @@ impl CryptTarget {
                 .filter(|(on, _)| *on)
                 .map(|(_, f)| (*f).to_owned()),
         );
-        args.extend([device_path.to_owned(), name.to_owned()]);
+        // `--`: a device path or name that starts with '-' is still an operand.
+        args.extend(["--".to_owned(), device_path.to_owned(), name.to_owned()]);
         args
     }
 }
@@ -929,7 +930,7 @@ mod tests {
             assert!(joined.starts_with(
                 "open --type plain --cipher twofish-xts-plain64 --key-size 512 --key-file /root/key.bin"
             ));
-            assert!(joined.ends_with("/dev/nvme1n1 recovered"));
+            assert!(joined.ends_with(" -- /dev/nvme1n1 recovered"), "{joined}");
             assert_eq!(joined.contains("--sector-size 4096"), sector_size == 4096);
             assert_eq!(joined.contains(&format!("--offset {offset}")), offset != 0);
             assert_eq!(joined.contains(&format!("--skip {skip}")), skip != 0);

@@ -25,6 +25,10 @@ impl DmName {
             Some("it is longer than 127 bytes")
         } else if name.contains('/') {
             Some("it contains '/'")
+        } else if name.starts_with('-') {
+            // A command line that names the device (dmsetup, cryptsetup, the commands
+            // `escrow decrypt` prints) would read it as an option.
+            Some("it starts with '-', which tools read as an option")
         } else if name == "." || name == ".." {
             Some("'.' and '..' cannot be device nodes")
         } else if !name
@@ -165,6 +169,15 @@ mod tests {
         }
         let err = DmName::new(&"a".repeat(128)).unwrap_err().to_string();
         assert!(err.contains("longer than 127 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_name_that_reads_as_an_option_is_refused() {
+        for bad in ["-v", "--batch-mode", "-"] {
+            let err = DmName::new(bad).unwrap_err().to_string();
+            assert!(err.contains("starts with '-'"), "{bad}: {err}");
+        }
+        assert!(DmName::new("a-b-").is_ok());
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub enum Error {
         source: Errno,
     },
 
+    /// The administrator's modprobe configuration forbids loading the module (`blacklist`,
+    /// `install`, `modprobe.blacklist=`): the finit_module fallback does not go around it.
+    #[error("the modprobe configuration forbids loading {module} (`{rule}` at {at}), and tosskey does not load a module behind such a rule: remove the rule, or load the module yourself before tosskey runs")]
+    Forbidden {
+        module: String,
+        rule: String,
+        at: String,
+    },
+
     /// The module is compressed and this kernel cannot decompress modules itself.
     #[error("{module} is compressed ({path}) and this kernel does not decompress modules (needs Linux 5.17 with CONFIG_MODULE_DECOMPRESS for this format); load it with modprobe, or install uncompressed modules")]
     CompressedUnsupported {

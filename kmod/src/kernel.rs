@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::index::{is_compressed, normalize, ModuleIndex, Resolved};
+use crate::modprobe_d::ModprobeRules;
 use crate::{syscall, Error};
 
 /// Puts one module file into the kernel. [`Finit`] is the real one; tests substitute a
@@ -68,6 +69,9 @@ pub struct Kernel {
     module_dir: PathBuf,
     loader: Box<dyn ModuleLoader>,
     index: OnceCell<ModuleIndex>,
+    /// Where `etc/modprobe.d` and the other configuration directories are.
+    root: PathBuf,
+    modprobe_rules: OnceCell<ModprobeRules>,
 }
 
 impl Kernel {
@@ -95,6 +99,8 @@ impl Kernel {
             release,
             loader: Box::new(Finit),
             index: OnceCell::new(),
+            root: root.to_owned(),
+            modprobe_rules: OnceCell::new(),
         })
     }
 
@@ -129,6 +135,12 @@ impl Kernel {
         }
         let index = ModuleIndex::read(&self.module_dir)?;
         Ok(self.index.get_or_init(|| index))
+    }
+
+    /// The `blacklist` and `install` rules of the modprobe configuration, read once.
+    fn modprobe_rules(&self) -> &ModprobeRules {
+        self.modprobe_rules
+            .get_or_init(|| ModprobeRules::read(&self.root))
     }
 
     /// The program the kernel runs to load a module it needs
@@ -173,7 +185,10 @@ impl Kernel {
         let mut first_error = None;
         let mut any_ok = false;
         for candidate in self.candidates(name)? {
-            match self.load_steps(&self.steps(&candidate)?, &mut loaded) {
+            match self
+                .steps(&candidate)
+                .and_then(|steps| self.load_steps(&steps, &mut loaded))
+            {
                 Ok(()) => any_ok = true,
                 Err(error) => {
                     first_error.get_or_insert(error);
@@ -186,17 +201,31 @@ impl Kernel {
         }
     }
 
-    /// What [`Kernel::load`] would load, without loading anything.
+    /// What [`Kernel::load`] would load, without loading anything: the modules of every
+    /// candidate that could be loaded (an error only when none could).
     pub fn would_load(&self, name: &str) -> Result<Vec<String>, Error> {
         let mut modules: Vec<String> = Vec::new();
+        let mut first_error = None;
+        let mut any_ok = false;
         for candidate in self.candidates(name)? {
-            for step in self.steps(&candidate)? {
-                if !modules.contains(&step.module) {
-                    modules.push(step.module);
+            match self.steps(&candidate) {
+                Ok(steps) => {
+                    any_ok = true;
+                    for step in steps {
+                        if !modules.contains(&step.module) {
+                            modules.push(step.module);
+                        }
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
                 }
             }
         }
-        Ok(modules)
+        match first_error {
+            Some(error) if !any_ok => Err(error),
+            _ => Ok(modules),
+        }
     }
 
     /// The modules `name` stands for (empty when built in).
@@ -241,6 +270,13 @@ impl Kernel {
                 dir: index.dir().to_owned(),
             });
         };
+        if let Some(rule) = self.modprobe_rules().forbidding(module) {
+            return Err(Error::Forbidden {
+                module: module.to_owned(),
+                rule: rule.text.clone(),
+                at: rule.source.to_string(),
+            });
+        }
         visiting.push(module.to_owned());
         for soft in index.soft_dependencies(module) {
             if let Some(Resolved::Modules(modules)) = index.resolve(soft) {
@@ -413,6 +449,30 @@ alias md-level-0 raid0
             kernel.module_dir(),
             root.path(&format!("lib/modules/{RELEASE}"))
         );
+    }
+
+    #[test]
+    fn a_module_with_a_modprobe_rule_is_not_loaded_and_the_rule_is_named() {
+        let root = debian_like();
+        root.write(
+            "etc/modprobe.d/no-crypt.conf",
+            "install dm_crypt /bin/false\nblacklist twofish-avx-x86_64\n",
+        );
+        let (kernel, loads) = root.kernel(&[]);
+        let error = kernel.load("dm-crypt").unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, Error::Forbidden { .. }), "{text}");
+        assert!(text.contains("`install dm_crypt /bin/false`"), "{text}");
+        assert!(text.contains("no-crypt.conf:1"), "{text}");
+        assert!(kernel.would_load("dm_crypt").is_err());
+        // Not even its dependency was loaded: the refusal comes before any step.
+        assert!(loads.borrow().is_empty(), "{:?}", loads.borrow());
+        // Of an alias's modules, the blacklisted one is left out and another one loads.
+        assert_eq!(
+            kernel.load("crypto-twofish").unwrap(),
+            ["twofish_common", "twofish_generic"]
+        );
+        assert!(!loads.borrow().iter().any(|m| m == "twofish_avx_x86_64"));
     }
 
     #[test]

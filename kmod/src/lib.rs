@@ -20,7 +20,10 @@
 //!    `CONFIG_MODULE_DECOMPRESS`); a kernel that cannot decompress gets
 //!    [`Error::CompressedUnsupported`], naming the file. `EEXIST` (loaded meanwhile) is
 //!    success. This is what works where no helper is installed (a minimal initramfs) or
-//!    the helper is broken. Module parameters from `/etc/modprobe.d` are not applied.
+//!    the helper is broken. Module parameters from `/etc/modprobe.d` are not applied, but
+//!    its `blacklist` and `install` rules (and `modprobe.blacklist=` on the kernel command
+//!    line) are honoured: a module with such a rule is not loaded, and the error names the
+//!    rule ([`Error::Forbidden`], see `modprobe_d`).
 //!
 //! If all fail, [`Error::Unavailable`] names the facility, its modules and the kernel
 //! configuration option, with why each step failed — one line.
@@ -46,6 +49,7 @@ mod error;
 mod facility;
 mod index;
 mod kernel;
+mod modprobe_d;
 mod syscall;
 
 pub use error::Error;

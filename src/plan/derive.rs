@@ -665,10 +665,10 @@ pub(crate) mod tests {
         let commands = render::stock_commands(&plan, &files).unwrap();
         let crypt = commands.last().unwrap();
         assert!(crypt.starts_with("printf '%s\\n' '0 "), "{crypt}");
-        assert!(crypt.contains("| dmsetup create v "), "{crypt}");
-        assert_eq!(crypt.matches("$(od -An -v -tx1 /k.").count(), 60);
+        assert!(crypt.contains("| dmsetup create -- v "), "{crypt}");
+        assert_eq!(crypt.matches("$(od -An -v -tx1 -- /k.").count(), 60);
         assert!(crypt.contains(&format!(
-            "'{t} {t} crypt twofish-xts-plain64 '\"$(od -An -v -tx1 /k.1 | tr -d ' \\n')\"' {t} /dev/md/v {t} "
+            "'{t} {t} crypt twofish-xts-plain64 '\"$(od -An -v -tx1 -- /k.1 | tr -d ' \\n')\"' {t} /dev/md/v {t} "
         )), "{crypt}");
     }
 
@@ -864,11 +864,11 @@ pub(crate) mod tests {
         let keys = [PathBuf::from("/k.0"), PathBuf::from("/k.1")];
         let commands = render::stock_commands(&plan, &keys).unwrap();
         assert_eq!(commands.len(), 4, "{commands:#?}");
-        assert!(commands[0].starts_with("cryptsetup open --type plain --cipher twofish-xts-plain64 --key-size 512 --key-file /k.0 --sector-size 4096 --perf-no_read_workqueue --perf-no_write_workqueue /dev/vdb v-m0"), "{}", commands[0]);
+        assert!(commands[0].starts_with("cryptsetup open --type plain --cipher twofish-xts-plain64 --key-size 512 --key-file /k.0 --sector-size 4096 --perf-no_read_workqueue --perf-no_write_workqueue -- /dev/vdb v-m0"), "{}", commands[0]);
         assert!(commands[2].starts_with("mdadm --build /dev/md/v --level=raid1 --assume-clean --raid-devices=2 /dev/mapper/v-m0 /dev/mapper/v-m1"), "{}", commands[2]);
         assert_eq!(
             commands[3],
-            "dmsetup create v --table '0 524288 linear /dev/md/v 0'"
+            "dmsetup create --table '0 524288 linear /dev/md/v 0' -- v"
         );
     }
 
@@ -899,7 +899,7 @@ pub(crate) mod tests {
     #[test]
     fn printed_commands_give_hostile_paths_to_the_tools_as_single_words() {
         let dir = tempfile::tempdir().unwrap();
-        let hostile = "k $(touch pwned) `touch pwned2` it's \"q\" $HOME\nx";
+        let hostile = "k $(touch pwned) `touch pwned2` it's \"q\" $HOME\\x";
         let keys_dir = dir.path().join(hostile);
         std::fs::create_dir(&keys_dir).unwrap();
         let key_files: Vec<PathBuf> = (0..3).map(|i| keys_dir.join(format!("k.{i}"))).collect();
@@ -929,7 +929,7 @@ pub(crate) mod tests {
         let printed = run_with_fake_tools(dir.path(), commands.last().unwrap());
         let printed = String::from_utf8(printed).unwrap();
         let (args, table) = printed.split_at(printed.rfind('\0').unwrap() + 1);
-        assert_eq!(args, "create\0v\0");
+        assert_eq!(args, "create\0--\0v\0");
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         for (i, line) in lines.iter().enumerate() {
@@ -945,6 +945,49 @@ pub(crate) mod tests {
             2,
             "the shell ran something it was given: {left:?}"
         );
+    }
+
+    #[test]
+    fn no_printed_name_or_device_can_be_read_as_an_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = [PathBuf::from("/k.0"), PathBuf::from("/k.1")];
+        // A member path and names as a hostile escrow file could once make them (DmName
+        // refuses such names now, the escrow file relative paths).
+        let hostile = |mut plan: Plan| {
+            plan.members[0].path = PathBuf::from("--batch-mode");
+            for node in &mut plan.nodes {
+                node.name = format!("-{}", node.name);
+            }
+            plan
+        };
+        // mdadm reads no device after `--`: a device that is not an absolute path is refused.
+        let raid0 = hostile(plan(&["--level", "raid0"], 2).unwrap());
+        let error = render::stock_commands(&raid0, &keys).unwrap_err();
+        let text = crate::error::render(&error);
+        assert!(
+            text.contains("--batch-mode: it is not an absolute path"),
+            "{text}"
+        );
+
+        // dmsetup and cryptsetup get every name and device after `--`.
+        let per_disk = hostile(plan(&["--layout", "per-disk", "--raid", "dm-stripe"], 2).unwrap());
+        let commands = render::stock_commands(&per_disk, &keys).unwrap();
+        let operands = |command: &str| -> Vec<Vec<u8>> {
+            let printed = run_with_fake_tools(dir.path(), command);
+            let args: Vec<&[u8]> = printed.split(|&b| b == 0).collect();
+            let end = args.iter().position(|a| *a == b"--").expect("--");
+            args[end + 1..args.len() - 1]
+                .iter()
+                .map(|a| a.to_vec())
+                .collect()
+        };
+        assert_eq!(
+            operands(&commands[0]),
+            [b"--batch-mode".to_vec(), b"-v-m0".to_vec()]
+        );
+        let last = commands.last().unwrap();
+        assert!(last.starts_with("dmsetup create --table "), "{last}");
+        assert_eq!(operands(last), [b"-v".to_vec()]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tosskey_dm::{DevId, KeyRef, Sectors};
 
 use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan, PlannedKey};
+use crate::error::Error;
 use crate::shell::{self, quote};
 use crate::state::Stage;
 use crate::volumes::VolumeStatus;
@@ -420,11 +421,12 @@ fn key_loading_word(loading: KeyLoading, fallback: Option<&str>) -> String {
 
 /// The commands that rebuild the plan with stock tools, bottom first, given the raw key
 /// file of each key. Nothing they run writes to a member. Every name, path and table in
-/// them is shell-quoted ([`crate::shell::quote`]): they are pasted into a root shell.
-pub fn stock_commands(
-    plan: &Plan,
-    key_files: &[PathBuf],
-) -> Result<Vec<String>, tosskey_dm::Error> {
+/// them is shell-quoted ([`crate::shell::quote`]): they are pasted into a root shell. No
+/// value can be read as an option: dmsetup and cryptsetup get `--` before their names and
+/// devices; mdadm stops at `--` without reading the devices after it, so its devices must
+/// be absolute paths (they are: `/dev/…` from the escrow file's checked paths and the
+/// nodes), which is checked here.
+pub fn stock_commands(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>, Error> {
     let mut commands = Vec::new();
     for (index, node) in plan.nodes.iter().enumerate() {
         let device = |d: DeviceRef| stock_device(plan, d);
@@ -433,24 +435,34 @@ pub fn stock_commands(
                 level,
                 chunk_bytes,
                 members,
-            } => format!(
-                "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",
-                quote(&stock_device(plan, DeviceRef::Node(index))),
-                md_level_name(*level),
-                match level {
-                    super::MdLevel::Raid0 => format!(" --chunk={}K", chunk_bytes >> 10),
-                    // Like tosskey's array: the mirrors are taken as in sync, no resync writes.
-                    super::MdLevel::Raid1 => " --assume-clean".to_owned(),
-                    // tosskey gives linear no chunk (the kernel would round members to it).
-                    super::MdLevel::Linear => String::new(),
-                },
-                members.len(),
-                shell::join(&members.iter().map(|d| device(*d)).collect::<Vec<_>>())
-            ),
+            } => {
+                let mut devices = vec![stock_device(plan, DeviceRef::Node(index))];
+                devices.extend(members.iter().map(|d| device(*d)));
+                if let Some(relative) = devices.iter().find(|d| !d.starts_with('/')) {
+                    return Err(Error::Refused(format!(
+                        "cannot print an mdadm command for the device {}: it is not an absolute path, so mdadm could read it as an option; give the members as /dev/… paths",
+                        relative.escape_default()
+                    )));
+                }
+                format!(
+                    "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",
+                    quote(&devices[0])?,
+                    md_level_name(*level),
+                    match level {
+                        super::MdLevel::Raid0 => format!(" --chunk={}K", chunk_bytes >> 10),
+                        // Like tosskey's array: the mirrors are taken as in sync, no resync writes.
+                        super::MdLevel::Raid1 => " --assume-clean".to_owned(),
+                        // tosskey gives linear no chunk (the kernel would round members to it).
+                        super::MdLevel::Linear => String::new(),
+                    },
+                    members.len(),
+                    shell::join(&devices[1..])?
+                )
+            }
             NodeKind::Striped { .. } | NodeKind::Linear { .. } => format!(
-                "dmsetup create {} --table {}",
-                quote(&node.name),
-                quote(&table(plan, index, device)?.expect("dm nodes have a table"))
+                "dmsetup create --table {} -- {}",
+                quote(&table(plan, index, device)?.expect("dm nodes have a table"))?,
+                quote(&node.name)?
             ),
             NodeKind::Crypt { device: under, segments } => {
                 let Some(DmTarget::Crypt(table)) = plan.dm_target(index, |_| DevId::new(0, 0))?
@@ -466,7 +478,7 @@ pub fn stock_commands(
                         &device(*under),
                         &node.name,
                     );
-                    format!("cryptsetup {}", shell::join(&args))
+                    format!("cryptsetup {}", shell::join(&args)?)
                 } else {
                     multi_key_command(plan, index, segments, key_files)?
                 }
@@ -495,7 +507,7 @@ pub const RECOVERY_TEARDOWN: &str = "# 4. when done, take it down, top first:";
 pub fn recovery_steps(
     plan: &Plan,
     key_files: &[PathBuf],
-) -> Result<Vec<String>, tosskey_dm::Error> {
+) -> Result<Vec<String>, Error> {
     let mut lines = vec![RECOVERY_MEMBERS.to_owned()];
     for member in &plan.members {
         // Comment lines: the escrow file's parser refuses control characters in paths and
@@ -521,25 +533,25 @@ pub fn recovery_steps(
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
-        )
+        )?
     ));
-    let volume = quote(&plan.volume().path.display().to_string()).into_owned();
+    let volume = quote(&plan.volume().path.display().to_string())?.into_owned();
     lines.push(RECOVERY_MOUNT_STEP.to_owned());
     lines.push(format!(
-        "mkdir -p {RECOVERY_MOUNT} && mount -t ext4 -o noatime,nodev,nosuid {volume} {RECOVERY_MOUNT}"
+        "mkdir -p -- {RECOVERY_MOUNT} && mount -t ext4 -o noatime,nodev,nosuid -- {volume} {RECOVERY_MOUNT}"
     ));
     lines.push(RECOVERY_TEARDOWN.to_owned());
-    lines.push(format!("umount {RECOVERY_MOUNT}"));
+    lines.push(format!("umount -- {RECOVERY_MOUNT}"));
     for (index, node) in plan.nodes.iter().enumerate().rev() {
         lines.push(match &node.kind {
             NodeKind::Md { .. } => format!(
                 "mdadm --stop {}",
-                quote(&stock_device(plan, DeviceRef::Node(index)))
+                quote(&stock_device(plan, DeviceRef::Node(index)))?
             ),
             NodeKind::Crypt { segments, .. } if segments.len() == 1 => {
-                format!("cryptsetup close {}", quote(&node.name))
+                format!("cryptsetup close -- {}", quote(&node.name)?)
             }
-            _ => format!("dmsetup remove {}", quote(&node.name)),
+            _ => format!("dmsetup remove -- {}", quote(&node.name)?),
         });
     }
     Ok(lines)
@@ -550,32 +562,33 @@ pub fn recovery_steps(
 /// line's key read from its key file as hex. The lines go to dmsetup's standard input
 /// (`--table` takes one line only) through the shell's `printf` builtin, so no key appears in
 /// a process's arguments. Each line is one shell word: the quoted text before the key, the
-/// key's `"$(od … | tr …)"` (its file name quoted inside) and the quoted text after it.
+/// key's `"$(od … | tr …)"` (its file name quoted inside, after `--`) and the quoted text
+/// after it.
 fn multi_key_command(
     plan: &Plan,
     index: usize,
     segments: &[super::CryptSegment],
     key_files: &[PathBuf],
-) -> Result<String, tosskey_dm::Error> {
+) -> Result<String, Error> {
     let node = &plan.nodes[index];
     let table = table(plan, index, |d| stock_device(plan, d))?.expect("crypt nodes have a table");
-    let lines: Vec<String> = table
+    let lines = table
         .split("; ")
         .zip(segments)
         .map(|(line, segment)| {
             let words: Vec<&str> = line.split(' ').collect();
-            format!(
-                "{}\"$(od -An -v -tx1 {} | tr -d ' \\n')\"{}",
-                quote(&format!("{} ", words[..CRYPT_KEY_WORD].join(" "))),
-                quote(&key_files[segment.key].display().to_string()),
-                quote(&format!(" {}", words[CRYPT_KEY_WORD + 1..].join(" "))),
-            )
+            Ok(format!(
+                "{}\"$(od -An -v -tx1 -- {} | tr -d ' \\n')\"{}",
+                quote(&format!("{} ", words[..CRYPT_KEY_WORD].join(" ")))?,
+                quote(&key_files[segment.key].display().to_string())?,
+                quote(&format!(" {}", words[CRYPT_KEY_WORD + 1..].join(" ")))?,
+            ))
         })
-        .collect();
+        .collect::<Result<Vec<String>, Error>>()?;
     Ok(format!(
-        "printf '%s\\n' {} | dmsetup create {}   # {} keys, one crypt target each",
+        "printf '%s\\n' {} | dmsetup create -- {}   # {} keys, one crypt target each",
         lines.join(" "),
-        quote(&node.name),
+        quote(&node.name)?,
         segments.len()
     ))
 }

@@ -10,15 +10,20 @@
 //! to the hash's block size. The two padded blocks are as secret as the key (XOR with a
 //! constant is no protection), so they are built in one locked page that is zeroized before it
 //! is unlocked, not in the `hmac` crate's stack temporaries (which it does not wipe). The
-//! blocks are a whole number of hash blocks, so the hasher compresses them straight from that
-//! page instead of buffering a copy; the hash states derived from them are wiped on drop (the
-//! `zeroize` feature of `sha1`/`sha2`). What remains outside this crate's control is the
-//! compression function's own stack frame, which is wiped by nothing and locked by nothing (the
-//! binary locks the pages that hold secrets, not its stack).
+//! hash state that absorbs them is as secret as they are: it lives in a locked page of its
+//! own ([`LockedHasher`]) and is only ever updated in place (`update`, `finalize_reset` take
+//! `&mut self`), never moved by value through stack temporaries as `chain_update` would;
+//! it is wiped there before the page is unlocked (the `zeroize` feature of `sha1`/`sha2`,
+//! required by the bound). The blocks are a whole number of hash blocks, so the hasher
+//! compresses them straight from their page instead of buffering a copy. The inner digest
+//! is wiped after use. What remains outside this crate's control is the compression
+//! function's own stack frame, which is wiped by nothing and locked by nothing (the binary
+//! locks the pages that hold secrets, not its stack).
 
 use sha1::Sha1;
+use sha2::digest::FixedOutputReset;
 use sha2::{Digest, Sha256, Sha384, Sha512};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::proto::HashAlg;
@@ -65,24 +70,91 @@ pub fn hmac(alg: HashAlg, key: &[u8], message: &[u8]) -> Result<Vec<u8>> {
     }
     let mut pads = LockedPads::new()?;
     let (inner_pad, outer_pad) = pads.fill(key, block);
-    Ok(match alg {
-        HashAlg::Sha1 => hmac_with::<Sha1>(inner_pad, outer_pad, message),
-        HashAlg::Sha256 => hmac_with::<Sha256>(inner_pad, outer_pad, message),
-        HashAlg::Sha384 => hmac_with::<Sha384>(inner_pad, outer_pad, message),
-        HashAlg::Sha512 => hmac_with::<Sha512>(inner_pad, outer_pad, message),
-    })
+    match alg {
+        HashAlg::Sha1 => hmac_with(
+            &mut LockedHasher::<Sha1>::new()?,
+            inner_pad,
+            outer_pad,
+            message,
+        ),
+        HashAlg::Sha256 => hmac_with(
+            &mut LockedHasher::<Sha256>::new()?,
+            inner_pad,
+            outer_pad,
+            message,
+        ),
+        HashAlg::Sha384 => hmac_with(
+            &mut LockedHasher::<Sha384>::new()?,
+            inner_pad,
+            outer_pad,
+            message,
+        ),
+        HashAlg::Sha512 => hmac_with(
+            &mut LockedHasher::<Sha512>::new()?,
+            inner_pad,
+            outer_pad,
+            message,
+        ),
+    }
 }
 
-fn hmac_with<D: Digest>(inner_pad: &[u8], outer_pad: &[u8], message: &[u8]) -> Vec<u8> {
-    let inner = D::new()
-        .chain_update(inner_pad)
-        .chain_update(message)
-        .finalize();
-    D::new()
-        .chain_update(outer_pad)
-        .chain_update(inner)
-        .finalize()
-        .to_vec()
+fn hmac_with<D: Digest + FixedOutputReset + ZeroizeOnDrop>(
+    hasher: &mut LockedHasher<D>,
+    inner_pad: &[u8],
+    outer_pad: &[u8],
+    message: &[u8],
+) -> Result<Vec<u8>> {
+    let state = hasher.state();
+    Digest::update(state, inner_pad);
+    Digest::update(state, message);
+    let mut inner = Digest::finalize_reset(state);
+    Digest::update(state, outer_pad);
+    Digest::update(state, &inner);
+    let mac = Digest::finalize_reset(state).to_vec();
+    let inner_bytes: &mut [u8] = &mut inner;
+    inner_bytes.zeroize();
+    Ok(mac)
+}
+
+/// Page alignment makes the allocation own whole pages, so locking and unlocking it cannot
+/// affect any other allocation (munlock of a shared page would unlock someone else's key).
+#[repr(C, align(4096))]
+struct PageAligned<T>(T);
+
+/// A hash state in a locked page of its own, wiped in place before the page is unlocked.
+struct LockedHasher<D: ZeroizeOnDrop> {
+    // Field order is drop order: `Drop` wipes the state, then the guard unlocks, then the
+    // page is freed.
+    _lock: region::LockGuard,
+    hasher: Box<PageAligned<Option<D>>>,
+}
+
+impl<D: Digest + ZeroizeOnDrop> LockedHasher<D> {
+    fn new() -> Result<Self> {
+        // Locked before the state absorbs anything: a fresh state holds only the
+        // algorithm's public initial values.
+        let hasher = Box::new(PageAligned(Some(D::new())));
+        let lock = region::lock(
+            std::ptr::from_ref::<PageAligned<Option<D>>>(&hasher),
+            std::mem::size_of::<PageAligned<Option<D>>>(),
+        )
+        .map_err(|source| Error::LockMemory { source })?;
+        Ok(LockedHasher {
+            _lock: lock,
+            hasher,
+        })
+    }
+
+    fn state(&mut self) -> &mut D {
+        self.hasher.0.as_mut().expect("the state lives until drop")
+    }
+}
+
+impl<D: ZeroizeOnDrop> Drop for LockedHasher<D> {
+    fn drop(&mut self) {
+        // Dropped in place, inside the locked page: ZeroizeOnDrop wipes it there.
+        self.hasher.0 = None;
+    }
 }
 
 /// `K0 ^ ipad` and `K0 ^ opad`, side by side in one locked page.
@@ -182,6 +254,52 @@ mod tests {
         );
         // A 64-byte volume key fits SHA-1's and SHA-256's 64-byte block exactly.
         assert_eq!(hmac(HashAlg::Sha1, &[7; 64], b"x").unwrap().len(), 20);
+    }
+
+    /// The `Locked:` size of the mapping of this process that holds `address`, in KiB
+    /// (`/proc/self/smaps`).
+    fn locked_kib_of_mapping(address: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if let Some((start, end)) = first.split_once('-') {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    inside = (start..end).contains(&address);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(kib) = line.strip_prefix("Locked:") {
+                    return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping holds {address:#x}")
+    }
+
+    /// What a test can see of the hash state's hygiene: every bank's hasher is a type that
+    /// wipes itself on drop (this does not compile otherwise), and it sits in a locked page.
+    #[test]
+    fn every_hmac_state_is_locked_and_wiped_on_drop() {
+        fn locked<D: Digest + ZeroizeOnDrop>() {
+            let mut hasher = LockedHasher::<D>::new().unwrap();
+            let page = region::page::size();
+            let address = std::ptr::from_ref(&*hasher.hasher).addr();
+            assert_eq!(address % page, 0, "the state shares its page");
+            assert!(
+                locked_kib_of_mapping(address) >= page / 1024,
+                "the state's page is not locked"
+            );
+            Digest::update(hasher.state(), b"key-derived");
+        }
+        locked::<Sha1>();
+        locked::<Sha256>();
+        locked::<Sha384>();
+        locked::<Sha512>();
     }
 
     #[test]

@@ -281,22 +281,27 @@ impl EscrowFile {
         keys: &KeyArena,
         metadata: EscrowMetadata,
     ) -> Result<EscrowFile> {
-        if segments.len() != keys.len() {
-            return Err(field_error(
-                "keys".into(),
-                format!("{} keys for {} segments", keys.len(), segments.len()),
-            ));
-        }
+        EscrowFile::prepare_segments(public_key, segments, metadata)?.seal(keys)
+    }
+
+    /// The checks of [`EscrowFile::seal_segments`] without the keys: the metadata, the
+    /// segments and the recipient validated as the parser would, so that a caller can
+    /// refuse hostile metadata (a hostname, serial or path that could not be written)
+    /// before it builds anything; [`UnsealedEscrow::seal`] adds the keys later.
+    pub fn prepare_segments(
+        public_key: &EscrowPublicKey,
+        segments: &[(&str, KeySegment)],
+        metadata: EscrowMetadata,
+    ) -> Result<UnsealedEscrow> {
         let entries = segments
             .iter()
             .map(|(dm_name, segment)| ((*dm_name).to_string(), Some(*segment)))
             .collect();
-        let secrets: Vec<&[u8]> = keys.iter().collect();
-        EscrowFile::seal_secrets(public_key, FORMAT_VERSION, entries, &secrets, metadata)
+        EscrowFile::prepare(public_key, FORMAT_VERSION, entries, metadata)
     }
 
-    /// Validates the file as the parser would (with placeholder ciphertexts of the right
-    /// length), then seals `secrets[i]` for `entries[i]` = (mapping name, segment).
+    /// Validates `secrets` against the file, then seals `secrets[i]` for `entries[i]` =
+    /// (mapping name, segment).
     fn seal_secrets(
         public_key: &EscrowPublicKey,
         version: u32,
@@ -304,6 +309,17 @@ impl EscrowFile {
         secrets: &[&[u8]],
         metadata: EscrowMetadata,
     ) -> Result<EscrowFile> {
+        EscrowFile::prepare(public_key, version, entries, metadata)?.seal_secrets(secrets)
+    }
+
+    /// The file with placeholder ciphertexts of the right length, validated as the parser
+    /// would validate it.
+    fn prepare(
+        public_key: &EscrowPublicKey,
+        version: u32,
+        entries: Vec<(String, Option<KeySegment>)>,
+        metadata: EscrowMetadata,
+    ) -> Result<UnsealedEscrow> {
         let recipient = Recipient {
             algorithm: ALGORITHM.to_string(),
             rsa_bits: public_key.bits(),
@@ -324,33 +340,11 @@ impl EscrowFile {
                 })
                 .collect(),
         };
-        for (index, secret) in secrets.iter().enumerate() {
-            if secret.len() * 8 != file.metadata.crypt.key_bits as usize {
-                return Err(field_error(
-                    format!("keys[{index}]"),
-                    format!(
-                        "the key has {} bits but crypt.key_bits is {}",
-                        secret.len() * 8,
-                        file.metadata.crypt.key_bits
-                    ),
-                ));
-            }
-        }
         file.validate()?;
-        let mut file = file;
-        for (index, secret) in secrets.iter().enumerate() {
-            let label = file.label(index)?;
-            let ciphertext = public_key
-                .rsa()
-                .encrypt(
-                    &mut getrandom::SysRng,
-                    Oaep::<Sha256>::new_with_label(label),
-                    secret,
-                )
-                .map_err(Error::EscrowSeal)?;
-            file.keys[index].ciphertext = BASE64.encode(ciphertext);
-        }
-        Ok(file)
+        Ok(UnsealedEscrow {
+            public_key: public_key.clone(),
+            file,
+        })
     }
 
     /// Parse and validate an escrow file. Strict: unknown fields, a different format or
@@ -801,6 +795,60 @@ fn layout_name(layout: Layout) -> &'static str {
     match layout {
         Layout::Shared => "shared",
         Layout::PerDisk => "per-disk",
+    }
+}
+
+/// An escrow file whose metadata, segments and recipient passed every check, waiting for
+/// its keys ([`EscrowFile::prepare_segments`]).
+#[derive(Debug)]
+pub struct UnsealedEscrow {
+    public_key: EscrowPublicKey,
+    file: EscrowFile,
+}
+
+impl UnsealedEscrow {
+    /// Seal `keys.key(i)` for segment `i`.
+    pub fn seal(self, keys: &KeyArena) -> Result<EscrowFile> {
+        if self.file.keys.len() != keys.len() {
+            return Err(field_error(
+                "keys".into(),
+                format!("{} keys for {} segments", keys.len(), self.file.keys.len()),
+            ));
+        }
+        let secrets: Vec<&[u8]> = keys.iter().collect();
+        self.seal_secrets(&secrets)
+    }
+
+    fn seal_secrets(self, secrets: &[&[u8]]) -> Result<EscrowFile> {
+        let UnsealedEscrow {
+            public_key,
+            mut file,
+        } = self;
+        for (index, secret) in secrets.iter().enumerate() {
+            if secret.len() * 8 != file.metadata.crypt.key_bits as usize {
+                return Err(field_error(
+                    format!("keys[{index}]"),
+                    format!(
+                        "the key has {} bits but crypt.key_bits is {}",
+                        secret.len() * 8,
+                        file.metadata.crypt.key_bits
+                    ),
+                ));
+            }
+        }
+        for (index, secret) in secrets.iter().enumerate() {
+            let label = file.label(index)?;
+            let ciphertext = public_key
+                .rsa()
+                .encrypt(
+                    &mut getrandom::SysRng,
+                    Oaep::<Sha256>::new_with_label(label),
+                    secret,
+                )
+                .map_err(Error::EscrowSeal)?;
+            file.keys[index].ciphertext = BASE64.encode(ciphertext);
+        }
+        Ok(file)
     }
 }
 

@@ -119,7 +119,7 @@ impl EscrowPrivateKey {
                 .map_err(|e| private_error(format!("not a PKCS#1 RSA private key: {e}")))?,
             "ENCRYPTED PRIVATE KEY" => {
                 return Err(private_error(
-                    "the private key is passphrase-protected: decrypt it to a temporary file first (openssl pkey -in KEY -out PLAIN.pem)".into(),
+                    "the private key is passphrase-protected: hand tosskey the decrypted key through a pipe, never a plaintext file (--private-key <(openssl pkey -in KEY))".into(),
                 ))
             }
             "OPENSSH PRIVATE KEY" => {

@@ -11,7 +11,7 @@
 //!
 //! | kind | where | what is checked |
 //! |---|---|---|
-//! | ext2/3/4 | 1024 | magic 0xEF53 + geometry sanity; crc32c when `metadata_csum` is set |
+//! | ext2/3/4 | 1024 | magic 0xEF53 + geometry sanity (bigalloc's cluster groups too); crc32c when `metadata_csum` is set |
 //! | XFS | 0 | `XFSB` + geometry that agrees with itself; crc32c on v5 superblocks |
 //! | LUKS1 | 0 | `LUKS\xba\xbe` + version 1 + sane key size and payload offset |
 //! | LUKS2 | 0 and the secondary-header offsets | magic (`SKUL\xba\xbe` for secondaries) + version 2 + header size + recorded offset equals the offset found |
@@ -23,8 +23,17 @@
 //! | LVM2 | sectors 0..3 | `LABELONE` + recorded sector + `LVM2 001` |
 //! | MBR | 510 | `0x55AA` **plus** every partition entry sane and at least one in use |
 //!
-//! [`scan_file`] reads only the blocks these offsets fall in ([`probe_ranges`]): about
-//! 15 blocks of 4 KiB per device in a dozen reads, whatever its size.
+//! Behind the named formats stands a backstop ([`structured_data`]): the formats blkid
+//! knows keep a header in the first or the last MiB of a device (`scripts/signature-corpus`
+//! checks each one Debian's tools make), and a fresh disk is zeros there while a previous
+//! boot's ciphertext is random. So a 512-byte sector there
+//! that is neither all zeros nor random-looking (some byte value repeated 28 times) is
+//! refused as "structured data at offset X" — f2fs, FAT, NTFS, ZFS labels, bcache, a
+//! hibernation image and the rest, without a detector each.
+//!
+//! [`scan_file`] reads the first and the last MiB and the three blocks of LUKS2 secondary
+//! headers beyond the first MiB ([`probe_ranges`]): four reads, 2 MiB + 12 KiB per
+//! device, whatever its size.
 //!
 //! The MBR is the weak one: two magic bytes. It only counts when all four entries are sane
 //! (boot flag 0x00/0x80, a used entry has a non-zero type, start ≥ 1 and lies inside the
@@ -39,10 +48,11 @@ use std::os::unix::fs::FileExt;
 /// Probe reads are whole, aligned blocks of this size: every logical block size tosskey
 /// accepts divides it.
 const PROBE_BLOCK: u64 = 4096;
-/// The start of a device, read in one go: LUKS at 0, md 1.1 and 1.2, GPT at LBA 1, MBR,
-/// ext at 1024, swap areas for 4 and 8 KiB pages, LVM labels, and an XFS sector of up to
-/// 8 KiB (larger ones are read only where the XFS magic is: [`xfs_sector_beyond`]).
-const HEAD_BYTES: u64 = 8 * 1024;
+/// The backstop classifies this much at each end of a device ([`structured_data`]); the
+/// first MiB also holds every header the detectors read near the start (LUKS at 0, md 1.1
+/// and 1.2, GPT at LBA 1, MBR, ext at 1024, XFS sectors up to 32 KiB, swap areas, LVM
+/// labels, btrfs at 64 KiB), the last one md 1.0 and 0.90 and the backup GPT header.
+pub const BACKSTOP_BYTES: u64 = 1024 * 1024;
 /// Largest md 1.x superblock with its dev_roles (256 + 2 × 1920 bytes): fits one block.
 const MD_SB_1_MAX_BYTES: u64 = 4096;
 
@@ -61,6 +71,9 @@ pub enum SignatureKind {
     Btrfs,
     Swap,
     Lvm2,
+    /// No known format, but bytes that are neither blank nor random-looking
+    /// ([`structured_data`]): the backstop for every format without a detector here.
+    StructuredData,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +101,8 @@ impl SignatureKind {
             | SignatureKind::Luks2
             | SignatureKind::Gpt
             | SignatureKind::Btrfs
-            | SignatureKind::Swap => "a",
+            | SignatureKind::Swap
+            | SignatureKind::StructuredData => "a",
         }
     }
 }
@@ -108,6 +122,7 @@ impl fmt::Display for SignatureKind {
             SignatureKind::Btrfs => f.write_str("btrfs filesystem"),
             SignatureKind::Swap => f.write_str("swap area"),
             SignatureKind::Lvm2 => f.write_str("LVM2 physical volume"),
+            SignatureKind::StructuredData => f.write_str("structured data"),
         }
     }
 }
@@ -131,8 +146,16 @@ pub struct Signature {
 }
 
 impl fmt::Display for Signature {
-    /// `an ext4 filesystem signature at offset 1024`
+    /// `an ext4 filesystem signature at offset 1024`, or for the backstop
+    /// `structured data at offset 4096 (neither blank nor random: a format tosskey does not name)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == SignatureKind::StructuredData {
+            return write!(
+                f,
+                "structured data at offset {} (neither blank nor random: a format tosskey does not name)",
+                self.offset
+            );
+        }
         write!(
             f,
             "{} {} signature at offset {}",
@@ -186,13 +209,13 @@ impl<'a> DeviceWindow<'a> {
 }
 
 /// The byte ranges of a device of `size` bytes the detectors look at, as `(offset, len)`
-/// in whole `PROBE_BLOCK`-sized pieces, sorted and merged: about 20 blocks whatever the size.
-/// Each detector's offsets come from the same functions and constants it uses itself;
-/// `tests/safety_signatures.rs` plants every structure in an image and scans it.
+/// in whole `PROBE_BLOCK`-sized pieces, sorted and merged: the first and the last MiB
+/// ([`BACKSTOP_BYTES`]) and the three LUKS2 secondary-header blocks beyond the first MiB,
+/// whatever the size. Each detector's offsets come from the same functions and constants
+/// it uses itself; `tests/safety_signatures.rs` plants every structure in an image and
+/// scans it.
 pub fn probe_ranges(size: u64) -> Vec<(u64, u64)> {
-    let mut wanted: Vec<(u64, u64)> = vec![(0, HEAD_BYTES)];
-    // LUKS2 secondaries beyond the head, and btrfs (whose block also holds the magic of
-    // a swap area with 64 KiB pages, in the block before).
+    let mut wanted: Vec<(u64, u64)> = backstop_ranges(size).to_vec();
     wanted.extend(
         LUKS2_SECONDARY_OFFSETS
             .iter()
@@ -200,7 +223,6 @@ pub fn probe_ranges(size: u64) -> Vec<(u64, u64)> {
     );
     wanted.push((BTRFS_SB_OFFSET, BTRFS_SB_BYTES as u64));
     wanted.extend(SWAP_PAGE_SIZES.iter().map(|&page| (page - 10, 10)));
-    // The end: md 1.0 and 0.90, and the backup GPT header at the last LBA (512 or 4096).
     if let Some(offset) = md_1_0_offset(size) {
         wanted.push((offset, MD_SB_1_MAX_BYTES));
     }
@@ -214,7 +236,7 @@ pub fn probe_ranges(size: u64) -> Vec<(u64, u64)> {
     }
     let mut blocks: Vec<(u64, u64)> = wanted
         .into_iter()
-        .filter(|&(offset, _)| offset < size)
+        .filter(|&(offset, len)| offset < size && len > 0)
         .map(|(offset, len)| {
             let start = offset - offset % PROBE_BLOCK;
             let end = (offset + len).div_ceil(PROBE_BLOCK) * PROBE_BLOCK;
@@ -236,19 +258,12 @@ pub fn probe_ranges(size: u64) -> Vec<(u64, u64)> {
 }
 
 /// Read the blocks of `file` (a block device or an image of `size` bytes) the detectors
-/// need ([`probe_ranges`]) and report every strong signature found, in offset order.
+/// need ([`probe_ranges`]) and report every signature found, in offset order.
 pub fn scan_file(file: &File, size: u64) -> io::Result<Vec<Signature>> {
-    let mut blocks = probe_ranges(size)
+    let blocks = probe_ranges(size)
         .into_iter()
         .map(|(offset, len)| Ok((offset, read_at(file, offset, len)?)))
         .collect::<io::Result<Vec<_>>>()?;
-    if let Some(len) = blocks
-        .first()
-        .and_then(|(_, head)| xfs_sector_beyond(head))
-        .filter(|&len| len <= size)
-    {
-        blocks.push((0, read_at(file, 0, len)?));
-    }
     let window = blocks
         .iter()
         .fold(DeviceWindow::new(size), |window, (offset, bytes)| {
@@ -264,8 +279,19 @@ fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Every strong signature in `window`, sorted by offset.
+/// Every signature in `window`, sorted by offset: the named formats
+/// ([`detect_formats`]), or when there is none, the backstop's first structured sector
+/// ([`structured_data`]).
 pub fn detect(window: &DeviceWindow<'_>) -> Vec<Signature> {
+    let found = detect_formats(window);
+    if !found.is_empty() {
+        return found;
+    }
+    structured_data(window).into_iter().collect()
+}
+
+/// Every strong signature of a named format in `window`, sorted by offset.
+pub fn detect_formats(window: &DeviceWindow<'_>) -> Vec<Signature> {
     let mut found = Vec::new();
     found.extend(ext(window));
     found.extend(xfs(window));
@@ -306,6 +332,7 @@ const EXT_SB_OFFSET: u64 = 1024;
 const EXT_MAGIC: u16 = 0xEF53;
 const EXT_COMPAT_HAS_JOURNAL: u32 = 0x4;
 const EXT_INCOMPAT_EXT4_ONLY: u32 = 0x40 /* extents */ | 0x80 /* 64bit */ | 0x200 /* flex_bg */;
+const EXT_RO_COMPAT_BIGALLOC: u32 = 0x200;
 const EXT_RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const EXT_RO_COMPAT_EXT4_ONLY: u32 =
     0x8 /* huge_file */ | 0x10 /* gdt_csum */ | 0x20 /* dir_nlink */ | 0x40 /* extra_isize */;
@@ -323,21 +350,46 @@ fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
     let inodes_count = le32(sb, 0x0);
     let blocks_count = u64::from(le32(sb, 0x4)) | (u64::from(le32(sb, 0x150)) << 32);
     let first_data_block = le32(sb, 0x14);
-    let blocks_per_group = le32(sb, 0x20);
+    let log_cluster_size = le32(sb, 0x1C);
+    let blocks_per_group = u64::from(le32(sb, 0x20));
+    let clusters_per_group = u64::from(le32(sb, 0x24));
     let inodes_per_group = le32(sb, 0x28);
     let rev_level = le32(sb, 0x4C);
     let state = le16(sb, 0x3A);
     let errors = le16(sb, 0x3C);
+    let ro_compat = le32(sb, 0x64);
+    // With bigalloc the group bitmap counts clusters, so a group spans up to 8 × block
+    // size clusters of blocks, and block 0 is the first data block even with 1 KiB blocks
+    // (the cluster holds the boot block and the superblock; mke2fs, ext2fs_initialize).
+    let (first_data_blocks, max_blocks_per_group) = if ro_compat & EXT_RO_COMPAT_BIGALLOC != 0 {
+        if log_cluster_size < log_block_size || log_cluster_size > 29 {
+            return None;
+        }
+        let blocks_per_cluster = 1u64 << (log_cluster_size - log_block_size);
+        if clusters_per_group == 0
+            || clusters_per_group > 8 * u64::from(block_size)
+            || blocks_per_group != clusters_per_group * blocks_per_cluster
+        {
+            return None;
+        }
+        (0..=0, blocks_per_group)
+    } else if block_size == 1024 {
+        (1..=1, 8 * u64::from(block_size))
+    } else {
+        (0..=0, 8 * u64::from(block_size))
+    };
+    // s_errors 0 is what a superblock carries when nobody chose a behaviour; the kernel
+    // treats it as "continue" (ext4_setup_super), and e2fsprogs accepts it.
     let sane = inodes_count > 0
         && blocks_count > 0
-        && first_data_block == u32::from(block_size == 1024)
+        && first_data_blocks.contains(&first_data_block)
         && blocks_per_group > 0
-        && blocks_per_group <= 8 * block_size
+        && blocks_per_group <= max_blocks_per_group
         && inodes_per_group > 0
         && inodes_per_group <= 8 * block_size
         && rev_level <= 1
         && state <= 7
-        && (1..=3).contains(&errors);
+        && errors <= 3;
     if !sane {
         return None;
     }
@@ -349,7 +401,6 @@ fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
     }
     let compat = le32(sb, 0x5C);
     let incompat = le32(sb, 0x60);
-    let ro_compat = le32(sb, 0x64);
     if ro_compat & EXT_RO_COMPAT_METADATA_CSUM != 0 {
         // s_checksum_type 1 = crc32c; s_checksum = crc32c(~0, sb[..0x3FC]) without the
         // final inversion (fs/ext4/super.c, ext4_superblock_csum).
@@ -374,13 +425,6 @@ fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
 
 // ---------------------------------------------------------------------------------------
 // XFS: `struct xfs_dsb` (fs/xfs/libxfs/xfs_format.h), big-endian, at offset 0.
-
-/// The size of the XFS sector starting `head`, when the magic is there and the sector is
-/// larger than `head`: its checksum covers all of it.
-fn xfs_sector_beyond(head: &[u8]) -> Option<u64> {
-    let sect_size = u64::from(be16(head.get(..104)?, 102));
-    (&head[0..4] == b"XFSB" && sect_size > head.len() as u64).then_some(sect_size)
-}
 
 fn xfs(window: &DeviceWindow<'_>) -> Option<Signature> {
     let sb = window.at(0, 512)?;
@@ -721,6 +765,59 @@ fn lvm2(window: &DeviceWindow<'_>) -> Option<Signature> {
                 kind: SignatureKind::Lvm2,
                 offset,
             })
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The backstop: the first and the last MiB hold only blank or random-looking sectors.
+
+/// The classified unit: a logical sector, so that a dm-crypt sector of old ciphertext
+/// next to a never-written (zero) one is two clean units, not one mixed one.
+const BACKSTOP_SECTOR: usize = 512;
+/// A byte value seen this often in one 512-byte sector means the sector is not random.
+/// In random bytes each value occurs Binomial(512, 1/256) times (mean 2): 28 or more
+/// happen with probability 6.7e-23 per value, so about 7e-17 for the 256 values of the
+/// 4096 sectors of a device's two MiB. Headers, tables, text and bitmaps repeat a value
+/// (zero, space, 0xFF) far more often than that.
+const RANDOM_SECTOR_MAX_REPEATS: u16 = 28;
+
+/// The first and the last [`BACKSTOP_BYTES`] of a device of `size` bytes, as
+/// `(offset, len)`; the tail starts on a sector boundary and does not overlap the head.
+fn backstop_ranges(size: u64) -> [(u64, u64); 2] {
+    let head_end = size.min(BACKSTOP_BYTES);
+    let sector = BACKSTOP_SECTOR as u64;
+    let tail_start = size.saturating_sub(BACKSTOP_BYTES) / sector * sector;
+    let tail_start = tail_start.max(head_end);
+    [(0, head_end), (tail_start, size - tail_start)]
+}
+
+/// The first sector of the first and last MiB (those parts of them that `window` holds)
+/// that is neither all zeros (a fresh disk) nor random-looking (a previous boot's
+/// ciphertext, which every reboot must accept): some format tosskey has no detector for.
+pub fn structured_data(window: &DeviceWindow<'_>) -> Option<Signature> {
+    backstop_ranges(window.size)
+        .into_iter()
+        .flat_map(|(start, len)| (start..start + len).step_by(BACKSTOP_SECTOR))
+        .find_map(|offset| {
+            let len = (BACKSTOP_SECTOR as u64).min(window.size - offset);
+            let sector = window.at(offset, usize::try_from(len).ok()?)?;
+            (!blank_or_random(sector)).then_some(Signature {
+                kind: SignatureKind::StructuredData,
+                offset,
+            })
+        })
+}
+
+/// All zeros, or no byte value repeated [`RANDOM_SECTOR_MAX_REPEATS`] times.
+fn blank_or_random(sector: &[u8]) -> bool {
+    if sector.iter().all(|&byte| byte == 0) {
+        return true;
+    }
+    let mut counts = [0u16; 256];
+    sector.iter().all(|&byte| {
+        let count = &mut counts[usize::from(byte)];
+        *count += 1;
+        *count < RANDOM_SECTOR_MAX_REPEATS
     })
 }
 

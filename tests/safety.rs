@@ -154,6 +154,47 @@ fn ext4_signature_refused_without_force_and_recorded_with_it() {
     assert!(fs::read(&path).unwrap() == before);
 }
 
+/// The backstop on a real file: a header of a format tosskey does not name, in the last
+/// MiB of an image (as ZFS keeps labels L2/L3), is refused naming its offset; `--force`
+/// records it.
+#[test]
+fn structured_data_refused_without_force_and_recorded_with_it() {
+    let tree = FakeTree::new();
+    let size: u64 = 32 << 20;
+    let path = image(tree.path(), "unnamed.img", size);
+    let offset = size - (256 << 10);
+    let mut header = vec![0u8; 512];
+    header[0..8].copy_from_slice(&0x00ba_b10cu64.to_le_bytes());
+    header[16..42].copy_from_slice(b"a label tosskey can't name");
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::File::options().write(true).open(&path).unwrap(),
+        &header,
+        offset,
+    )
+    .unwrap();
+    let err = check_member(&tree.root, &path, &FILES).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} has structured data at offset {offset} (neither blank nor random: a format tosskey does not name): pass --force to overwrite it, or pick another device",
+            path.display()
+        )
+    );
+    let forced = CheckOptions {
+        force: true,
+        ..FILES
+    };
+    let checked = check_member(&tree.root, &path, &forced).unwrap();
+    assert_eq!(
+        checked
+            .overridden
+            .iter()
+            .map(|s| (s.kind, s.offset))
+            .collect::<Vec<_>>(),
+        [(SignatureKind::StructuredData, offset)]
+    );
+}
+
 #[test]
 fn same_member_twice_under_two_names_is_refused() {
     let tree = FakeTree::new();

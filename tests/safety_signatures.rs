@@ -6,8 +6,8 @@
 use std::process::Command;
 
 use tosskey::signature::{
-    crc32, crc32c, detect, probe_ranges, scan_file, DeviceWindow, ExtFlavour, MdVersion, Signature,
-    SignatureKind,
+    crc32, crc32c, detect, detect_formats, probe_ranges, scan_file, DeviceWindow, ExtFlavour,
+    MdVersion, Signature, SignatureKind, BACKSTOP_BYTES,
 };
 
 const MIB: u64 = 1 << 20;
@@ -75,7 +75,7 @@ fn real_ext4_from_mke2fs_with_metadata_csum() {
     // One flipped byte in the volume name breaks the superblock checksum: not ext4 any more.
     let mut bytes = std::fs::read(&image).unwrap();
     bytes[1024 + 0x78] ^= 0x55;
-    assert!(detect(&DeviceWindow::whole(&bytes)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&bytes)).is_empty());
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn real_xfs_v5_superblock() {
     assert_eq!(probe_head(&bytes, 512 * MIB), [(SignatureKind::Xfs, 0)]);
     let mut broken = bytes.clone();
     broken[200] ^= 1; // sb_features2, covered by sb_crc
-    assert!(detect(&head_of(&broken, 512 * MIB)).is_empty());
+    assert!(detect_formats(&head_of(&broken, 512 * MIB)).is_empty());
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn real_btrfs_superblock() {
     );
     let mut broken = bytes.clone();
     broken[0x10000 + 0x100] ^= 1;
-    assert!(detect(&head_of(&broken, 256 * MIB)).is_empty());
+    assert!(detect_formats(&head_of(&broken, 256 * MIB)).is_empty());
 }
 
 #[test]
@@ -191,7 +191,7 @@ fn gpt_with_a_wrong_crc_is_not_a_gpt() {
     let mut hdr = gpt_header(1, 2048);
     hdr[16] ^= 1;
     disk[512..604].copy_from_slice(&hdr);
-    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&disk)).is_empty());
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn mbr_counts_only_with_sane_entries() {
     disk[510] = 0x55;
     disk[511] = 0xAA;
     // 0x55AA alone, no partition: not a partition table.
-    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&disk)).is_empty());
     // One Linux partition: sectors 64..1064.
     disk[446 + 4] = 0x83;
     disk[446 + 8..446 + 12].copy_from_slice(&64u32.to_le_bytes());
@@ -208,7 +208,7 @@ fn mbr_counts_only_with_sane_entries() {
     assert_eq!(probe(&disk), [(SignatureKind::Mbr, 510)]);
     // A boot flag that is neither 0x00 nor 0x80 makes the whole table insane.
     disk[446 + 16] = 0x13;
-    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&disk)).is_empty());
 }
 
 /// md 1.x checksum as md.c computes it: folded sum of le32 words, csum counted as zero.
@@ -237,7 +237,7 @@ fn md_1_2_and_1_0_superblocks() {
     assert_eq!(probe(&disk), [(SignatureKind::Md(MdVersion::V1_2), 4096)]);
     // The same superblock claiming another offset is not valid where it lies.
     disk[4096..4096 + 264].copy_from_slice(&md1_superblock(16));
-    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&disk)).is_empty());
 
     let mut disk = vec![0u8; usize::try_from(size).unwrap()];
     let sectors = size / 512;
@@ -286,7 +286,7 @@ fn md_0_90_superblock_at_the_end() {
         [(SignatureKind::Md(MdVersion::V0_90), offset)]
     );
     disk[at + 200] ^= 1;
-    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+    assert!(detect_formats(&DeviceWindow::whole(&disk)).is_empty());
 }
 
 /// The previous boot's ciphertext is uniformly random: it must never look like data,
@@ -441,16 +441,149 @@ fn scan_file_reads_every_place_a_detector_looks() {
     );
 }
 
-/// The scan reads a few dozen KiB per device, not megabytes, from 16 MiB to 14 TB.
+/// The scan reads the first and the last MiB and the three LUKS2 blocks beyond the first
+/// MiB (the one at 1 MiB joins the first read), in four reads, from 16 MiB to 14 TB.
 #[test]
-fn probe_reads_about_twenty_blocks_whatever_the_size() {
+fn probe_reads_two_mib_in_four_reads_whatever_the_size() {
     for size in [16 * MIB, 128 * MIB, 7680 * 1024 * MIB, 14_000_000_000_000] {
         let ranges = probe_ranges(size);
         let bytes: u64 = ranges.iter().map(|(_, len)| len).sum();
-        assert!(bytes <= 64 * 1024, "{size}: {bytes} bytes in {ranges:?}");
-        assert!(ranges.len() <= 16, "{size}: {} reads", ranges.len());
+        assert_eq!(bytes, 2 * BACKSTOP_BYTES + 3 * 4096, "{size}: {ranges:?}");
+        assert_eq!(ranges.len(), 4, "{size}: {ranges:?}");
         assert!(ranges
             .iter()
             .all(|&(offset, len)| offset % 4096 == 0 && offset + len <= size));
+        assert_eq!(ranges[0], (0, BACKSTOP_BYTES + 4096));
+        assert_eq!(ranges[3], (size - BACKSTOP_BYTES, BACKSTOP_BYTES));
+    }
+}
+
+/// Stock `mkfs.ext4 -b 1024 -O bigalloc`: block 0 is the first data block (the first
+/// cluster holds the superblock) and a group spans 8192 clusters of 16 blocks, which the
+/// geometry checks took for garbage. `blkid -p` calls it ext4.
+#[test]
+fn real_ext4_with_1k_blocks_and_bigalloc() {
+    let (_dir, image) = mke2fs_image("ext4", &["-b", "1024", "-O", "bigalloc"]);
+    let bytes = std::fs::read(&image).unwrap();
+    assert_eq!(
+        kinds(&detect_formats(&DeviceWindow::whole(&bytes))),
+        [(SignatureKind::Ext(ExtFlavour::Ext4), 1024)]
+    );
+}
+
+/// `s_errors = 0` (no error behaviour recorded) mounts, and `blkid -p` identifies it.
+#[test]
+fn ext4_with_errors_behaviour_zero() {
+    let (_dir, image) = mke2fs_image("ext4", &["-O", "metadata_csum"]);
+    let mut bytes = std::fs::read(&image).unwrap();
+    let sb = &mut bytes[1024..2048];
+    sb[0x3C..0x3E].fill(0);
+    let checksum = !crc32c(&sb[..0x3FC]);
+    sb[0x3FC..0x400].copy_from_slice(&checksum.to_le_bytes());
+    assert_eq!(
+        kinds(&detect_formats(&DeviceWindow::whole(&bytes))),
+        [(SignatureKind::Ext(ExtFlavour::Ext4), 1024)]
+    );
+}
+
+/// A 512-byte sector of a format tosskey has no detector for: little-endian fields and
+/// text among zeros, as in any filesystem's superblock.
+fn unnamed_header() -> Vec<u8> {
+    let mut sector = vec![0u8; 512];
+    sector[0..4].copy_from_slice(&0xF2F5_2010u32.to_le_bytes());
+    sector[8..16].copy_from_slice(&123_456_789u64.to_le_bytes());
+    sector[64..80].copy_from_slice(b"an unnamed label");
+    sector
+}
+
+/// The backstop: a structured sector in the first or the last MiB, amid old ciphertext or
+/// on a blank disk, is refused as structured data at that sector's offset.
+#[test]
+fn structured_sector_at_either_end_is_structured_data() {
+    let size = 8 * MIB;
+    let len = usize::try_from(size).unwrap();
+    let places = [
+        0,
+        4096,
+        BACKSTOP_BYTES - 512,
+        size - BACKSTOP_BYTES,
+        size - 512,
+    ];
+    for offset in places {
+        let at = usize::try_from(offset).unwrap();
+        for mut disk in [random(len), vec![0u8; len]] {
+            disk[at..at + 512].copy_from_slice(&unnamed_header());
+            assert_eq!(
+                probe(&disk),
+                [(SignatureKind::StructuredData, offset)],
+                "at {offset}"
+            );
+        }
+    }
+    // Text without a single zero byte is structured too.
+    let mut disk = random(len);
+    disk[2048..2560].copy_from_slice(&b"#!/bin/sh\necho data worth keeping\n".repeat(16)[..512]);
+    assert_eq!(probe(&disk), [(SignatureKind::StructuredData, 2048)]);
+}
+
+/// What the backstop passes: blank and random sectors side by side (a 4 KiB block of which
+/// one 512-byte sector was written through dm-crypt), and anything between the two MiBs.
+#[test]
+fn blank_random_and_mixed_sectors_pass_the_backstop() {
+    let size = 8 * MIB;
+    let mut disk = vec![0u8; usize::try_from(size).unwrap()];
+    disk[4096..4608].copy_from_slice(&random(512));
+    let tail = usize::try_from(size - 4096).unwrap();
+    disk[tail..].copy_from_slice(&random(4096));
+    let middle = usize::try_from(4 * MIB).unwrap();
+    disk[middle..middle + 512].copy_from_slice(&unnamed_header());
+    assert!(detect(&DeviceWindow::whole(&disk)).is_empty());
+}
+
+/// A named format is reported by name, not as the backstop's structured data.
+#[test]
+fn named_format_takes_precedence_over_the_backstop() {
+    let (_dir, image) = mke2fs_image("ext2", &[]);
+    let file = std::fs::File::open(&image).unwrap();
+    assert_eq!(
+        kinds(&scan_file(&file, 32 * MIB).unwrap()),
+        [(SignatureKind::Ext(ExtFlavour::Ext2), 1024)]
+    );
+}
+
+#[test]
+fn structured_data_names_its_offset() {
+    let signature = Signature {
+        kind: SignatureKind::StructuredData,
+        offset: 4096,
+    };
+    assert_eq!(
+        signature.to_string(),
+        "structured data at offset 4096 (neither blank nor random: a format tosskey does not name)"
+    );
+}
+
+/// The fakeraid formats keep their metadata in the last sectors (IMSM's MPB two sectors
+/// before the end, DDF's anchor in the last one, NVIDIA's and JMicron's near the end):
+/// each, written into zeroed sectors amid old ciphertext, is structured data there.
+#[test]
+fn fakeraid_anchors_at_the_end_are_structured_data() {
+    let size = 64 * MIB;
+    let anchors: [(u64, &[u8]); 4] = [
+        (size - 1024, b"Intel Raid ISM Cfg Sig. 1.0.00"),
+        (size - 512, &[0xDE, 0x11, 0xDE, 0x11]),
+        (size - 1024, b"NVIDIA  "),
+        (size - 512, b"JM"),
+    ];
+    for (offset, magic) in anchors {
+        let mut disk = random(usize::try_from(size).unwrap());
+        let at = usize::try_from(offset).unwrap();
+        disk[at..at + 512].fill(0);
+        disk[at..at + magic.len()].copy_from_slice(magic);
+        assert_eq!(
+            probe(&disk),
+            [(SignatureKind::StructuredData, offset)],
+            "{magic:?}"
+        );
     }
 }

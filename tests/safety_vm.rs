@@ -12,7 +12,8 @@ use tosskey::sysfs::{SystemRoot, SystemState};
 use tosskey_testkit::{sha256_of_range, virtio_disks, zero_range, LoopDevice, VirtioDisk};
 
 const HEAD: u64 = 4 << 20;
-const TAIL: u64 = 256 << 10;
+/// The last MiB: where the scan's backstop and the end-of-disk detectors look.
+const TAIL: u64 = tosskey::signature::BACKSTOP_BYTES;
 
 /// The last virtio disk, its start and end zeroed (other tests may have left data there).
 fn scratch_disk() -> VirtioDisk {

@@ -37,6 +37,7 @@ VM_MODULES=(
     "required brd rd_nr=4 rd_size=65536"
     "required dm-mod"
     "required dm-crypt"
+    "required dm-integrity"
     "required md-mod"
     "required linear"
     "required raid0"

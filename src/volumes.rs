@@ -895,6 +895,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn status_shows_the_escrow_file_the_measurement_and_when_the_volume_became_ready() {
+        let f = raid0_volume();
+        let escrow = f.tree.path().join("escrowed");
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.measurements = vec![VolumeMeasurement {
+            mapping: "v".into(),
+            device: PathBuf::from("/dev/tpmrm0"),
+            pcr: 15,
+            log: PathBuf::from("/run/tosskey/tpm2-measure.log"),
+            events: Vec::new(),
+            pcr_after: std::collections::BTreeMap::new(),
+        }];
+        journal.ready = Some(Readiness {
+            started_unix_ms: 1_000,
+            ready_unix_ms: 3_500,
+            verified_sectors: 8,
+            mismatched_sectors: 0,
+            escrow_file: Some(escrow.clone()),
+            filesystem: Some("ext4".into()),
+            label: None,
+        });
+        f.env.journals.save(&journal).unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        for expected in [
+            "  measured: v into PCR 15 of /dev/tpmrm0 (log /run/tosskey/tpm2-measure.log)\n"
+                .to_owned(),
+            format!("  escrow file: {}, no longer there\n", escrow.display()),
+            "  ready 2.5 s after the run started (8 sectors verified, 0 differed)\n".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} in\n{text}");
+        }
+        std::fs::write(&escrow, "{}").unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        assert!(
+            text.contains(&format!("  escrow file: {}\n", escrow.display())),
+            "{text}"
+        );
+        // The run mounted it at /mnt/v: once unmounted, status says so.
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        assert!(
+            text.contains("  NOT MOUNTED at /mnt/v (where the run mounted it)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn status_elides_a_hex_key_and_shows_a_shredded_table_as_it_is() {
         let f = raid0_volume();
         let hex = "0123456789abcdef".repeat(8);

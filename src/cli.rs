@@ -391,6 +391,32 @@ mod tests {
     }
 
     #[test]
+    fn status_check_needs_a_name_and_the_output_forms_exclude_each_other() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["tosskey", "status", "--check"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        for args in [
+            &["tosskey", "status", "--json", "--prometheus"][..],
+            &["tosskey", "status", "v", "--check", "--prometheus"],
+            &["tosskey", "status", "v", "--check", "--json"],
+            &[
+                "tosskey",
+                "provision",
+                "/dev/vdb",
+                "--dry-run",
+                "--metrics-file",
+                "/m.prom",
+            ],
+        ] {
+            assert_eq!(kind(args), ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["tosskey", "status", "v", "--check"]).is_ok());
+    }
+
+    #[test]
     fn key_size_is_restricted() {
         let err = Cli::try_parse_from(["tosskey", "provision", "/dev/vdb", "--key-size", "384"])
             .unwrap_err();

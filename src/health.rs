@@ -297,7 +297,7 @@ pub fn assess(
         } else {
             HealthState::Failed
         };
-        let device = failure.shown;
+        let device = as_given(volume, system, failure.shown);
         // A disk md failed and sysfs lost is one failed member, with both reasons.
         match health
             .failed_members
@@ -321,6 +321,21 @@ pub fn assess(
         }
     }
     Ok(health)
+}
+
+/// `shown` (`/dev/<kernel name>`) as the journal's members name it (`/dev/mapper/disk1`,
+/// a by-id link), when one of them is that device.
+fn as_given(volume: &VolumeStatus, system: &SystemState, shown: PathBuf) -> PathBuf {
+    volume
+        .members
+        .iter()
+        .find(|given| {
+            system
+                .resolve_dev_path(&given.to_string_lossy())
+                .is_some_and(|block| Path::new("/dev").join(&block.name) == shown)
+        })
+        .cloned()
+        .unwrap_or(shown)
 }
 
 /// Whether block device `kernel_name` is a device-mapper device (it has `dm/name`) that

@@ -133,3 +133,103 @@ fn a_failed_raid1_member_is_named_degraded_and_checked_while_the_data_stays() {
     // Still serving: the data is there and a rewrite lands on the remaining mirror.
     check_files(&files);
 }
+
+/// A device-mapper device named `name` passing `disk` through (`linear`), removed when
+/// dropped: a member whose table a test can swap for an `error` target.
+struct DmDisk {
+    dm: tosskey_dm::DmControl,
+    name: tosskey_dm::DmName,
+    sectors: tosskey_dm::Sectors,
+}
+
+impl DmDisk {
+    fn over(name: &str, disk: &tosskey_testkit::VirtioDisk) -> DmDisk {
+        use tosskey_dm::{DmControl, DmName, DmUuid, Sectors};
+        let dm = DmControl::open().unwrap();
+        let name = DmName::new(name).unwrap();
+        let _ = dm.remove(&name);
+        let sectors = Sectors(disk.size_bytes / 512);
+        dm.create(&name, &DmUuid::new(&format!("TEST-{name}")).unwrap())
+            .unwrap();
+        let member = DmDisk { dm, name, sectors };
+        member.load("linear", format!("{} 0", disk.dev));
+        member
+    }
+
+    fn load(&self, target: &str, params: String) {
+        let line = tosskey_dm::TargetLine::new(
+            tosskey_dm::Sectors(0),
+            self.sectors,
+            target,
+            zeroize::Zeroizing::new(params),
+            false,
+        )
+        .unwrap();
+        self.dm.load_table(&self.name, &[line]).unwrap();
+        self.dm.resume(&self.name).unwrap();
+    }
+
+    fn path(&self) -> PathBuf {
+        tosskey_dm::DmControl::node_path(&self.name)
+    }
+}
+
+impl Drop for DmDisk {
+    fn drop(&mut self) {
+        let _ = tosskey(&["close", "t-health-stripe"]);
+        let _ = self.dm.remove(&self.name);
+    }
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn a_failed_stripe_member_is_named_and_the_volume_failed_once_its_table_is_an_error_target() {
+    let disks = tosskey_testkit::virtio_disks().unwrap();
+    let members = [
+        DmDisk::over("t-health-m0", &disks[0]),
+        DmDisk::over("t-health-m1", &disks[1]),
+    ];
+    let paths: Vec<String> = members
+        .iter()
+        .map(|m| m.path().display().to_string())
+        .collect();
+    let mut args = vec![
+        "provision",
+        "--name",
+        "t-health-stripe",
+        "--raid",
+        "dm-stripe",
+        "--mkfs",
+        "none",
+        "--force",
+    ];
+    args.extend(paths.iter().map(String::as_str));
+    tosskey(&args).ok();
+    assert_eq!(tosskey(&["status", "--check", "t-health-stripe"]).code, 0);
+
+    // The disk dies under the stripe: every I/O to it fails from now on.
+    members[1].load("error", String::new());
+    let check = tosskey(&["status", "--check", "t-health-stripe"]);
+    assert_eq!(check.code, 7, "{check:?}");
+    assert!(
+        check.stderr.contains(&format!(
+            "t-health-stripe: failed: member {} failed: its device-mapper table is an error target",
+            paths[1]
+        )),
+        "{check:?}"
+    );
+    let prometheus = tosskey(&["status", "--prometheus", "t-health-stripe"])
+        .ok()
+        .stdout;
+    assert!(
+        prometheus.contains(&format!(
+            "tosskey_volume_member_failed{{volume=\"t-health-stripe\",member=\"{}\"}} 1",
+            paths[1]
+        )),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains("tosskey_volume_health{volume=\"t-health-stripe\",state=\"failed\"} 1"),
+        "{prometheus}"
+    );
+}

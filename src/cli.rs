@@ -19,7 +19,8 @@ use crate::measure::MeasurePcr;
 #[command(
     after_help = "Exit codes: 0 ok, 1 failed (what was built was rolled back), \
 2 usage, 3 refused by a safety check (nothing written), 4 verification mismatch, \
-5 rollback incomplete (manual cleanup needed, the message says what)."
+5 rollback incomplete (manual cleanup needed, the message says what), \
+6 degraded and 7 failed (`status --check`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -189,15 +190,33 @@ pub struct ProvisionArgs {
     /// nothing. With a number, no TPM refuses the run before anything is built.
     #[arg(long, value_name = "N|auto")]
     pub measure_pcr: Option<MeasurePcr>,
+
+    /// After the run (also a failed one), write the volume's Prometheus metrics here, as
+    /// `status --prometheus` shows them plus the run's exit code; atomically (temp file +
+    /// rename), for node_exporter's textfile collector (a `*.prom` file in its directory).
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes of --check: 0 healthy, 6 degraded (a member of a redundant \
+array failed; the volume serves from the others), 7 failed (a member failed with no redundancy \
+to cover it, an array md stopped, a mapping suspended, shredded or gone, or a run that did not \
+finish), 3 no such volume."
+)]
 pub struct StatusArgs {
     /// Only this volume (its dm name, or /dev/mapper/NAME).
     #[arg(value_parser = volume_name_arg)]
     pub name: Option<String>,
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["prometheus", "check"])]
     pub json: bool,
+    /// Print the volumes as Prometheus metrics (text exposition format).
+    #[arg(long, conflicts_with = "check")]
+    pub prometheus: bool,
+    /// Health probe for volume NAME: print one line and exit 0 healthy, 6 degraded, 7 failed.
+    #[arg(long, requires = "name")]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -405,6 +424,32 @@ mod tests {
         }
         let err = Cli::try_parse_from(["tosskey", "shred", "/dev/vdb"]).unwrap_err();
         assert!(err.to_string().contains("give its name"), "{err}");
+    }
+
+    #[test]
+    fn status_check_needs_a_name_and_the_output_forms_exclude_each_other() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| Cli::try_parse_from(args).unwrap_err().kind();
+        assert_eq!(
+            kind(&["tosskey", "status", "--check"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        for args in [
+            &["tosskey", "status", "--json", "--prometheus"][..],
+            &["tosskey", "status", "v", "--check", "--prometheus"],
+            &["tosskey", "status", "v", "--check", "--json"],
+            &[
+                "tosskey",
+                "provision",
+                "/dev/vdb",
+                "--dry-run",
+                "--metrics-file",
+                "/m.prom",
+            ],
+        ] {
+            assert_eq!(kind(args), ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["tosskey", "status", "v", "--check"]).is_ok());
     }
 
     #[test]

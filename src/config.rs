@@ -58,6 +58,8 @@ pub struct ProvisionConfig {
     pub dry_run: bool,
     pub json: bool,
     pub measure_pcr: Option<MeasurePcr>,
+    /// Where the run writes the volume's Prometheus metrics (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// dm UUIDs of everything tosskey makes start with this, so `status`, `close` and reruns
@@ -184,6 +186,7 @@ impl ProvisionConfig {
             dry_run: args.dry_run,
             json: args.json,
             measure_pcr: args.measure_pcr,
+            metrics_file: args.metrics_file,
         };
         if let MemberSource::Explicit(devices) = &cfg.source {
             if let Some(problem) = member_count_problem(cfg.assembly, devices.len()) {

@@ -9,6 +9,8 @@
 //! | 3 | refused by a safety check, `--measure-pcr N` with no usable TPM, or a setuid/setgid run: nothing was written |
 //! | 4 | verification mismatch: the kernel does not encrypt as claimed; the mapping was removed |
 //! | 5 | rollback incomplete: something built could not be removed (the message lists it) |
+//! | 6 | `status --check`: the volume is degraded (a member of a redundant array failed; it serves from the others) |
+//! | 7 | `status --check`: the volume failed (a member failed with no redundancy to cover it, an array md stopped, a mapping suspended, shredded or gone, a run that did not finish) |
 
 use crate::rollback::Leftover;
 use crate::safety::SafetyError;
@@ -44,6 +46,12 @@ pub enum Error {
     /// Anything else: the operation failed (what it built was rolled back).
     #[error(transparent)]
     Failed(anyhow::Error),
+    /// `status --check`: the volume is not healthy (the message says which member failed).
+    #[error("{message}")]
+    Unhealthy {
+        state: crate::health::HealthState,
+        message: String,
+    },
 }
 
 /// The documented exit codes.
@@ -52,6 +60,8 @@ pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const VERIFY_MISMATCH: u8 = 4;
 pub const ROLLBACK_INCOMPLETE: u8 = 5;
+pub const DEGRADED: u8 = 6;
+pub const VOLUME_FAILED: u8 = 7;
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
@@ -62,6 +72,10 @@ impl Error {
             Error::RolledBack { failure } => failure.exit_code(),
             Error::RollbackIncomplete { .. } => ROLLBACK_INCOMPLETE,
             Error::Failed(_) => FAILED,
+            Error::Unhealthy { state, .. } => match state {
+                crate::health::HealthState::Degraded => DEGRADED,
+                _ => VOLUME_FAILED,
+            },
         }
     }
 }

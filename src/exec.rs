@@ -483,14 +483,7 @@ impl<'a> Executor<'a> {
 
 /// The members (by index) `kind` is built directly on.
 fn members_used(kind: &NodeKind) -> Vec<usize> {
-    let devices = match kind {
-        NodeKind::Md { members, .. } => members.as_slice(),
-        NodeKind::Striped { devices, .. } => devices.as_slice(),
-        NodeKind::Linear { device } | NodeKind::Crypt { device, .. } => {
-            std::slice::from_ref(device)
-        }
-    };
-    devices
+    kind.devices()
         .iter()
         .filter_map(|d| match d {
             DeviceRef::Member(i) => Some(*i),

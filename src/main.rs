@@ -11,7 +11,7 @@ use tosskey::measure::MeasurementOutcome;
 use tosskey::plan::render;
 use tosskey::provision::{provision, Environment, Outcome};
 use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, harden, measure, mkfs, volumes};
+use tosskey::{bench, harden, measure, metrics, mkfs, volumes};
 
 fn main() -> ExitCode {
     // Before anything else, `--help` included: every command may read key material.
@@ -48,11 +48,27 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
     match cli.command {
         Command::Provision(args) => {
             let cfg = ProvisionConfig::from_args(args)?;
-            let outcome = provision(&cfg, &env, hardening)?;
+            let outcome = provision(&cfg, &env, hardening);
+            if let Some(path) = &cfg.metrics_file {
+                metrics::write_after_provision(
+                    &env,
+                    path,
+                    cfg.name.as_str(),
+                    outcome.as_ref().err(),
+                )?;
+            }
+            let outcome = outcome?;
             output(cfg.json, &outcome, || render_outcome(&outcome))
         }
         Command::Status(args) => {
             let volumes = volumes::status(&env, args.name.as_deref())?;
+            if args.check {
+                // `--check` requires NAME: status returned that one volume or refused.
+                return volumes::check(&volumes[0]);
+            }
+            if args.prometheus {
+                return Ok(metrics::render(&volumes));
+            }
             output(args.json, &volumes, || volumes::render_status(&volumes))
         }
         Command::Close(args) => {

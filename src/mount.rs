@@ -81,10 +81,21 @@ pub fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>>
 
 /// Where the block device `major:minor` is mounted, from `/proc/self/mountinfo`.
 pub fn mount_points_of(proc_root: &Path, major: u32, minor: u32) -> Result<Vec<String>> {
+    Ok(mounts_of(proc_root, major, minor)?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect())
+}
+
+/// The mounts of the block device `major:minor` (with their filesystem and options).
+pub fn mounts_of(
+    proc_root: &Path,
+    major: u32,
+    minor: u32,
+) -> Result<Vec<crate::sysfs::MountEntry>> {
     Ok(read_mountinfo(proc_root)?
         .into_iter()
         .filter(|m| m.dev.major == major && m.dev.minor == minor)
-        .map(|m| m.mount_point)
         .collect())
 }
 

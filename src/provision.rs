@@ -119,7 +119,8 @@ pub fn provision(
     env: &Environment,
     hardening: Hardening,
 ) -> Result<Outcome> {
-    let started_at = rfc3339_utc(SystemTime::now());
+    let started = SystemTime::now();
+    let started_at = rfc3339_utc(started);
     if cfg.key_scope.is_none() {
         eprintln!(
             "tosskey: warning: --key-scope none puts each crypt mapping under one key however large; IEEE 1619 advises at most 2^36 blocks (1 TiB) per XTS key"
@@ -191,8 +192,44 @@ pub fn provision(
     let report = execute(
         &mut run, &env.root, &plan, escrow, hardening, measured, started_at,
     );
-    run.finish(report)
-        .map(|report| Outcome::Provisioned(Box::new(report)))
+    let report = run.finish(report)?;
+    record_readiness(env, &report, started);
+    Ok(Outcome::Provisioned(Box::new(report)))
+}
+
+/// Record in the journal when and how the volume became ready, for `status` and the
+/// metrics. The volume is up either way: a journal that cannot be written is warned about.
+fn record_readiness(env: &Environment, report: &Report, started: SystemTime) {
+    let unix_ms = |time: SystemTime| {
+        time.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let checks = report
+        .stack
+        .crypt
+        .iter()
+        .flat_map(|c| &c.verification.checks);
+    let readiness = crate::state::Readiness {
+        started_unix_ms: unix_ms(started),
+        ready_unix_ms: unix_ms(SystemTime::now()),
+        verified_sectors: checks.clone().count(),
+        mismatched_sectors: checks.filter(|c| !c.matched).count(),
+        escrow_file: report.escrow_file.clone(),
+        filesystem: report.filesystem.as_ref().map(|f| f.kind.to_owned()),
+        label: report.plan.mkfs.as_ref().and_then(|m| m.label.clone()),
+    };
+    let saved = env.journals.load(&report.plan.name).and_then(|journal| {
+        let mut journal = journal
+            .ok_or_else(|| anyhow::anyhow!("the journal of {} is gone", report.plan.name))?;
+        journal.ready = Some(readiness);
+        env.journals.save(&journal)
+    });
+    if let Err(e) = saved {
+        eprintln!(
+            "tosskey: warning: {} is ready but its journal could not record when: {e:#}",
+            report.plan.name
+        );
+    }
 }
 
 /// The TPM to measure into, or what to report when there is none.

@@ -60,6 +60,30 @@ pub struct Journal {
     /// asks differently (empty for a volume `recover` reopened).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<RecordedOption>,
+    /// What the run that finished recorded for `status` and its metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Readiness>,
+}
+
+/// When and how a provision run made its volume ready: what `status` and the Prometheus
+/// metrics show of the run after it has ended. No key material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    /// Unix time in milliseconds when the run started.
+    pub started_unix_ms: u64,
+    /// Unix time in milliseconds when everything was built, verified, formatted and mounted.
+    pub ready_unix_ms: u64,
+    /// Sectors the run decrypted in userspace and compared with the mapping.
+    pub verified_sectors: usize,
+    /// Of those, how many differed (a run with any fails and is rolled back: 0 here).
+    pub mismatched_sectors: usize,
+    /// The escrow file the run wrote.
+    pub escrow_file: Option<PathBuf>,
+    /// The filesystem the run created (`ext4`); `None` for `--mkfs none`.
+    pub filesystem: Option<String>,
+    /// Its label.
+    pub label: Option<String>,
 }
 
 impl Journal {
@@ -74,6 +98,7 @@ impl Journal {
             measurements: Vec::new(),
             key_loading_fallback: None,
             options: Vec::new(),
+            ready: None,
         }
     }
 }

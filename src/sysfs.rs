@@ -569,6 +569,8 @@ mod tests {
         assert_eq!(mounts[1].source, "/dev/nvme0n1p1");
         assert_eq!(mounts[2].mount_point, "/mnt/my data");
         assert_eq!(mounts[2].fs_type, "xfs");
+        assert_eq!(mounts[2].options, "rw");
+        assert_eq!(mounts[1].options, "rw,relatime");
         assert_eq!(mounts[3].dev.major, 0);
     }
 

@@ -21,16 +21,17 @@ use tosskey_raid::MdSysfs as _;
 use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
 use crate::exec::{teardown_in, teardown_steps, volume_mounts};
+use crate::health::{self, Health};
 use crate::kernel::{HostKernel, StackKernel};
 use crate::measure::VolumeMeasurement;
-use crate::mount::mount_points_of;
+use crate::mount::{mount_points_of, mounts_of};
 use crate::plan::render::{self, join_lines, target_lines};
 use crate::plan::{
     CryptSegment, CryptSettings, DeviceRef, DmTarget, EscrowCrypt, KeyLoading, KeyScope, MdLevel,
     Node, NodeKind, PlannedKey, PlannedMember, SectorRange, SECTOR,
 };
 use crate::provision::Environment;
-use crate::state::{Component, Journal, Stage};
+use crate::state::{Component, Journal, Readiness, Stage};
 use crate::sysfs::{SystemRoot, SystemState};
 
 /// A volume as the kernel has it now, in the plan's terms. Never carries key material.
@@ -56,6 +57,12 @@ pub struct VolumeStatus {
     /// Why `--key-loading auto` put hex keys in the tables (from the journal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_loading_fallback: Option<String>,
+    /// Where the run mounted the volume (from the journal).
+    pub mount: Option<PathBuf>,
+    /// When and how the run made the volume ready, with the escrow file it wrote.
+    pub ready: Option<Readiness>,
+    /// Whether it serves its data, and which member failed.
+    pub health: Health,
 }
 
 /// A node that exists: the plan's [`Node`], read back, and its state in the kernel.
@@ -69,7 +76,33 @@ pub struct LiveNode {
     /// `MAJ:MIN`.
     pub dev: String,
     pub mount_points: Vec<String>,
+    /// The same mounts with their filesystem and options.
+    pub mounts: Vec<LiveMount>,
     pub suspended: bool,
+}
+
+/// A mount of a node, from mountinfo.
+#[derive(Debug, Serialize)]
+pub struct LiveMount {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub options: String,
+}
+
+/// Where block device `dev` is mounted: the points, and the mounts with their options.
+fn live_mounts(root: &SystemRoot, dev: DevId) -> Result<(Vec<String>, Vec<LiveMount>)> {
+    let mounts: Vec<LiveMount> = mounts_of(&root.proc, dev.major, dev.minor)?
+        .into_iter()
+        .map(|m| LiveMount {
+            mount_point: m.mount_point,
+            fs_type: m.fs_type,
+            options: m.options,
+        })
+        .collect();
+    Ok((
+        mounts.iter().map(|m| m.mount_point.clone()).collect(),
+        mounts,
+    ))
 }
 
 /// A tosskey mapping whose table does not read back as a plan node.
@@ -111,6 +144,31 @@ impl VolumeStatus {
             },
             measurements: journal.map(|j| j.measurements.clone()).unwrap_or_default(),
             key_loading_fallback: journal.and_then(|j| j.key_loading_fallback.clone()),
+            mount: journal.and_then(|j| j.mount.clone()),
+            ready: journal.and_then(|j| j.ready.clone()),
+            health: Health::healthy(),
+        }
+    }
+
+    /// Whether `device` is (transitively) under mapping `node`.
+    pub fn is_below(&self, device: DeviceRef, node: usize) -> bool {
+        self.mappings[node]
+            .node
+            .kind
+            .devices()
+            .iter()
+            .any(|&d| d == device || matches!(d, DeviceRef::Node(j) if self.is_below(device, j)))
+    }
+
+    /// The disk `device` stands for: itself if a member, else the one device a mapping
+    /// over a single device sits on (a per-disk crypt mapping's disk), else the node.
+    pub fn disk_under(&self, device: DeviceRef) -> &Path {
+        match device {
+            DeviceRef::Node(i) => match self.mappings[i].node.kind.devices() {
+                [one] => self.disk_under(*one),
+                _ => self.device_path(device),
+            },
+            DeviceRef::Member(_) => self.device_path(device),
         }
     }
 
@@ -124,7 +182,7 @@ impl VolumeStatus {
 
     /// `dev` as a reference: a node of this volume, or a device under it (read from sysfs
     /// the first time it is met).
-    fn device_ref(&mut self, system: &SystemState, dev: DevId) -> DeviceRef {
+    pub(crate) fn device_ref(&mut self, system: &SystemState, dev: DevId) -> DeviceRef {
         let number = dev.to_string();
         if let Some(i) = self.mappings.iter().position(|m| m.dev == number) {
             return DeviceRef::Node(i);
@@ -161,6 +219,7 @@ impl VolumeStatus {
                 )))
             }
         };
+        let (mount_points, mounts) = live_mounts(root, array.dev)?;
         let chunk_path = root.block(name).join("md/chunk_size");
         let chunk_bytes = tosskey_sysutil::read_attr_u64(&chunk_path)
             .with_context(|| format!("reading {}", chunk_path.display()))?;
@@ -189,7 +248,8 @@ impl VolumeStatus {
             },
             crypt: None,
             dev: array.dev.to_string(),
-            mount_points: mount_points_of(&root.proc, array.dev.major, array.dev.minor)?,
+            mount_points,
+            mounts,
             suspended: false,
         });
         Ok(())
@@ -207,7 +267,7 @@ impl VolumeStatus {
         let entries = kernel.dm_table(&info.name)?;
         let size_bytes = entries.iter().map(|e| e.length.0 * SECTOR).sum();
         let path = DmControl::node_path(&info.name);
-        let mount_points = mount_points_of(&root.proc, info.dev.major, info.dev.minor)?;
+        let (mount_points, mounts) = live_mounts(root, info.dev)?;
         let keys_before = self.keys.len();
         match self.read_target(system, info.name.as_str(), &entries)? {
             Some(ReadBack {
@@ -229,6 +289,7 @@ impl VolumeStatus {
                     crypt,
                     dev: info.dev.to_string(),
                     mount_points,
+                    mounts,
                     suspended: info.suspended,
                 });
             }
@@ -507,23 +568,28 @@ pub fn status_in(
         .collect();
     let mut shown: Vec<&DmName> = Vec::new();
     let mut volumes = Vec::new();
+    let mut missing: Vec<Vec<String>> = Vec::new();
     for journal in &journals {
         let mut volume = VolumeStatus::new(&journal.name, Some(journal));
+        let mut gone = Vec::new();
         for component in &journal.built {
             match component {
                 Component::Md { name } if env.root.block(name).join("md").is_dir() => {
                     volume.read_md(&env.root, &system, name)?;
                 }
-                Component::Md { .. } => {}
                 Component::Dm { name, .. } => {
                     if let Some(info) = ours.iter().find(|d| d.name.as_str() == name) {
                         volume.read_dm(kernel, &env.root, &system, info)?;
                         shown.push(&info.name);
+                    } else {
+                        gone.push(name.clone());
                     }
                 }
+                Component::Md { name } => gone.push(name.clone()),
             }
         }
         volumes.push(volume);
+        missing.push(gone);
     }
     for info in &ours {
         if shown.contains(&&info.name) {
@@ -546,7 +612,31 @@ pub fn status_in(
             )));
         }
     }
+    for volume in &mut volumes {
+        let gone = journals
+            .iter()
+            .position(|j| j.name == volume.name)
+            .map_or(&[][..], |i| missing[i].as_slice());
+        volume.health = health::assess(volume, kernel, &env.root, &system, gone)?;
+    }
     Ok(volumes)
+}
+
+/// `status --check`: one line for the probe's log, and the volume's health as the exit
+/// code (an [`Error::Unhealthy`] unless it is healthy).
+pub fn check(volume: &VolumeStatus) -> Result<String> {
+    let health = &volume.health;
+    let mut line = format!("{}: {}", volume.name, health.state.word());
+    if !health.findings.is_empty() {
+        line = format!("{line}: {}", health.findings.join("; "));
+    }
+    match health.state {
+        health::HealthState::Healthy => Ok(line + "\n"),
+        state => Err(Error::Unhealthy {
+            state,
+            message: line,
+        }),
+    }
 }
 
 /// Render `status` for humans.
@@ -826,16 +916,63 @@ pub(crate) mod tests {
 
         let text = render_status(&volumes);
         for expected in [
-            "v: complete\n",
-            "  members: /dev/vdb, /dev/vdc\n",
-            "  md_tk_v: md raid0 chunk 512 KiB over /dev/vdb /dev/vdc, 536870912 bytes, non-persistent (no superblock)\n",
+            "v: complete\n  health: healthy\n",
+            "  members: /dev/vdb (256 MiB), /dev/vdc (256 MiB)\n",
+            "  md_tk_v: md raid0 chunk 512 KiB over /dev/vdb /dev/vdc, 536870912 bytes (512 MiB), non-persistent (no superblock)\n",
             &format!("  v: {CRYPT_V}\n"),
-            "    /dev/mapper/v (253:0, 512-byte sectors, key via keyring), mounted at /mnt/v\n",
-            "  keys: 1 512-bit key(s), at most 536870912 bytes under one key\n",
+            "    /dev/mapper/v (253:0, 536870912 bytes (512 MiB), 512-byte sectors, key via keyring), mounted at /mnt/v (ext4 rw,relatime)\n",
+            "  keys: 1 512-bit key(s), at most 536870912 bytes (512 MiB) under one key\n",
             "    512-bit for v, sectors 0..1048576\n",
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn status_shows_the_escrow_file_the_measurement_and_when_the_volume_became_ready() {
+        let f = raid0_volume();
+        let escrow = f.tree.path().join("escrowed");
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.measurements = vec![VolumeMeasurement {
+            mapping: "v".into(),
+            device: PathBuf::from("/dev/tpmrm0"),
+            pcr: 15,
+            log: PathBuf::from("/run/tosskey/tpm2-measure.log"),
+            events: Vec::new(),
+            pcr_after: std::collections::BTreeMap::new(),
+        }];
+        journal.ready = Some(Readiness {
+            started_unix_ms: 1_000,
+            ready_unix_ms: 3_500,
+            verified_sectors: 8,
+            mismatched_sectors: 0,
+            escrow_file: Some(escrow.clone()),
+            filesystem: Some("ext4".into()),
+            label: None,
+        });
+        f.env.journals.save(&journal).unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        for expected in [
+            "  measured: v into PCR 15 of /dev/tpmrm0 (log /run/tosskey/tpm2-measure.log)\n"
+                .to_owned(),
+            format!("  escrow file: {}, no longer there\n", escrow.display()),
+            "  ready 2.5 s after the run started (8 sectors verified, 0 differed)\n".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} in\n{text}");
+        }
+        std::fs::write(&escrow, "{}").unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        assert!(
+            text.contains(&format!("  escrow file: {}\n", escrow.display())),
+            "{text}"
+        );
+        // The run mounted it at /mnt/v: once unmounted, status says so.
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
+        assert!(
+            text.contains("  NOT MOUNTED at /mnt/v (where the run mounted it)\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1045,10 +1182,34 @@ pub(crate) mod tests {
         }
     }
 
+    /// What [`build_fake`] made: the tree and kernel (for a test to break a member in), the
+    /// environment with the journal, and each node's table as the kernel names devices.
+    pub(crate) struct Built {
+        pub tree: FakeTree,
+        pub kernel: FakeKernel,
+        pub env: Environment,
+        _state: tempfile::TempDir,
+        pub tables: Vec<String>,
+    }
+
+    impl Built {
+        pub fn status(&self) -> Vec<VolumeStatus> {
+            status_in(&self.kernel, &self.env, None).unwrap()
+        }
+    }
+
     /// Build `plan` in a fake kernel and sysfs as the executor would (md arrays in sysfs,
     /// dm nodes with their tables, node paths in tables replaced by the numbers the
     /// kernel gave them), then read it back with `status`.
     fn status_of_built(plan: &crate::plan::Plan) -> (Vec<VolumeStatus>, Vec<String>) {
+        let built = build_fake(plan);
+        (built.status(), built.tables)
+    }
+
+    /// Build `plan` in a fake kernel and sysfs as the executor would, with a complete
+    /// journal (members vdb, vdc, … as 254:16, 254:32, …; md arrays at 9:127; dm node `i`
+    /// as `dm-i`, 253:i).
+    pub(crate) fn build_fake(plan: &crate::plan::Plan) -> Built {
         let mut tree = FakeTree::new();
         for m in &plan.members {
             let name = m.path.file_name().unwrap().to_str().unwrap();
@@ -1169,23 +1330,33 @@ pub(crate) mod tests {
             .collect();
         journal.stage = Stage::Complete;
         env.journals.save(&journal).unwrap();
-        (status_in(&kernel, &env, None).unwrap(), tables)
+        Built {
+            tree,
+            kernel,
+            env,
+            _state: state,
+            tables,
+        }
     }
+
+    /// Provision arguments and disk counts covering every layout, level and key loading.
+    pub(crate) const EVERY_LAYOUT: [(&[&str], usize); 10] = [
+        (&[], 1),
+        (&[], 2),
+        (&["--level", "raid1"], 2),
+        (&["--level", "linear"], 2),
+        (&["--raid", "dm-stripe"], 3),
+        (&["--layout", "per-disk"], 2),
+        (&["--layout", "per-disk", "--level", "raid1"], 2),
+        (&["--layout", "per-disk", "--raid", "dm-stripe"], 2),
+        (&["--key-loading", "hex"], 2),
+        (&["--key-scope", "100MiB"], 3),
+    ];
 
     #[test]
     fn status_of_what_a_plan_built_reads_back_as_that_plan() {
         use crate::plan::derive::tests::plan_sized;
-        for (args, disks) in [
-            (&[][..], 1),
-            (&[][..], 2),
-            (&["--level", "raid1"][..], 2),
-            (&["--level", "linear"][..], 2),
-            (&["--raid", "dm-stripe"][..], 3),
-            (&["--layout", "per-disk"][..], 2),
-            (&["--layout", "per-disk", "--raid", "dm-stripe"][..], 2),
-            (&["--key-loading", "hex"][..], 2),
-            (&["--key-scope", "100MiB"][..], 3),
-        ] {
+        for (args, disks) in EVERY_LAYOUT {
             let plan = plan_sized(args, disks, 256 * MIB).unwrap();
             let (volumes, tables) = status_of_built(&plan);
             let [volume] = volumes.as_slice() else {

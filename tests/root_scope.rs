@@ -215,7 +215,7 @@ fn large_disks_8x7680g_key_scope_sixty_keys_mount_close_recover() {
     let status = tosskey(&["status", NAME]).ok().stdout;
     assert!(status.contains("60 512-bit key(s)"), "{status}");
     assert!(
-        status.contains(&format!("at most {TIB} bytes under one key")),
+        status.contains(&format!("at most {TIB} bytes (1 TiB) under one key")),
         "{status}"
     );
 }

@@ -158,6 +158,19 @@ pub enum NodeKind {
     },
 }
 
+impl NodeKind {
+    /// The devices a node of this kind is built on.
+    pub fn devices(&self) -> &[DeviceRef] {
+        match self {
+            NodeKind::Md { members, .. } => members,
+            NodeKind::Striped { devices, .. } => devices,
+            NodeKind::Linear { device } | NodeKind::Crypt { device, .. } => {
+                std::slice::from_ref(device)
+            }
+        }
+    }
+}
+
 /// One kernel object of the volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {

@@ -142,12 +142,37 @@ pub fn describe_node(node: &Node, device: impl Fn(DeviceRef) -> String) -> Strin
     };
     let over: Vec<String> = members.iter().map(|d| device(*d)).collect();
     format!(
-        "{}: md {}{chunk} over {}, {} bytes, non-persistent (no superblock)",
+        "{}: md {}{chunk} over {}, {}, non-persistent (no superblock)",
         node.name,
         md_level_name(*level),
         over.join(" "),
-        node.size_bytes
+        bytes_and_human(node.size_bytes)
     )
+}
+
+/// A size in binary units: `512 MiB`, `1.5 GiB`, `1 TiB` (one decimal when not whole).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && bytes >> (10 * (unit + 1)) > 0 {
+        unit += 1;
+    }
+    let whole = bytes >> (10 * unit);
+    let tenths = ((bytes - (whole << (10 * unit))) * 10 + (1 << (10 * unit)) / 2) >> (10 * unit);
+    match tenths {
+        0 => format!("{whole} {}", UNITS[unit]),
+        10 => format!("{} {}", whole + 1, UNITS[unit]),
+        t => format!("{whole}.{t} {}", UNITS[unit]),
+    }
+}
+
+/// `536870912 bytes (512 MiB)`: exact, and readable.
+pub fn bytes_and_human(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({})", human_bytes(bytes))
+    }
 }
 
 /// The keys: how many, of which size, the most one encrypts (and `scope`, what limited
@@ -162,8 +187,9 @@ fn keys_section(
     let bits = keys.first().map_or(0, |k| k.bits);
     let _ = writeln!(
         out,
-        "{indent}keys: {} {bits}-bit key(s), at most {largest_key_bytes} bytes under one key{scope}",
-        keys.len()
+        "{indent}keys: {} {bits}-bit key(s), at most {} under one key{scope}",
+        keys.len(),
+        bytes_and_human(largest_key_bytes)
     );
     for key in keys {
         let _ = writeln!(
@@ -336,9 +362,10 @@ impl std::fmt::Display for super::Facility {
     }
 }
 
-/// `status` for humans: per volume its journal's stage and members, then each node that
-/// exists, bottom first, as a dry run shows it (with its device number and use below), then
-/// its keys.
+/// `status` for humans: per volume its journal's stage and health (the failed members
+/// named), its members, then each node that exists, bottom first, as a dry run shows it
+/// (with its device number, size and mounts below), its keys, and what the run that made
+/// it recorded: escrow file, measurement, when it became ready.
 pub fn status_text(volumes: &[VolumeStatus]) -> String {
     let mut out = String::new();
     if volumes.is_empty() {
@@ -352,11 +379,21 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
             None => "no journal",
         };
         let _ = writeln!(out, "{}: {stage}", volume.name);
+        let health = &volume.health;
+        let _ = writeln!(out, "  health: {}", health.state.word());
+        for finding in &health.findings {
+            let _ = writeln!(out, "    {finding}");
+        }
         if !volume.members.is_empty() {
             let members: Vec<String> = volume
                 .members
                 .iter()
-                .map(|p| p.display().to_string())
+                .map(
+                    |path| match volume.devices.iter().find(|d| &d.path == path) {
+                        Some(d) => format!("{} ({})", path.display(), human_bytes(d.size_bytes)),
+                        None => path.display().to_string(),
+                    },
+                )
                 .collect();
             let _ = writeln!(out, "  members: {}", members.join(", "));
         }
@@ -368,6 +405,9 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
                 describe_node(node, |d| volume.device_path(d).display().to_string())
             );
             let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
+            if !matches!(node.kind, NodeKind::Md { .. }) {
+                let _ = write!(out, ", {}", bytes_and_human(node.size_bytes));
+            }
             if let Some(crypt) = &live.crypt {
                 let _ = write!(
                     out,
@@ -377,8 +417,13 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
                 );
             }
             let _ = write!(out, ")");
-            if !live.mount_points.is_empty() {
-                let _ = write!(out, ", mounted at {}", live.mount_points.join(", "));
+            let mounts: Vec<String> = live
+                .mounts
+                .iter()
+                .map(|m| format!("{} ({} {})", m.mount_point, m.fs_type, m.options))
+                .collect();
+            if !mounts.is_empty() {
+                let _ = write!(out, ", mounted at {}", mounts.join(", "));
             }
             if live.suspended {
                 let _ = write!(out, ", SUSPENDED");
@@ -402,6 +447,46 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
                 &volume.keys,
                 volume.key_scope.largest_key_bytes,
                 "",
+            );
+        }
+        if let Some(dir) = &volume.mount {
+            if !volume.mappings.iter().any(|m| {
+                m.mount_points
+                    .iter()
+                    .any(|p| dir == std::path::Path::new(p))
+            }) {
+                let _ = writeln!(
+                    out,
+                    "  NOT MOUNTED at {} (where the run mounted it)",
+                    dir.display()
+                );
+            }
+        }
+        for measured in &volume.measurements {
+            let _ = writeln!(
+                out,
+                "  measured: {} into PCR {} of {} (log {})",
+                measured.mapping,
+                measured.pcr,
+                measured.device.display(),
+                measured.log.display()
+            );
+        }
+        if let Some(ready) = &volume.ready {
+            if let Some(file) = &ready.escrow_file {
+                let there = if file.exists() {
+                    ""
+                } else {
+                    ", no longer there"
+                };
+                let _ = writeln!(out, "  escrow file: {}{there}", file.display());
+            }
+            let _ = writeln!(
+                out,
+                "  ready {:.1} s after the run started ({} sectors verified, {} differed)",
+                ready.ready_unix_ms.saturating_sub(ready.started_unix_ms) as f64 / 1000.0,
+                ready.verified_sectors,
+                ready.mismatched_sectors
             );
         }
     }

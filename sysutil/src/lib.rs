@@ -160,6 +160,8 @@ pub struct MountEntry {
     pub fs_type: String,
     /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
     pub source: String,
+    /// The per-mount options (`rw,nosuid,nodev,noatime`).
+    pub options: String,
 }
 
 /// Parse `/proc/self/mountinfo` (proc(5)): `id parent major:minor root mount-point options
@@ -171,6 +173,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let fields: Vec<&str> = before.split(' ').collect();
             let dev = fields.get(2)?.parse().ok()?;
             let mount_point = unescape_octal(fields.get(4)?);
+            let options = (*fields.get(5)?).to_owned();
             let mut rest = after.split(' ');
             let fs_type = rest.next()?.to_owned();
             let source = unescape_octal(rest.next()?);
@@ -179,6 +182,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 mount_point,
                 fs_type,
                 source,
+                options,
             })
         })
         .collect()

@@ -465,6 +465,7 @@ fn array_spec(plan: &Plan, node: &Node, devs: &[DevId]) -> ArraySpec {
         level: match level {
             MdLevel::Raid0 => tosskey_raid::Level::Raid0,
             MdLevel::Raid1 => tosskey_raid::Level::Raid1,
+            MdLevel::Raid10 => tosskey_raid::Level::Raid10,
             MdLevel::Linear => tosskey_raid::Level::Linear,
         },
         chunk: tosskey_raid::Bytes(*chunk_bytes),

@@ -112,7 +112,7 @@ pub struct ProvisionArgs {
     #[arg(long, value_enum, default_value_t = LevelArg::Raid0)]
     pub level: LevelArg,
 
-    /// Stripe chunk size in KiB (raid0 and dm-stripe).
+    /// Stripe chunk size in KiB (raid0, raid10 and dm-stripe).
     #[arg(long, default_value_t = 512, value_name = "KIB")]
     pub chunk_kib: u64,
 
@@ -353,6 +353,8 @@ pub enum RaidArg {
 pub enum LevelArg {
     Raid0,
     Raid1,
+    /// Striped mirrors: md raid10, near layout, 2 copies.
+    Raid10,
     Linear,
 }
 

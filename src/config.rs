@@ -190,9 +190,7 @@ impl ProvisionConfig {
         };
         if let MemberSource::Explicit(devices) = &cfg.source {
             if let Some(problem) = member_count_problem(cfg.assembly, devices.len()) {
-                return Err(usage(format!(
-                    "{problem}: add a device or drop --level raid1"
-                )));
+                return Err(usage(format!("{problem}: add a device or drop --level")));
             }
         }
         Ok(cfg)
@@ -253,6 +251,7 @@ fn md_level(level: cli::LevelArg) -> MdLevel {
     match level {
         cli::LevelArg::Raid0 => MdLevel::Raid0,
         cli::LevelArg::Raid1 => MdLevel::Raid1,
+        cli::LevelArg::Raid10 => MdLevel::Raid10,
         cli::LevelArg::Linear => MdLevel::Linear,
     }
 }
@@ -333,12 +332,15 @@ mod tests {
     }
 
     #[test]
-    fn raid1_with_one_device_is_refused() {
-        let err = config(&["/dev/vdb", "--level", "raid1"]).unwrap_err();
-        assert!(
-            err.to_string().contains("raid1 needs at least 2 devices"),
-            "{err}"
-        );
+    fn a_mirror_with_one_device_is_refused() {
+        for level in ["raid1", "raid10"] {
+            let err = config(&["/dev/vdb", "--level", level]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("--level {level} needs at least 2 devices")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

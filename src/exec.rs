@@ -33,7 +33,8 @@ use crate::safety::MemberClaims;
 use crate::state::{Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
 use crate::sysfs::SystemRoot;
 use crate::verify::{
-    pick_sectors, verify_ranges, Encryption, KeyedRange, Sides, VerifyReport, RANDOM_SECTORS,
+    pick_sectors, verify_ranges, Encryption, KeyedRange, RawSide, Sides, VerifyReport,
+    RANDOM_SECTORS,
 };
 
 /// Test-only hooks at the end of each build step, compiled in only with the `test-hooks`
@@ -260,7 +261,8 @@ impl<'a> Executor<'a> {
                         .iter()
                         .map(|s| keys.key(s.key).expect("plan and arena have the same keys"))
                         .collect();
-                    let mapping = self.open_crypt(plan, node, &table, *device, &node_keys)?;
+                    let mapping =
+                        self.open_crypt(plan, node, &table, *device, &devs, &node_keys)?;
                     let dev = mapping.0;
                     crypt.push(mapping.1);
                     dev
@@ -291,31 +293,7 @@ impl<'a> Executor<'a> {
 
     fn build_md(&mut self, plan: &Plan, node: &Node, devs: &[DevId]) -> Result<DevId> {
         let root = self.root;
-        let NodeKind::Md {
-            level,
-            chunk_bytes,
-            members,
-        } = &node.kind
-        else {
-            unreachable!("build_md is called for md nodes")
-        };
-        let spec = ArraySpec {
-            level: match level {
-                MdLevel::Raid0 => tosskey_raid::Level::Raid0,
-                MdLevel::Raid1 => tosskey_raid::Level::Raid1,
-                MdLevel::Linear => tosskey_raid::Level::Linear,
-            },
-            chunk: tosskey_raid::Bytes(*chunk_bytes),
-            members: members
-                .iter()
-                .map(|d| tosskey_raid::Member {
-                    path: plan.device_path(*d).to_path_buf(),
-                    dev: plan.dev_id(*d, devs),
-                    size_bytes: plan.device_bytes(*d),
-                })
-                .collect(),
-            name_hint: node.name.strip_prefix("md_").map(str::to_owned),
-        };
+        let spec = array_spec(plan, node, devs);
         let array = self.create(
             Component::Md {
                 name: node.name.clone(),
@@ -365,6 +343,7 @@ impl<'a> Executor<'a> {
         node: &Node,
         table: &CryptTable,
         device: DeviceRef,
+        devs: &[DevId],
         keys: &[&[u8]],
     ) -> Result<(DevId, CryptMapping)> {
         let crypt = &plan.crypt;
@@ -402,6 +381,35 @@ impl<'a> Executor<'a> {
         let backing = plan.device_path(device);
         let raw = open_direct(backing)?;
         let mapped = open_direct(&activation.node)?;
+        // A mirrored array is read copy by copy from its members (see crate::verify).
+        let mirrored = match device {
+            DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
+                Some(array_spec(plan, &plan.nodes[index], devs))
+                    .filter(|spec| spec.level.is_redundant())
+            }
+            DeviceRef::Node(_) | DeviceRef::Member(_) => None,
+        };
+        let mirror_files = match &mirrored {
+            Some(spec) => spec
+                .members
+                .iter()
+                .map(|member| open_direct(&member.path))
+                .collect::<anyhow::Result<Vec<File>>>()?,
+            None => Vec::new(),
+        };
+        let copies = |offset: u64| {
+            mirrored
+                .as_ref()
+                .and_then(|spec| spec.copies_of(offset))
+                .unwrap_or_default()
+        };
+        let raw_side = match &mirrored {
+            Some(_) => RawSide::Mirrors {
+                members: &mirror_files,
+                copies: &copies,
+            },
+            None => RawSide::Device(&raw),
+        };
         let ranges: Vec<KeyedRange<'_>> = table
             .segments()
             .iter()
@@ -420,7 +428,7 @@ impl<'a> Executor<'a> {
         )?;
         let verification = verify_ranges(
             Sides {
-                raw: &raw,
+                raw: raw_side,
                 raw_offset: crypt.format.data_offset * SECTOR,
                 mapping: &mapped,
                 sector_size: crypt.format.sector_size,
@@ -478,6 +486,36 @@ impl<'a> Executor<'a> {
             Ok(value)
         });
         self.rollback.settle(result)
+    }
+}
+
+/// What md array `node` of `plan` is built as; `devs`: the numbers of the nodes built so far.
+fn array_spec(plan: &Plan, node: &Node, devs: &[DevId]) -> ArraySpec {
+    let NodeKind::Md {
+        level,
+        chunk_bytes,
+        members,
+    } = &node.kind
+    else {
+        unreachable!("array_spec is called for md nodes")
+    };
+    ArraySpec {
+        level: match level {
+            MdLevel::Raid0 => tosskey_raid::Level::Raid0,
+            MdLevel::Raid1 => tosskey_raid::Level::Raid1,
+            MdLevel::Raid10 => tosskey_raid::Level::Raid10,
+            MdLevel::Linear => tosskey_raid::Level::Linear,
+        },
+        chunk: tosskey_raid::Bytes(*chunk_bytes),
+        members: members
+            .iter()
+            .map(|d| tosskey_raid::Member {
+                path: plan.device_path(*d).to_path_buf(),
+                dev: plan.dev_id(*d, devs),
+                size_bytes: plan.device_bytes(*d),
+            })
+            .collect(),
+        name_hint: node.name.strip_prefix("md_").map(str::to_owned),
     }
 }
 

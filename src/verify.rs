@@ -7,6 +7,16 @@
 //! written: on a blank disk both sides are the decryption of zeros, which is as good a
 //! witness as any plaintext. Both reads use O_DIRECT so neither side can come from a stale
 //! page cache.
+//!
+//! Over a mirrored array (md raid1, raid10) the raw side is not read through the array:
+//! its never-written sectors differ between the mirrors (the array is built without a
+//! resync, and the disks held other data before), and md may serve the raw read and the
+//! mapped read from different mirrors. Every copy of the sector is read from its member
+//! directly instead, and the sector matches when the userspace decryption of one of them
+//! is what the mapping returned: that proves the cipher on the copy md served, whichever
+//! it was, and still writes nothing (so recovering a volume that holds data verifies the
+//! same way). Writing a known pattern through the mapping first would also do, but only
+//! on a fresh volume: recovery must not write.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -121,11 +131,37 @@ pub fn pick_sectors(
     Ok(picks)
 }
 
+/// Where the ciphertext under the crypt target is read, every file opened with O_DIRECT.
+#[derive(Clone, Copy)]
+pub enum RawSide<'a> {
+    /// The device under the crypt target.
+    Device(&'a File),
+    /// A mirrored array under the crypt target, read copy by copy from its members.
+    Mirrors {
+        /// The array's members, in slot order.
+        members: &'a [File],
+        /// Where the copies of an array byte offset lie: (member index, member offset).
+        copies: &'a dyn Fn(u64) -> Vec<(usize, u64)>,
+    },
+}
+
+impl std::fmt::Debug for RawSide<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RawSide::Device(file) => f.debug_tuple("Device").field(file).finish(),
+            RawSide::Mirrors { members, .. } => f
+                .debug_struct("Mirrors")
+                .field("members", members)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// The two sides a verification compares, and how to get from one to the other.
 #[derive(Debug, Clone, Copy)]
 pub struct Sides<'a> {
-    /// The device under the crypt target, opened with O_DIRECT.
-    pub raw: &'a File,
+    /// The ciphertext under the crypt target.
+    pub raw: RawSide<'a>,
     /// Where the crypt target's data starts on `raw` (the table's `<offset>`, in bytes).
     pub raw_offset: u64,
     /// The mapping, opened with O_DIRECT.
@@ -232,8 +268,12 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
         let mut since = std::time::Instant::now();
         let first = picks[run.start].offset;
         let bytes = run.len() * len;
-        raw.read_exact_at(&mut expected.as_mut_slice()[..bytes], raw_offset + first)
-            .with_context(|| format!("reading raw ciphertext at byte {}", raw_offset + first))?;
+        if let RawSide::Device(raw) = raw {
+            raw.read_exact_at(&mut expected.as_mut_slice()[..bytes], raw_offset + first)
+                .with_context(|| {
+                    format!("reading raw ciphertext at byte {}", raw_offset + first)
+                })?;
+        }
         lap(1, &mut since);
         mapping
             .read_exact_at(&mut actual.as_mut_slice()[..bytes], first)
@@ -257,13 +297,38 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
             };
             lap(0, &mut since);
             let sector = at * len..(at + 1) * len;
-            let decrypted = &mut expected.as_mut_slice()[sector.clone()];
-            sector_cipher
-                .decrypt(pick.offset / 512, decrypted)
-                .context("userspace decryption")?;
+            let mapped = &actual.as_slice()[sector.clone()];
+            let decrypted = &mut expected.as_mut_slice()[sector];
+            let matched = match raw {
+                RawSide::Device(_) => {
+                    sector_cipher
+                        .decrypt(pick.offset / 512, decrypted)
+                        .context("userspace decryption")?;
+                    *decrypted == *mapped
+                }
+                RawSide::Mirrors { members, copies } => {
+                    let mut any = false;
+                    for (member, at) in copies(raw_offset + pick.offset) {
+                        let file = members.get(member).with_context(|| {
+                            format!("sector {} names member {member}", pick.offset)
+                        })?;
+                        file.read_exact_at(decrypted, at).with_context(|| {
+                            format!("reading raw ciphertext of member {member} at byte {at}")
+                        })?;
+                        sector_cipher
+                            .decrypt(pick.offset / 512, decrypted)
+                            .context("userspace decryption")?;
+                        if *decrypted == *mapped {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any
+                }
+            };
             checks.push(SectorCheck {
                 offset: pick.offset,
-                matched: *decrypted == actual.as_slice()[sector],
+                matched,
             });
             lap(2, &mut since);
         }
@@ -301,6 +366,83 @@ mod tests {
 
     fn pick(range: usize, offset: u64) -> Pick {
         Pick { range, offset }
+    }
+
+    /// A file of `data`, read back with positioned reads like a block device.
+    fn file_of(data: &[u8]) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, data).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_mirrored_sector_matches_when_the_copy_md_served_decrypts_to_it() {
+        const SECTORS: usize = 4;
+        const SECTOR: usize = 512;
+        let key = [7u8; 64];
+        let encryption = Encryption {
+            cipher: BlockCipher::Twofish,
+            layout: SectorLayout::DEFAULT,
+        };
+        let cipher = SectorCipher::new(encryption.cipher, &key, encryption.layout).unwrap();
+        // What the mapping returns: plaintext whose ciphertext is on mirror 1 only; mirror
+        // 0 holds other bytes in sectors 1 and 3 (never written since the array was built).
+        let plaintext: Vec<u8> = (0..SECTORS * SECTOR)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let mut ciphertext = plaintext.clone();
+        cipher.encrypt(0, &mut ciphertext).unwrap();
+        let mut other = ciphertext.clone();
+        for sector in [1, 3] {
+            other[sector * SECTOR..(sector + 1) * SECTOR].fill(0x5a);
+        }
+        let members = [file_of(&other), file_of(&ciphertext)];
+        let mapping = file_of(&plaintext);
+        let ranges = [KeyedRange {
+            start: 0,
+            length: (SECTORS * SECTOR) as u64,
+            key: &key,
+        }];
+        let picks: Vec<Pick> = (0..SECTORS as u64)
+            .map(|s| pick(0, s * SECTOR as u64))
+            .collect();
+        let verify = |copies: &dyn Fn(u64) -> Vec<(usize, u64)>, raw_members: &[File]| {
+            verify_ranges(
+                Sides {
+                    raw: RawSide::Mirrors {
+                        members: raw_members,
+                        copies,
+                    },
+                    raw_offset: 0,
+                    mapping: &mapping,
+                    sector_size: u32::try_from(SECTOR).unwrap(),
+                    encryption,
+                    ranges: &ranges,
+                },
+                &picks,
+            )
+            .unwrap()
+        };
+        // Both mirrors are candidates: every sector matches one of them.
+        assert!(verify(&|offset| vec![(0, offset), (1, offset)], &members).all_matched());
+        // Mirror 0 alone: the sectors it never got differ, so a wrong cipher would too.
+        let only_first = verify(&|offset| vec![(0, offset)], &members);
+        let matched: Vec<bool> = only_first.checks.iter().map(|c| c.matched).collect();
+        assert_eq!(matched, [true, false, true, false]);
+        // The raw side read through the array (the old way) sees mirror 0 here.
+        let through_array = verify_ranges(
+            Sides {
+                raw: RawSide::Device(&members[0]),
+                raw_offset: 0,
+                mapping: &mapping,
+                sector_size: u32::try_from(SECTOR).unwrap(),
+                encryption,
+                ranges: &ranges,
+            },
+            &picks,
+        )
+        .unwrap();
+        assert!(!through_array.all_matched());
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl VolumeStatus {
         let level = match array.level.as_str() {
             "raid0" => MdLevel::Raid0,
             "raid1" => MdLevel::Raid1,
+            "raid10" => MdLevel::Raid10,
             "linear" => MdLevel::Linear,
             other => {
                 return Err(Error::Failed(anyhow::anyhow!(

@@ -1,5 +1,5 @@
 //! Root tests of the multi-disk path, run inside the VM guest by `scripts/vm-test`:
-//! md raid0/raid1/linear and dm-stripe (shared and per-disk) with escrow, mkfs and mount;
+//! md raid0/raid1/raid10/linear and dm-stripe (shared and per-disk) with escrow, mkfs and mount;
 //! close; recover from escrow; nothing on the members but ciphertext; bad input.
 
 mod common;
@@ -10,7 +10,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::{
-    contains, disks, escrow_decrypt, escrow_test_keys, other_private_key, tosskey, Cleanup,
+    assert_no_volume_left, check_files, contains, disks, escrow_decrypt, escrow_test_keys,
+    other_private_key, tosskey, Cleanup,
 };
 use sha2::{Digest, Sha256};
 
@@ -42,19 +43,6 @@ fn write_files(dir: &Path) -> BTreeMap<PathBuf, [u8; 32]> {
     }
     put(dir.join("a/b/c/d/e/f/g/h/deep.txt"), next(5000));
     files
-}
-
-fn check_files(files: &BTreeMap<PathBuf, [u8; 32]>) {
-    for (path, hash) in files {
-        let mut data = Vec::new();
-        File::open(path).unwrap().read_to_end(&mut data).unwrap();
-        assert_eq!(
-            <[u8; 32]>::from(Sha256::digest(&data)),
-            *hash,
-            "{} differs",
-            path.display()
-        );
-    }
 }
 
 fn read_all(path: &Path) -> Vec<u8> {
@@ -158,13 +146,7 @@ fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str], sca
     let status = tosskey(&["status", name]).ok().stdout;
     assert!(status.contains(&format!("mounted at {mount}")), "{status}");
     tosskey(&["close", name, "--unmount"]).ok();
-    assert!(tosskey(&["status"])
-        .ok()
-        .stdout
-        .contains("no tosskey volumes"));
-    assert!(!std::fs::read_to_string("/proc/mdstat")
-        .unwrap()
-        .contains("md_tk_"));
+    assert_no_volume_left();
 
     // Only ciphertext on the members: no md superblock, no ext4 or LUKS magic, no key.
     let key_out = format!("/tmp/{name}.key");
@@ -221,7 +203,7 @@ fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str], sca
         &mount,
     ])
     .ok();
-    check_files(&files);
+    check_files(&files, "after recovery");
     // The filesystem tosskey wrote and the kernel then used is consistent.
     nix::mount::umount(mount.as_str()).unwrap();
     let fsck = std::process::Command::new("/usr/sbin/e2fsck")
@@ -253,6 +235,23 @@ fn md_raid0_over_four_disks_round_trips() {
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn md_raid1_round_trips() {
     round_trip("t-r1", &disks(2), &["--level", "raid1"], false);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_raid10_round_trips() {
+    round_trip("t-r10", &disks(4), &["--level", "raid10"], false);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn md_raid10_per_disk_round_trips() {
+    round_trip(
+        "t-r10pd",
+        &disks(4),
+        &["--level", "raid10", "--layout", "per-disk"],
+        false,
+    );
 }
 
 #[test]
@@ -370,13 +369,7 @@ fn crash_after_assembly_converges() {
     let crashed = common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", "verify")]);
     assert_eq!(crashed.code, -1);
     tosskey(&["close", "t-rcrash"]).ok();
-    assert!(tosskey(&["status"])
-        .ok()
-        .stdout
-        .contains("no tosskey volumes"));
-    assert!(!std::fs::read_to_string("/proc/mdstat")
-        .unwrap()
-        .contains("md_tk_"));
+    assert_no_volume_left();
 }
 
 /// `recover --read-only` of a volume whose ext4 journal needs recovery (the members as they

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt as _;
 
 use tosskey::verify::{
-    pick_sectors, spread_offsets, verify_ranges, Encryption, KeyedRange, Pick, Sides,
+    pick_sectors, spread_offsets, verify_ranges, Encryption, KeyedRange, Pick, RawSide, Sides,
 };
 use tosskey_crypto::sector::{SectorLayout, SectorSize};
 use tosskey_crypto::spec::BlockCipher;
@@ -72,7 +72,7 @@ fn verification_catches_a_wrong_key_and_a_wrong_cipher() {
     let verify = |cipher: BlockCipher, key: &[u8], layout: SectorLayout| {
         verify_ranges(
             Sides {
-                raw: &open_direct(backing.path()),
+                raw: RawSide::Device(&open_direct(backing.path())),
                 raw_offset: 0,
                 mapping: &open_direct(&activation.node),
                 sector_size: 4096,
@@ -168,7 +168,7 @@ fn each_segment_is_verified_with_its_own_key() {
         let picks = pick_sectors(&ranges, 4096, 2).unwrap();
         let report = verify_ranges(
             Sides {
-                raw: &open_direct(backing.path()),
+                raw: RawSide::Device(&open_direct(backing.path())),
                 raw_offset: 0,
                 mapping: &open_direct(&activation.node),
                 sector_size: 4096,

@@ -299,10 +299,12 @@ impl MdArray {
             raid_disks: members,
             md_minor: i32::try_from(self.dev.minor).unwrap_or(0),
             not_persistent: 1,
-            // Clean: no initial resync, so a raid1 never copies one member over another.
+            // Clean: no initial resync, so a raid1 or raid10 never copies one member over
+            // another.
             state: 1 << MD_SB_CLEAN,
             active_disks: members,
             working_disks: members,
+            layout: spec.kernel_layout(),
             chunk_size,
             ..MduArrayInfo::default()
         };
@@ -354,7 +356,8 @@ impl MdArray {
 
     /// Cuts every member of a not-yet-running raid0 to the smallest member's size rounded
     /// down to the chunk, so the kernel builds one zone (see the crate docs): first the
-    /// array's component size (it may only shrink), then each larger member's size.
+    /// array's component size (it may only shrink), then each larger member's size. raid10
+    /// sizes itself from the component size alone.
     fn truncate_members(&self, spec: &ArraySpec) -> Result<()> {
         let Some(used) = spec.used_bytes_per_member() else {
             return Ok(());
@@ -365,7 +368,7 @@ impl MdArray {
         if smallest.is_some_and(|smallest| smallest > used) {
             crate::sysfs::write_attribute(&md_dir.join("component_size"), &used_kib)?;
         }
-        for member in &spec.members {
+        for member in spec.members.iter().filter(|_| spec.level == Level::Raid0) {
             if member.size_bytes / 512 * 512 > used {
                 let member_name = self.system.device_name(member.dev)?;
                 crate::sysfs::write_attribute(

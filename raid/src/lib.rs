@@ -5,7 +5,8 @@
 //! position), `RUN_ARRAY`. No superblock, bitmap or anything else is written to the
 //! members: the array exists only in the kernel and disappears at
 //! [`MdArray::stop`] or reboot. raid0 (default chunk 512 KiB), raid1 (built clean, so no
-//! resync copies one member over another) and linear are supported.
+//! resync copies one member over another), raid10 (md's near layout with 2 copies,
+//! mdadm's `n2`, also built clean) and linear are supported.
 //!
 //! The array is a fresh md device: `mdN` with the first free minor from 127 down (the
 //! order mdadm uses; minors present in `/sys/block`, `/sys/dev/block` or `/proc/mdstat`
@@ -38,7 +39,11 @@
 //!   capacity beyond the smallest member, which is nil for cloud instance-store disks
 //!   (identical by construction). Wildly different sizes are refused by `provision`.
 //!
-//! raid1 already uses the smallest member's size; linear uses every member whole.
+//! raid1 already uses the smallest member's size; linear uses every member whole. raid10
+//! uses the smallest member rounded down to the chunk; over an odd number of members it
+//! is cut (through `md/component_size`) to an even number of chunks, so that the array
+//! is whole rows of copies and a dm `raid` table of the same length (what the stock
+//! recipe builds) describes exactly the same array.
 //! [`ArraySpec::expected_size_bytes`] states the resulting size, and `build` refuses
 //! (and undoes) an array whose kernel size differs from it.
 //!
@@ -69,8 +74,8 @@ mod sysfs;
 pub use array::{ArrayInfo, MdArray};
 pub use error::{RaidError, Result};
 pub use spec::{
-    ArraySpec, Bytes, DevId, Level, Member, DEFAULT_CHUNK, MAX_CHUNK, MAX_NAME_HINT_LEN, MIN_CHUNK,
-    MIN_MEMBER_BYTES,
+    raid10_array_bytes, ArraySpec, Bytes, DevId, Level, Member, DEFAULT_CHUNK, MAX_CHUNK,
+    MAX_NAME_HINT_LEN, MIN_CHUNK, MIN_MEMBER_BYTES, RAID10_NEAR2_LAYOUT, RAID10_NEAR_COPIES,
 };
 pub use sysfs::{
     parse_mdstat, parse_personalities, ArrayMemberStatus, ArrayStatus, MdSysfs, MdstatEntry,

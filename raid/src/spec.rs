@@ -49,9 +49,19 @@ pub enum Level {
     Raid0,
     /// Mirroring.
     Raid1,
+    /// Striped mirrors: md's near layout with [`RAID10_NEAR_COPIES`] copies of every chunk
+    /// on consecutive members (mdadm's default `n2`).
+    Raid10,
     /// Concatenation.
     Linear,
 }
+
+/// Copies of every chunk a raid10 array keeps (md's near layout, mdadm's `n2`).
+pub const RAID10_NEAR_COPIES: u64 = 2;
+
+/// `mdu_array_info_t.layout` of raid10 `n2`: near copies in the low byte, far copies (1:
+/// none) in the next; the offset and far-set bits stay clear.
+pub const RAID10_NEAR2_LAYOUT: i32 = 0x102;
 
 impl Level {
     /// The value of `mdu_array_info_t.level`.
@@ -59,6 +69,7 @@ impl Level {
         match self {
             Level::Raid0 => 0,
             Level::Raid1 => 1,
+            Level::Raid10 => 10,
             Level::Linear => LEVEL_LINEAR,
         }
     }
@@ -68,6 +79,7 @@ impl Level {
         match level {
             0 => Some(Level::Raid0),
             1 => Some(Level::Raid1),
+            10 => Some(Level::Raid10),
             LEVEL_LINEAR => Some(Level::Linear),
             _ => None,
         }
@@ -78,13 +90,24 @@ impl Level {
         match self {
             Level::Raid0 => "raid0",
             Level::Raid1 => "raid1",
+            Level::Raid10 => "raid10",
             Level::Linear => "linear",
         }
     }
 
+    /// True for the levels that keep every byte on more than one member.
+    pub const fn is_redundant(self) -> bool {
+        matches!(self, Level::Raid1 | Level::Raid10)
+    }
+
+    /// True for the levels that lay data out in chunks (and need a valid one).
+    pub const fn is_chunked(self) -> bool {
+        matches!(self, Level::Raid0 | Level::Raid10)
+    }
+
     /// The inverse of [`Level::name`].
     pub fn from_name(name: &str) -> Option<Level> {
-        [Level::Raid0, Level::Raid1, Level::Linear]
+        [Level::Raid0, Level::Raid1, Level::Raid10, Level::Linear]
             .into_iter()
             .find(|level| level.name() == name)
     }
@@ -154,7 +177,7 @@ pub const MAX_NAME_HINT_LEN: usize = 28;
 pub struct ArraySpec {
     /// The personality.
     pub level: Level,
-    /// Stripe chunk, raid0 only (ignored for raid1 and linear).
+    /// Stripe chunk, raid0 and raid10 only (ignored for raid1 and linear).
     pub chunk: Bytes,
     /// Members in slot order (slot 0 first); the order defines the data layout.
     pub members: Vec<Member>,
@@ -180,16 +203,17 @@ impl ArraySpec {
     pub fn validate(&self) -> Result<()> {
         let invalid = |problem: String| Err(RaidError::InvalidSpec { problem });
         if self.members.len() < 2 {
-            let advice = match self.level {
-                Level::Raid1 => "a raid1 mirror needs at least 2 members; add a device or use a single device without RAID",
-                Level::Raid0 | Level::Linear => "an array needs at least 2 members; use a single device without RAID",
+            let advice = if self.level.is_redundant() {
+                format!("a {} mirror needs at least 2 members; add a device or use a single device without RAID", self.level)
+            } else {
+                "an array needs at least 2 members; use a single device without RAID".to_owned()
             };
             return invalid(format!("{} member(s) given: {advice}", self.members.len()));
         }
         if i32::try_from(self.members.len()).is_err() {
             return invalid(format!("{} members are too many", self.members.len()));
         }
-        if self.level == Level::Raid0
+        if self.level.is_chunked()
             && (!self.chunk.0.is_power_of_two() || self.chunk < MIN_CHUNK || self.chunk > MAX_CHUNK)
         {
             return invalid(format!(
@@ -208,7 +232,7 @@ impl ArraySpec {
                 ));
             }
             let minimum = match self.level {
-                Level::Raid0 => MIN_MEMBER_BYTES.max(self.chunk.0),
+                Level::Raid0 | Level::Raid10 => MIN_MEMBER_BYTES.max(self.chunk.0),
                 Level::Raid1 | Level::Linear => MIN_MEMBER_BYTES,
             };
             if member.size_bytes < minimum {
@@ -228,7 +252,10 @@ impl ArraySpec {
 
     /// Bytes of each member the array uses: for raid0 the smallest member rounded down to
     /// the chunk (every member is cut to it, see the crate docs), for raid1 the smallest
-    /// member; `None` for linear, which uses every member whole.
+    /// member, for raid10 the smallest member rounded down to the chunk, and to an even
+    /// number of chunks over an odd number of members (so the copies fill whole rows and
+    /// a dm `raid` table of the same length describes the same array); `None` for linear,
+    /// which uses every member whole.
     pub fn used_bytes_per_member(&self) -> Option<u64> {
         let smallest = self
             .members
@@ -238,6 +265,11 @@ impl ArraySpec {
         match self.level {
             Level::Raid0 => Some(smallest / self.chunk.0 * self.chunk.0),
             Level::Raid1 => Some(smallest),
+            Level::Raid10 => Some(raid10_used_bytes(
+                self.chunk.0,
+                self.members.len(),
+                smallest,
+            )),
             Level::Linear => None,
         }
     }
@@ -248,6 +280,7 @@ impl ArraySpec {
         match (self.level, self.used_bytes_per_member()) {
             (Level::Raid0, Some(used)) => used * count,
             (Level::Raid1, Some(used)) => used,
+            (Level::Raid10, Some(used)) => used * count / RAID10_NEAR_COPIES,
             _ => self
                 .members
                 .iter()
@@ -257,24 +290,70 @@ impl ArraySpec {
     }
 
     /// True when the members must be cut to a common size before RUN_ARRAY: raid0 over
-    /// members whose chunk-rounded sizes differ (the kernel would make it multi-zone).
+    /// members whose chunk-rounded sizes differ (the kernel would make it multi-zone), and
+    /// raid10 over an odd number of members holding an odd number of chunks each (the
+    /// kernel would use half a row).
     pub fn needs_truncation(&self) -> bool {
-        self.level == Level::Raid0
-            && self
+        match (self.level, self.used_bytes_per_member()) {
+            (Level::Raid0, _) => {
+                self.members
+                    .iter()
+                    .map(|m| m.size_bytes / self.chunk.0)
+                    .collect::<HashSet<_>>()
+                    .len()
+                    > 1
+            }
+            (Level::Raid10, Some(used)) => self
                 .members
                 .iter()
-                .map(|m| m.size_bytes / self.chunk.0)
-                .collect::<HashSet<_>>()
-                .len()
-                > 1
+                .map(|m| m.size_bytes / self.chunk.0 * self.chunk.0)
+                .min()
+                .is_some_and(|smallest| smallest > used),
+            _ => false,
+        }
+    }
+
+    /// Where the copies of array byte `offset` lie: `(member index, byte offset on that
+    /// member)` for every copy, in md's order. `None` for the levels without copies
+    /// (raid0, linear). Verification uses it to read each mirror directly, since md may
+    /// serve a read of a never-written sector from either.
+    pub fn copies_of(&self, offset: u64) -> Option<Vec<(usize, u64)>> {
+        let count = self.members.len() as u64;
+        match self.level {
+            Level::Raid1 => Some((0..self.members.len()).map(|m| (m, offset)).collect()),
+            Level::Raid10 => {
+                // md's near layout: chunk c takes the consecutive slots c·copies…, slot s
+                // being member s mod n at row s / n.
+                let chunk = self.chunk.0;
+                let first_slot = offset / chunk * RAID10_NEAR_COPIES;
+                Some(
+                    (first_slot..first_slot + RAID10_NEAR_COPIES)
+                        .map(|slot| {
+                            let member = usize::try_from(slot % count).expect("slot < members");
+                            (member, slot / count * chunk + offset % chunk)
+                        })
+                        .collect(),
+                )
+            }
+            Level::Raid0 | Level::Linear => None,
+        }
     }
 
     /// The chunk written to `mdu_array_info_t.chunk_size`: 0 for raid1 and linear (so
     /// linear does not round its members down to a chunk multiple).
     pub fn kernel_chunk_bytes(&self) -> u64 {
         match self.level {
-            Level::Raid0 => self.chunk.0,
+            Level::Raid0 | Level::Raid10 => self.chunk.0,
             Level::Raid1 | Level::Linear => 0,
+        }
+    }
+
+    /// The value written to `mdu_array_info_t.layout`: [`RAID10_NEAR2_LAYOUT`] for raid10,
+    /// 0 (md's only layout, or ignored) for the others.
+    pub fn kernel_layout(&self) -> i32 {
+        match self.level {
+            Level::Raid10 => RAID10_NEAR2_LAYOUT,
+            Level::Raid0 | Level::Raid1 | Level::Linear => 0,
         }
     }
 
@@ -282,6 +361,28 @@ impl ArraySpec {
     pub fn kernel_name_from_hint(&self) -> Option<String> {
         self.name_hint.as_ref().map(|name| format!("md_{name}"))
     }
+}
+
+/// Bytes of each member a raid10 array over `count` members uses when the smallest has
+/// `smallest` bytes: whole chunks, an even number of them over an odd member count.
+fn raid10_used_bytes(chunk: u64, count: usize, smallest: u64) -> u64 {
+    let mut chunks = smallest / chunk;
+    if count % 2 == 1 {
+        chunks -= chunks % RAID10_NEAR_COPIES;
+    }
+    chunks * chunk
+}
+
+/// The size of a raid10 array of `chunk` over members of `member_bytes` (what
+/// [`ArraySpec::expected_size_bytes`] says for it), for planning without probed members.
+pub fn raid10_array_bytes(chunk: u64, member_bytes: &[u64]) -> u64 {
+    let smallest = member_bytes
+        .iter()
+        .map(|b| whole_sectors(*b))
+        .min()
+        .unwrap_or(0);
+    let count = member_bytes.len();
+    raid10_used_bytes(chunk, count, smallest) * count as u64 / RAID10_NEAR_COPIES
 }
 
 fn whole_sectors(bytes: u64) -> u64 {
@@ -328,6 +429,8 @@ mod tests {
     fn raid1_with_one_member_is_refused_with_advice() {
         let spec = ArraySpec::new(Level::Raid1, vec![member(0, 64 << 20)]);
         assert!(problem(&spec).contains("raid1 mirror needs at least 2"));
+        let spec = ArraySpec::new(Level::Raid10, vec![member(0, 64 << 20)]);
+        assert!(problem(&spec).contains("raid10 mirror needs at least 2"));
         let spec = ArraySpec::new(Level::Raid0, vec![member(0, 64 << 20)]);
         assert!(problem(&spec).contains("at least 2 members"));
     }
@@ -411,6 +514,43 @@ mod tests {
     }
 
     #[test]
+    fn raid10_keeps_two_copies_of_every_chunk() {
+        let chunk = 64 << 10;
+        let mut four = ArraySpec::new(Level::Raid10, (0..4).map(|i| member(i, 4 << 20)).collect());
+        four.chunk = Bytes(chunk);
+        assert_eq!(four.kernel_layout(), RAID10_NEAR2_LAYOUT);
+        assert_eq!(four.kernel_chunk_bytes(), chunk);
+        assert_eq!(four.expected_size_bytes(), 2 * (4 << 20));
+        assert!(!four.needs_truncation());
+        // Chunk 0 on members 0 and 1, chunk 1 on 2 and 3, chunk 2 one row down on 0 and 1.
+        assert_eq!(four.copies_of(100), Some(vec![(0, 100), (1, 100)]));
+        assert_eq!(four.copies_of(chunk + 5), Some(vec![(2, 5), (3, 5)]));
+        assert_eq!(
+            four.copies_of(2 * chunk + 7),
+            Some(vec![(0, chunk + 7), (1, chunk + 7)])
+        );
+        // Three members: chunk 1 wraps from the last member to the first of the next row.
+        let mut three = ArraySpec::new(
+            Level::Raid10,
+            (0..3).map(|i| member(i, 5 * chunk + 4096)).collect(),
+        );
+        three.chunk = Bytes(chunk);
+        assert_eq!(three.copies_of(chunk), Some(vec![(2, 0), (0, chunk)]));
+        // 5 chunks each over an odd member count: cut to 4, 6 chunks of array.
+        assert_eq!(three.used_bytes_per_member(), Some(4 * chunk));
+        assert_eq!(three.expected_size_bytes(), 6 * chunk);
+        assert!(three.needs_truncation());
+        let raid1 = ArraySpec::new(Level::Raid1, vec![member(0, 4 << 20), member(1, 4 << 20)]);
+        assert_eq!(raid1.copies_of(4096), Some(vec![(0, 4096), (1, 4096)]));
+        assert_eq!(
+            ArraySpec::new(Level::Raid0, raid1.members.clone()).copies_of(0),
+            None
+        );
+        four.chunk = Bytes(3000);
+        assert!(problem(&four).contains("chunk"));
+    }
+
+    #[test]
     fn equal_members_within_one_chunk_need_no_truncation() {
         // Sizes differ by less than a chunk: the kernel rounds both down to the same
         // number of chunks, so raid0 stays single-zone without help.
@@ -424,7 +564,7 @@ mod tests {
 
     #[test]
     fn levels_round_trip_through_kernel_values_and_names() {
-        for level in [Level::Raid0, Level::Raid1, Level::Linear] {
+        for level in [Level::Raid0, Level::Raid1, Level::Raid10, Level::Linear] {
             assert_eq!(Level::from_kernel_level(level.kernel_level()), Some(level));
             assert_eq!(Level::from_name(level.name()), Some(level));
         }

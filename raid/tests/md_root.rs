@@ -126,7 +126,8 @@ fn assert_no_md_magic(what: &Path, data: &[u8]) {
 
 /// What each member must contain after the whole array was written with `array`:
 /// the members' old contents with the array's bytes laid over them where `spec.level`
-/// puts them (raid0: chunk i on member i mod n at row i / n; raid1: everywhere;
+/// puts them (raid0: chunk i on member i mod n at row i / n; raid1: everywhere; raid10
+/// near-2: chunk i in slots 2i and 2i + 1, slot s being member s mod n at row s / n;
 /// linear: one after the other).
 fn expected_members(spec: &ArraySpec, before: &[Vec<u8>], array: &[u8]) -> Vec<Vec<u8>> {
     let mut members = before.to_vec();
@@ -142,6 +143,16 @@ fn expected_members(spec: &ArraySpec, before: &[Vec<u8>], array: &[u8]) -> Vec<V
         Level::Raid1 => {
             for member in &mut members {
                 member[..array.len()].copy_from_slice(array);
+            }
+        }
+        Level::Raid10 => {
+            let chunk = usize::try_from(spec.chunk.0).unwrap();
+            let count = members.len();
+            for (index, data) in array.chunks(chunk).enumerate() {
+                for slot in [2 * index, 2 * index + 1] {
+                    let row = slot / count * chunk;
+                    members[slot % count][row..row + data.len()].copy_from_slice(data);
+                }
             }
         }
         Level::Linear => {
@@ -215,6 +226,20 @@ fn build_write_verify(level: Level, sizes: &[u64]) {
     drop_caches();
 
     let expected = expected_members(&spec, &before, &data);
+    // ArraySpec::copies_of (what verification reads) names the places the kernel used.
+    if spec.level.is_redundant() {
+        for offset in (0..size).step_by(12_288) {
+            let at = usize::try_from(offset).unwrap();
+            for (member, member_at) in spec.copies_of(offset).unwrap() {
+                let member_at = usize::try_from(member_at).unwrap();
+                assert_eq!(
+                    expected[member][member_at..member_at + 8],
+                    data[at..at + 8],
+                    "{level}: copy of array byte {offset} on member {member}"
+                );
+            }
+        }
+    }
     for (device, expected) in devices.iter().zip(&expected) {
         let found = read_all(device.path());
         assert_no_md_magic(device.path(), &found);
@@ -241,6 +266,16 @@ fn raid0_over_two_and_four_members_stripes_by_chunk() {
 fn raid1_over_two_and_four_members_mirrors_everything() {
     build_write_verify(Level::Raid1, &[4 * MIB; 2]);
     build_write_verify(Level::Raid1, &[4 * MIB; 4]);
+}
+
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn raid10_keeps_two_copies_of_every_chunk_in_the_near_layout() {
+    build_write_verify(Level::Raid10, &[4 * MIB; 2]);
+    build_write_verify(Level::Raid10, &[4 * MIB; 4]);
+    // Three members of 4 MiB + 64 KiB: 65 chunks each, cut to 64 so the array is whole rows.
+    build_write_verify(Level::Raid10, &[4 * MIB + 64 * 1024; 3]);
+    build_write_verify(Level::Raid10, &[4 * MIB, 5 * MIB, 4 * MIB + 4096, 6 * MIB]);
 }
 
 #[test]

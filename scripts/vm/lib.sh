@@ -30,6 +30,8 @@ VM_BOOT_MODULES=" virtio_pci virtio_blk loop brd "
 # "optional" ones may legitimately fail (twofish-avx needs AVX, which TCG may lack).
 # brd: 4 RAM disks of 64 MiB (rd_size is in KiB) for tests that want a second kind of
 # block device without touching the virtio disks.
+# dm-raid and dm-zero: the stock tools' recipe for a raid10 volume (a dm raid mapping with
+# zero-target metadata devices, tests/root_mirrors.rs).
 VM_MODULES=(
     "required virtio_pci"
     "required virtio_blk"
@@ -38,6 +40,8 @@ VM_MODULES=(
     "required dm-mod"
     "required dm-crypt"
     "required dm-integrity"
+    "required dm-raid"
+    "required dm-zero"
     "required md-mod"
     "required linear"
     "required raid0"

@@ -48,8 +48,15 @@ pub fn md_name_hint(name: &DmName) -> String {
 /// disk mirrors nothing). Config calls it a usage error for devices named on the command
 /// line; derive a refusal for discovered ones.
 pub fn member_count_problem(choice: AssemblyChoice, count: usize) -> Option<String> {
-    (choice == AssemblyChoice::Md(MdLevel::Raid1) && count < 2)
-        .then(|| format!("--level raid1 needs at least 2 devices, got {count}"))
+    match choice {
+        AssemblyChoice::Md(level @ (MdLevel::Raid1 | MdLevel::Raid10)) if count < 2 => {
+            Some(format!(
+                "--level {} needs at least 2 devices, got {count}",
+                md_level_name(level)
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The plan for `provision`: the config applied to the checked members.
@@ -530,7 +537,7 @@ fn refuse_wasteful_sizes(assembly: Assembly, members: &[PlannedMember]) -> Resul
         assembly,
         Assembly::DmStripe { .. }
             | Assembly::Md {
-                level: MdLevel::Raid0 | MdLevel::Raid1,
+                level: MdLevel::Raid0 | MdLevel::Raid1 | MdLevel::Raid10,
                 ..
             }
     );
@@ -872,6 +879,46 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn raid10_is_rebuilt_as_a_dm_raid_mapping_of_the_same_geometry() {
+        // 3 members of 256 MiB + 512 KiB: 513 chunks each, cut to 512 (an odd member count
+        // takes an even number of chunks): 768 chunks of array.
+        let shared = plan_sized(&["--level", "raid10"], 3, (256 << 20) + (512 << 10)).unwrap();
+        assert_eq!(shared.nodes[0].size_bytes, 768 * (512 << 10));
+        let keys = [PathBuf::from("/k")];
+        let commands = render::stock_commands(&shared, &keys).unwrap();
+        assert_eq!(
+            commands[0],
+            "dmsetup create --table '0 8192 zero' -- v-raid10-meta0 && dmsetup create --table '0 8192 zero' -- v-raid10-meta1 && dmsetup create --table '0 8192 zero' -- v-raid10-meta2 && dmsetup create --table '0 786432 raid raid10 6 1024 nosync raid10_copies 2 raid10_format near 3 /dev/mapper/v-raid10-meta0 /dev/vdb /dev/mapper/v-raid10-meta1 /dev/vdc /dev/mapper/v-raid10-meta2 /dev/vdd' -- v-raid10   # md raid10 as a dm raid mapping (mdadm --build makes no raid10): members in this order, zero-target metadata devices, nosync: nothing written to them"
+        );
+        assert!(
+            commands[1].contains(" /dev/mapper/v-raid10 v"),
+            "{}",
+            commands[1]
+        );
+        let described =
+            render::describe_node(&shared.nodes[0], |d| render::stock_device(&shared, d));
+        assert!(
+            described.contains("md raid10 chunk 512 KiB over /dev/vdb /dev/vdc /dev/vdd"),
+            "{described}"
+        );
+        // Per disk: the mapping is over the crypt mappings, the volume a linear over it.
+        let per_disk = plan(&["--level", "raid10", "--layout", "per-disk"], 4).unwrap();
+        let keys: Vec<PathBuf> = (0..4).map(|i| PathBuf::from(format!("/k.{i}"))).collect();
+        let commands = render::stock_commands(&per_disk, &keys).unwrap();
+        assert!(
+            commands[4].contains(
+                " 4 /dev/mapper/v-raid10-meta0 /dev/mapper/v-m0 /dev/mapper/v-raid10-meta1 /dev/mapper/v-m1 /dev/mapper/v-raid10-meta2 /dev/mapper/v-m2 /dev/mapper/v-raid10-meta3 /dev/mapper/v-m3'"
+            ),
+            "{}",
+            commands[4]
+        );
+        assert_eq!(
+            commands[5],
+            "dmsetup create --table '0 1048576 linear /dev/mapper/v-raid10 0' -- v"
+        );
+    }
+
     /// Runs `command` with `sh -c` in `dir`, with fake `cryptsetup`, `mdadm` and `dmsetup`
     /// first in PATH that print their arguments NUL-terminated, then their standard input.
     fn run_with_fake_tools(dir: &std::path::Path, command: &str) -> Vec<u8> {
@@ -995,6 +1042,8 @@ pub(crate) mod tests {
         assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 1).is_some());
         assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 2).is_none());
         assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid0), 1).is_none());
+        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid10), 1)
+            .is_some_and(|problem| problem.contains("--level raid10 needs at least 2 devices")));
     }
 
     #[test]

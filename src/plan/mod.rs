@@ -42,6 +42,7 @@ pub fn md_level_name(level: MdLevel) -> &'static str {
     match level {
         MdLevel::Raid0 => "raid0",
         MdLevel::Raid1 => "raid1",
+        MdLevel::Raid10 => "raid10",
         MdLevel::Linear => "linear",
     }
 }
@@ -381,6 +382,10 @@ pub fn assembled_bytes(assembly: Assembly, member_bytes: &[u64]) -> u64 {
             level: MdLevel::Linear,
             ..
         } => member_bytes.iter().sum(),
+        Assembly::Md {
+            level: MdLevel::Raid10,
+            chunk_bytes,
+        } => tosskey_raid::raid10_array_bytes(chunk_bytes, member_bytes),
         Assembly::Md {
             level: MdLevel::Raid0,
             chunk_bytes,

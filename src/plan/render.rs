@@ -31,15 +31,85 @@ pub fn kernel_device(plan: &Plan, device: DeviceRef) -> String {
 }
 
 /// The path stock tools see: the member path, `/dev/md/<name>` for the array mdadm builds,
-/// `/dev/mapper/<name>` for dm nodes.
+/// `/dev/mapper/<name>-raid10` for the dm `raid` mapping that stands in for a raid10 array
+/// (`mdadm --build` makes no raid10), `/dev/mapper/<name>` for dm nodes.
 pub fn stock_device(plan: &Plan, device: DeviceRef) -> String {
     match device {
         DeviceRef::Member(i) => plan.members[i].path.display().to_string(),
         DeviceRef::Node(i) => match plan.nodes[i].kind {
+            NodeKind::Md {
+                level: super::MdLevel::Raid10,
+                ..
+            } => format!("/dev/mapper/{}", stock_raid10_name(plan)),
             NodeKind::Md { .. } => format!("/dev/md/{}", plan.name),
             _ => plan.nodes[i].path.display().to_string(),
         },
     }
+}
+
+/// The dm name of the stock recipe's raid10 mapping.
+fn stock_raid10_name(plan: &Plan) -> String {
+    format!("{}-raid10", plan.name)
+}
+
+/// Sectors of each metadata device of the stock raid10 recipe: a dm `zero` target, which
+/// reads as zeros and discards writes, big enough for dm-raid's superblock (4 KiB) and
+/// its write-intent bitmap behind it.
+const STOCK_RAID10_METADATA_SECTORS: u64 = 8192;
+
+/// The dm name of the stock recipe's metadata device for slot `slot`.
+fn stock_raid10_metadata_name(plan: &Plan, slot: usize) -> String {
+    format!("{}-raid10-meta{slot}", plan.name)
+}
+
+/// The commands that rebuild md raid10 array `node` over `members` (stock device paths)
+/// as a dm `raid` mapping: the same near layout, 2 copies, chunk and length, and `nosync`
+/// (no initial resync, like tosskey's array built clean). dm-raid takes a raid10 layout
+/// only from a metadata device (without one it keeps its default layout, 0, which md
+/// refuses), so every member gets a dm `zero` device as its metadata device: dm-raid
+/// finds no superblock there, treats the set as new and takes the table's layout, and
+/// what it writes there is discarded, so nothing is written to the members or anywhere
+/// else. dm-raid's params count is the number of words between it and the device count.
+fn raid10_commands(plan: &Plan, node: &Node, members: &[String]) -> Result<String, Error> {
+    let NodeKind::Md { chunk_bytes, .. } = &node.kind else {
+        unreachable!("raid10 commands are made for md nodes")
+    };
+    let params = [
+        (chunk_bytes / super::SECTOR).to_string(),
+        "nosync".to_owned(),
+        "raid10_copies".to_owned(),
+        tosskey_raid::RAID10_NEAR_COPIES.to_string(),
+        "raid10_format".to_owned(),
+        "near".to_owned(),
+    ];
+    let mut commands = Vec::new();
+    let mut devices = Vec::new();
+    for (slot, member) in members.iter().enumerate() {
+        let metadata = stock_raid10_metadata_name(plan, slot);
+        commands.push(format!(
+            "dmsetup create --table {} -- {}",
+            quote(&format!("0 {STOCK_RAID10_METADATA_SECTORS} zero"))?,
+            quote(&metadata)?
+        ));
+        devices.push(format!("/dev/mapper/{metadata} {member}"));
+    }
+    let table = format!(
+        "0 {} raid raid10 {} {} {} {}",
+        node.size_bytes / super::SECTOR,
+        params.len(),
+        params.join(" "),
+        members.len(),
+        devices.join(" ")
+    );
+    commands.push(format!(
+        "dmsetup create --table {} -- {}",
+        quote(&table)?,
+        quote(&stock_raid10_name(plan))?
+    ));
+    Ok(format!(
+        "{}   # md raid10 as a dm raid mapping (mdadm --build makes no raid10): members in this order, zero-target metadata devices, nosync: nothing written to them",
+        commands.join(" && ")
+    ))
 }
 
 /// The table of node `index` with the key elided (a keyring reference is kept: it is no
@@ -135,7 +205,7 @@ pub fn describe_node(node: &Node, device: impl Fn(DeviceRef) -> String) -> Strin
         let table = node.table.as_deref().unwrap_or("(no table)");
         return format!("{}: {table}", node.name);
     };
-    let chunk = if *level == super::MdLevel::Raid0 {
+    let chunk = if matches!(level, super::MdLevel::Raid0 | super::MdLevel::Raid10) {
         format!(" chunk {} KiB", chunk_bytes >> 10)
     } else {
         String::new()
@@ -517,6 +587,15 @@ pub fn stock_commands(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
         let device = |d: DeviceRef| stock_device(plan, d);
         commands.push(match &node.kind {
             NodeKind::Md {
+                level: super::MdLevel::Raid10,
+                members,
+                ..
+            } => raid10_commands(
+                plan,
+                node,
+                &members.iter().map(|d| device(*d)).collect::<Vec<_>>(),
+            )?,
+            NodeKind::Md {
                 level,
                 chunk_bytes,
                 members,
@@ -539,6 +618,7 @@ pub fn stock_commands(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
                         super::MdLevel::Raid1 => " --assume-clean".to_owned(),
                         // tosskey gives linear no chunk (the kernel would round members to it).
                         super::MdLevel::Linear => String::new(),
+                        super::MdLevel::Raid10 => unreachable!("raid10 is rebuilt with dmsetup"),
                     },
                     members.len(),
                     shell::join(&devices[1..])?

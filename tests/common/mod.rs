@@ -128,6 +128,73 @@ pub fn other_private_key() -> PathBuf {
     )
 }
 
+/// Runs `line` (a printed stock-tool command) with `sh -c`, the system PATH and no udev;
+/// fails the test with its output unless it succeeds.
+pub fn run_stock(line: &str) {
+    let run = Command::new("/bin/sh")
+        .args(["-c", line])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{line}: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// The commands of one numbered step of `escrow decrypt`'s recovery script: the lines after
+/// `header` (a `render::RECOVERY_*` line) up to the next comment line.
+pub fn recovery_step<'a>(script: &'a str, header: &str) -> Vec<&'a str> {
+    script
+        .lines()
+        .skip_while(|line| *line != header)
+        .skip(1)
+        .take_while(|line| !line.starts_with("# "))
+        .collect()
+}
+
+/// Removes the escrow file `escrow` and every key file `escrow decrypt` wrote beside
+/// `key_out` (`key_out`, `key_out.0`, …).
+pub fn remove_escrow_and_keys(escrow: &str, key_out: &str) {
+    for file in std::fs::read_dir("/tmp").unwrap() {
+        let path = file.unwrap().path();
+        if path.to_str().unwrap().starts_with(key_out) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    std::fs::remove_file(escrow).unwrap();
+}
+
+/// Fails unless every file of `files` still has its SHA-256 (`when` says at which point).
+pub fn check_files(files: &std::collections::BTreeMap<PathBuf, [u8; 32]>, when: &str) {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read as _;
+    for (path, hash) in files {
+        let mut data = Vec::new();
+        std::fs::File::open(path)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(
+            <[u8; 32]>::from(Sha256::digest(&data)),
+            *hash,
+            "{} differs {when}",
+            path.display()
+        );
+    }
+}
+
+/// Fails unless `status` lists no volume and no tosskey md array is left.
+pub fn assert_no_volume_left() {
+    let status = tosskey(&["status"]).ok().stdout;
+    assert!(status.contains("no tosskey volumes"), "{status}");
+    let mdstat = std::fs::read_to_string("/proc/mdstat").unwrap();
+    assert!(!mdstat.contains("md_tk_"), "{mdstat}");
+}
+
 /// Whether `needle` occurs in `haystack` (memchr's SIMD search: whole disks are scanned).
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()

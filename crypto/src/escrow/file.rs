@@ -119,6 +119,8 @@ pub enum Assembly {
 pub enum MdLevel {
     Raid0,
     Raid1,
+    /// md's near layout with 2 copies (mdadm's `n2`), over `chunk_bytes` chunks.
+    Raid10,
     Linear,
 }
 

@@ -459,6 +459,9 @@ fn transpose(x: [__m256i; 4]) -> [__m256i; 4] {
     ]
 }
 
+/// (block or state word, whitening subkey) for each of the four words.
+type WordOrder = [(usize, usize); 4];
+
 /// Registers per batch: two blocks each.
 const REGS: usize = BATCH / 32;
 
@@ -500,7 +503,7 @@ fn twofish_sector_avx2<const LOOKUP: u8>(
     // (input word, whitening subkey) feeding a, b, c, d, and (state word, subkey)
     // giving output words 0..4: encryption whitens with K0..K3 and outputs
     // (c ^ K4, d ^ K5, a ^ K6, b ^ K7); decryption is the mirror image.
-    let (in_order, out_order): ([(usize, usize); 4], [(usize, usize); 4]) = if encrypt {
+    let (in_order, out_order): (WordOrder, WordOrder) = if encrypt {
         (
             [(0, 0), (1, 1), (2, 2), (3, 3)],
             [(2, 4), (3, 5), (0, 6), (1, 7)],

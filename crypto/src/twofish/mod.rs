@@ -227,23 +227,22 @@ impl TwofishKey {
             }
         }
         self.sbox_steps = k;
-        for position in 0..4 {
-            // The chain applies the highest key word first.
-            for (step, word) in (0..k).rev().enumerate() {
-                let t = if Q_BEFORE_KEY_WORD[word][position] {
-                    &Q1_T
-                } else {
-                    &Q0_T
-                };
-                let key_byte = sbox_words[word].to_le_bytes()[position];
+        // The chain applies the highest key word first.
+        for (step, word) in (0..k).rev().enumerate() {
+            let mut key_bytes = sbox_words[word].to_le_bytes();
+            for (position, (&is_q1, key_byte)) in
+                Q_BEFORE_KEY_WORD[word].iter().zip(key_bytes).enumerate()
+            {
+                let t = if is_q1 { &Q1_T } else { &Q0_T };
                 let index = 2 * (4 * position + step);
-                for v in 0..16 {
+                for (v, (&t2, &t3)) in t[2].iter().zip(&t[3]).enumerate() {
                     for lane in [v, v + 16] {
-                        self.nibble_tables[index][lane] = t[2][v] ^ (key_byte & 0xf);
-                        self.nibble_tables[index + 1][lane] = t[3][v] ^ (key_byte >> 4);
+                        self.nibble_tables[index][lane] = t2 ^ (key_byte & 0xf);
+                        self.nibble_tables[index + 1][lane] = t3 ^ (key_byte >> 4);
                     }
                 }
             }
+            key_bytes.zeroize();
         }
         even.zeroize();
         odd.zeroize();

@@ -462,13 +462,16 @@ pub fn assert_xfs_repair_clean(target: &Path) {
 
 /// The lines of `xfs_repair -n`'s report that are not progress: what it found wrong.
 pub fn xfs_repair_findings(report: &str) -> Vec<&str> {
-    // An image on tmpfs or in a guest's initramfs gets the host-geometry warning.
-    const NOISE: [&str; 5] = [
+    // An image on tmpfs or in a guest's initramfs gets the host-geometry warning; a
+    // volume of hundreds of TiB the advice about this machine's memory.
+    const NOISE: [&str; 7] = [
         "No modify flag set, skipping phase 5",
         "No modify flag set, skipping filesystem flush and exiting.",
         "Cannot get host filesystem geometry.",
         "Repair may fail if there is a sector size mismatch between",
         "the image and the host filesystem.",
+        "If repair fails due to lack of memory, please",
+        "turn prefetching off (-P) to reduce the memory footprint.",
     ];
     report
         .lines()
@@ -476,6 +479,10 @@ pub fn xfs_repair_findings(report: &str) -> Vec<&str> {
             !(line.is_empty()
                 || line.starts_with("Phase ")
                 || line.starts_with("        - ")
+                || (line.starts_with("Memory available for repair (")
+                    && line.ends_with(") may not be sufficient."))
+                || (line.starts_with("At least ")
+                    && line.ends_with(" is needed to repair this filesystem efficiently"))
                 || NOISE.contains(line))
         })
         .collect()
@@ -520,6 +527,26 @@ pub fn tpm2_pcrread(device: &str, selection: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xfs_repair_findings_are_the_lines_that_are_not_progress() {
+        let report = "Phase 1 - find and verify superblock...
+Cannot get host filesystem geometry.
+Memory available for repair (18078MB) may not be sufficient.
+At least 43056MB is needed to repair this filesystem efficiently
+        - scan filesystem freespace and inode maps...
+agf_freeblks 65518, counted 65517 in ag 0
+sb_fdblocks 245728, counted 245727
+No modify flag set, skipping filesystem flush and exiting.
+";
+        assert_eq!(
+            xfs_repair_findings(report),
+            [
+                "agf_freeblks 65518, counted 65517 in ag 0",
+                "sb_fdblocks 245728, counted 245727"
+            ]
+        );
+    }
 
     #[test]
     fn dev_id_displays_as_major_colon_minor() {

@@ -299,12 +299,17 @@ pub struct EscrowDecryptArgs {
 pub struct MkfsArgs {
     /// Block device or image file.
     pub target: PathBuf,
+    /// The filesystem: ext4, or XFS as `mkfs.xfs -K` writes it (at least 300 MiB).
+    #[arg(long = "type", value_enum, default_value_t = FilesystemArg::Ext4)]
+    pub filesystem: FilesystemArg,
     #[arg(long)]
     pub label: Option<String>,
+    /// ext4 only.
     #[arg(long)]
     pub journal: bool,
-    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
-    pub inode_ratio: u64,
+    /// ext4 only.
+    #[arg(long, value_name = "BYTES")]
+    pub inode_ratio: Option<u64>,
     /// Overwrite a target that carries a filesystem, LUKS, md or partition-table signature
     /// (as for provision: never one that is mounted, held or otherwise in use).
     #[arg(long)]
@@ -369,6 +374,12 @@ pub enum KeyLoadingArg {
     Auto,
     Keyring,
     Hex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FilesystemArg {
+    Ext4,
+    Xfs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -110,6 +110,7 @@ failed_from!(
     tosskey_raid::RaidError,
     tosskey_crypto::Error,
     tosskey_ext4::Error,
+    tosskey_xfs::Error,
     tosskey_kmod::Error,
     tosskey_tpm::Error,
 );

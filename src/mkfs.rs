@@ -1,9 +1,10 @@
-//! `tosskey mkfs`: the pure-Rust ext4 formatter on a device or image file, behind the same
-//! safety checks as a provision member ([`crate::safety`]): nothing in use, on the system
-//! disk or held, and no partition table or filesystem/LUKS/md signature unless `--force`.
+//! `tosskey mkfs`: the pure-Rust ext4 or XFS formatter on a device or image file, behind the
+//! same safety checks as a provision member ([`crate::safety`]): nothing in use, on the
+//! system disk or held, and no partition table or filesystem/LUKS/md signature unless
+//! `--force`.
 
-use crate::cli::MkfsArgs;
-use crate::error::Result;
+use crate::cli::{FilesystemArg, MkfsArgs};
+use crate::error::{Error, Result};
 use crate::safety::{check_member_writable, CheckOptions};
 use crate::sysfs::SystemRoot;
 
@@ -11,6 +12,11 @@ use crate::sysfs::SystemRoot;
 /// the descriptor the checks opened (read-write, `O_EXCL` on a block device) and scanned:
 /// a path swapped after the check (a symlink re-pointed) cannot send it elsewhere.
 pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
+    if args.filesystem == FilesystemArg::Xfs && (args.journal || args.inode_ratio.is_some()) {
+        return Err(Error::Usage(
+            "--journal and --inode-ratio are ext4 options: drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)".into(),
+        ));
+    }
     let mut checked = check_member_writable(
         root,
         &args.target,
@@ -22,14 +28,22 @@ pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
     let claim = checked
         .take_claim()
         .expect("a member that passed the checks is claimed");
+    match args.filesystem {
+        FilesystemArg::Ext4 => format_ext4(claim, args),
+        FilesystemArg::Xfs => format_xfs(claim, args),
+    }
+}
+
+fn format_ext4(claim: std::fs::File, args: MkfsArgs) -> Result<String> {
+    let defaults = tosskey_ext4::FormatOptions::default();
     let report = tosskey_ext4::format_file(
         claim,
         &args.target,
         &tosskey_ext4::FormatOptions {
             label: args.label,
             journal: args.journal,
-            inode_ratio: args.inode_ratio,
-            ..tosskey_ext4::FormatOptions::default()
+            inode_ratio: args.inode_ratio.unwrap_or(defaults.inode_ratio),
+            ..defaults
         },
     )?;
     Ok(format!(
@@ -46,6 +60,31 @@ pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
     ))
 }
 
+fn format_xfs(claim: std::fs::File, args: MkfsArgs) -> Result<String> {
+    let report = tosskey_xfs::format_file(
+        claim,
+        &args.target,
+        &tosskey_xfs::FormatOptions {
+            label: args.label,
+            ..tosskey_xfs::FormatOptions::default()
+        },
+    )?;
+    let g = &report.geometry;
+    Ok(format!(
+        "{}: xfs, {} blocks of 4096 bytes, {} AGs of {} blocks, {}-byte sectors, log of {} blocks{}\n",
+        args.target.display(),
+        g.dblocks,
+        g.agcount,
+        g.agblocks,
+        g.sector_size,
+        g.log_blocks,
+        match g.stripe {
+            Some(stripe) => format!(", stripe unit {} blocks, width {}", stripe.unit, stripe.width),
+            None => String::new(),
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -58,9 +97,10 @@ mod tests {
     fn args(target: &Path) -> MkfsArgs {
         MkfsArgs {
             target: target.to_path_buf(),
+            filesystem: FilesystemArg::Ext4,
             label: None,
             journal: false,
-            inode_ratio: tosskey_ext4::LARGEFILE4_INODE_RATIO,
+            inode_ratio: None,
             force: false,
         }
     }

@@ -120,6 +120,29 @@ fn blank_image(path: &std::path::Path) {
         .unwrap();
 }
 
+/// `mkfs --type xfs` writes an XFS that xfs_repair finds clean, and a second `mkfs` is
+/// refused on its signature like on ext4's.
+#[test]
+fn mkfs_formats_an_image_file_as_xfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("xfs.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let path = image.to_str().unwrap();
+    let run = tosskey(&["mkfs", path, "--type", "xfs", "--label", "data"]).ok();
+    assert!(
+        run.stdout
+            .contains("xfs, 262144 blocks of 4096 bytes, 4 AGs of 65536 blocks"),
+        "{}",
+        run.stdout
+    );
+    tosskey_testkit::assert_xfs_repair_clean(&image);
+    tosskey(&["mkfs", path, "--type", "xfs"]).fails_with(3, "has an XFS filesystem signature");
+    tosskey(&["mkfs", path, "--type", "xfs", "--journal"]).fails_with(2, "ext4 options");
+}
+
 #[test]
 fn mkfs_formats_an_image_file() {
     let dir = tempfile::tempdir().unwrap();

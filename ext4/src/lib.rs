@@ -106,7 +106,9 @@ use layout::{
     DescriptorPlacement, Layout, LayoutError, BLOCKS_PER_GROUP, BLOCK_LEN, DESCS_PER_BLOCK,
     DESC_LEN, FIRST_INODE, INODE_LEN, LOST_FOUND_BLOCKS,
 };
-use target::TargetKind;
+/// The target checks, shared with the other formatter (tosskey-xfs): open read-write,
+/// refusing mounted, held, read-only and loop-attached targets before anything is written.
+pub use target::{adopt as adopt_target, open as open_target, Target, TargetKind};
 
 /// One inode per 4 MiB: mke2fs's `largefile4` usage type.
 pub const LARGEFILE4_INODE_RATIO: u64 = 4 << 20;

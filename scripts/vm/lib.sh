@@ -53,6 +53,7 @@ VM_MODULES=(
     "required af_alg"
     "required algif_skcipher"
     "required ext4"
+    "required xfs"
     "required crc32c_generic"
     "optional raid456"
     "optional twofish-avx-x86_64"

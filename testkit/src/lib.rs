@@ -431,6 +431,63 @@ pub fn assert_e2fsck_clean(target: &Path) {
     );
 }
 
+/// Runs `xfs_repair -n` (xfsprogs, from `/usr/sbin` or `/sbin`: `scripts/vm-test` copies it
+/// into the guest) on a device or image and panics with its output unless it exits 0 and
+/// prints nothing but its progress lines, i.e. unless the filesystem is clean.
+#[track_caller]
+pub fn assert_xfs_repair_clean(target: &Path) {
+    let repair = ["/usr/sbin/xfs_repair", "/sbin/xfs_repair"]
+        .into_iter()
+        .map(Path::new)
+        .find(|path| path.exists())
+        .expect(
+            "xfs_repair not found: install xfsprogs (scripts/vm-test copies it into the guest)",
+        );
+    let output = std::process::Command::new(repair)
+        .arg("-n")
+        .arg(target)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", repair.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = format!("{stdout}\n{stderr}");
+    let findings = xfs_repair_findings(&report);
+    assert!(
+        output.status.success() && findings.is_empty(),
+        "xfs_repair -n {} exited {:?}, findings {findings:?}\n{report}",
+        target.display(),
+        output.status.code(),
+    );
+}
+
+/// The lines of `xfs_repair -n`'s report that are not progress: what it found wrong.
+pub fn xfs_repair_findings(report: &str) -> Vec<&str> {
+    // An image on tmpfs or in a guest's initramfs gets the host-geometry warning; a
+    // volume of hundreds of TiB the advice about this machine's memory.
+    const NOISE: [&str; 7] = [
+        "No modify flag set, skipping phase 5",
+        "No modify flag set, skipping filesystem flush and exiting.",
+        "Cannot get host filesystem geometry.",
+        "Repair may fail if there is a sector size mismatch between",
+        "the image and the host filesystem.",
+        "If repair fails due to lack of memory, please",
+        "turn prefetching off (-P) to reduce the memory footprint.",
+    ];
+    report
+        .lines()
+        .filter(|line| {
+            !(line.is_empty()
+                || line.starts_with("Phase ")
+                || line.starts_with("        - ")
+                || (line.starts_with("Memory available for repair (")
+                    && line.ends_with(") may not be sufficient."))
+                || (line.starts_with("At least ")
+                    && line.ends_with(" is needed to repair this filesystem efficiently"))
+                || NOISE.contains(line))
+        })
+        .collect()
+}
+
 /// A `dumpe2fs` line without its checksums (the `0x…` words), so two formats of the same
 /// geometry compare equal line by line.
 pub fn dumpe2fs_without_checksums(line: &str) -> String {
@@ -470,6 +527,26 @@ pub fn tpm2_pcrread(device: &str, selection: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xfs_repair_findings_are_the_lines_that_are_not_progress() {
+        let report = "Phase 1 - find and verify superblock...
+Cannot get host filesystem geometry.
+Memory available for repair (18078MB) may not be sufficient.
+At least 43056MB is needed to repair this filesystem efficiently
+        - scan filesystem freespace and inode maps...
+agf_freeblks 65518, counted 65517 in ag 0
+sb_fdblocks 245728, counted 245727
+No modify flag set, skipping filesystem flush and exiting.
+";
+        assert_eq!(
+            xfs_repair_findings(report),
+            [
+                "agf_freeblks 65518, counted 65517 in ag 0",
+                "sb_fdblocks 245728, counted 245727"
+            ]
+        );
+    }
 
     #[test]
     fn dev_id_displays_as_major_colon_minor() {

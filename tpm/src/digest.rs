@@ -11,7 +11,7 @@
 //! constant is no protection), so they are built in one locked page that is zeroized before it
 //! is unlocked, not in the `hmac` crate's stack temporaries (which it does not wipe). The
 //! hash state that absorbs them is as secret as they are: it lives in a locked page of its
-//! own ([`LockedHasher`]) and is only ever updated in place (`update`, `finalize_reset` take
+//! own (`LockedHasher`) and is only ever updated in place (`update`, `finalize_reset` take
 //! `&mut self`), never moved by value through stack temporaries as `chain_update` would;
 //! it is wiped there before the page is unlocked (the `zeroize` feature of `sha1`/`sha2`,
 //! required by the bound). The blocks are a whole number of hash blocks, so the hasher

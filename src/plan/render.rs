@@ -669,10 +669,7 @@ pub const RECOVERY_TEARDOWN: &str = "# 4. when done, take it down, top first:";
 /// The whole way back without tosskey, as a shell script: which disk is which, the stock
 /// commands that open the volume ([`stock_commands`]), deleting the key file(s), the mount,
 /// and the teardown (`umount`, `cryptsetup close`/`dmsetup remove`, `mdadm --stop`).
-pub fn recovery_steps(
-    plan: &Plan,
-    key_files: &[PathBuf],
-) -> Result<Vec<String>, Error> {
+pub fn recovery_steps(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>, Error> {
     let mut lines = vec![RECOVERY_MEMBERS.to_owned()];
     for member in &plan.members {
         // Comment lines: the escrow file's parser refuses control characters in paths and

@@ -405,6 +405,13 @@ mod tests {
                 "dm-stripe",
                 "per-disk",
             ),
+            (&["--level", "raid10"][..], 4, "raid10", "shared"),
+            (
+                &["--layout", "per-disk", "--level", "raid10"][..],
+                4,
+                "raid10",
+                "per-disk",
+            ),
             (
                 &["--key-loading", "hex", "--key-scope", "100MiB"][..],
                 3,

@@ -503,6 +503,8 @@ fn degraded_member_keeps_data(name: &'static str, level: &'static str, layout: &
     let mut files = write_files(mount_dir, "before-", 40);
     drop_caches();
     check_files(&files, "before the failure");
+    let healthy = tosskey(&["status", "--check", name]);
+    assert_eq!(healthy.code, 0, "{healthy:?}");
 
     // Member 1 fails; for raid10 near-2 over 4 members it holds the second copy of
     // every other chunk.
@@ -513,6 +515,14 @@ fn degraded_member_keeps_data(name: &'static str, level: &'static str, layout: &
     let md_degraded = PathBuf::from(format!("/sys/block/md_tk_{name}/md/degraded"));
     let degraded = std::fs::read_to_string(&md_degraded).unwrap();
     assert_eq!(degraded.trim(), "1", "md counts the failed member");
+    // The health probe sees it: degraded (exit 6), the failed member named as it was given
+    // (per disk: the disk under the crypt mapping md marked faulty).
+    let check = tosskey(&["status", "--check", name]);
+    assert_eq!(check.code, 6, "{check:?}");
+    assert!(
+        check.stderr.contains("degraded") && check.stderr.contains(&leg_paths[1]),
+        "{check:?}"
+    );
     drop_caches();
     check_files(&files, "after writing on the degraded array");
     // The filesystem is consistent on the degraded array.

@@ -37,12 +37,7 @@ pub fn harden_process() -> Result<Hardening, Error> {
         (getuid().as_raw(), geteuid().as_raw()),
         (getgid().as_raw(), getegid().as_raw()),
     )?;
-    let auxv = std::fs::read("/proc/self/auxv").map_err(|e| {
-        Error::Failed(anyhow::anyhow!(
-            "cannot read /proc/self/auxv to check for raised privileges: {e}"
-        ))
-    })?;
-    refuse_secure_exec(auxv_entry(&auxv, AT_SECURE))?;
+    refuse_secure_exec(tosskey_sysutil::auxv::secure_exec())?;
     prctl::set_dumpable(false).map_err(|errno| {
         Error::Failed(anyhow::anyhow!(
             "cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {errno}"
@@ -72,38 +67,15 @@ fn refuse_set_id(uid: (u32, u32), gid: (u32, u32)) -> Result<(), Error> {
     Ok(())
 }
 
-/// `AT_SECURE` (`<linux/auxvec.h>`): non-zero when the kernel started this program with
-/// privileges its caller lacks (set-id bits, file capabilities, an LSM transition).
-const AT_SECURE: usize = 23;
-
-/// The value of `key` in an auxiliary vector as `/proc/self/auxv` holds it: native-endian
-/// (type, value) word pairs up to `AT_NULL`.
-fn auxv_entry(auxv: &[u8], key: usize) -> Option<usize> {
-    const WORD: usize = std::mem::size_of::<usize>();
-    auxv.chunks_exact(2 * WORD)
-        .map(|pair| {
-            let word = |at: usize| {
-                usize::from_ne_bytes(pair[at..at + WORD].try_into().expect("a whole word"))
-            };
-            (word(0), word(WORD))
-        })
-        .take_while(|&(kind, _)| kind != 0)
-        .find(|&(kind, _)| kind == key)
-        .map(|(_, value)| value)
-}
-
-/// Refuses a run the kernel marked secure (`AT_SECURE` non-zero, or missing: every Linux
-/// since 2.6 sets it): set-id bits the id check above missed, or file capabilities.
-fn refuse_secure_exec(at_secure: Option<usize>) -> Result<(), Error> {
-    match at_secure {
-        Some(0) => Ok(()),
-        Some(_) => Err(Error::Refused(
+/// Refuses a run the kernel marked secure (`AT_SECURE`): set-id bits the id check above
+/// missed, or file capabilities.
+fn refuse_secure_exec(secure: bool) -> Result<(), Error> {
+    if secure {
+        return Err(Error::Refused(
             "refusing to run with raised privileges (the kernel set AT_SECURE: file capabilities or a set-id bit); remove them (setcap -r, chmod u-s,g-s) and run tosskey as root".to_owned(),
-        )),
-        None => Err(Error::Refused(
-            "refusing to run: /proc/self/auxv has no AT_SECURE entry, so raised privileges cannot be ruled out; run tosskey as root on a Linux kernel with a mounted /proc".to_owned(),
-        )),
+        ));
     }
+    Ok(())
 }
 
 /// Says once, on stderr, if an ioctl buffer that carried key material could not be locked
@@ -132,41 +104,14 @@ mod tests {
         assert_eq!(getrlimit(Resource::RLIMIT_CORE).unwrap(), (0, 0));
     }
 
-    /// An auxiliary vector as the kernel lays it out: (type, value) words, AT_NULL last.
-    fn auxv(entries: &[(usize, usize)]) -> Vec<u8> {
-        entries
-            .iter()
-            .chain([&(0, 0)])
-            .flat_map(|&(kind, value)| [kind.to_ne_bytes(), value.to_ne_bytes()])
-            .flatten()
-            .collect()
-    }
-
-    #[test]
-    fn at_secure_is_read_from_the_auxiliary_vector() {
-        // AT_PAGESZ, AT_UID, AT_SECURE, AT_RANDOM, in the kernel's order.
-        let vector = auxv(&[(6, 4096), (11, 1000), (AT_SECURE, 1), (25, 0x7ffd_0000)]);
-        assert_eq!(auxv_entry(&vector, AT_SECURE), Some(1));
-        assert_eq!(auxv_entry(&vector, 6), Some(4096));
-        // Nothing after AT_NULL counts; a vector without the entry says so.
-        let mut cut = auxv(&[(6, 4096)]);
-        cut.extend(auxv(&[(AT_SECURE, 1)]));
-        assert_eq!(auxv_entry(&cut, AT_SECURE), None);
-        // This test process was started by an unprivileged exec: AT_SECURE is 0.
-        let own = std::fs::read("/proc/self/auxv").unwrap();
-        assert_eq!(auxv_entry(&own, AT_SECURE), Some(0));
-    }
-
     #[test]
     fn a_secure_exec_is_refused_in_one_line() {
-        assert!(refuse_secure_exec(Some(0)).is_ok());
-        for at_secure in [Some(1), None] {
-            let error = refuse_secure_exec(at_secure).unwrap_err();
-            assert_eq!(error.exit_code(), crate::error::REFUSED);
-            let text = crate::error::render(&error);
-            assert!(text.starts_with("refusing to run"), "{text}");
-            assert_eq!(text.lines().count(), 1, "{text}");
-        }
+        assert!(refuse_secure_exec(false).is_ok());
+        let error = refuse_secure_exec(true).unwrap_err();
+        assert_eq!(error.exit_code(), crate::error::REFUSED);
+        let text = crate::error::render(&error);
+        assert!(text.starts_with("refusing to run"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 
     #[test]

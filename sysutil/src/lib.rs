@@ -6,12 +6,15 @@
 //!   attribute readers ([`read_attr`], [`read_attr_u64`]) and the one mountinfo parser
 //!   ([`parse_mountinfo`]);
 //! - [`AlignedBuf`]: a zeroed buffer aligned for `O_DIRECT`, without `unsafe`;
-//! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`].
+//! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`];
+//! - [`auxv::secure_exec`]: the kernel's `AT_SECURE` from the saved auxiliary vector.
 //!
 //! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
-//! No `unsafe` here: the crates that issue ioctls keep that in their own table modules.
+//! No `unsafe` here but the one `getauxval` call in [`auxv`]; the crates that issue ioctls
+//! keep theirs in their own table modules.
 
+pub mod auxv;
 #[cfg(feature = "fake")]
 pub mod fake;
 

@@ -77,25 +77,25 @@ fn portable_path_forced_agrees_with_portable() {
 
 #[test]
 #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn avx2_shuffle_path_agrees_with_portable() {
+fn cpu_feature_avx2_shuffle_path_agrees_with_portable() {
     agrees_with_portable(TwofishPath::Avx2Shuffle);
 }
 
 #[test]
 #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn avx2_loads_path_agrees_with_portable() {
+fn cpu_feature_avx2_loads_path_agrees_with_portable() {
     agrees_with_portable(TwofishPath::Avx2Loads);
 }
 
 #[test]
 #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn avx2_gather_path_agrees_with_portable() {
+fn cpu_feature_avx2_gather_path_agrees_with_portable() {
     agrees_with_portable(TwofishPath::Avx2Gather);
 }
 
 #[test]
 #[cfg_attr(not(tosskey_host_avx512f), ignore = "this CPU lacks AVX-512F")]
-fn avx512_gather_path_agrees_with_portable() {
+fn cpu_feature_avx512_gather_path_agrees_with_portable() {
     agrees_with_portable(TwofishPath::Avx512Gather);
 }
 
@@ -154,7 +154,7 @@ fn check_calibration(xts_key_len: usize) {
 /// Where the CPU has AVX2, both AVX2 paths take part in the calibration.
 #[test]
 #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn calibration_includes_the_avx2_paths() {
+fn cpu_feature_calibration_includes_the_avx2_paths() {
     let measured: Vec<TwofishPath> = twofish_calibration(32)
         .rates
         .iter()

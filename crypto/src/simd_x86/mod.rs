@@ -558,7 +558,7 @@ mod tests {
         not(tosskey_host_vaes512),
         ignore = "this CPU lacks AVX-512F/VAES/VPCLMULQDQ"
     )]
-    fn vaes_matches_portable() {
+    fn cpu_feature_vaes_matches_portable() {
         assert!(vaes_available(), "{BUILT_ELSEWHERE}");
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xae5);
         for round in 0..24 {
@@ -585,7 +585,7 @@ mod tests {
     /// The AVX-512 gather Twofish path gives the same bytes as the scalar path.
     #[test]
     #[cfg_attr(not(tosskey_host_avx512f), ignore = "this CPU lacks AVX-512F")]
-    fn twofish_avx512_matches_scalar() {
+    fn cpu_feature_twofish_avx512_matches_scalar() {
         let simd = TwofishAvx512::detect().expect(BUILT_ELSEWHERE);
         twofish_matches_scalar(|key, tweak, data, encrypt| {
             simd.crypt_sector(key, tweak, data, encrypt);
@@ -619,7 +619,7 @@ mod tests {
         not(tosskey_host_vaes512),
         ignore = "this CPU lacks AVX-512F/VPCLMULQDQ"
     )]
-    fn alpha32_matches_scalar() {
+    fn cpu_feature_alpha32_matches_scalar() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xa1f);
         assert!(
             std::is_x86_feature_detected!("avx512f")

@@ -562,7 +562,7 @@ mod tests {
     /// The AVX2 path without table reads gives the scalar path's bytes.
     #[test]
     #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-    fn avx2_shuffles_match_scalar() {
+    fn cpu_feature_avx2_shuffles_match_scalar() {
         let simd = TwofishAvx2::detect(G8Lookup::Shuffle).expect(BUILT_ELSEWHERE);
         twofish_matches_scalar(|key, tweak, data, encrypt| {
             simd.crypt_sector(key, tweak, data, encrypt);
@@ -572,7 +572,7 @@ mod tests {
     /// The AVX2 path with scalar table loads gives the scalar path's bytes.
     #[test]
     #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-    fn avx2_scalar_loads_match_scalar() {
+    fn cpu_feature_avx2_scalar_loads_match_scalar() {
         let simd = TwofishAvx2::detect(G8Lookup::Scalar).expect(BUILT_ELSEWHERE);
         twofish_matches_scalar(|key, tweak, data, encrypt| {
             simd.crypt_sector(key, tweak, data, encrypt);
@@ -582,7 +582,7 @@ mod tests {
     /// The AVX2 gather path gives the scalar path's bytes.
     #[test]
     #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-    fn avx2_gathers_match_scalar() {
+    fn cpu_feature_avx2_gathers_match_scalar() {
         let simd = TwofishAvx2::detect(G8Lookup::Gather).expect(BUILT_ELSEWHERE);
         twofish_matches_scalar(|key, tweak, data, encrypt| {
             simd.crypt_sector(key, tweak, data, encrypt);

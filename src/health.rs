@@ -285,6 +285,10 @@ pub fn assess(
             reason,
         });
     }
+    // One failed member per device, whichever ways it was found (md marked it faulty, its
+    // table is an error target, sysfs lost it): redundancy covers it if any way shows a
+    // serving redundant array above it.
+    let mut named: Vec<(PathBuf, HealthState, String)> = Vec::new();
     for failure in failures {
         let covers = |(index, md): &(usize, MdHealth)| {
             md.redundant()
@@ -298,27 +302,20 @@ pub fn assess(
             HealthState::Failed
         };
         let device = as_given(volume, system, failure.shown);
-        // A disk md failed and sysfs lost is one failed member, with both reasons.
-        match health
-            .failed_members
-            .iter_mut()
-            .find(|m| m.device == device)
-        {
-            Some(known) => {
-                known.reason = format!("{}; {}", known.reason, failure.reason);
-                health.state = health.state.max(state);
+        match named.iter_mut().find(|(known, _, _)| *known == device) {
+            Some((_, known_state, reason)) => {
+                *known_state = (*known_state).min(state);
+                *reason = format!("{reason}; {}", failure.reason);
             }
-            None => {
-                health.found(
-                    state,
-                    format!("member {} failed: {}", device.display(), failure.reason),
-                );
-                health.failed_members.push(FailedMember {
-                    device,
-                    reason: failure.reason,
-                });
-            }
+            None => named.push((device, state, failure.reason)),
         }
+    }
+    for (device, state, reason) in named {
+        health.found(
+            state,
+            format!("member {} failed: {reason}", device.display()),
+        );
+        health.failed_members.push(FailedMember { device, reason });
     }
     Ok(health)
 }
@@ -397,10 +394,24 @@ mod tests {
     }
 
     #[test]
-    fn a_faulty_raid1_member_leaves_the_volume_degraded_and_named() {
-        for (layout, md_member) in [("shared", "vdb"), ("per-disk", "dm-0")] {
-            let mut b = built(&["--level", "raid1", "--layout", layout], 2);
-            md_fails(&mut b, "md_tk_v", md_member, 1, 2);
+    fn a_faulty_mirror_member_leaves_the_volume_degraded_and_named() {
+        for (level, disks, layout, md_member) in [
+            ("raid1", 2, "shared", "vdb"),
+            ("raid1", 2, "per-disk", "dm-0"),
+            ("raid10", 4, "shared", "vdb"),
+            ("raid10", 4, "per-disk", "dm-0"),
+        ] {
+            let layout = layout.to_owned() + " " + level;
+            let mut b = built(
+                &[
+                    "--level",
+                    level,
+                    "--layout",
+                    layout.split(' ').next().unwrap(),
+                ],
+                disks,
+            );
+            md_fails(&mut b, "md_tk_v", md_member, 1, disks as u32);
             let (health, code, text) = assessed(&b);
             assert_eq!(health.state, HealthState::Degraded, "{layout}: {text}");
             // Per-disk: md failed the crypt mapping; the member named is the disk under it.

@@ -396,22 +396,14 @@ mod tests {
     #[test]
     fn a_faulty_mirror_member_leaves_the_volume_degraded_and_named() {
         for (level, disks, layout, md_member) in [
-            ("raid1", 2, "shared", "vdb"),
+            ("raid1", 2u32, "shared", "vdb"),
             ("raid1", 2, "per-disk", "dm-0"),
             ("raid10", 4, "shared", "vdb"),
             ("raid10", 4, "per-disk", "dm-0"),
         ] {
-            let layout = layout.to_owned() + " " + level;
-            let mut b = built(
-                &[
-                    "--level",
-                    level,
-                    "--layout",
-                    layout.split(' ').next().unwrap(),
-                ],
-                disks,
-            );
-            md_fails(&mut b, "md_tk_v", md_member, 1, disks as u32);
+            let mut b = built(&["--level", level, "--layout", layout], disks as usize);
+            md_fails(&mut b, "md_tk_v", md_member, 1, disks);
+            let layout = format!("{level} {layout}");
             let (health, code, text) = assessed(&b);
             assert_eq!(health.state, HealthState::Degraded, "{layout}: {text}");
             // Per-disk: md failed the crypt mapping; the member named is the disk under it.

@@ -9,7 +9,7 @@
 //!   per-core numbers: `naive` (xts-mode, one sector at a time), `portable` (our
 //!   non-SIMD path), `simd` / `simd-decrypt` (the path `SectorCipher::new` picks: for
 //!   Twofish the one its calibration measured fastest, printed with the rates), and for
-//!   Twofish one row per other SIMD path this CPU runs (`avx2`, `avx2-gather`,
+//!   Twofish one row per other SIMD path this CPU runs (`avx2-shuffle`, `avx2-loads`,
 //!   `avx512-gather`), forced;
 //! - group `<cipher>/wall`: wall-clock `single` vs `all-cores` (encrypt_parallel) on
 //!   the same 16 MiB run; their ratio is the multi-core speed-up (only meaningful on an

@@ -26,19 +26,16 @@ pub enum TwofishPath {
     Avx2Shuffle,
     /// AVX2 rounds on 16 blocks with ordinary (scalar) table loads, no gathers.
     Avx2Loads,
-    /// AVX2 rounds on 16 blocks with `vpgatherdd` table reads.
-    Avx2Gather,
     /// AVX-512F rounds on 32 blocks with `vpgatherdd` table reads.
     Avx512Gather,
 }
 
 impl TwofishPath {
     /// Every implementation, portable first.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 4] = [
         Self::Portable,
         Self::Avx2Shuffle,
         Self::Avx2Loads,
-        Self::Avx2Gather,
         Self::Avx512Gather,
     ];
 
@@ -48,7 +45,6 @@ impl TwofishPath {
             Self::Portable => "portable",
             Self::Avx2Shuffle => "avx2-shuffle",
             Self::Avx2Loads => "avx2-loads",
-            Self::Avx2Gather => "avx2-gather",
             Self::Avx512Gather => "avx512-gather",
         }
     }
@@ -57,7 +53,7 @@ impl TwofishPath {
     pub fn required_features(self) -> &'static str {
         match self {
             Self::Portable => "none",
-            Self::Avx2Shuffle | Self::Avx2Loads | Self::Avx2Gather => "x86-64 AVX2 and SSE4.1",
+            Self::Avx2Shuffle | Self::Avx2Loads => "x86-64 AVX2 and SSE4.1",
             Self::Avx512Gather => "x86-64 AVX-512F and SSE4.1",
         }
     }
@@ -130,8 +126,6 @@ impl TwofishRunner {
             #[cfg(target_arch = "x86_64")]
             TwofishPath::Avx2Loads => TwofishAvx2::detect(G8Lookup::Scalar).map(Self::Avx2),
             #[cfg(target_arch = "x86_64")]
-            TwofishPath::Avx2Gather => TwofishAvx2::detect(G8Lookup::Gather).map(Self::Avx2),
-            #[cfg(target_arch = "x86_64")]
             TwofishPath::Avx512Gather => TwofishAvx512::detect().map(Self::Avx512),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
@@ -150,7 +144,6 @@ impl TwofishRunner {
             Self::Avx2(avx2) => match avx2.lookup() {
                 G8Lookup::Shuffle => TwofishPath::Avx2Shuffle,
                 G8Lookup::Scalar => TwofishPath::Avx2Loads,
-                G8Lookup::Gather => TwofishPath::Avx2Gather,
             },
             #[cfg(target_arch = "x86_64")]
             Self::Avx512(_) => TwofishPath::Avx512Gather,

@@ -307,7 +307,6 @@ impl SectorCipher {
                 TwofishPath::Portable => "twofish-xts scalar full-keying",
                 TwofishPath::Avx2Shuffle => "twofish-xts avx2-shuffle (no table reads)",
                 TwofishPath::Avx2Loads => "twofish-xts avx2 (scalar table loads)",
-                TwofishPath::Avx2Gather => "twofish-xts avx2-gather",
                 TwofishPath::Avx512Gather => "twofish-xts avx512-gather",
             },
         }

@@ -231,12 +231,6 @@ fn cpu_feature_avx2_loads_twofish_reproduces_kernel_ciphertext() {
 }
 
 #[test]
-#[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn cpu_feature_avx2_gather_twofish_reproduces_kernel_ciphertext() {
-    twofish_path_reproduces_kernel_ciphertext(TwofishPath::Avx2Gather);
-}
-
-#[test]
 #[cfg_attr(not(tosskey_host_avx512f), ignore = "this CPU lacks AVX-512F")]
 fn cpu_feature_avx512_gather_twofish_reproduces_kernel_ciphertext() {
     twofish_path_reproduces_kernel_ciphertext(TwofishPath::Avx512Gather);

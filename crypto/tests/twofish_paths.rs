@@ -88,12 +88,6 @@ fn cpu_feature_avx2_loads_path_agrees_with_portable() {
 }
 
 #[test]
-#[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-fn cpu_feature_avx2_gather_path_agrees_with_portable() {
-    agrees_with_portable(TwofishPath::Avx2Gather);
-}
-
-#[test]
 #[cfg_attr(not(tosskey_host_avx512f), ignore = "this CPU lacks AVX-512F")]
 fn cpu_feature_avx512_gather_path_agrees_with_portable() {
     agrees_with_portable(TwofishPath::Avx512Gather);
@@ -162,5 +156,4 @@ fn cpu_feature_calibration_includes_the_avx2_paths() {
         .collect();
     assert!(measured.contains(&TwofishPath::Avx2Shuffle), "{measured:?}");
     assert!(measured.contains(&TwofishPath::Avx2Loads), "{measured:?}");
-    assert!(measured.contains(&TwofishPath::Avx2Gather), "{measured:?}");
 }

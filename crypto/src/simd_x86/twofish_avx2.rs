@@ -13,19 +13,19 @@
 //! - [`G8Lookup::Scalar`]: the full-keying tables read with ordinary loads, the eight
 //!   words leaving the register as four 64-bit halves, the way the kernel's
 //!   `twofish-avx-x86_64` interleaves scalar loads with vector arithmetic;
-//! - [`G8Lookup::Gather`]: the full-keying tables read with `vpgatherdd`, one gather
-//!   per table. Gathers are microcoded or mitigated (Gather Data Sampling) on many
-//!   parts.
 //!
-//! None is assumed faster: `crate::dispatch` times them on the running CPU.
+//! No gather variant: `vpgatherdd` measured slowest of the three on Zen 3, and under QEMU
+//! TCG a gather from the key's tables read 8 GiB below the stack and killed provision
+//! (SIGSEGV) in the dist-test systemd boot.
+//!
+//! Neither is assumed faster: `crate::dispatch` times them on the running CPU.
 
 use core::arch::x86_64::{
     __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128, _mm256_extracti128_si256,
-    _mm256_i32gather_epi32, _mm256_loadu_si256, _mm256_or_si256, _mm256_set1_epi32,
-    _mm256_set1_epi8, _mm256_setr_epi32, _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32,
-    _mm256_srli_epi16, _mm256_srli_epi32, _mm256_storeu_si256, _mm256_unpackhi_epi32,
-    _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm256_xor_si256,
-    _mm_cvtsi128_si64, _mm_extract_epi64,
+    _mm256_loadu_si256, _mm256_or_si256, _mm256_set1_epi32, _mm256_set1_epi8, _mm256_setr_epi32,
+    _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi16, _mm256_srli_epi32,
+    _mm256_storeu_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpacklo_epi32,
+    _mm256_unpacklo_epi64, _mm256_xor_si256, _mm_cvtsi128_si64, _mm_extract_epi64,
 };
 
 use zeroize::Zeroize;
@@ -44,13 +44,11 @@ const BATCH: usize = SET * SETS * 16;
 pub(crate) enum G8Lookup {
     Shuffle,
     Scalar,
-    Gather,
 }
 
 /// [`G8Lookup`] as a const generic parameter.
 const SHUFFLE: u8 = 0;
 const SCALAR: u8 = 1;
-const GATHER: u8 = 2;
 
 /// Whether this CPU runs the AVX2 Twofish-XTS paths.
 pub(crate) fn available() -> bool {
@@ -87,7 +85,6 @@ impl TwofishAvx2 {
                     twofish_sector_avx2::<SHUFFLE>(key, tweak, sector, encrypt);
                 }
                 G8Lookup::Scalar => twofish_sector_avx2::<SCALAR>(key, tweak, sector, encrypt),
-                G8Lookup::Gather => twofish_sector_avx2::<GATHER>(key, tweak, sector, encrypt),
             }
         }
     }
@@ -124,28 +121,6 @@ fn g8_scalar(t: &[u32; 1024], x: __m256i) -> __m256i {
         g(&p3[..4]),
         g(&p3[4..]),
     )
-}
-
-/// The g function on eight words with one `vpgatherdd` per table.
-#[target_feature(enable = "avx2")]
-fn g8_gather(t: &[u32; 1024], x: __m256i) -> __m256i {
-    let byte = _mm256_set1_epi32(0xff);
-    let i0 = _mm256_and_si256(x, byte);
-    let i1 = _mm256_and_si256(_mm256_srli_epi32::<8>(x), byte);
-    let i2 = _mm256_and_si256(_mm256_srli_epi32::<16>(x), byte);
-    let i3 = _mm256_srli_epi32::<24>(x);
-    let base = t.as_ptr().cast::<i32>();
-    // SAFETY: every index is masked/shifted into 0..=255, and table j starts at
-    // 256 * j of a 1024-entry array, so each gathered address is inside `t`.
-    let (g0, g1, g2, g3) = unsafe {
-        (
-            _mm256_i32gather_epi32::<4>(base, i0),
-            _mm256_i32gather_epi32::<4>(base.add(256), i1),
-            _mm256_i32gather_epi32::<4>(base.add(512), i2),
-            _mm256_i32gather_epi32::<4>(base.add(768), i3),
-        )
-    };
-    _mm256_xor_si256(_mm256_xor_si256(g0, g1), _mm256_xor_si256(g2, g3))
 }
 
 /// The 4-bit tables of one q box (Twofish paper, section 4.3.5) for inputs given as
@@ -351,10 +326,6 @@ fn g_pair<const LOOKUP: u8>(
             let [t0a, t0b, t1a, t1b] = g32_shuffle(key, [x[0], x[1], y[0], y[1]]);
             ([t0a, t0b], [t1a, t1b])
         }
-        GATHER => (
-            x.map(|r| g8_gather(&key.g_tables, r)),
-            y.map(|r| g8_gather(&key.g_tables, r)),
-        ),
         _ => (
             x.map(|r| g8_scalar(&key.g_tables, r)),
             y.map(|r| g8_scalar(&key.g_tables, r)),
@@ -574,16 +545,6 @@ mod tests {
     #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
     fn cpu_feature_avx2_scalar_loads_match_scalar() {
         let simd = TwofishAvx2::detect(G8Lookup::Scalar).expect(BUILT_ELSEWHERE);
-        twofish_matches_scalar(|key, tweak, data, encrypt| {
-            simd.crypt_sector(key, tweak, data, encrypt);
-        });
-    }
-
-    /// The AVX2 gather path gives the scalar path's bytes.
-    #[test]
-    #[cfg_attr(not(tosskey_host_avx2), ignore = "this CPU lacks AVX2")]
-    fn cpu_feature_avx2_gathers_match_scalar() {
-        let simd = TwofishAvx2::detect(G8Lookup::Gather).expect(BUILT_ELSEWHERE);
         twofish_matches_scalar(|key, tweak, data, encrypt| {
             simd.crypt_sector(key, tweak, data, encrypt);
         });

@@ -237,21 +237,25 @@ fn a_setuid_copy_refuses_to_run() {
     let copy = scratch.0.join("tosskey");
     fs::copy(TOSSKEY, &copy).unwrap();
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o4755)).unwrap();
+    refuses_as_nobody(
+        &copy,
+        "tosskey: refusing to run setuid or setgid (real user 65534, effective user 0",
+    );
+}
+
+/// Runs `copy status` as nobody: it must refuse in one line, exit code 3, starting with
+/// `refusal`.
+fn refuses_as_nobody(copy: &std::path::Path, refusal: &str) {
     let output = Command::new("setpriv")
         .args(&AS_NOBODY[1..])
-        .arg(&copy)
+        .arg(copy)
         .arg("status")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(
-            "tosskey: refusing to run setuid or setgid (real user 65534, effective user 0"
-        ),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with(refusal), "{stderr}");
 }
 
 /// A copy with file capabilities (no set-id bit: user and group ids stay those of the
@@ -273,19 +277,8 @@ fn a_copy_with_file_capabilities_refuses_to_run() {
         .output()
         .expect("setcap (libcap2-bin) is installed by scripts/test");
     assert!(setcap.status.success(), "{setcap:?}");
-    let output = Command::new("setpriv")
-        .args(&AS_NOBODY[1..])
-        .arg(&copy)
-        .arg("status")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(
-            "tosskey: refusing to run with raised privileges (the kernel set AT_SECURE"
-        ),
-        "{stderr}"
+    refuses_as_nobody(
+        &copy,
+        "tosskey: refusing to run with raised privileges (the kernel set AT_SECURE",
     );
 }

@@ -12,8 +12,8 @@
 //! | 6 | `status --check`: the volume is degraded (a member of a redundant array failed; it serves from the others) |
 //! | 7 | `status --check`: the volume failed (a member failed with no redundancy to cover it, an array md stopped, a mapping suspended, shredded or gone, a run that did not finish) |
 
-use crate::rollback::Leftover;
-use crate::safety::SafetyError;
+use crate::exec::rollback::Leftover;
+use crate::host::safety::SafetyError;
 
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum Error {
     /// `status --check`: the volume is not healthy (the message says which member failed).
     #[error("{message}")]
     Unhealthy {
-        state: crate::health::HealthState,
+        state: crate::commands::volume::HealthState,
         message: String,
     },
 }
@@ -73,7 +73,7 @@ impl Error {
             Error::RollbackIncomplete { .. } => ROLLBACK_INCOMPLETE,
             Error::Failed(_) => FAILED,
             Error::Unhealthy { state, .. } => match state {
-                crate::health::HealthState::Degraded => DEGRADED,
+                crate::commands::volume::HealthState::Degraded => DEGRADED,
                 _ => VOLUME_FAILED,
             },
         }

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use serde::Serialize;
 use tosskey::cli::{Cli, Command, EscrowCommand, MeasureCommand};
-use tosskey::config::ProvisionConfig;
+use tosskey::commands::provision::{provision, Outcome};
+use tosskey::commands::recover::{escrow_decrypt, recover, RecoverOptions};
+use tosskey::commands::Environment;
+use tosskey::commands::{bench, close, metrics, mkfs, status};
 use tosskey::error::{self, Error};
-use tosskey::measure::MeasurementOutcome;
+use tosskey::exec::harden;
+use tosskey::exec::measure;
+use tosskey::exec::measure::MeasurementOutcome;
 use tosskey::plan::render;
-use tosskey::provision::{provision, Environment, Outcome};
-use tosskey::recover::{escrow_decrypt, recover, RecoverOptions};
-use tosskey::{bench, harden, measure, metrics, mkfs, volumes};
+use tosskey::plan::request::ProvisionConfig;
 
 fn main() -> ExitCode {
     // Before anything else, `--help` included: every command may read key material.
@@ -61,15 +64,15 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
             output(cfg.json, &outcome, || render_outcome(&outcome))
         }
         Command::Status(args) => {
-            let volumes = volumes::status(&env, args.name.as_deref())?;
+            let volumes = status::status(&env, args.name.as_deref())?;
             if args.check {
                 // `--check` requires NAME: status returned that one volume or refused.
-                return volumes::check(&volumes[0]);
+                return status::check(&volumes[0]);
             }
             if args.prometheus {
                 return Ok(metrics::render(&volumes));
             }
-            output(args.json, &volumes, || volumes::render_status(&volumes))
+            output(args.json, &volumes, || status::render_status(&volumes))
         }
         Command::Close(args) => {
             if args.name.is_none() && !args.all {
@@ -77,7 +80,7 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
                     "close needs the volume's name (`tosskey status` lists them), or --all for every tosskey volume of this boot".into(),
                 ));
             }
-            Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
+            Ok(close::close(&env, args.name.as_deref(), args.unmount)?
                 .iter()
                 .map(|closed| {
                     std::iter::once(format!("closed {}\n", closed.name))
@@ -86,7 +89,7 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
                 })
                 .collect())
         }
-        Command::Shred(args) => Ok(format!("{}\n", volumes::shred(&env, &args.name)?)),
+        Command::Shred(args) => Ok(format!("{}\n", close::shred(&env, &args.name)?)),
         Command::Recover(args) => {
             let built = recover(
                 &env,
@@ -130,7 +133,7 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
         Command::Measure(MeasureCommand::Verify(args)) => {
             measure::verify(&args.log, &args.pcr_values)
         }
-        Command::Mkfs(args) => mkfs::run(&tosskey::sysfs::SystemRoot::host(), args),
+        Command::Mkfs(args) => mkfs::run(&tosskey::host::sysfs::SystemRoot::host(), args.into()),
     }
 }
 

@@ -4,8 +4,8 @@
 mod fake_tree;
 
 use fake_tree::{aws_i4i, FakeTree, GIB};
-use tosskey::discover::{discover, discover_matching, Cloud, DiskMatcher};
-use tosskey::safety::SafetyError;
+use tosskey::host::discover::{discover, discover_matching, Cloud, DiskMatcher};
+use tosskey::host::safety::SafetyError;
 
 fn names(tree: &FakeTree, cloud: Cloud) -> Vec<String> {
     discover(&tree.root, cloud)
@@ -340,7 +340,7 @@ fn serial_prefix_matcher_finds_the_vm_test_disks() {
 #[test]
 fn missing_sysfs_is_an_inventory_error() {
     let dir = tempfile::tempdir().unwrap();
-    let root = tosskey::sysfs::SystemRoot::under(dir.path());
+    let root = tosskey::host::sysfs::SystemRoot::under(dir.path());
     let msg = discover(&root, Cloud::Aws).unwrap_err().to_string();
     assert!(
         msg.starts_with("cannot read the block device inventory under"),

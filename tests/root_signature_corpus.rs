@@ -9,8 +9,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use tosskey::safety::{check_member, CheckOptions, SafetyError};
-use tosskey::sysfs::SystemRoot;
+use tosskey::host::safety::{check_member, CheckOptions, SafetyError};
+use tosskey::host::sysfs::SystemRoot;
 use tosskey_testkit::LoopDevice;
 
 const ARRAY: &str = "/dev/md/tk_corpus";

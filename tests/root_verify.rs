@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt as _;
 
-use tosskey::verify::{
+use tosskey::exec::verify::{
     pick_sectors, spread_offsets, verify_ranges, Encryption, KeyedRange, Pick, RawSide, Sides,
 };
 use tosskey_crypto::sector::{SectorLayout, SectorSize};

@@ -8,12 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fake_tree::{aws_i4i, FakeTree, GIB};
-use tosskey::safety::{
+use tosskey::host::safety::{
     check_member, check_members, usage_refusal, CheckOptions, MemberKind, SafetyError,
     MIN_MEMBER_BYTES,
 };
-use tosskey::signature::{ExtFlavour, SignatureKind};
-use tosskey::sysfs::SystemState;
+use tosskey::host::signature::{ExtFlavour, SignatureKind};
+use tosskey::host::sysfs::SystemState;
 // Links the root-test gate: outside the VM guest this executable refuses --ignored runs.
 use tosskey_testkit as _;
 

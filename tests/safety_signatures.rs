@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use tosskey::signature::{
+use tosskey::host::signature::{
     crc32, crc32c, detect, detect_formats, probe_ranges, scan_file, DeviceWindow, ExtFlavour,
     MdVersion, Signature, SignatureKind, BACKSTOP_BYTES,
 };

@@ -5,15 +5,15 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use tosskey::discover::{discover, discover_matching, Cloud, DiskMatcher};
-use tosskey::safety::{check_member, CheckOptions, MemberKind, SafetyError};
-use tosskey::signature::SignatureKind;
-use tosskey::sysfs::{SystemRoot, SystemState};
+use tosskey::host::discover::{discover, discover_matching, Cloud, DiskMatcher};
+use tosskey::host::safety::{check_member, CheckOptions, MemberKind, SafetyError};
+use tosskey::host::signature::SignatureKind;
+use tosskey::host::sysfs::{SystemRoot, SystemState};
 use tosskey_testkit::{sha256_of_range, virtio_disks, zero_range, LoopDevice, VirtioDisk};
 
 const HEAD: u64 = 4 << 20;
 /// The last MiB: where the scan's backstop and the end-of-disk detectors look.
-const TAIL: u64 = tosskey::signature::BACKSTOP_BYTES;
+const TAIL: u64 = tosskey::host::signature::BACKSTOP_BYTES;
 
 /// The last virtio disk, its start and end zeroed (other tests may have left data there).
 fn scratch_disk() -> VirtioDisk {

@@ -1,15 +1,16 @@
 //! Derive: a checked config (provision) or an escrow file (recover, escrow decrypt) becomes a
-//! [`Plan`]. Every naming rule (dm names, UUIDs, md array names, keyring descriptions) and
-//! every sizing rule (assembly, encryption sectors) lives here and only here.
+//! [`Plan`]. Every sizing rule (assembly, encryption sectors) lives here and only here; the
+//! names come from [`crate::names`].
 
 use std::path::PathBuf;
 
 use tosskey_crypto::escrow::{EscrowMetadata, KeySegment};
-use tosskey_dm::{Bytes, CryptTable, CryptTarget, DevId, DmName, DmUuid, Sectors};
+use tosskey_dm::{Bytes, CryptTable, CryptTarget, DevId, DmName, Sectors};
 
-use crate::config::{AssemblyChoice, ProvisionConfig, UUID_PREFIX};
 use crate::error::Error;
-use crate::safety::{CheckedDevice, MemberKind};
+use crate::host::safety::{CheckedDevice, MemberKind};
+use crate::names::{self, Role};
+use crate::plan::request::{AssemblyChoice, ProvisionConfig};
 
 use super::render;
 use super::{
@@ -17,32 +18,6 @@ use super::{
     DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
     PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
 };
-
-/// The dm UUID for mapping `name` (plus an optional role suffix) in boot `boot_id`.
-pub fn mapping_uuid(boot_id: &str, name: &str, suffix: Option<&str>) -> anyhow::Result<DmUuid> {
-    let uuid = match suffix {
-        Some(suffix) => format!("{UUID_PREFIX}{boot_id}-{name}-{suffix}"),
-        None => format!("{UUID_PREFIX}{boot_id}-{name}"),
-    };
-    Ok(DmUuid::new(&uuid)?)
-}
-
-/// The md array name hint tosskey uses for volume `name` (kernel name `md_<hint>`).
-pub fn md_name_hint(name: &DmName) -> String {
-    let cleaned: String = name
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(tosskey_raid::MAX_NAME_HINT_LEN - 3)
-        .collect();
-    format!("tk_{cleaned}")
-}
 
 /// Why `count` members cannot make the assembly asked for, if they cannot (a mirror of one
 /// disk mirrors nothing). Config calls it a usage error for devices named on the command
@@ -242,14 +217,11 @@ impl Builder<'_> {
         DeviceRef::Node(self.nodes.len() - 1)
     }
 
-    fn dm_node(
-        &self,
-        name: String,
-        suffix: Option<&str>,
-        size_bytes: u64,
-        kind: NodeKind,
-    ) -> Result<Node, Error> {
-        let uuid = mapping_uuid(self.boot_id, self.name.as_str(), suffix)?.to_string();
+    fn dm_node(&self, role: Role, size_bytes: u64, kind: NodeKind) -> Result<Node, Error> {
+        let name = names::dm_name(self.name, role);
+        let uuid = names::dm_uuid(self.boot_id, self.name.as_str(), role)
+            .map_err(anyhow::Error::from)?
+            .to_string();
         let dm_name = DmName::new(&name).map_err(anyhow::Error::from)?;
         Ok(Node {
             path: tosskey_dm::DmControl::node_path(&dm_name),
@@ -262,12 +234,8 @@ impl Builder<'_> {
     }
 
     /// A crypt node over `device`, one key per segment (see [`Segmentation`]).
-    fn crypt(
-        &mut self,
-        name: String,
-        suffix: Option<&str>,
-        device: DeviceRef,
-    ) -> Result<DeviceRef, Error> {
+    fn crypt(&mut self, role: Role, device: DeviceRef) -> Result<DeviceRef, Error> {
+        let name = names::dm_name(self.name, role);
         let data_bytes = self
             .bytes(device)
             .saturating_sub(self.crypt.format.data_offset * SECTOR);
@@ -297,12 +265,7 @@ impl Builder<'_> {
             });
             start += segment_length;
         }
-        let node = self.dm_node(
-            name,
-            suffix,
-            length * SECTOR,
-            NodeKind::Crypt { device, segments },
-        )?;
+        let node = self.dm_node(role, length * SECTOR, NodeKind::Crypt { device, segments })?;
         Ok(self.push(node))
     }
 
@@ -383,7 +346,7 @@ impl Builder<'_> {
         match assembly {
             Assembly::Single => Ok(devices[0]),
             Assembly::Md { level, chunk_bytes } => {
-                let kernel_name = format!("md_{}", md_name_hint(self.name));
+                let kernel_name = names::md_array_name(self.name);
                 let node = Node {
                     path: PathBuf::from("/dev").join(&kernel_name),
                     name: kernel_name,
@@ -401,23 +364,14 @@ impl Builder<'_> {
                     return Ok(array);
                 }
                 // The volume is always /dev/mapper/<name>: a linear mapping over the array.
-                let top = self.dm_node(
-                    self.name.to_string(),
-                    None,
-                    size_bytes,
-                    NodeKind::Linear { device: array },
-                )?;
+                let top =
+                    self.dm_node(Role::Volume, size_bytes, NodeKind::Linear { device: array })?;
                 Ok(self.push(top))
             }
             Assembly::DmStripe { chunk_bytes } => {
-                let (name, suffix) = if shared {
-                    (format!("{}-stripe", self.name), Some("stripe"))
-                } else {
-                    (self.name.to_string(), None)
-                };
+                let role = if shared { Role::Stripe } else { Role::Volume };
                 let node = self.dm_node(
-                    name,
-                    suffix,
+                    role,
                     size_bytes,
                     NodeKind::Striped {
                         chunk_bytes,
@@ -455,17 +409,12 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
     match shape.layout {
         Layout::Shared => {
             let under = builder.assemble(shape.assembly, member_refs, true)?;
-            builder.crypt(shape.name.to_string(), None, under)?;
+            builder.crypt(Role::Volume, under)?;
         }
         Layout::PerDisk => {
             let mut crypt = Vec::new();
             for (i, member) in member_refs.into_iter().enumerate() {
-                let suffix = format!("m{i}");
-                crypt.push(builder.crypt(
-                    format!("{}-{suffix}", shape.name),
-                    Some(&suffix),
-                    member,
-                )?);
+                crypt.push(builder.crypt(Role::Member(i), member)?);
             }
             builder.assemble(shape.assembly, crypt, false)?;
         }

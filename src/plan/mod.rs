@@ -10,6 +10,8 @@
 
 pub mod derive;
 pub mod render;
+pub mod request;
+pub mod shell;
 
 use std::path::PathBuf;
 

@@ -9,9 +9,7 @@ use tosskey_dm::{DevId, KeyRef, Sectors};
 
 use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan, PlannedKey};
 use crate::error::Error;
-use crate::shell::{self, quote};
-use crate::state::Stage;
-use crate::volumes::VolumeStatus;
+use crate::plan::shell::{self, quote};
 
 /// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
 /// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
@@ -247,7 +245,7 @@ pub fn bytes_and_human(bytes: u64) -> String {
 
 /// The keys: how many, of which size, the most one encrypts (and `scope`, what limited
 /// it), then one line each with the range it covers.
-fn keys_section(
+pub fn keys_section(
     out: &mut String,
     indent: &str,
     keys: &[PlannedKey],
@@ -309,7 +307,7 @@ pub fn steps(plan: &Plan) -> Vec<String> {
             "escrow the key(s) with RSA-OAEP-SHA-256 to {} into {} (mode 0400; an earlier volume's file there is first moved to {})",
             escrow.public_key.display(),
             escrow.file.display(),
-            crate::provision::previous_escrow_file(&escrow.file).display()
+            crate::names::previous_escrow_file(&escrow.file).display()
         ));
     }
     if let Some(pcr) = plan.measure_pcr {
@@ -432,151 +430,9 @@ impl std::fmt::Display for super::Facility {
     }
 }
 
-/// `status` for humans: per volume its journal's stage and health (the failed members
-/// named), its members, then each node that exists, bottom first, as a dry run shows it
-/// (with its device number, size and mounts below), its keys, and what the run that made
-/// it recorded: escrow file, measurement, when it became ready.
-pub fn status_text(volumes: &[VolumeStatus]) -> String {
-    let mut out = String::new();
-    if volumes.is_empty() {
-        out.push_str("no tosskey volumes in this boot\n");
-    }
-    for volume in volumes {
-        let stage = match volume.stage {
-            Some(Stage::Complete) => "complete",
-            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
-            Some(Stage::Shredded) => "shredded (keys wiped; the mappings fail every I/O until `tosskey close` removes them)",
-            None => "no journal",
-        };
-        let _ = writeln!(out, "{}: {stage}", volume.name);
-        let health = &volume.health;
-        let _ = writeln!(out, "  health: {}", health.state.word());
-        for finding in &health.findings {
-            let _ = writeln!(out, "    {finding}");
-        }
-        if !volume.members.is_empty() {
-            let members: Vec<String> = volume
-                .members
-                .iter()
-                .map(
-                    |path| match volume.devices.iter().find(|d| &d.path == path) {
-                        Some(d) => format!("{} ({})", path.display(), human_bytes(d.size_bytes)),
-                        None => path.display().to_string(),
-                    },
-                )
-                .collect();
-            let _ = writeln!(out, "  members: {}", members.join(", "));
-        }
-        for live in &volume.mappings {
-            let node = &live.node;
-            let _ = writeln!(
-                out,
-                "  {}",
-                describe_node(node, |d| volume.device_path(d).display().to_string())
-            );
-            let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
-            if !matches!(node.kind, NodeKind::Md { .. }) {
-                let _ = write!(out, ", {}", bytes_and_human(node.size_bytes));
-            }
-            if let Some(crypt) = &live.crypt {
-                let _ = write!(
-                    out,
-                    ", {}-byte sectors, key via {}",
-                    crypt.format.sector_size,
-                    key_loading_word(crypt.key_loading, volume.key_loading_fallback.as_deref())
-                );
-            }
-            let _ = write!(out, ")");
-            let mounts: Vec<String> = live
-                .mounts
-                .iter()
-                .map(|m| format!("{} ({} {})", m.mount_point, m.fs_type, m.options))
-                .collect();
-            if !mounts.is_empty() {
-                let _ = write!(out, ", mounted at {}", mounts.join(", "));
-            }
-            if live.suspended {
-                let _ = write!(out, ", SUSPENDED");
-            }
-            out.push('\n');
-        }
-        for other in &volume.other_mappings {
-            let _ = writeln!(
-                out,
-                "  {}: {} (not a table tosskey builds: shredded?)\n    {} ({})",
-                other.name,
-                other.table,
-                other.path.display(),
-                other.dev
-            );
-        }
-        if !volume.keys.is_empty() {
-            keys_section(
-                &mut out,
-                "  ",
-                &volume.keys,
-                volume.key_scope.largest_key_bytes,
-                "",
-            );
-        }
-        if let Some(dir) = &volume.mount {
-            if !volume.mappings.iter().any(|m| {
-                m.mount_points
-                    .iter()
-                    .any(|p| dir == std::path::Path::new(p))
-            }) {
-                let _ = writeln!(
-                    out,
-                    "  NOT MOUNTED at {} (where the run mounted it)",
-                    dir.display()
-                );
-            }
-        }
-        for measured in &volume.measurements {
-            let _ = writeln!(
-                out,
-                "  measured: {} into PCR {} of {} (log {})",
-                measured.mapping,
-                measured.pcr,
-                measured.device.display(),
-                measured.log.display()
-            );
-        }
-        if let Some(ready) = &volume.ready {
-            if let Some(file) = &ready.escrow_file {
-                let there = if file.exists() {
-                    ""
-                } else {
-                    ", no longer there"
-                };
-                let _ = writeln!(out, "  escrow file: {}{there}", file.display());
-            }
-            let _ = writeln!(
-                out,
-                "  ready {:.1} s after the run started ({} sectors verified, {} differed)",
-                ready.ready_unix_ms.saturating_sub(ready.started_unix_ms) as f64 / 1000.0,
-                ready.verified_sectors,
-                ready.mismatched_sectors
-            );
-        }
-    }
-    out
-}
-
-/// How a live table holds its keys, with the reason when `--key-loading auto` had to put
-/// them in the table as hex (the journal records it).
-fn key_loading_word(loading: KeyLoading, fallback: Option<&str>) -> String {
-    match (loading, fallback) {
-        (KeyLoading::Hex, Some(reason)) => format!("hex (fallback: {reason})"),
-        (KeyLoading::Auto, _) => "auto".to_owned(),
-        (KeyLoading::Keyring, _) => "keyring".to_owned(),
-        (KeyLoading::Hex, None) => "hex".to_owned(),
-    }
-}
-
 /// The commands that rebuild the plan with stock tools, bottom first, given the raw key
 /// file of each key. Nothing they run writes to a member. Every name, path and table in
-/// them is shell-quoted ([`crate::shell::quote`]): they are pasted into a root shell. No
+/// them is shell-quoted ([`crate::plan::shell::quote`]): they are pasted into a root shell. No
 /// value can be read as an option: dmsetup and cryptsetup get `--` before their names and
 /// devices; mdadm stops at `--` without reading the devices after it, so its devices must
 /// be absolute paths (they are: `/dev/…` from the escrow file's checked paths and the
@@ -777,18 +633,5 @@ mod tests {
             text,
             "kernel facilities, brought up in this order:\n  md: would load md_mod\n  dm-crypt target: present\n"
         );
-    }
-
-    #[test]
-    fn status_says_why_keys_were_loaded_as_hex() {
-        use super::{key_loading_word, KeyLoading};
-        let reason =
-            "the kernel has no logon keys (add_key: Function not implemented (os error 38))";
-        assert_eq!(
-            key_loading_word(KeyLoading::Hex, Some(reason)),
-            format!("hex (fallback: {reason})")
-        );
-        assert_eq!(key_loading_word(KeyLoading::Hex, None), "hex");
-        assert_eq!(key_loading_word(KeyLoading::Keyring, None), "keyring");
     }
 }

@@ -17,9 +17,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tosskey_dm::DmName;
 
-use crate::measure::VolumeMeasurement;
-
-pub const DEFAULT_STATE_DIR: &str = "/run/tosskey";
+use crate::exec::measure::VolumeMeasurement;
+use crate::names::{self, DEFAULT_STATE_DIR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,7 +176,7 @@ impl JournalDir {
     /// lead out of the directory).
     fn path(&self, name: &str) -> Result<PathBuf> {
         let name = DmName::new(name).map_err(|e| anyhow::anyhow!("not a volume name: {e}"))?;
-        Ok(self.0.join(format!("{name}.json")))
+        Ok(names::journal_file(&self.0, name.as_str()))
     }
 
     /// The journal of volume `name`, if there is one. A journal that records another name

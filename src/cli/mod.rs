@@ -1,12 +1,15 @@
 //! Command-line surface (clap derive). Parsing only: every value is checked and turned into
-//! a config struct in [`crate::config`] before anything touches a device.
+//! a config struct in [`crate::cli::config`] before anything touches a device.
+
+pub mod config;
 
 use std::path::PathBuf;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::measure::MeasurePcr;
+use crate::commands::mkfs::{Filesystem, MkfsRequest};
+use crate::plan::request::MeasurePcr;
 
 /// Encrypt ephemeral disks with a key nobody keeps.
 ///
@@ -74,7 +77,7 @@ pub struct ProvisionArgs {
     pub devices: Vec<PathBuf>,
 
     /// Find the instance-store disks of this cloud instead of naming devices.
-    #[arg(long, value_enum, conflicts_with = "devices", long_help = crate::discover::discover_help())]
+    #[arg(long, value_enum, conflicts_with = "devices", long_help = crate::host::discover::discover_help())]
     pub discover: Option<CloudArg>,
 
     /// Test-only: with --discover, pick disks whose serial starts with PREFIX (the VM's virtio
@@ -386,6 +389,22 @@ pub enum FilesystemArg {
 pub enum MkfsKindArg {
     Ext4,
     None,
+}
+
+impl From<MkfsArgs> for MkfsRequest {
+    fn from(args: MkfsArgs) -> Self {
+        MkfsRequest {
+            target: args.target,
+            filesystem: match args.filesystem {
+                FilesystemArg::Ext4 => Filesystem::Ext4,
+                FilesystemArg::Xfs => Filesystem::Xfs,
+            },
+            label: args.label,
+            journal: args.journal,
+            inode_ratio: args.inode_ratio,
+            force: args.force,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,17 @@
 //! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a
 //! failure undoes it and a SIGKILL leaves a record a rerun can clean up.
 
+pub mod af_alg;
+pub mod facilities;
+pub mod harden;
+pub mod hooks;
+pub mod journal;
+pub mod kernel;
+pub mod measure;
+pub mod mount;
+pub mod rollback;
+pub mod verify;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -21,60 +32,21 @@ use tosskey_dm::{
 };
 use tosskey_raid::{ArraySpec, MdArray};
 
-use crate::config::UUID_PREFIX;
 use crate::error::{Error, Result};
-use crate::facilities::KernelFacilities;
-use crate::kernel::{HostKernel, StackKernel};
-use crate::measure::VolumeMeasurement;
-use crate::plan::derive::md_name_hint;
-use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
-use crate::rollback::Rollback;
-use crate::safety::MemberClaims;
-use crate::state::{Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
-use crate::sysfs::SystemRoot;
-use crate::verify::{
+use crate::exec::facilities::KernelFacilities;
+use crate::exec::hooks::crash_point;
+use crate::exec::journal::{Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
+use crate::exec::kernel::{HostKernel, StackKernel};
+use crate::exec::measure::VolumeMeasurement;
+use crate::exec::rollback::Rollback;
+use crate::exec::verify::{
     pick_sectors, verify_ranges, Encryption, KeyedRange, RawSide, Sides, VerifyReport,
     RANDOM_SECTORS,
 };
-
-/// Test-only hooks at the end of each build step, compiled in only with the `test-hooks`
-/// feature (release builds never have them). Steps: `journal`, `assembly`, `crypt`,
-/// `verify`, `escrow`, `mkfs`, `mount`.
-/// - `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that step, so root
-///   tests can prove a rerun converges.
-/// - `TOSSKEY_TEST_STEP_TIMES=1` prints `tosskey: step <step> done at <seconds>` (the
-///   `CLOCK_MONOTONIC` reading) to stderr, so root tests can time each step of one run (the
-///   cost of many keys is measured that way).
-pub fn crash_point(step: &str) {
-    #[cfg(feature = "test-hooks")]
-    {
-        if step_times_requested() {
-            if let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-                let seconds = now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9;
-                eprintln!("tosskey: step {step} done at {seconds:.6}");
-            }
-        }
-        if std::env::var("TOSSKEY_TEST_CRASH_AFTER").is_ok_and(|s| s == step) {
-            eprintln!("tosskey: TOSSKEY_TEST_CRASH_AFTER={step}: killing myself");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-    #[cfg(not(feature = "test-hooks"))]
-    let _ = step;
-}
-
-/// Whether `TOSSKEY_TEST_STEP_TIMES` asks for step times (see [`crash_point`]): always false
-/// without the `test-hooks` feature, whose builds do not read the variable at all.
-pub fn step_times_requested() -> bool {
-    #[cfg(feature = "test-hooks")]
-    {
-        std::env::var_os("TOSSKEY_TEST_STEP_TIMES").is_some()
-    }
-    #[cfg(not(feature = "test-hooks"))]
-    {
-        false
-    }
-}
+use crate::host::safety::MemberClaims;
+use crate::host::sysfs::SystemRoot;
+use crate::names::{self, UUID_PREFIX};
+use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
 
 /// One live crypt mapping of the stack.
 #[derive(Debug, Clone, Serialize)]
@@ -211,11 +183,11 @@ impl<'a> Executor<'a> {
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
     pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        crate::mount::mount_volume(node, dir, read_only)?;
+        crate::exec::mount::mount_volume(node, dir, read_only)?;
         let undo = dir.to_path_buf();
         self.rollback
             .push(format!("mount {}", dir.display()), move || {
-                crate::mount::unmount(&undo)
+                crate::exec::mount::unmount(&undo)
             });
         self.journal.mount = Some(dir.to_path_buf());
         self.journals.save(&self.journal)?;
@@ -381,7 +353,7 @@ impl<'a> Executor<'a> {
         let backing = plan.device_path(device);
         let raw = open_direct(backing)?;
         let mapped = open_direct(&activation.node)?;
-        // A mirrored array is read copy by copy from its members (see crate::verify).
+        // A mirrored array is read copy by copy from its members (see crate::exec::verify).
         let mirrored = match device {
             DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
                 Some(array_spec(plan, &plan.nodes[index], devs))
@@ -515,7 +487,7 @@ fn array_spec(plan: &Plan, node: &Node, devs: &[DevId]) -> ArraySpec {
                 size_bytes: plan.device_bytes(*d),
             })
             .collect(),
-        name_hint: node.name.strip_prefix("md_").map(str::to_owned),
+        name_hint: names::md_hint_of(&node.name).map(str::to_owned),
     }
 }
 
@@ -573,13 +545,13 @@ pub fn volume_mounts(
     journal: &Journal,
     live_dm: &[DeviceInfo],
 ) -> Result<VolumeMounts> {
-    let mounts = crate::mount::read_mountinfo(&root.proc)?;
+    let mounts = crate::exec::mount::read_mountinfo(&root.proc)?;
     let volume = live_dm
         .iter()
         .find(|d| d.name.as_str() == journal.name)
         .map(|d| d.dev);
     let describe =
-        |m: &crate::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
+        |m: &crate::host::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
     let mut ours = Vec::new();
     let mut left_alone = Vec::new();
     // Each mount point once, the most recently mounted first; its entries top first.
@@ -671,7 +643,7 @@ fn not_made_by_tosskey(journal: &Journal, what: String) -> Error {
 /// Refuse a recorded dm device without a `TOSSKEY-` UUID.
 pub fn refuse_foreign_dm(journal: &Journal, info: &DeviceInfo) -> Result<()> {
     let uuid = info.uuid.as_deref().unwrap_or("");
-    if uuid.starts_with(UUID_PREFIX) {
+    if names::is_tosskey_uuid(uuid) {
         return Ok(());
     }
     Err(not_made_by_tosskey(
@@ -686,7 +658,7 @@ pub fn refuse_foreign_dm(journal: &Journal, info: &DeviceInfo) -> Result<()> {
 /// Refuse a recorded md array `name` (which exists) other than the volume's
 /// non-persistent `md_tk_<name>`.
 pub fn refuse_foreign_md(root: &SystemRoot, journal: &Journal, name: &str) -> Result<()> {
-    let volume_md = format!("md_{}", md_name_hint(&DmName::new(&journal.name)?));
+    let volume_md = names::md_array_name(&DmName::new(&journal.name)?);
     let metadata = tosskey_sysutil::read_attr(&root.block(name).join("md/metadata_version"))
         .unwrap_or_default();
     if *name == volume_md && metadata == "none" {
@@ -733,7 +705,7 @@ pub fn teardown_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::fake::FakeKernel;
+    use crate::exec::kernel::fake::FakeKernel;
 
     #[test]
     fn teardown_takes_down_only_what_exists_top_first() {

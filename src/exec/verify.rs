@@ -240,7 +240,7 @@ impl zeroize::ZeroizeOnDrop for WipedBuf {}
 /// to 0.3-1.8 s): the reads stay one after the other.
 pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
     ensure!(!picks.is_empty(), "no sectors to verify");
-    let timing = crate::exec::step_times_requested();
+    let timing = crate::exec::hooks::step_times_requested();
     let Sides {
         raw,
         raw_offset,
@@ -250,7 +250,7 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
         ranges,
     } = sides;
     let len = usize::try_from(sector_size).expect("sector sizes fit usize");
-    // Test-only (see exec::crash_point): where verification spends its time.
+    // Test-only (see exec::hooks::crash_point): where verification spends its time.
     let mut spent = [std::time::Duration::ZERO; 4];
     let mut lap = |slot: usize, since: &mut std::time::Instant| {
         if timing {

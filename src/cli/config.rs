@@ -1,17 +1,16 @@
 //! Checked configuration: the CLI's raw values turned into validated types, before any
 //! device is looked at. Every error here is a usage error (exit code 2).
 
-use std::path::PathBuf;
-
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
 use tosskey_dm::DmName;
 
 use crate::cli::{self, ProvisionArgs};
-use crate::discover::{Cloud, DiskMatcher};
 use crate::error::Error;
-use crate::measure::MeasurePcr;
+use crate::host::discover::{Cloud, DiskMatcher};
+use crate::names::MAX_NAME_LEN;
 use crate::plan::derive::member_count_problem;
+use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
 use crate::plan::{
     Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
 };
@@ -19,56 +18,6 @@ use crate::plan::{
 fn usage(message: impl Into<String>) -> Error {
     Error::Usage(message.into())
 }
-
-/// Where the members come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MemberSource {
-    Explicit(Vec<PathBuf>),
-    Discover(DiskMatcher),
-}
-
-/// How several members are combined (a single member is never assembled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssemblyChoice {
-    Md(MdLevel),
-    DmStripe,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProvisionConfig {
-    pub source: MemberSource,
-    pub name: DmName,
-    pub cipher: CipherSpec,
-    pub key_size: KeySize,
-    /// `None`: 4096 when every member allows it.
-    pub sector_size: Option<u32>,
-    /// Most bytes under one key; `None`: one key per crypt mapping.
-    pub key_scope: Option<u64>,
-    pub assembly: AssemblyChoice,
-    pub chunk_bytes: u64,
-    pub layout: Layout,
-    pub allow_discards: bool,
-    pub no_read_workqueue: bool,
-    pub no_write_workqueue: bool,
-    pub key_loading: KeyLoading,
-    pub mkfs: Option<Ext4Settings>,
-    pub mount: Option<PathBuf>,
-    pub escrow: Option<EscrowSettings>,
-    pub force: bool,
-    pub dry_run: bool,
-    pub json: bool,
-    pub measure_pcr: Option<MeasurePcr>,
-    /// Where the run writes the volume's Prometheus metrics (`--metrics-file`).
-    pub metrics_file: Option<PathBuf>,
-}
-
-/// dm UUIDs of everything tosskey makes start with this, so `status`, `close` and reruns
-/// recognise their own devices.
-pub const UUID_PREFIX: &str = "TOSSKEY-";
-
-/// The longest `--name`: the dm UUID `TOSSKEY-<32 hex boot id>-<name>-<suffix>` must fit
-/// the kernel's 128 bytes.
-pub const MAX_NAME_LEN: usize = 80;
 
 impl ProvisionConfig {
     pub fn from_args(args: ProvisionArgs) -> Result<Self, Error> {
@@ -268,7 +217,6 @@ fn cloud_of(cloud: cli::CloudArg) -> Cloud {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::derive::mapping_uuid;
     use clap::Parser;
 
     fn config(args: &[&str]) -> Result<ProvisionConfig, Error> {
@@ -369,13 +317,5 @@ mod tests {
             err.to_string().contains("--mount needs a filesystem"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn uuids_carry_prefix_boot_and_name() {
-        let boot = "0123456789abcdef0123456789abcdef";
-        let uuid = mapping_uuid(boot, &"n".repeat(MAX_NAME_LEN), Some("m15")).unwrap();
-        assert!(uuid.as_str().starts_with("TOSSKEY-0123"));
-        assert!(uuid.as_str().len() <= 128);
     }
 }

@@ -1,18 +1,40 @@
 //! `tosskey mkfs`: the pure-Rust ext4 or XFS formatter on a device or image file, behind the
-//! same safety checks as a provision member ([`crate::safety`]): nothing in use, on the
+//! same safety checks as a provision member ([`crate::host::safety`]): nothing in use, on the
 //! system disk or held, and no partition table or filesystem/LUKS/md signature unless
 //! `--force`.
 
-use crate::cli::{FilesystemArg, MkfsArgs};
+use std::path::PathBuf;
+
 use crate::error::{Error, Result};
-use crate::safety::{check_member_writable, CheckOptions};
-use crate::sysfs::SystemRoot;
+use crate::host::safety::{check_member_writable, CheckOptions};
+use crate::host::sysfs::SystemRoot;
+
+/// What `tosskey mkfs` was asked to make.
+#[derive(Debug, Clone)]
+pub struct MkfsRequest {
+    /// Block device or image file.
+    pub target: PathBuf,
+    pub filesystem: Filesystem,
+    pub label: Option<String>,
+    /// ext4 only.
+    pub journal: bool,
+    /// ext4 only.
+    pub inode_ratio: Option<u64>,
+    /// Overwrite a target that carries a signature (never one in use).
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filesystem {
+    Ext4,
+    Xfs,
+}
 
 /// Check `args.target`, format it, and say what was made. The formatter writes through
 /// the descriptor the checks opened (read-write, `O_EXCL` on a block device) and scanned:
 /// a path swapped after the check (a symlink re-pointed) cannot send it elsewhere.
-pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
-    if args.filesystem == FilesystemArg::Xfs && (args.journal || args.inode_ratio.is_some()) {
+pub fn run(root: &SystemRoot, args: MkfsRequest) -> Result<String> {
+    if args.filesystem == Filesystem::Xfs && (args.journal || args.inode_ratio.is_some()) {
         return Err(Error::Usage(
             "--journal and --inode-ratio are ext4 options: drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)".into(),
         ));
@@ -29,12 +51,12 @@ pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
         .take_claim()
         .expect("a member that passed the checks is claimed");
     match args.filesystem {
-        FilesystemArg::Ext4 => format_ext4(claim, args),
-        FilesystemArg::Xfs => format_xfs(claim, args),
+        Filesystem::Ext4 => format_ext4(claim, args),
+        Filesystem::Xfs => format_xfs(claim, args),
     }
 }
 
-fn format_ext4(claim: std::fs::File, args: MkfsArgs) -> Result<String> {
+fn format_ext4(claim: std::fs::File, args: MkfsRequest) -> Result<String> {
     let defaults = tosskey_ext4::FormatOptions::default();
     let report = tosskey_ext4::format_file(
         claim,
@@ -60,7 +82,7 @@ fn format_ext4(claim: std::fs::File, args: MkfsArgs) -> Result<String> {
     ))
 }
 
-fn format_xfs(claim: std::fs::File, args: MkfsArgs) -> Result<String> {
+fn format_xfs(claim: std::fs::File, args: MkfsRequest) -> Result<String> {
     let report = tosskey_xfs::format_file(
         claim,
         &args.target,
@@ -92,12 +114,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::safety::MIN_MEMBER_BYTES;
+    use crate::host::safety::MIN_MEMBER_BYTES;
 
-    fn args(target: &Path) -> MkfsArgs {
-        MkfsArgs {
+    fn args(target: &Path) -> MkfsRequest {
+        MkfsRequest {
             target: target.to_path_buf(),
-            filesystem: FilesystemArg::Ext4,
+            filesystem: Filesystem::Ext4,
             label: None,
             journal: false,
             inode_ratio: None,

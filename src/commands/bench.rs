@@ -34,7 +34,7 @@ use tosskey_dm::{
 };
 use tosskey_sysutil::{read_attr_u64, AlignedBuf, SystemRoot};
 
-use crate::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
+use crate::exec::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// dm-crypt's request size with `sector_size:4096`: one skcipher request per crypt sector.
@@ -100,7 +100,7 @@ impl Machine {
                 })
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        let kernel = crate::provision::kernel_release(&root);
+        let kernel = crate::commands::provision::kernel_release(&root);
         Machine {
             cpu,
             cores: cores(),

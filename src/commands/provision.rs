@@ -13,36 +13,22 @@ use tosskey_crypto::escrow::{
 use tosskey_crypto::key::{KeyArena, KeySize};
 use tosskey_dm::{DeviceInfo, DmControl};
 
-use crate::config::{AssemblyChoice, MemberSource, ProvisionConfig, UUID_PREFIX};
-use crate::discover::discover_matching;
+use crate::commands::Environment;
 use crate::error::{Error, Result};
-use crate::exec::{
-    crash_point, refuse_foreign_dm, refuse_foreign_md, teardown_in, BuiltStack, Executor,
-};
-use crate::facilities::KernelFacilities;
-use crate::harden::Hardening;
-use crate::kernel::{HostKernel, StackKernel};
-use crate::measure::{self, MeasurePcr, MeasurementOutcome, Measurer};
+use crate::exec::facilities::KernelFacilities;
+use crate::exec::harden::Hardening;
+use crate::exec::hooks::crash_point;
+use crate::exec::journal::{boot_id, Component, Journal, MappingTarget, RecordedOption, Stage};
+use crate::exec::kernel::{HostKernel, StackKernel};
+use crate::exec::measure::{self, MeasurementOutcome, Measurer};
+use crate::exec::{refuse_foreign_dm, refuse_foreign_md, teardown_in, BuiltStack, Executor};
+use crate::host::discover::discover_matching;
+use crate::host::safety::{check_members, CheckOptions, MemberClaims};
+use crate::host::sysfs::SystemRoot;
+use crate::names::{self, previous_escrow_file};
+use crate::plan::request::MeasurePcr;
+use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
 use crate::plan::{derive, md_level_name, EscrowSettings, KeyLoading, Layout, Plan};
-use crate::safety::{check_members, CheckOptions, MemberClaims};
-use crate::state::{boot_id, Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
-use crate::sysfs::SystemRoot;
-
-/// Where provisioning looks and keeps its journal (parameters so tests can redirect them).
-#[derive(Debug, Clone)]
-pub struct Environment {
-    pub root: SystemRoot,
-    pub journals: JournalDir,
-}
-
-impl Default for Environment {
-    fn default() -> Self {
-        Environment {
-            root: SystemRoot::host(),
-            journals: JournalDir::default(),
-        }
-    }
-}
 
 /// What a provision run did.
 #[derive(Debug, Serialize)]
@@ -147,7 +133,7 @@ pub fn provision(
     // a TPM refuses the run here (opening the TPM writes nothing).
     let mut measurer = measure::open(cfg.measure_pcr)?;
     if let Some(dir) = &cfg.mount {
-        crate::mount::check_mount_target(dir)?;
+        crate::exec::mount::check_mount_target(dir)?;
     }
     let paths = member_paths(cfg, env)?;
     let mut checked = check_members(
@@ -209,7 +195,7 @@ fn record_readiness(env: &Environment, report: &Report, started: SystemTime) {
         .crypt
         .iter()
         .flat_map(|c| &c.verification.checks);
-    let readiness = crate::state::Readiness {
+    let readiness = crate::exec::journal::Readiness {
         started_unix_ms: unix_ms(started),
         ready_unix_ms: unix_ms(SystemTime::now()),
         verified_sectors: checks.clone().count(),
@@ -398,7 +384,7 @@ fn converge_previous_run_in(
                 let ours = info
                     .uuid
                     .as_deref()
-                    .is_some_and(|u| u.starts_with(UUID_PREFIX));
+                    .is_some_and(names::is_tosskey_uuid);
                 Err(Error::Refused(if ours {
                     format!(
                         "dm mapping {} exists but tosskey has no record of it in this boot: run `tosskey close {}` first",
@@ -494,7 +480,7 @@ fn converge_mount(
         .iter()
         .find(|d| d.name.as_str() == name)
         .expect("the caller found the volume");
-    let top = crate::mount::read_mountinfo(&root.proc)?
+    let top = crate::exec::mount::read_mountinfo(&root.proc)?
         .into_iter()
         .rfind(|m| Path::new(&m.mount_point) == dir);
     match top {
@@ -669,15 +655,6 @@ fn read_escrow_inputs(escrow: &EscrowSettings) -> Result<EscrowPublicKey> {
     Ok(public_key)
 }
 
-/// Where an escrow file is moved when a new volume's escrow file takes its place: the
-/// earlier volume's file stays there until the operator collects it (or until the next
-/// volume's rotation replaces it).
-pub fn previous_escrow_file(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".previous");
-    PathBuf::from(name)
-}
-
 /// The escrow file and its `.previous` must each be absent or a regular file: the run moves
 /// the first onto the second before it writes a new one (checked before anything is built).
 fn check_escrow_rotation(file: &Path) -> Result<()> {
@@ -825,7 +802,7 @@ mod tests {
     use tosskey_dm::DmName;
 
     use super::*;
-    use crate::volumes::tests::{raid0_volume, Fixture};
+    use crate::commands::status::tests::{raid0_volume, Fixture};
 
     /// `tosskey provision /dev/vdb /dev/vdc --name v` plus `args`.
     fn config(args: &[&str]) -> ProvisionConfig {
@@ -927,7 +904,7 @@ mod tests {
         let f = raid0_volume();
         f.kernel.hold("v");
         let v = DmName::new("v").unwrap();
-        let message = crate::volumes::shred_in(&f.kernel, &f.env, &v).unwrap();
+        let message = crate::commands::close::shred_in(&f.kernel, &f.env, &v).unwrap();
         assert!(
             message.contains("stay until their users let go"),
             "{message}"

@@ -72,11 +72,11 @@ pub fn unmount(dir: &Path) -> Result<()> {
 
 /// The mounts of `/proc/self/mountinfo` under `proc_root`, in mount order (a later entry
 /// at the same mount point sits on top of an earlier one).
-pub fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::sysfs::MountEntry>> {
+pub fn read_mountinfo(proc_root: &Path) -> Result<Vec<crate::host::sysfs::MountEntry>> {
     let path = proc_root.join("self/mountinfo");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(crate::sysfs::parse_mountinfo(&text))
+    Ok(crate::host::sysfs::parse_mountinfo(&text))
 }
 
 /// Where the block device `major:minor` is mounted, from `/proc/self/mountinfo`.
@@ -92,7 +92,7 @@ pub fn mounts_of(
     proc_root: &Path,
     major: u32,
     minor: u32,
-) -> Result<Vec<crate::sysfs::MountEntry>> {
+) -> Result<Vec<crate::host::sysfs::MountEntry>> {
     Ok(read_mountinfo(proc_root)?
         .into_iter()
         .filter(|m| m.dev.major == major && m.dev.minor == minor)

@@ -5,7 +5,7 @@
 //! twice (under any name), mounted (itself or a partition), active swap, held by another
 //! device (dm, md, LVM — the holder is named), part of the root/boot disk, a partition of a
 //! disk in use, read-only, too small, claimed by someone else (exclusive open fails), or
-//! that carries partitions or a strong signature ([`crate::signature`]) without `--force`.
+//! that carries partitions or a strong signature ([`crate::host::signature`]) without `--force`.
 //!
 //! Nothing here writes. A [`CheckedDevice`] keeps its exclusive (`O_EXCL`) open until
 //! [`CheckedDevice::release_claim`], or hands it to [`MemberClaims`]: nobody can mount or
@@ -20,8 +20,8 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::signature::{self, Signature};
-use crate::sysfs::{BlockDevice, DevId, HolderKind, SystemRoot, SystemState};
+use crate::host::signature::{self, Signature};
+use crate::host::sysfs::{BlockDevice, DevId, HolderKind, SystemRoot, SystemState};
 
 /// Smallest member accepted: below this a "disk" is a mistake (a loop image, a partition
 /// of the wrong disk) rather than an ephemeral disk.
@@ -708,7 +708,7 @@ fn describe_use(state: &SystemState, name: &str) -> Option<String> {
         .map(|holder| format!("held by {holder}"))
 }
 
-fn holder_fix(kind: HolderKind, holder: &crate::sysfs::Holder) -> String {
+fn holder_fix(kind: HolderKind, holder: &crate::host::sysfs::Holder) -> String {
     let dm_name = holder.dm_name.as_deref().unwrap_or(&holder.name);
     match kind {
         HolderKind::Tosskey => {

@@ -1,8 +1,8 @@
-//! `status`, `close` and `shred`: looking at and taking down the volumes tosskey made.
+//! `status`: looking at the volumes tosskey made.
 //!
 //! `status` reads the kernel's state back into the plan's own types — each md array and dm
 //! mapping a [`Node`] with its table rebuilt as the plan's targets, each crypt segment a
-//! [`PlannedKey`], the crypt options [`CryptSettings`] — and [`render::status_text`] shows
+//! [`PlannedKey`], the crypt options [`CryptSettings`] — and [`status_text`] shows
 //! them with the renderers a dry run uses, so a live volume reads like its plan. Every
 //! kernel operation goes through a [`StackKernel`] and every sysfs/procfs read through the
 //! [`SystemRoot`]: host tests run all three commands on fake trees.
@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::Serialize;
 use tosskey_crypto::CipherSpec;
 use tosskey_dm::{
     CryptKeyField, CryptTable, CryptTarget, DevId, DeviceInfo, DmControl, DmName, KeyRef,
@@ -18,76 +17,26 @@ use tosskey_dm::{
 };
 use tosskey_raid::MdSysfs as _;
 
-use crate::config::UUID_PREFIX;
+use crate::commands::health;
+use crate::commands::volume::{
+    Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
+};
 use crate::error::{Error, Result};
-use crate::exec::{teardown_in, teardown_steps, volume_mounts};
-use crate::health::{self, Health};
-use crate::kernel::{HostKernel, StackKernel};
-use crate::measure::VolumeMeasurement;
-use crate::mount::{mount_points_of, mounts_of};
-use crate::plan::render::{self, join_lines, target_lines};
+use crate::exec::kernel::{HostKernel, StackKernel};
+use crate::exec::mount::mounts_of;
+use crate::names;
+use std::fmt::Write as _;
+
+use crate::commands::Environment;
+use crate::exec::journal::{Component, Journal, Stage};
+use crate::host::sysfs::{SystemRoot, SystemState};
+use crate::plan::render::{
+    bytes_and_human, describe_node, human_bytes, join_lines, keys_section, target_lines,
+};
 use crate::plan::{
     CryptSegment, CryptSettings, DeviceRef, DmTarget, EscrowCrypt, KeyLoading, KeyScope, MdLevel,
     Node, NodeKind, PlannedKey, PlannedMember, SectorRange, SECTOR,
 };
-use crate::provision::Environment;
-use crate::state::{Component, Journal, Readiness, Stage};
-use crate::sysfs::{SystemRoot, SystemState};
-
-/// A volume as the kernel has it now, in the plan's terms. Never carries key material.
-#[derive(Debug, Serialize)]
-pub struct VolumeStatus {
-    pub name: String,
-    /// The journal's stage (`None`: a tosskey mapping without a journal).
-    pub stage: Option<Stage>,
-    /// Member devices as the journal recorded them.
-    pub members: Vec<PathBuf>,
-    /// The devices under the stack, read back from sysfs: what a node's `member` refers to.
-    pub devices: Vec<PlannedMember>,
-    /// The md arrays and dm mappings of the volume that exist, bottom first, as plan nodes
-    /// (a node's `node` refers to an earlier one here).
-    pub mappings: Vec<LiveNode>,
-    /// Mappings whose table is none tosskey builds (after `shred`: `error` targets).
-    pub other_mappings: Vec<OtherMapping>,
-    /// One per crypt segment, as the tables show them.
-    pub keys: Vec<PlannedKey>,
-    pub key_scope: KeyScope,
-    /// What `provision --measure-pcr` extended (empty when not asked).
-    pub measurements: Vec<VolumeMeasurement>,
-    /// Why `--key-loading auto` put hex keys in the tables (from the journal).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_loading_fallback: Option<String>,
-    /// Where the run mounted the volume (from the journal).
-    pub mount: Option<PathBuf>,
-    /// When and how the run made the volume ready, with the escrow file it wrote.
-    pub ready: Option<Readiness>,
-    /// Whether it serves its data, and which member failed.
-    pub health: Health,
-}
-
-/// A node that exists: the plan's [`Node`], read back, and its state in the kernel.
-#[derive(Debug, Serialize)]
-pub struct LiveNode {
-    #[serde(flatten)]
-    pub node: Node,
-    /// A crypt mapping's settings as its table shows them.
-    #[serde(flatten)]
-    pub crypt: Option<CryptSettings>,
-    /// `MAJ:MIN`.
-    pub dev: String,
-    pub mount_points: Vec<String>,
-    /// The same mounts with their filesystem and options.
-    pub mounts: Vec<LiveMount>,
-    pub suspended: bool,
-}
-
-/// A mount of a node, from mountinfo.
-#[derive(Debug, Serialize)]
-pub struct LiveMount {
-    pub mount_point: String,
-    pub fs_type: String,
-    pub options: String,
-}
 
 /// Where block device `dev` is mounted: the points, and the mounts with their options.
 fn live_mounts(root: &SystemRoot, dev: DevId) -> Result<(Vec<String>, Vec<LiveMount>)> {
@@ -103,19 +52,6 @@ fn live_mounts(root: &SystemRoot, dev: DevId) -> Result<(Vec<String>, Vec<LiveMo
         mounts.iter().map(|m| m.mount_point.clone()).collect(),
         mounts,
     ))
-}
-
-/// A tosskey mapping whose table does not read back as a plan node.
-#[derive(Debug, Serialize)]
-pub struct OtherMapping {
-    pub name: String,
-    pub path: PathBuf,
-    pub uuid: Option<String>,
-    pub dev: String,
-    pub size_bytes: u64,
-    /// The live table, key elided.
-    pub table: String,
-    pub mount_points: Vec<String>,
 }
 
 /// A live table read back: the plan's node kind and target, the keyring references its
@@ -531,7 +467,7 @@ impl VolumeStatus {
 }
 
 /// A volume name from the command line: a dm name (so it cannot lead anywhere else).
-fn volume_name(name: &str) -> Result<DmName> {
+pub(crate) fn volume_name(name: &str) -> Result<DmName> {
     DmName::new(name).map_err(|e| Error::Usage(format!("{name:?} is not a volume name: {e}")))
 }
 
@@ -561,11 +497,7 @@ pub fn status_in(
     let ours: Vec<DeviceInfo> = kernel
         .dm_devices()?
         .into_iter()
-        .filter(|d| {
-            d.uuid
-                .as_deref()
-                .is_some_and(|u| u.starts_with(UUID_PREFIX))
-        })
+        .filter(|d| d.uuid.as_deref().is_some_and(names::is_tosskey_uuid))
         .collect();
     let mut shown: Vec<&DmName> = Vec::new();
     let mut volumes = Vec::new();
@@ -632,7 +564,7 @@ pub fn check(volume: &VolumeStatus) -> Result<String> {
         line = format!("{line}: {}", health.findings.join("; "));
     }
     match health.state {
-        health::HealthState::Healthy => Ok(line + "\n"),
+        HealthState::Healthy => Ok(line + "\n"),
         state => Err(Error::Unhealthy {
             state,
             message: line,
@@ -642,165 +574,149 @@ pub fn check(volume: &VolumeStatus) -> Result<String> {
 
 /// Render `status` for humans.
 pub fn render_status(volumes: &[VolumeStatus]) -> String {
-    render::status_text(volumes)
+    status_text(volumes)
 }
 
-fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
-    env.journals.load(name.as_str())?.ok_or_else(|| {
-        Error::Refused(format!(
-            "no tosskey volume named {name} in this boot; `tosskey status` lists them"
-        ))
-    })
-}
-
-/// Close volume `name` (or every volume): unmount if asked, remove mappings and arrays.
-pub fn close(env: &Environment, name: Option<&str>, unmount_first: bool) -> Result<Vec<Closed>> {
-    let name = name.map(volume_name).transpose()?;
-    // Nothing to close is said (or done) before the device-mapper is needed: `close x` of a
-    // volume with no journal is refused as such even where dm is not loaded.
-    match &name {
-        Some(name) => {
-            journal_for(env, name)?;
-        }
-        None if env.journals.list()?.is_empty() => return Ok(Vec::new()),
-        None => {}
+/// `status` for humans: per volume its journal's stage and health (the failed members
+/// named), its members, then each node that exists, bottom first, as a dry run shows it
+/// (with its device number, size and mounts below), its keys, and what the run that made
+/// it recorded: escrow file, measurement, when it became ready.
+pub fn status_text(volumes: &[VolumeStatus]) -> String {
+    let mut out = String::new();
+    if volumes.is_empty() {
+        out.push_str("no tosskey volumes in this boot\n");
     }
-    close_in(
-        &HostKernel::open(&env.root)?,
-        env,
-        name.as_ref(),
-        unmount_first,
-    )
-}
-
-/// A volume `close` took down, and the mounts it left alone (not the volume's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closed {
-    pub name: String,
-    pub left_alone: Vec<String>,
-}
-
-/// [`close`] through `kernel`.
-pub fn close_in(
-    kernel: &dyn StackKernel,
-    env: &Environment,
-    name: Option<&DmName>,
-    unmount_first: bool,
-) -> Result<Vec<Closed>> {
-    let journals = match name {
-        Some(name) => vec![journal_for(env, name)?],
-        None => env.journals.list()?,
-    };
-    let mut closed = Vec::new();
-    for journal in journals {
-        // Refuses, before anything is unmounted, if the journal names a device tosskey did
-        // not make.
-        teardown_steps(&env.root, &journal, &kernel.dm_devices()?)?;
-        let mounted = volume_mount_points(kernel, env, &journal)?;
-        if !mounted.is_empty() && !unmount_first {
-            return Err(Error::Refused(format!(
-                "{} is mounted at {}: unmount it first or pass --unmount",
-                journal.name,
-                mounted.join(", ")
-            )));
-        }
-        // Unmounts the volume's own mounts only.
-        let left_alone = teardown_in(kernel, &env.root, &journal, &env.journals)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("closing {}", journal.name))?;
-        closed.push(Closed {
-            name: journal.name,
-            left_alone,
-        });
-    }
-    Ok(closed)
-}
-
-/// Where the volume's mapping is mounted (empty when it is not, or does not exist).
-fn volume_mount_points(
-    kernel: &dyn StackKernel,
-    env: &Environment,
-    journal: &Journal,
-) -> Result<Vec<String>> {
-    let Some(volume) = kernel
-        .dm_devices()?
-        .into_iter()
-        .find(|d| d.name.as_str() == journal.name)
-    else {
-        return Ok(Vec::new());
-    };
-    Ok(mount_points_of(
-        &env.root.proc,
-        volume.dev.major,
-        volume.dev.minor,
-    )?)
-}
-
-/// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to
-/// `key wipe` (the kernel zeroes its key: from here on the data is unrecoverable), then its
-/// table is replaced by an `error` target and resumed, so whatever still uses the device
-/// (a filesystem with dirty pages, a process with open files) gets I/O errors instead of
-/// hanging on a suspended device forever. Then the stack is taken down as far as its users
-/// allow.
-pub fn shred(env: &Environment, name: &str) -> Result<String> {
-    let name = volume_name(name)?;
-    // A volume with no journal is refused as such before the device-mapper is needed.
-    journal_for(env, &name)?;
-    shred_in(&HostKernel::open(&env.root)?, env, &name)
-}
-
-/// [`shred`] through `kernel`.
-pub fn shred_in(kernel: &dyn StackKernel, env: &Environment, name: &DmName) -> Result<String> {
-    let mut journal = journal_for(env, name)?;
-    let live = kernel.dm_devices()?;
-    // Refuses, before any key is wiped, if the journal names a device tosskey did not make.
-    teardown_steps(&env.root, &journal, &live)?;
-    // Recorded before the first key is wiped: from here on the volume is no volume, and a
-    // rerun of provision must not call it provisioned, even if the teardown below fails.
-    journal.stage = Stage::Shredded;
-    env.journals.save(&journal)?;
-    let mut wiped = Vec::new();
-    let mut keys_wiped = 0;
-    for component in &journal.built {
-        let Component::Dm { name: dm_name, .. } = component else {
-            continue;
+    for volume in volumes {
+        let stage = match volume.stage {
+            Some(Stage::Complete) => "complete",
+            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
+            Some(Stage::Shredded) => "shredded (keys wiped; the mappings fail every I/O until `tosskey close` removes them)",
+            None => "no journal",
         };
-        let Some(info) = live.iter().find(|d| d.name.as_str() == dm_name) else {
-            continue;
-        };
-        let table = kernel.dm_table(&info.name)?;
-        if !table.iter().any(|t| t.target_type == "crypt") {
-            continue;
+        let _ = writeln!(out, "{}: {stage}", volume.name);
+        let health = &volume.health;
+        let _ = writeln!(out, "  health: {}", health.state.word());
+        for finding in &health.findings {
+            let _ = writeln!(out, "    {finding}");
         }
-        let keys = kernel.shred_dm(&info.name, &table)?;
-        keys_wiped += keys;
-        wiped.push(if keys == 1 {
-            dm_name.clone()
-        } else {
-            format!("{dm_name} ({keys} keys)")
-        });
+        if !volume.members.is_empty() {
+            let members: Vec<String> = volume
+                .members
+                .iter()
+                .map(
+                    |path| match volume.devices.iter().find(|d| &d.path == path) {
+                        Some(d) => format!("{} ({})", path.display(), human_bytes(d.size_bytes)),
+                        None => path.display().to_string(),
+                    },
+                )
+                .collect();
+            let _ = writeln!(out, "  members: {}", members.join(", "));
+        }
+        for live in &volume.mappings {
+            let node = &live.node;
+            let _ = writeln!(
+                out,
+                "  {}",
+                describe_node(node, |d| volume.device_path(d).display().to_string())
+            );
+            let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
+            if !matches!(node.kind, NodeKind::Md { .. }) {
+                let _ = write!(out, ", {}", bytes_and_human(node.size_bytes));
+            }
+            if let Some(crypt) = &live.crypt {
+                let _ = write!(
+                    out,
+                    ", {}-byte sectors, key via {}",
+                    crypt.format.sector_size,
+                    key_loading_word(crypt.key_loading, volume.key_loading_fallback.as_deref())
+                );
+            }
+            let _ = write!(out, ")");
+            let mounts: Vec<String> = live
+                .mounts
+                .iter()
+                .map(|m| format!("{} ({} {})", m.mount_point, m.fs_type, m.options))
+                .collect();
+            if !mounts.is_empty() {
+                let _ = write!(out, ", mounted at {}", mounts.join(", "));
+            }
+            if live.suspended {
+                let _ = write!(out, ", SUSPENDED");
+            }
+            out.push('\n');
+        }
+        for other in &volume.other_mappings {
+            let _ = writeln!(
+                out,
+                "  {}: {} (not a table tosskey builds: shredded?)\n    {} ({})",
+                other.name,
+                other.table,
+                other.path.display(),
+                other.dev
+            );
+        }
+        if !volume.keys.is_empty() {
+            keys_section(
+                &mut out,
+                "  ",
+                &volume.keys,
+                volume.key_scope.largest_key_bytes,
+                "",
+            );
+        }
+        if let Some(dir) = &volume.mount {
+            if !volume.mappings.iter().any(|m| {
+                m.mount_points
+                    .iter()
+                    .any(|p| dir == std::path::Path::new(p))
+            }) {
+                let _ = writeln!(
+                    out,
+                    "  NOT MOUNTED at {} (where the run mounted it)",
+                    dir.display()
+                );
+            }
+        }
+        for measured in &volume.measurements {
+            let _ = writeln!(
+                out,
+                "  measured: {} into PCR {} of {} (log {})",
+                measured.mapping,
+                measured.pcr,
+                measured.device.display(),
+                measured.log.display()
+            );
+        }
+        if let Some(ready) = &volume.ready {
+            if let Some(file) = &ready.escrow_file {
+                let there = if file.exists() {
+                    ""
+                } else {
+                    ", no longer there"
+                };
+                let _ = writeln!(out, "  escrow file: {}{there}", file.display());
+            }
+            let _ = writeln!(
+                out,
+                "  ready {:.1} s after the run started ({} sectors verified, {} differed)",
+                ready.ready_unix_ms.saturating_sub(ready.started_unix_ms) as f64 / 1000.0,
+                ready.verified_sectors,
+                ready.mismatched_sectors
+            );
+        }
     }
-    // The keys are gone and the devices answer with errors: unmount the volume's own
-    // mounts without waiting for users (a lazy unmount completes when the last one lets
-    // go); any other filesystem at the mount point is left alone.
-    let mounts = volume_mounts(&env.root, &journal, &live)?;
-    for dir in &mounts.on_top {
-        kernel.detach(dir);
+    out
+}
+
+/// How a live table holds its keys, with the reason when `--key-loading auto` had to put
+/// them in the table as hex (the journal records it).
+fn key_loading_word(loading: KeyLoading, fallback: Option<&str>) -> String {
+    match (loading, fallback) {
+        (KeyLoading::Hex, Some(reason)) => format!("hex (fallback: {reason})"),
+        (KeyLoading::Auto, _) => "auto".to_owned(),
+        (KeyLoading::Keyring, _) => "keyring".to_owned(),
+        (KeyLoading::Hex, None) => "hex".to_owned(),
     }
-    let what = if keys_wiped == 1 { "key" } else { "keys" };
-    let mut message = match teardown_in(kernel, &env.root, &journal, &env.journals) {
-        Ok(_) => format!("shredded {name}: {what} wiped from {} and the stack removed", wiped.join(", ")),
-        Err(e) => format!(
-            "shredded {name}: {what} wiped from {}; the mappings now fail every I/O and stay until their users let go ({}); run `tosskey close {name}` later",
-            wiped.join(", "),
-            crate::error::render(&e)
-        ),
-    };
-    for line in mounts.left_alone {
-        message.push('\n');
-        message.push_str(&line);
-    }
-    Ok(message)
 }
 
 #[cfg(test)]
@@ -808,10 +724,11 @@ pub(crate) mod tests {
     use tosskey_sysutil::fake::FakeTree;
 
     use super::*;
-    use crate::kernel::fake::FakeKernel;
-    use crate::state::{JournalDir, MappingTarget};
+    use crate::exec::journal::{JournalDir, MappingTarget, Readiness};
+    use crate::exec::kernel::fake::FakeKernel;
+    use crate::exec::measure::VolumeMeasurement;
 
-    const MIB: u64 = 1 << 20;
+    pub(crate) const MIB: u64 = 1 << 20;
     const CRYPT_V: &str = "0 1048576 crypt twofish-xts-plain64 :64:logon:tosskey:v 0 9:127 0 3 allow_discards no_read_workqueue no_write_workqueue";
 
     /// A raid0 volume `v` as the kernel and the journal would hold it: vdb and vdc in
@@ -1004,183 +921,6 @@ pub(crate) mod tests {
         assert_eq!(volumes[1].other_mappings[0].table, "0 2048 error ");
         // Not tosskey's: not shown.
         assert!(!text.contains("other"), "{text}");
-    }
-
-    #[test]
-    fn close_unmounts_then_removes_the_stack_top_first_and_forgets_it() {
-        let f = raid0_volume();
-        let v = DmName::new("v").unwrap();
-        let err = close_in(&f.kernel, &f.env, Some(&v), false).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::REFUSED);
-        assert!(f.kernel.log().is_empty());
-        assert_eq!(
-            close_in(&f.kernel, &f.env, Some(&v), true).unwrap(),
-            [Closed {
-                name: "v".into(),
-                left_alone: Vec::new()
-            }]
-        );
-        assert_eq!(
-            f.kernel.log(),
-            ["unmount /mnt/v", "remove v", "stop md_tk_v"]
-        );
-        assert_eq!(f.env.journals.load("v").unwrap(), None);
-        drop(f.tree);
-    }
-
-    #[test]
-    fn shred_wipes_every_crypt_mapping_before_taking_the_stack_down() {
-        let f = raid0_volume();
-        let message = shred_in(&f.kernel, &f.env, &DmName::new("v").unwrap()).unwrap();
-        assert_eq!(
-            message,
-            "shredded v: key wiped from v and the stack removed"
-        );
-        assert_eq!(
-            f.kernel.log(),
-            ["shred v", "detach /mnt/v", "remove v", "stop md_tk_v"]
-        );
-    }
-
-    fn add_mount(f: &Fixture, line: &str) {
-        let path = f.env.root.proc.join("self/mountinfo");
-        let text = std::fs::read_to_string(&path).unwrap() + line + "\n";
-        std::fs::write(path, text).unwrap();
-    }
-
-    /// The volume was unmounted and something else mounted at its directory: close and
-    /// shred take the stack down and leave that filesystem where it is, saying so.
-    #[test]
-    fn close_and_shred_leave_another_filesystem_at_the_mount_point_alone() {
-        let foreign = "90 1 8:17 / /mnt/v rw - ext4 /dev/sdb1 rw";
-        let note = "left /mnt/v alone: /dev/sdb1 (ext4, 8:17) is mounted there, not v";
-        let f = raid0_volume();
-        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
-        add_mount(&f, foreign);
-        let v = DmName::new("v").unwrap();
-        let closed = close_in(&f.kernel, &f.env, Some(&v), true).unwrap();
-        assert_eq!(closed[0].left_alone, [note]);
-        assert_eq!(
-            f.kernel.log(),
-            ["unmount /mnt/v", "remove v", "stop md_tk_v"]
-        );
-        let mounts = std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap();
-        assert!(mounts.contains(foreign), "{mounts}");
-
-        let f = raid0_volume();
-        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
-        add_mount(&f, foreign);
-        let message = shred_in(&f.kernel, &f.env, &v).unwrap();
-        assert!(message.ends_with(&format!("\n{note}")), "{message}");
-        assert_eq!(
-            f.kernel.log(),
-            ["unmount /mnt/v", "shred v", "remove v", "stop md_tk_v"]
-        );
-        let mounts = std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap();
-        assert!(mounts.contains(foreign), "{mounts}");
-    }
-
-    /// Every mount of the volume's own device comes down (a second mount point too), and
-    /// one hidden beneath another filesystem is reported, not reached through it.
-    #[test]
-    fn close_unmounts_every_mount_of_the_volume_and_only_those() {
-        let f = raid0_volume();
-        add_mount(&f, "92 1 253:0 / /srv/v rw - ext4 /dev/mapper/v rw");
-        let v = DmName::new("v").unwrap();
-        let closed = close_in(&f.kernel, &f.env, Some(&v), true).unwrap();
-        assert!(closed[0].left_alone.is_empty(), "{closed:?}");
-        assert_eq!(
-            f.kernel.log(),
-            [
-                "unmount /srv/v",
-                "unmount /mnt/v",
-                "remove v",
-                "stop md_tk_v"
-            ]
-        );
-
-        let f = raid0_volume();
-        add_mount(&f, "93 1 0:50 / /mnt/v rw - tmpfs tmpfs rw");
-        let teardown = teardown_steps(
-            &f.env.root,
-            &f.env.journals.load("v").unwrap().unwrap(),
-            &f.kernel.dm_devices().unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            teardown.left_alone,
-            ["v is also mounted at /mnt/v beneath tmpfs (tmpfs, 0:50): left alone; unmount that first"]
-        );
-        assert!(
-            !teardown
-                .steps
-                .iter()
-                .any(|s| matches!(s, crate::exec::TeardownStep::Unmount(_))),
-            "{teardown:?}"
-        );
-    }
-
-    #[test]
-    fn names_that_are_not_volume_names_are_usage_errors_and_touch_nothing() {
-        let f = raid0_volume();
-        for name in ["../v", "v/../v", "a b", ""] {
-            for err in [
-                close(&f.env, Some(name), true).unwrap_err(),
-                shred(&f.env, name).unwrap_err(),
-                status(&f.env, Some(name)).unwrap_err(),
-            ] {
-                assert_eq!(err.exit_code(), crate::error::USAGE, "{name:?}: {err}");
-                assert!(err.to_string().contains("is not a volume name"), "{err}");
-            }
-        }
-        assert!(f.env.journals.load("v").unwrap().is_some());
-    }
-
-    #[test]
-    fn a_journal_naming_devices_tosskey_did_not_make_removes_nothing() {
-        // The journal of v lists a cryptsetup mapping and somebody's md array.
-        let mut f = raid0_volume();
-        f.tree
-            .md_array("md0", 0, "raid1", &[("vdb", 0)], 256 * MIB)
-            .attr("md0", "md/metadata_version", "1.2");
-        f.kernel
-            .dm("home", (253, 5), "CRYPT-LUKS2-0123-home", &[])
-            .dm("bare", (253, 6), "", &[]);
-        for (component, what) in [
-            (
-                Component::Dm {
-                    name: "home".into(),
-                    target: Some(MappingTarget::Crypt),
-                },
-                "dm device home with UUID \"CRYPT-LUKS2-0123-home\"",
-            ),
-            (
-                Component::Dm {
-                    name: "bare".into(),
-                    target: Some(MappingTarget::Crypt),
-                },
-                "dm device bare with UUID \"\"",
-            ),
-            (
-                Component::Md { name: "md0".into() },
-                "md array md0 (metadata \"1.2\"",
-            ),
-        ] {
-            let mut journal = f.env.journals.load("v").unwrap().unwrap();
-            journal.built.insert(0, component);
-            f.env.journals.save(&journal).unwrap();
-            let v = DmName::new("v").unwrap();
-            for err in [
-                close_in(&f.kernel, &f.env, Some(&v), true).unwrap_err(),
-                shred_in(&f.kernel, &f.env, &v).unwrap_err(),
-            ] {
-                assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
-                assert!(err.to_string().contains(what), "{what}: {err}");
-            }
-            assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
-            journal.built.remove(0);
-            f.env.journals.save(&journal).unwrap();
-        }
     }
 
     /// What [`build_fake`] made: the tree and kernel (for a test to break a member in), the
@@ -1403,5 +1143,17 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn status_says_why_keys_were_loaded_as_hex() {
+        let reason =
+            "the kernel has no logon keys (add_key: Function not implemented (os error 38))";
+        assert_eq!(
+            key_loading_word(KeyLoading::Hex, Some(reason)),
+            format!("hex (fallback: {reason})")
+        );
+        assert_eq!(key_loading_word(KeyLoading::Hex, None), "hex");
+        assert_eq!(key_loading_word(KeyLoading::Keyring, None), "keyring");
     }
 }

@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::safety::{usage_refusal, SafetyError};
-use crate::sysfs::{BlockDevice, DevId, SystemRoot, SystemState};
+use crate::host::safety::{usage_refusal, SafetyError};
+use crate::host::sysfs::{BlockDevice, DevId, SystemRoot, SystemState};
 
 const AWS_INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 const GCP_LOCAL_NVME_MODEL: &str = "nvme_card";

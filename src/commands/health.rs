@@ -10,14 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use crate::commands::volume::{FailedMember, Health, HealthState, VolumeStatus};
 use crate::error::{Error, Result};
-use crate::kernel::StackKernel;
+use crate::exec::journal::Stage;
+use crate::exec::kernel::StackKernel;
+use crate::host::sysfs::{DevId, SystemRoot, SystemState};
 use crate::plan::{DeviceRef, NodeKind};
-use crate::state::Stage;
-use crate::sysfs::{DevId, SystemRoot, SystemState};
-use crate::volumes::VolumeStatus;
 
 /// md levels that keep serving with a member gone.
 const REDUNDANT_MD_LEVELS: [&str; 5] = ["raid1", "raid10", "raid4", "raid5", "raid6"];
@@ -25,59 +23,11 @@ const REDUNDANT_MD_LEVELS: [&str; 5] = ["raid1", "raid10", "raid4", "raid5", "ra
 /// `md/array_state` values of an array that no longer serves I/O.
 const STOPPED_MD_STATES: [&str; 3] = ["broken", "inactive", "clear"];
 
-/// A volume's health, worst last (so the worst of several is their maximum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthState {
-    Healthy,
-    /// Serving, with less redundancy than built: a member of a redundant array failed.
-    Degraded,
-    /// Not serving all of its data (or not known to): see the findings.
-    Failed,
-}
-
-impl HealthState {
-    pub fn word(self) -> &'static str {
-        match self {
-            HealthState::Healthy => "healthy",
-            HealthState::Degraded => "degraded",
-            HealthState::Failed => "failed",
-        }
-    }
-}
-
-/// What `status` found wrong with a volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Health {
-    pub state: HealthState,
-    /// The members (disks) that failed, with why.
-    pub failed_members: Vec<FailedMember>,
-    /// One sentence per problem, the failed members' included.
-    pub findings: Vec<String>,
-}
-
 impl Health {
-    pub fn healthy() -> Self {
-        Health {
-            state: HealthState::Healthy,
-            failed_members: Vec::new(),
-            findings: Vec::new(),
-        }
-    }
-
     fn found(&mut self, state: HealthState, finding: String) {
         self.state = self.state.max(state);
         self.findings.push(finding);
     }
-}
-
-/// A member device that failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FailedMember {
-    /// The disk (for per-disk volumes, the disk under the crypt mapping md failed).
-    pub device: PathBuf,
-    /// What says it failed.
-    pub reason: String,
 }
 
 /// One `md/dev-*` entry: its kernel name, its device (`None` once the device is gone from
@@ -352,10 +302,10 @@ fn error_table(kernel: &dyn StackKernel, root: &SystemRoot, kernel_name: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::status::tests::{build_fake, Built, EVERY_LAYOUT};
+    use crate::commands::status::{check, render_status};
     use crate::error::{DEGRADED, VOLUME_FAILED};
     use crate::plan::derive::tests::plan_sized;
-    use crate::volumes::tests::{build_fake, Built, EVERY_LAYOUT};
-    use crate::volumes::{check, render_status};
 
     const MIB: u64 = 1 << 20;
 

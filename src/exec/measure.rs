@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -18,35 +17,8 @@ use tosskey_crypto::key::KeyArena;
 use tosskey_tpm::{KeyRange, Tpm, Verification, VolumeIdentity, DEFAULT_DEVICE, DEFAULT_LOG};
 
 use crate::error::{Error, Result};
+use crate::plan::request::{MeasurePcr, AUTO_PCR};
 use crate::plan::{NodeKind, Plan};
-
-/// The PCR `auto` measures into: "system identity", where systemd measures volumes too.
-pub const AUTO_PCR: u32 = 15;
-
-/// The `--measure-pcr` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MeasurePcr {
-    /// This PCR; no TPM is an error.
-    Pcr(u32),
-    /// [`AUTO_PCR`] when the TPM device exists, else nothing.
-    Auto,
-}
-
-impl FromStr for MeasurePcr {
-    type Err = String;
-
-    fn from_str(value: &str) -> std::result::Result<Self, String> {
-        if value == "auto" {
-            return Ok(MeasurePcr::Auto);
-        }
-        match value.parse::<u32>() {
-            Ok(pcr) if pcr <= 23 => Ok(MeasurePcr::Pcr(pcr)),
-            _ => Err(format!(
-                "{value:?} is not a PCR: give 0 to 23, or auto ({AUTO_PCR} when {DEFAULT_DEVICE} exists)"
-            )),
-        }
-    }
-}
 
 /// The TPM a run measures into, opened before anything is built.
 #[derive(Debug)]

@@ -9,14 +9,14 @@ use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::secret_file::SecretFile;
 use tosskey_dm::{DmControl, DmName};
 
+use crate::commands::Environment;
 use crate::error::{Error, Result};
+use crate::exec::facilities::KernelFacilities;
+use crate::exec::journal::boot_id;
 use crate::exec::{BuiltStack, Executor};
-use crate::facilities::KernelFacilities;
+use crate::host::safety::{check_members, CheckOptions, MemberClaims};
+use crate::host::sysfs::{BlockDevice, SystemState};
 use crate::plan::{derive, render, KeyLoading, Plan};
-use crate::provision::Environment;
-use crate::safety::{check_members, CheckOptions, MemberClaims};
-use crate::state::boot_id;
-use crate::sysfs::{BlockDevice, SystemState};
 
 /// Options of `tosskey recover`.
 #[derive(Debug, Clone)]
@@ -141,7 +141,7 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         )));
     }
     if let Some(dir) = &opts.mount {
-        crate::mount::check_mount_target(dir)?;
+        crate::exec::mount::check_mount_target(dir)?;
     }
     let paths = find_members(env, meta, &opts.devices)?;
     // Recovery writes nothing to the members, so signatures do not matter; use does.
@@ -219,11 +219,11 @@ fn reopen(
 /// fit, the superblock's place decrypts to noise.
 fn decrypts_to_ext4(node: &Path, size: u64) -> Result<bool> {
     let file = std::fs::File::open(node).with_context(|| format!("opening {}", node.display()))?;
-    let found = crate::signature::scan_file(&file, size)
+    let found = crate::host::signature::scan_file(&file, size)
         .with_context(|| format!("reading {}", node.display()))?;
     Ok(found
         .iter()
-        .any(|s| matches!(s.kind, crate::signature::SignatureKind::Ext(_))))
+        .any(|s| matches!(s.kind, crate::host::signature::SignatureKind::Ext(_))))
 }
 
 /// `escrow decrypt`: write the raw key(s) and return the recovery steps without tosskey:
@@ -256,7 +256,7 @@ pub fn escrow_decrypt(
     // Rendered before any key file is written: a value that cannot be printed leaves none.
     let steps = render::recovery_steps(&plan, &key_files)?;
     write_key_files(&keys, &key_files)?;
-    Ok(std::iter::once(crate::shell::HEADER.to_owned())
+    Ok(std::iter::once(crate::plan::shell::HEADER.to_owned())
         .chain(steps)
         .collect())
 }

@@ -14,7 +14,7 @@ use tosskey_raid::MdArray;
 use zeroize::Zeroizing;
 
 use crate::error::Result;
-use crate::sysfs::SystemRoot;
+use crate::host::sysfs::SystemRoot;
 
 /// What `status`, `close`, `shred` and teardown ask of the kernel.
 pub trait StackKernel {
@@ -108,11 +108,11 @@ impl StackKernel for HostKernel {
     }
 
     fn unmount(&self, dir: &Path) -> Result<()> {
-        Ok(crate::mount::unmount(dir)?)
+        Ok(crate::exec::mount::unmount(dir)?)
     }
 
     fn mount(&self, node: &Path, dir: &Path) -> Result<()> {
-        Ok(crate::mount::mount_volume(node, dir, false)?)
+        Ok(crate::exec::mount::mount_volume(node, dir, false)?)
     }
 
     fn detach(&self, dir: &Path) {
@@ -131,7 +131,7 @@ pub mod fake {
 
     use super::StackKernel;
     use crate::error::Result;
-    use crate::sysfs::{parse_mountinfo, SystemRoot};
+    use crate::host::sysfs::{parse_mountinfo, SystemRoot};
 
     /// Mounting and unmounting edit the fake tree's mountinfo, stopping an array removes
     /// its `md/` and shredding replaces a table by `error` targets, as the kernel would.

@@ -16,12 +16,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::commands::status;
+use crate::commands::volume::{HealthState, VolumeStatus};
+use crate::commands::Environment;
 use crate::error::{Error, Result};
-use crate::health::HealthState;
 use crate::plan::{md_level_name, DeviceRef, KeyLoading, NodeKind};
-use crate::provision::Environment;
-use crate::volumes;
-use crate::volumes::VolumeStatus;
 
 /// One metric family: its samples (label pairs, value) under one HELP and TYPE.
 struct Family {
@@ -280,7 +279,7 @@ pub fn write_after_provision(
     name: &str,
     failure: Option<&Error>,
 ) -> Result<()> {
-    let volumes = match volumes::status(env, Some(name)) {
+    let volumes = match status::status(env, Some(name)) {
         Ok(volumes) => volumes,
         // The run left no volume (or dm is not there): the exit code says why.
         Err(_) if failure.is_some() => Vec::new(),
@@ -334,9 +333,9 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+    use crate::commands::status::tests::{build_fake, Built};
+    use crate::exec::journal::Readiness;
     use crate::plan::derive::tests::plan_sized;
-    use crate::state::Readiness;
-    use crate::volumes::tests::{build_fake, Built};
 
     const MIB: u64 = 1 << 20;
 

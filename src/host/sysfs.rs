@@ -55,7 +55,7 @@ impl Holder {
         let uuid = self.dm_uuid.as_deref().unwrap_or("");
         if self.name.starts_with("md") {
             HolderKind::Md
-        } else if uuid.starts_with("TOSSKEY-") {
+        } else if crate::names::is_tosskey_uuid(uuid) {
             HolderKind::Tosskey
         } else if uuid.starts_with("LVM-") {
             HolderKind::Lvm

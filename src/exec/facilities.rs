@@ -98,7 +98,7 @@ impl Request {
                 .and_then(|dm| dm.target_version(target))
                 .map(drop)
                 .map_err(root_cause),
-            Request::Skcipher(name) => crate::af_alg::bind_transform(name)
+            Request::Skcipher(name) => crate::exec::af_alg::bind_transform(name)
                 .map(drop)
                 .map_err(root_cause),
             Request::Filesystem(fstype) => request_filesystem(fstype),

@@ -3,12 +3,10 @@
 //! options `tosskey escrow decrypt` prints, yields the same dm table and the same plaintext.
 //! The guest gets the host's cryptsetup (scripts/vm-test's TOSSKEY_VM_TOOLS).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{escrow_test_keys, tosskey};
+use crate::common::{escrow_test_keys, tosskey};
 use tosskey_dm::{DmControl, DmName};
 use tosskey_testkit::{virtio_disks, zero_range};
 

@@ -2,14 +2,12 @@
 //! md raid0/raid1/raid10/linear and dm-stripe (shared and per-disk) with escrow, mkfs and mount;
 //! close; recover from escrow; nothing on the members but ciphertext; bad input.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     assert_no_volume_left, assert_verified_mappings, check_files, contains, disks, escrow_decrypt,
     escrow_test_keys, other_private_key, tosskey, Cleanup,
 };
@@ -353,7 +351,7 @@ fn crash_after_assembly_converges() {
     args.extend(strs(&two));
     args.extend(["--name", "t-rcrash", "--mkfs", "none"]);
     for step in ["assembly", "crypt"] {
-        let crashed = common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", step)]);
+        let crashed = crate::common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", step)]);
         assert_eq!(crashed.code, -1, "{step}: {}", crashed.stderr);
         assert!(tosskey(&["status"]).ok().stdout.contains("incomplete"));
         tosskey(&args).ok();
@@ -366,7 +364,7 @@ fn crash_after_assembly_converges() {
         );
     }
     // close after a crash cleans up as well.
-    let crashed = common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", "verify")]);
+    let crashed = crate::common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", "verify")]);
     assert_eq!(crashed.code, -1);
     tosskey(&["close", "t-rcrash"]).ok();
     assert_no_volume_left();

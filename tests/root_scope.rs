@@ -13,14 +13,12 @@
 //!   -- large_disks_24x14tb`): 306 keys, provisions and mounts.
 //! - Shred of a volume with several segments, on the default small disks.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
-use common::{
+use crate::common::{
     assert_direct_read_fails_with_eio, assert_error_targets, assert_verified_mappings, contains,
     dmsetup_table, escrow_test_keys, tosskey, tosskey_env, Cleanup,
 };
@@ -498,7 +496,7 @@ fn large_disks_24x14tb_key_scope_provisions_and_mounts() {
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn shred_wipes_every_segment_key() {
     const NAME: &str = "t-shred-scope";
-    let disks = common::disks(2);
+    let disks = crate::common::disks(2);
     let _cleanup = Cleanup {
         name: NAME,
         disks: disks.clone(),

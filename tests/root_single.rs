@@ -1,13 +1,11 @@
 //! Root tests of the single-device path, run inside the VM guest by `scripts/vm-test`:
 //! provision / verify / status / close / shred on blank virtio disks, and every refusal.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     assert_direct_read_fails_with_eio, assert_error_targets, contains, dmsetup_table,
     escrow_test_keys, tosskey,
 };
@@ -513,7 +511,7 @@ fn crash_after_any_step_converges_on_rerun() {
     let vdb = disk(1);
     let _cleanup = Volume::new("t-crash", &[&vdb]);
     for step in ["journal", "crypt", "verify", "mkfs", "mount"] {
-        let crashed = common::tosskey_env(
+        let crashed = crate::common::tosskey_env(
             &[
                 "provision",
                 vdb.to_str().unwrap(),

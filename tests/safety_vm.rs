@@ -1,8 +1,6 @@
 //! Safety checks and discovery on the VM guest's real devices: blank virtio disks with
 //! serials `tosskey-disk-N`, loop devices. Root tests: `scripts/vm-test -p tosskey`.
 
-mod common;
-
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -185,8 +183,8 @@ mod real_kernel {
     use nix::mount::{umount2, MntFlags};
     use tosskey_testkit::zero_range;
 
-    use super::common::{assert_direct_read_fails_with_eio, assert_error_targets, tosskey, Run};
     use super::{scratch_disk, write_at, VirtioDisk, HEAD};
+    use crate::common::{assert_direct_read_fails_with_eio, assert_error_targets, tosskey, Run};
 
     /// Runs a busybox applet (the guest's, never a host tool) and fails the test unless it
     /// succeeds.
@@ -345,7 +343,7 @@ mod real_kernel {
         use std::io::Write as _;
 
         let (disk, _restore) = scratch_disk_restored(None);
-        let _close = super::common::Cleanup {
+        let _close = crate::common::Cleanup {
             name: "t-mshred",
             disks: Vec::new(),
         };

@@ -1,6 +1,6 @@
 //! VolumeKey: sizes, randomness, locking, hygiene of Debug/hex, key files.
 
-mod smaps;
+use crate::common::smaps;
 
 use std::os::unix::fs::PermissionsExt;
 

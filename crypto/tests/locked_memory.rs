@@ -1,8 +1,10 @@
 //! Key memory as the process's own mapping table shows it: the sector cipher's expanded
 //! keys are locked while the cipher lives, and a wiped key arena is no longer mapped.
-//! These read process-wide state (VmLck, /proc/self/smaps), so the tests of this binary
-//! take turns, and no other test creates ciphers or arenas in the same process.
+//! These read process-wide state (VmLck, /proc/self/smaps), so they are an executable of
+//! their own beside tests/tests.rs (its other tests create ciphers and arenas on every
+//! thread), and take turns.
 
+#[path = "common/smaps.rs"]
 mod smaps;
 
 use std::sync::Mutex;

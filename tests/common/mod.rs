@@ -1,11 +1,12 @@
-//! Running the real `tosskey` binary from integration tests.
-#![allow(dead_code)] // each test file uses a different subset
+//! What the integration-test modules share: running the real `tosskey` binary, the escrow
+//! test keys, guest-side checks of volumes, and the fake machines of `fake_tree`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use tosskey_testkit::{virtio_disks, zero_range};
 
+pub mod fake_tree;
 pub mod matrix;
 
 /// The binary under test.

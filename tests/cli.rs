@@ -1,8 +1,6 @@
 //! The real binary on the host: help, usage errors, refusals that need no kernel support.
 
-mod common;
-
-use common::tosskey;
+use crate::common::tosskey;
 
 #[test]
 fn help_lists_every_command_and_the_exit_codes() {
@@ -189,7 +187,7 @@ fn bad_escrow_inputs_fail_the_run_before_any_device_is_looked_at() {
     // An earlier volume's escrow file is moved to .previous; a directory in its place is not.
     let existing = dir.path().join("escrow-exists");
     std::fs::create_dir(&existing).unwrap();
-    let (public, _) = common::escrow_test_keys();
+    let (public, _) = crate::common::escrow_test_keys();
     let public = public.to_str().unwrap();
     let missing_dir = dir.path().join("no-such-dir/escrow");
     let cases: [(&[&str], &str, bool); 4] = [
@@ -335,7 +333,7 @@ fn status_without_device_mapper_says_no_volumes_and_never_suggests_modprobe() {
     }
     let as_nobody = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(common::TOSSKEY)
+        .arg(crate::common::TOSSKEY)
         .arg("status")
         .output();
     if nix::unistd::geteuid().is_root() {

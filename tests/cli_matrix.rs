@@ -15,10 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::matrix::{check, command, contexts, is_root, Context, AS_NOBODY, NOBODY};
-use common::TOSSKEY;
+use crate::common::matrix::{check, command, contexts, is_root, Context, AS_NOBODY, NOBODY};
+use crate::common::TOSSKEY;
 /// A scratch directory every user may write to, removed at the end.
 struct Scratch(PathBuf);
 

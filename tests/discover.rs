@@ -1,9 +1,6 @@
 //! Discovery against fake sysfs/procfs trees shaped like real cloud machines.
 
-#[path = "fixtures/sysfs/fake_tree.rs"]
-mod fake_tree;
-
-use fake_tree::{aws_i4i, FakeTree, GIB};
+use crate::common::fake_tree::{aws_i4i, FakeTree, GIB};
 use tosskey::host::discover::{discover, discover_matching, Cloud, DiskMatcher};
 use tosskey::host::safety::SafetyError;
 

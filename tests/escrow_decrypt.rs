@@ -1,11 +1,9 @@
 //! `tosskey escrow decrypt` on the host (no kernel needed): the key files it writes, and
 //! what it leaves behind when it fails.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{escrow_decrypt, escrow_test_keys};
+use crate::common::{escrow_decrypt, escrow_test_keys};
 use tosskey_crypto::escrow::{
     Assembly, EscrowCrypt, EscrowMember, EscrowPublicKey, KeySegment, Layout,
 };

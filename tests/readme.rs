@@ -3,11 +3,9 @@
 //! EC key is refused with "tosskey needs RSA ≥ 2048 bits". `tests/root_readme.rs` runs the
 //! rest of the block in the guest.
 
-mod common;
-
 use std::process::Command;
 
-use common::tosskey;
+use crate::common::tosskey;
 
 const README: &str = include_str!("../README.md");
 

@@ -3,11 +3,8 @@
 //! device mode over the guest's brd RAM disk (/dev/ram0, 64 MiB). Short cells: these check
 //! that every number is measured, not how fast the emulated CPU is.
 
-mod common;
-
-use common::tosskey;
+use crate::common::tosskey;
 // Links the root-test gate: outside the VM guest this executable refuses --ignored runs.
-use tosskey_testkit as _;
 
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]

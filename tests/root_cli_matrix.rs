@@ -5,12 +5,10 @@
 //! without CAP_IPC_LOCK and with that small limit (the keys need a few pages). The guest
 //! gets util-linux's `setpriv` and `prlimit` through scripts/vm-test's TOSSKEY_VM_TOOLS.
 
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 
-use common::matrix::{check, command, contexts};
+use crate::common::matrix::{check, command, contexts};
 use tosskey_testkit::{virtio_disks, zero_range};
 
 #[test]
@@ -70,7 +68,7 @@ fn user_facing_device_commands_end_in_one_line_and_a_documented_code_as_any_user
             }
         }
         // Whatever happened, leave the disk blank for the next context.
-        let _ = common::tosskey(&["close", "t-mx"]);
+        let _ = crate::common::tosskey(&["close", "t-mx"]);
         zero_range(Path::new(disk), 0, 4 << 20).unwrap();
     }
 }

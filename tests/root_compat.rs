@@ -3,12 +3,10 @@
 //! options `tosskey escrow decrypt` prints, yields the same dm table and the same plaintext.
 //! The guest gets the host's cryptsetup (scripts/vm-test's TOSSKEY_VM_TOOLS).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{escrow_test_keys, tosskey};
+use crate::common::{escrow_test_keys, tosskey};
 use tosskey_dm::{DmControl, DmName};
 use tosskey_testkit::{virtio_disks, zero_range};
 
@@ -29,6 +27,31 @@ fn table_with_key(name: &str) -> String {
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn cryptsetup_plain_reopens_a_tosskey_volume_with_the_same_table() {
+    // tosskey's default bypasses both dm-crypt workqueues: cryptsetup must set them too.
+    let table = reopen_with_cryptsetup(&[]);
+    assert!(
+        table.ends_with(" 2 no_read_workqueue no_write_workqueue"),
+        "{table}"
+    );
+}
+
+/// `--allow-discards` adds a third optional parameter that the printed cryptsetup command
+/// must carry as well (`--allow-discards`), next to the workqueue flags.
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn cryptsetup_plain_reopens_a_volume_with_discards_and_workqueue_flags() {
+    let table = reopen_with_cryptsetup(&["--allow-discards"]);
+    assert!(
+        table.ends_with(" 3 allow_discards no_read_workqueue no_write_workqueue"),
+        "{table}"
+    );
+}
+
+/// Provisions the second disk with `extra` options and an escrow, closes it, opens it
+/// again with the stock `cryptsetup open --type plain` command `escrow decrypt` prints, and
+/// checks that the kernel holds the same table (key included) and the filesystem tosskey
+/// made. Returns that table.
+fn reopen_with_cryptsetup(extra: &[&str]) -> String {
     assert!(
         Path::new("/usr/sbin/cryptsetup").exists(),
         "cryptsetup is not in the guest: scripts/vm-test copies it from the host (apt-get install cryptsetup-bin)"
@@ -41,7 +64,7 @@ fn cryptsetup_plain_reopens_a_tosskey_volume_with_the_same_table() {
         let _ = std::fs::remove_file(stale);
     }
     // Hex loading, so the kernel's table holds the key and can be compared whole.
-    tosskey(&[
+    let mut provision = vec![
         "provision",
         disk.to_str().unwrap(),
         "--name",
@@ -54,8 +77,9 @@ fn cryptsetup_plain_reopens_a_tosskey_volume_with_the_same_table() {
         public.to_str().unwrap(),
         "--escrow-file",
         escrow,
-    ])
-    .ok();
+    ];
+    provision.extend(extra);
+    tosskey(&provision).ok();
     let tosskey_table = table_with_key("t-compat");
     tosskey(&["close", "t-compat"]).ok();
 
@@ -117,4 +141,5 @@ fn cryptsetup_plain_reopens_a_tosskey_volume_with_the_same_table() {
         std::fs::remove_file(file).unwrap();
     }
     zero_range(&disk, 0, 4 << 20).unwrap();
+    cryptsetup_table
 }

@@ -10,13 +10,11 @@
 //! scripts/vm-test -p tosskey --disks 24 --disk-size 14T --timeout 7200 -- every_disk
 //! ```
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::tosskey;
+use crate::common::tosskey;
 use nix::mount::{mount, umount, MsFlags};
 use tosskey_testkit::{assert_e2fsck_clean, block_device_size, virtio_disks, zero_range};
 

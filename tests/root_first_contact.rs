@@ -2,15 +2,12 @@
 //! provisions, a key from an earlier volume, a `--mount` target that cannot be a directory,
 //! and what a non-root user is told.
 
-mod common;
-
 /// One module, so that `scripts/vm-test -- first_contact::` selects these tests.
 mod first_contact {
     use std::path::Path;
     use std::process::Command;
 
-    use super::common;
-    use super::common::{escrow_test_keys, tosskey};
+    use crate::common::{escrow_test_keys, tosskey};
     use tosskey_testkit::{virtio_disks, zero_range};
 
     /// Closes the volume and blanks the disk when the test ends, however it ends.
@@ -142,14 +139,14 @@ mod first_contact {
         std::fs::remove_file("/tmp/t-mountfile").unwrap();
     }
 
-    fn as_nobody(args: &[&str]) -> common::Run {
+    fn as_nobody(args: &[&str]) -> crate::common::Run {
         let output = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_tosskey"))
             .args(args)
             .output()
             .expect("setpriv is in the guest (scripts/vm-test's TOSSKEY_VM_TOOLS)");
-        common::Run {
+        crate::common::Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -3,11 +3,9 @@
 //! `status --json` and `status --prometheus` carry it, and `status --check` exits 6 (0
 //! while healthy), as the README's exit-code table says.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{disks, tosskey, Cleanup};
+use crate::common::{disks, tosskey, Cleanup};
 use sha2::{Digest, Sha256};
 
 const NAME: &str = "t-health";

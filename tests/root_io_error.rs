@@ -2,11 +2,9 @@
 //! (exit 1, nothing left) and its one-line message must say so and point at the disk's I/O
 //! error — not at a step of the undone run such as "format again".
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::tosskey;
+use crate::common::tosskey;
 use tosskey_dm::{DevId, DmControl, DmName, DmUuid, Sectors, TargetLine};
 use tosskey_testkit::virtio_disks;
 use zeroize::Zeroizing;

@@ -7,12 +7,10 @@
 //! (restored on drop): it runs in the same guest as the measuring tests, and it exercises
 //! the real "no node at /dev/tpmrm0" path rather than a second VM run without --tpm.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use common::tosskey;
+use crate::common::tosskey;
 use tosskey_testkit::{tpm2_pcrread, virtio_disks, zero_range};
 use tosskey_tpm::{read_log, replay, HashAlg, PcrValues, Tpm, DEFAULT_DEVICE, DEFAULT_LOG};
 
@@ -60,7 +58,7 @@ impl Drop for HiddenTpm {
     }
 }
 
-fn provision_measured(name: &str, disk: &Path, measure: &str) -> common::Run {
+fn provision_measured(name: &str, disk: &Path, measure: &str) -> crate::common::Run {
     tosskey(&[
         "provision",
         disk.to_str().unwrap(),

@@ -12,15 +12,13 @@
 //!   under it); reads and writes go on, and every file written before and after is intact.
 //! - `mirrors_raid10_status_names_the_level_and_shred_takes_it_down`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     assert_no_volume_left, check_files, escrow_decrypt, escrow_test_keys, recovery_step,
     remove_escrow_and_keys, run_stock, tosskey,
 };

@@ -8,16 +8,13 @@
 //! modules it needs are not loaded, and ends by unloading everything that appeared while it
 //! ran ([`LoadedDuring`]): every test sees the "stock machine" state, whatever the order.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{disks, escrow_test_keys, tosskey, Cleanup};
+use crate::common::{disks, escrow_test_keys, tosskey, Cleanup};
 // Named so that this executable carries testkit's guest gate (root tests only in the guest).
-use tosskey_testkit as _;
 
 fn loaded_modules() -> BTreeSet<String> {
     fs::read_to_string("/proc/modules")

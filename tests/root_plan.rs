@@ -8,13 +8,11 @@
 //!   arrays tosskey built, for every layout. The guest gets the host's tools through
 //!   scripts/vm-test's TOSSKEY_VM_TOOLS (`mdadm dmsetup cryptsetup`).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use common::{escrow_decrypt, escrow_test_keys, recovery_step, run_stock, tosskey};
+use crate::common::{escrow_decrypt, escrow_test_keys, recovery_step, run_stock, tosskey};
 use serde_json::Value;
 use tosskey::plan::render;
 use tosskey_dm::{DmControl, DmName};

@@ -9,12 +9,10 @@
 //! - the two `openssl` lines copy the test key pair to the files they would make (an RSA
 //!   4096 key takes minutes under TCG); `tests/readme.rs` runs them as written on the host.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::escrow_test_keys;
+use crate::common::escrow_test_keys;
 use tosskey_testkit::{virtio_disks, zero_range};
 
 const README: &str = include_str!("../README.md");
@@ -115,7 +113,7 @@ fn readme_using_it_runs_top_to_bottom() {
         );
     }
     // The walk ends with nothing open; leave the disks blank for the next test.
-    let status = common::tosskey(&["status"]).ok();
+    let status = crate::common::tosskey(&["status"]).ok();
     assert_eq!(status.stdout, "no tosskey volumes in this boot\n");
     remove_escrow_files();
     for disk in &disks {

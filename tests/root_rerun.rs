@@ -3,15 +3,13 @@
 //! another filesystem at the mount point or a shredded volume is refused, other options
 //! are named), and `close`/`shred` unmount the volume's own mounts only.
 
-mod common;
-
 /// One module, so that `scripts/vm-test -p tosskey -- rerun_close_shred` selects these tests.
 mod rerun_close_shred {
     use std::os::unix::fs::FileTypeExt as _;
     use std::os::unix::fs::MetadataExt as _;
     use std::path::{Path, PathBuf};
 
-    use super::common::tosskey;
+    use crate::common::tosskey;
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     use tosskey_sysutil::{parse_mountinfo, DevId};
     use tosskey_testkit::{virtio_disks, zero_range};

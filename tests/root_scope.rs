@@ -13,15 +13,15 @@
 //!   -- large_disks_24x14tb`): 306 keys, provisions and mounts.
 //! - Shred of a volume with several segments, on the default small disks.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::process::Command;
 
-use common::{contains, escrow_test_keys, tosskey, tosskey_env, Cleanup};
+use crate::common::{
+    assert_direct_read_fails_with_eio, assert_error_targets, assert_verified_mappings, contains,
+    dmsetup_table, escrow_test_keys, tosskey, tosskey_env, Cleanup,
+};
 use tosskey_testkit::virtio_disks;
 
 const TIB: u64 = 1 << 40;
@@ -77,21 +77,6 @@ fn marker(at: u64) -> Vec<u8> {
     let mut block = format!("tosskey key scope marker at {at}\n").into_bytes();
     block.resize(4096, b'.');
     block
-}
-
-/// `dmsetup table NAME` (dmsetup, not our own parser, as the witness), one line per target.
-fn dmsetup_table(name: &str) -> Vec<String> {
-    let table = Command::new("dmsetup")
-        .args(["table", name])
-        .env("DM_DISABLE_UDEV", "1")
-        .output()
-        .expect("dmsetup in the guest (scripts/vm-test carries it)");
-    assert!(table.status.success(), "{table:?}");
-    String::from_utf8(table.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The table of mapping `name` has `count` crypt targets of at most `largest` sectors, each
@@ -489,13 +474,8 @@ fn large_disks_24x14tb_key_scope_provisions_and_mounts() {
     assert!(volume_bytes > 300 * TIB, "{volume_bytes}");
     assert_eq!(scope["keys"], keys);
     assert!(scope["largest_key_bytes"].as_u64().unwrap() <= TIB);
-    let crypt = &report["stack"]["crypt"][0];
-    assert_eq!(crypt["keys"], keys);
-    assert!(crypt["verification"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["matched"] == true));
+    assert_verified_mappings(&report, 1);
+    assert_eq!(report["stack"]["crypt"][0]["keys"], keys);
     assert_crypt_targets_with_distinct_logon_keys(NAME, usize::try_from(keys).unwrap(), TIB / 512);
     let data = b"336 TB under 1 TiB keys\n";
     std::fs::write(mount.join("hello"), data).unwrap();
@@ -516,7 +496,7 @@ fn large_disks_24x14tb_key_scope_provisions_and_mounts() {
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn shred_wipes_every_segment_key() {
     const NAME: &str = "t-shred-scope";
-    let disks = common::disks(2);
+    let disks = crate::common::disks(2);
     let _cleanup = Cleanup {
         name: NAME,
         disks: disks.clone(),
@@ -562,25 +542,10 @@ fn shred_wipes_every_segment_key() {
         "{}",
         run.stdout
     );
-    // Held open: the mapping stays, with no key anywhere in its table.
-    let lines = dmsetup_table(NAME);
-    assert_eq!(lines.len() as u64, keys, "{lines:#?}");
-    assert!(
-        lines
-            .iter()
-            .all(|l| l.split_whitespace().nth(2) == Some("error")),
-        "{lines:#?}"
-    );
-    // Past the page cache: the device itself answers with errors.
-    let direct = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&volume)
-        .unwrap();
-    let mut back = tosskey_sysutil::AlignedBuf::new(4096);
-    let err = direct.read_exact_at(back.as_mut_slice(), 8192).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    drop(direct);
+    // Held open: the mapping stays, with no key anywhere in its table, and the device
+    // itself (past the page cache) answers with errors.
+    assert_error_targets(NAME, usize::try_from(keys).unwrap());
+    assert_direct_read_fails_with_eio(Path::new(&volume), 8192);
     drop(holder);
 
     tosskey(&["close", NAME]).ok();

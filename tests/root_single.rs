@@ -1,13 +1,14 @@
 //! Root tests of the single-device path, run inside the VM guest by `scripts/vm-test`:
 //! provision / verify / status / close / shred on blank virtio disks, and every refusal.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use common::{contains, escrow_test_keys, tosskey};
+use crate::common::{
+    assert_direct_read_fails_with_eio, assert_error_targets, contains, dmsetup_table,
+    escrow_test_keys, tosskey,
+};
 use tosskey_testkit::{virtio_disks, zero_range, LoopDevice};
 
 /// A volume that is closed (and its disks' heads wiped) when the test ends, pass or fail.
@@ -474,21 +475,31 @@ fn shred_wipes_the_key_while_the_machine_runs() {
     let mapping = Path::new("/dev/mapper/t-shred");
     let plaintext = random_bytes(64 << 10);
     write_at(mapping, 1 << 20, &plaintext);
+    let table = dmsetup_table("t-shred");
+    assert_eq!(table.len(), 1, "{table:#?}");
+    assert_eq!(
+        table[0].split_whitespace().nth(2),
+        Some("crypt"),
+        "{table:#?}"
+    );
+    // A process holds the mapping open, as a running service would: shred cannot remove
+    // it, so what the kernel does with it afterwards is observable.
+    let holder = File::open(mapping).unwrap();
     let run = tosskey(&["shred", "t-shred"]).ok();
     assert!(
-        run.stdout.contains("key wiped from t-shred"),
+        run.stdout.contains("key wiped from t-shred")
+            && run.stdout.contains("stay until their users let go"),
         "{}",
         run.stdout
     );
+    // The kernel's table no longer holds a crypt target (nor its key), and the device
+    // itself, past the page cache, fails the read of what was written a moment ago.
+    assert_error_targets("t-shred", 1);
+    assert_direct_read_fails_with_eio(mapping, 1 << 20);
+    drop(holder);
+    tosskey(&["close", "t-shred"]).ok();
     assert!(!mapping.exists());
-    let dm = tosskey_dm::DmControl::open().unwrap();
-    assert!(dm
-        .list()
-        .unwrap()
-        .iter()
-        .all(|(name, _)| name.as_str() != "t-shred"));
     let raw = read_at(&vdb, 1 << 20, plaintext.len());
-    assert_ne!(raw, plaintext);
     assert!(!contains(&raw, &plaintext[..32]));
 }
 
@@ -500,7 +511,7 @@ fn crash_after_any_step_converges_on_rerun() {
     let vdb = disk(1);
     let _cleanup = Volume::new("t-crash", &[&vdb]);
     for step in ["journal", "crypt", "verify", "mkfs", "mount"] {
-        let crashed = common::tosskey_env(
+        let crashed = crate::common::tosskey_env(
             &[
                 "provision",
                 vdb.to_str().unwrap(),

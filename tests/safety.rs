@@ -1,13 +1,10 @@
 //! Member safety checks: image files end to end, every use-refusal against fake sysfs
 //! trees, and (as root) block device nodes pointing into those trees.
 
-#[path = "fixtures/sysfs/fake_tree.rs"]
-mod fake_tree;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fake_tree::{aws_i4i, FakeTree, GIB};
+use crate::common::fake_tree::{aws_i4i, FakeTree, GIB};
 use tosskey::host::safety::{
     check_member, check_members, usage_refusal, CheckOptions, MemberKind, SafetyError,
     MIN_MEMBER_BYTES,
@@ -15,7 +12,6 @@ use tosskey::host::safety::{
 use tosskey::host::signature::{ExtFlavour, SignatureKind};
 use tosskey::host::sysfs::SystemState;
 // Links the root-test gate: outside the VM guest this executable refuses --ignored runs.
-use tosskey_testkit as _;
 
 const FILES: CheckOptions = CheckOptions {
     force: false,

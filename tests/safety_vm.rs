@@ -172,3 +172,223 @@ fn discovery_by_serial_prefix_finds_every_test_disk_and_no_cloud_disk() {
     );
     assert!(msg.ends_with("(use explicit device paths)"), "{msg}");
 }
+
+/// The refusals the fake-tree tests in safety.rs check against sysfs and mountinfo files,
+/// here against the kernel's own: a real partition table, a mounted partition, active swap,
+/// a read-only disk, and `shred` of a mounted volume. Each goes through the CLI.
+mod real_kernel {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use nix::mount::{umount2, MntFlags};
+    use tosskey_testkit::zero_range;
+
+    use super::{scratch_disk, write_at, VirtioDisk, HEAD};
+    use crate::common::{assert_direct_read_fails_with_eio, assert_error_targets, tosskey, Run};
+
+    /// Runs a busybox applet (the guest's, never a host tool) and fails the test unless it
+    /// succeeds.
+    fn busybox(args: &[&str]) {
+        let run = Command::new("/bin/busybox").args(args).output().unwrap();
+        assert!(
+            run.status.success(),
+            "busybox {args:?}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
+    fn provision(disk: &Path, name: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["provision", disk.to_str().unwrap(), "--name", name];
+        args.extend(extra);
+        tosskey(&args)
+    }
+
+    /// An MBR with two Linux partitions of 32 MiB, from sector 2048 on.
+    fn mbr_with_two_partitions() -> [u8; 512] {
+        let mut mbr = [0u8; 512];
+        for (slot, start) in [2048u32, 2048 + 65536].into_iter().enumerate() {
+            let entry = &mut mbr[446 + 16 * slot..446 + 16 * (slot + 1)];
+            entry[4] = 0x83;
+            entry[8..12].copy_from_slice(&start.to_le_bytes());
+            entry[12..16].copy_from_slice(&65536u32.to_le_bytes());
+        }
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        mbr
+    }
+
+    /// Puts the disk back as the other tests expect it, pass or fail: the mount gone, the
+    /// partition table wiped and re-read, swap off, writable.
+    struct Restore {
+        disk: PathBuf,
+        mount: Option<&'static str>,
+    }
+
+    /// The scratch disk, put back when the returned guard drops (after unmounting `mount`).
+    fn scratch_disk_restored(mount: Option<&'static str>) -> (VirtioDisk, Restore) {
+        let disk = scratch_disk();
+        let restore = Restore {
+            disk: disk.path.clone(),
+            mount,
+        };
+        (disk, restore)
+    }
+
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(dir) = self.mount {
+                let _ = umount2(dir, MntFlags::empty());
+            }
+            let disk = self.disk.to_str().unwrap();
+            let _ = Command::new("/bin/busybox")
+                .args(["swapoff", disk])
+                .output();
+            let _ = Command::new("/bin/busybox")
+                .args(["blockdev", "--setrw", disk])
+                .output();
+            let _ = zero_range(&self.disk, 0, HEAD);
+            let _ = Command::new("/bin/busybox")
+                .args(["blockdev", "--rereadpt", disk])
+                .output();
+        }
+    }
+
+    #[test]
+    #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+    fn a_partitioned_disk_is_refused_and_a_mounted_partition_even_with_force() {
+        let (disk, _restore) = scratch_disk_restored(Some("/mnt/t-part"));
+        write_at(&disk.path, 0, &mbr_with_two_partitions());
+        busybox(&["blockdev", "--rereadpt", disk.path.to_str().unwrap()]);
+        let (first, second) = (format!("{}1", disk.name), format!("{}2", disk.name));
+        assert!(
+            Path::new("/sys/class/block").join(&second).exists(),
+            "the kernel did not read the partition table of {}",
+            disk.name
+        );
+        let path = disk.path.display();
+        provision(&disk.path, "t-part", &["--mkfs", "none"]).fails_with(
+            3,
+            &format!(
+                "{path} carries a partition table ({first}, {second}): pass --force to overwrite it"
+            ),
+        );
+
+        let second_node = format!("/dev/{second}");
+        let mke2fs = Command::new("/usr/sbin/mke2fs")
+            .args(["-q", "-F", "-t", "ext4", &second_node])
+            .output()
+            .unwrap();
+        assert!(mke2fs.status.success(), "{mke2fs:?}");
+        std::fs::create_dir_all("/mnt/t-part").unwrap();
+        nix::mount::mount(
+            Some(second_node.as_str()),
+            "/mnt/t-part",
+            Some("ext4"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        provision(&disk.path, "t-part", &["--mkfs", "none", "--force"]).fails_with(
+            3,
+            &format!(
+                "{path} has partition {second} in use (mounted at /mnt/t-part): free it first"
+            ),
+        );
+        // Its unused sibling is no way around it.
+        provision(Path::new(&format!("/dev/{first}")), "t-part", &["--mkfs", "none", "--force"])
+            .fails_with(
+                3,
+                &format!(
+                    "/dev/{first} is a partition of {}, which is in use ({second} mounted at /mnt/t-part)",
+                    disk.name
+                ),
+            );
+    }
+
+    #[test]
+    #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+    fn active_swap_is_refused_even_with_force() {
+        let (disk, _restore) = scratch_disk_restored(None);
+        let node = disk.path.to_str().unwrap();
+        busybox(&["mkswap", node]);
+        busybox(&["swapon", node]);
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
+        assert!(swaps.contains(node), "{swaps}");
+        provision(&disk.path, "t-swap", &["--mkfs", "none", "--force"]).fails_with(
+            3,
+            &format!("{node} is active swap: swapoff {node} first, or pick another device"),
+        );
+    }
+
+    #[test]
+    #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+    fn a_read_only_disk_is_refused() {
+        let (disk, _restore) = scratch_disk_restored(None);
+        let node = disk.path.to_str().unwrap();
+        busybox(&["blockdev", "--setro", node]);
+        provision(&disk.path, "t-ro", &["--mkfs", "none", "--force"]).fails_with(
+            3,
+            &format!(
+                "{node} is read-only: it cannot hold an encrypted volume; pick another device"
+            ),
+        );
+    }
+
+    /// `shred` of a mounted volume is not refused: it wipes the key, detaches the volume's
+    /// mount from the namespace without waiting for its users, and a process that still has
+    /// a file open on it gets I/O errors, as `shred`'s documentation says.
+    #[test]
+    #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+    fn shred_of_a_mounted_volume_detaches_it_and_its_users_get_io_errors() {
+        use std::io::Write as _;
+
+        let (disk, _restore) = scratch_disk_restored(None);
+        let _close = crate::common::Cleanup {
+            name: "t-mshred",
+            disks: Vec::new(),
+        };
+        provision(&disk.path, "t-mshred", &["--mount", "/mnt/t-mshred"]).ok();
+        let mut user = std::fs::File::create("/mnt/t-mshred/open-file").unwrap();
+        user.write_all(b"written before the shred\n").unwrap();
+        user.sync_all().unwrap();
+
+        let run = tosskey(&["shred", "t-mshred"]).ok();
+        assert!(
+            run.stdout.contains("key wiped from t-mshred")
+                && run.stdout.contains("stay until their users let go"),
+            "{}",
+            run.stdout
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(" /mnt/t-mshred "),
+            "still mounted after the shred: {mounts}"
+        );
+        let mapping = Path::new("/dev/mapper/t-mshred");
+        assert_error_targets("t-mshred", 1);
+        assert_direct_read_fails_with_eio(mapping, 1 << 20);
+        // ext4 answers a write it cannot store either with EIO, or with EROFS once it has
+        // aborted its journal over the errors: either way, no write reaches a disk.
+        let err = user
+            .write_all(&[b'x'; 8192])
+            .and_then(|()| user.sync_all())
+            .expect_err("a write and fsync after the shred succeeded");
+        assert!(
+            [Some(libc::EIO), Some(libc::EROFS)].contains(&err.raw_os_error()),
+            "{err}"
+        );
+
+        // The last user gone, the lazy unmount completes and close removes the mapping.
+        drop(user);
+        let mut closed = tosskey(&["close", "t-mshred"]);
+        for _ in 0..50 {
+            if closed.code == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            closed = tosskey(&["close", "t-mshred"]);
+        }
+        closed.ok();
+        assert!(!mapping.exists());
+    }
+}

@@ -4,10 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-mod common;
-
+use crate::common::{data, default_crypt, private_a, public_a};
 use base64::Engine as _;
-use common::{data, default_crypt, private_a, public_a};
 use tosskey_crypto::escrow::{
     rfc3339_utc, Assembly, EscrowMember, EscrowPrivateKey, EscrowPublicKey, Layout, MdLevel,
 };

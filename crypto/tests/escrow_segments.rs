@@ -5,10 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-mod common;
-
+use crate::common::{data, default_crypt, private_a};
 use base64::Engine as _;
-use common::{data, default_crypt, private_a};
 use rsa::oaep::Oaep;
 use rsa::pkcs8::DecodePublicKey;
 use sha2::Sha256;
@@ -18,7 +16,7 @@ use tosskey_crypto::escrow::{
 use tosskey_crypto::{Error, EscrowFile, EscrowMetadata, KeyArena, KeySize};
 
 fn public_a() -> EscrowPublicKey {
-    EscrowPublicKey::from_pem(&common::public_a()).unwrap()
+    EscrowPublicKey::from_pem(&crate::common::public_a()).unwrap()
 }
 
 const TIB_SECTORS: u64 = (1 << 40) / 512;

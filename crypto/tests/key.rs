@@ -1,7 +1,10 @@
 //! VolumeKey: sizes, randomness, locking, hygiene of Debug/hex, key files.
 
+use crate::common::smaps;
+
 use std::os::unix::fs::PermissionsExt;
 
+use smaps::Mapping;
 use tosskey_crypto::{Error, KeyArena, KeySize, VolumeKey};
 use zeroize::Zeroizing;
 
@@ -70,48 +73,9 @@ fn recovered_keys_must_be_32_or_64_bytes() {
     assert_eq!(key.expose_secret(), &[7u8; 64][..]);
 }
 
-/// The mapping in /proc/self/smaps that contains `address`: its size, `Locked:` kB and
-/// `VmFlags` (where `dd` means "do not include in core dumps").
-struct Mapping {
-    bytes: usize,
-    locked_kb: u64,
-    flags: Vec<String>,
-}
-
+/// The mapping of /proc/self/smaps that holds `address`; it must exist.
 fn mapping_at(address: usize) -> Mapping {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut found: Option<Mapping> = None;
-    for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                ) {
-                    if found.is_some() {
-                        break;
-                    }
-                    if (start..end).contains(&address) {
-                        found = Some(Mapping {
-                            bytes: end - start,
-                            locked_kb: 0,
-                            flags: Vec::new(),
-                        });
-                    }
-                    continue;
-                }
-            }
-        }
-        if let Some(mapping) = found.as_mut() {
-            if let Some(rest) = line.strip_prefix("Locked:") {
-                mapping.locked_kb = rest.trim().trim_end_matches("kB").trim().parse().unwrap();
-            }
-            if let Some(rest) = line.strip_prefix("VmFlags:") {
-                mapping.flags = rest.split_whitespace().map(str::to_owned).collect();
-            }
-        }
-    }
-    found.unwrap_or_else(|| panic!("no mapping holds {address:#x}"))
+    smaps::mapping_at(address).unwrap_or_else(|| panic!("no mapping holds {address:#x}"))
 }
 
 fn locked_kb_at(address: usize) -> u64 {
@@ -210,11 +174,4 @@ fn three_hundred_keys_share_one_locked_undumpable_mapping_of_five_pages() {
     assert_eq!(distinct.len(), 300);
     assert!(arena.iter().all(|k| k[..32] != k[32..]));
     assert_eq!(format!("{arena:?}"), "KeyArena(<300 keys of 512 bits>)");
-}
-
-#[test]
-fn wiping_an_arena_says_whether_its_memory_was_zeroed_and_unmapped() {
-    let arena = KeyArena::generate(KeySize::Bits512, 3).unwrap();
-    assert!(arena.iter().all(|key| key.iter().any(|&b| b != 0)));
-    assert!(arena.wipe());
 }

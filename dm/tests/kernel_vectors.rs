@@ -14,12 +14,10 @@
 //! [`STORED`], run `scripts/vm-test -p tosskey-dm -- stored_vectors`, and copy the printed
 //! file over it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::{dev_of, hex, name, read_direct, write_direct, Cleanup};
+use crate::common::{dev_of, hex, name, read_direct, write_direct, Cleanup};
 use tosskey_dm::{
     activate_crypt, CryptOptions, CryptTarget, DmControl, DmUuid, KeyLoading, Sectors,
 };

@@ -1,14 +1,14 @@
 //! Root tests of tosskey-dm against the guest kernel (Debian 6.1, no udev). Run with
 //! `scripts/vm-test -p tosskey-dm`; on the host they are listed as ignored.
 
-mod common;
-
 use std::fs::{self, File};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dev_of, hex, name, pattern, read_direct, report, test_key, write_direct, Cleanup};
+use crate::common::{
+    dev_of, hex, name, pattern, read_direct, report, test_key, write_direct, Cleanup,
+};
 use tosskey_dm::{
     activate_crypt, CryptKeyField, CryptOptions, CryptTarget, DmControl, DmUuid, Error, KeyLoaded,
     KeyLoading, LinearTarget, NoKeyringSupport, Sectors, StripeMember, StripedTarget, ELIDED_KEY,

@@ -2,14 +2,12 @@
 //! of 60 crypt targets, each loaded through its own `logon` key. Run with
 //! `scripts/vm-test -p tosskey-dm -- segment`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{dev_of, hex, name, pattern, read_direct, report, write_direct, Cleanup};
+use crate::common::{dev_of, hex, name, pattern, read_direct, report, write_direct, Cleanup};
 use tosskey_crypto::spec::BlockCipher;
 use tosskey_crypto::{KeyArena, KeySize, SectorCipher, SectorLayout, SectorSize};
 use tosskey_dm::{

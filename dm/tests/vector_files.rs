@@ -2,8 +2,6 @@
 //! root test in kernel_vectors.rs): every file has the agreed fields, the plaintext is the
 //! documented pattern, and the ciphertext has the plaintext's length and differs from it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -55,10 +53,14 @@ fn kernel_vector_files_are_well_formed() {
             "{name}"
         );
         assert_eq!(fields["key"].len(), 128, "{name}");
-        assert_eq!(fields["key"], common::hex(&common::test_key()), "{name}");
+        assert_eq!(
+            fields["key"],
+            crate::common::hex(&crate::common::test_key()),
+            "{name}"
+        );
         assert_eq!(
             fields["plaintext"],
-            common::hex(&common::pattern(4 * sector_size)),
+            crate::common::hex(&crate::common::pattern(4 * sector_size)),
             "{name}"
         );
         assert_eq!(

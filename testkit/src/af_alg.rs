@@ -53,11 +53,36 @@ pub(crate) fn request_algorithm(kind: &str, name: &str) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// `struct sockaddr_alg` in `/usr/include/linux/if_alg.h` is 88 bytes.
+    /// `struct sockaddr_alg` (libc's definition, which `request_algorithm` fills) against
+    /// `linux/if_alg.h` as gcc compiles it.
     #[test]
-    fn sockaddr_alg_matches_uapi_header() {
-        assert_eq!(std::mem::size_of::<libc::sockaddr_alg>(), 88);
-        assert_eq!(std::mem::offset_of!(libc::sockaddr_alg, salg_name), 24);
+    fn sockaddr_alg_matches_the_installed_uapi_header() {
+        use std::mem::{offset_of, size_of};
+        const C_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/if_alg.h>
+#define F(f) printf("offsetof(" #f ")=%zu\n", offsetof(struct sockaddr_alg, f))
+int main(void) {
+    printf("sizeof(sockaddr_alg)=%zu\n", sizeof(struct sockaddr_alg));
+    F(salg_family); F(salg_type); F(salg_feat); F(salg_mask); F(salg_name);
+    return 0;
+}
+"#;
+        let rust = format!(
+            "sizeof(sockaddr_alg)={}\noffsetof(salg_family)={}\noffsetof(salg_type)={}\n\
+             offsetof(salg_feat)={}\noffsetof(salg_mask)={}\noffsetof(salg_name)={}\n",
+            size_of::<libc::sockaddr_alg>(),
+            offset_of!(libc::sockaddr_alg, salg_family),
+            offset_of!(libc::sockaddr_alg, salg_type),
+            offset_of!(libc::sockaddr_alg, salg_feat),
+            offset_of!(libc::sockaddr_alg, salg_mask),
+            offset_of!(libc::sockaddr_alg, salg_name),
+        );
+        assert_eq!(
+            crate::uapi_header::report_of("linux/if_alg.h", C_PROGRAM),
+            rust
+        );
     }
 
     #[test]

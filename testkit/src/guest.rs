@@ -96,6 +96,38 @@ extern "C" fn refuse_root_tests_outside_the_guest() {
 #[link_section = ".init_array"]
 static REFUSE_ROOT_TESTS_OUTSIDE_THE_GUEST: extern "C" fn() = refuse_root_tests_outside_the_guest;
 
+/// A libtest filter that selects no test: the gate's probe asks for ignored tests by it, so
+/// that an executable without the gate runs nothing and exits 0 instead of 101.
+const PROBE_FILTER: &str = "tosskey-testkit gate probe: no test has this name";
+
+/// Runs this test executable again, asking for its ignored (root) tests with a filter that
+/// selects none, and fails unless the start-up gate refused: status 101 with
+/// [`OUTSIDE_THE_GUEST`] on stderr and nothing from libtest on stdout. Each crate's
+/// integration-test executable calls it from a host test, so every executable that holds
+/// root tests proves it carries the gate (testkit's gate_coverage test checks that they do).
+#[track_caller]
+pub fn assert_this_executable_refuses_root_tests() {
+    assert!(
+        !in_vm(),
+        "the gate probe runs on the host; the guest runs only ignored tests"
+    );
+    let executable = std::env::current_exe().expect("the test executable's path");
+    let output = std::process::Command::new(&executable)
+        .args(["--ignored", "--exact", PROBE_FILTER])
+        .output()
+        .expect("run the test executable again");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(101),
+        "{} --ignored ran outside the guest (stdout: {stdout}; stderr: {stderr})",
+        executable.display()
+    );
+    assert!(stderr.contains(OUTSIDE_THE_GUEST), "{stderr}");
+    assert!(stdout.is_empty(), "libtest started: {stdout}");
+}
+
 /// Whether `path` names a block device (regular files may be written anywhere).
 pub(crate) fn is_block_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;

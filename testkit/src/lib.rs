@@ -24,6 +24,8 @@
 mod af_alg;
 pub mod guest;
 mod loop_ioctl;
+#[cfg(test)]
+mod uapi_header;
 
 pub use guest::{in_vm, require_guest};
 

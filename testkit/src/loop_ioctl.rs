@@ -111,17 +111,78 @@ mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
-    /// Sizes and offsets from `/usr/include/linux/loop.h` on x86_64.
+    const C_PROGRAM: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/loop.h>
+#define I(f) printf("offsetof(loop_info64." #f ")=%zu\n", offsetof(struct loop_info64, f))
+#define C(f) printf("offsetof(loop_config." #f ")=%zu\n", offsetof(struct loop_config, f))
+#define N(n) printf(#n "=%#lx\n", (unsigned long)(n))
+int main(void) {
+    printf("sizeof(loop_info64)=%zu\n", sizeof(struct loop_info64));
+    I(lo_device); I(lo_inode); I(lo_rdevice); I(lo_offset); I(lo_sizelimit); I(lo_number);
+    I(lo_encrypt_type); I(lo_encrypt_key_size); I(lo_flags); I(lo_file_name);
+    I(lo_crypt_name); I(lo_encrypt_key); I(lo_init);
+    printf("sizeof(loop_config)=%zu\n", sizeof(struct loop_config));
+    C(fd); C(block_size); C(info); C(__reserved);
+    N(LO_NAME_SIZE); N(LO_KEY_SIZE); N(LOOP_CTL_GET_FREE); N(LOOP_CONFIGURE); N(LOOP_CLR_FD);
+    return 0;
+}
+"#;
+
+    /// The same report computed from the Rust definitions.
+    fn rust_report() -> String {
+        let mut lines = vec![format!("sizeof(loop_info64)={}", size_of::<LoopInfo64>())];
+        let info = [
+            ("lo_device", offset_of!(LoopInfo64, lo_device)),
+            ("lo_inode", offset_of!(LoopInfo64, lo_inode)),
+            ("lo_rdevice", offset_of!(LoopInfo64, lo_rdevice)),
+            ("lo_offset", offset_of!(LoopInfo64, lo_offset)),
+            ("lo_sizelimit", offset_of!(LoopInfo64, lo_sizelimit)),
+            ("lo_number", offset_of!(LoopInfo64, lo_number)),
+            ("lo_encrypt_type", offset_of!(LoopInfo64, lo_encrypt_type)),
+            (
+                "lo_encrypt_key_size",
+                offset_of!(LoopInfo64, lo_encrypt_key_size),
+            ),
+            ("lo_flags", offset_of!(LoopInfo64, lo_flags)),
+            ("lo_file_name", offset_of!(LoopInfo64, lo_file_name)),
+            ("lo_crypt_name", offset_of!(LoopInfo64, lo_crypt_name)),
+            ("lo_encrypt_key", offset_of!(LoopInfo64, lo_encrypt_key)),
+            ("lo_init", offset_of!(LoopInfo64, lo_init)),
+        ];
+        lines.extend(
+            info.iter()
+                .map(|(field, at)| format!("offsetof(loop_info64.{field})={at}")),
+        );
+        lines.push(format!("sizeof(loop_config)={}", size_of::<LoopConfig>()));
+        let config = [
+            ("fd", offset_of!(LoopConfig, fd)),
+            ("block_size", offset_of!(LoopConfig, block_size)),
+            ("info", offset_of!(LoopConfig, info)),
+            ("__reserved", offset_of!(LoopConfig, reserved)),
+        ];
+        lines.extend(
+            config
+                .iter()
+                .map(|(field, at)| format!("offsetof(loop_config.{field})={at}")),
+        );
+        lines.extend([
+            format!("LO_NAME_SIZE={LO_NAME_SIZE:#x}"),
+            format!("LO_KEY_SIZE={LO_KEY_SIZE:#x}"),
+            format!("LOOP_CTL_GET_FREE={LOOP_CTL_GET_FREE:#x}"),
+            format!("LOOP_CONFIGURE={LOOP_CONFIGURE:#x}"),
+            format!("LOOP_CLR_FD={LOOP_CLR_FD:#x}"),
+        ]);
+        lines.join("\n") + "\n"
+    }
+
+    /// Every size, offset and request number against `linux/loop.h` as gcc compiles it.
     #[test]
-    fn layouts_match_uapi_header() {
-        assert_eq!(size_of::<LoopInfo64>(), 232);
-        assert_eq!(offset_of!(LoopInfo64, lo_number), 40);
-        assert_eq!(offset_of!(LoopInfo64, lo_flags), 52);
-        assert_eq!(offset_of!(LoopInfo64, lo_file_name), 56);
-        assert_eq!(offset_of!(LoopInfo64, lo_init), 216);
-        assert_eq!(size_of::<LoopConfig>(), 304);
-        assert_eq!(offset_of!(LoopConfig, block_size), 4);
-        assert_eq!(offset_of!(LoopConfig, info), 8);
-        assert_eq!(offset_of!(LoopConfig, reserved), 240);
+    fn layouts_and_numbers_match_the_installed_uapi_header() {
+        assert_eq!(
+            crate::uapi_header::report_of("linux/loop.h", C_PROGRAM),
+            rust_report()
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! Running the real `tosskey` binary from integration tests.
-#![allow(dead_code)] // each test file uses a different subset
+//! What the integration-test modules share: running the real `tosskey` binary, the escrow
+//! test keys, guest-side checks of volumes, and the fake machines of `fake_tree`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use tosskey_testkit::{virtio_disks, zero_range};
 
+pub mod fake_tree;
 pub mod matrix;
 
 /// The binary under test.
@@ -212,6 +213,72 @@ impl Drop for Cleanup {
         for disk in &self.disks {
             let _ = zero_range(disk, 0, 4 << 20);
         }
+    }
+}
+
+/// The lines of `dmsetup table NAME` (keys elided, as dmsetup prints them): the kernel's
+/// own account of a mapping, read by a tool other than tosskey.
+pub fn dmsetup_table(name: &str) -> Vec<String> {
+    let table = Command::new("dmsetup")
+        .args(["table", name])
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .expect("dmsetup in the guest (scripts/vm-test carries it)");
+    assert!(table.status.success(), "{table:?}");
+    String::from_utf8(table.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Fails unless every target of mapping `name` is an `error` target (no key left in the
+/// kernel's table), and there are `count` of them.
+#[track_caller]
+pub fn assert_error_targets(name: &str, count: usize) {
+    let lines = dmsetup_table(name);
+    assert_eq!(lines.len(), count, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split_whitespace().nth(2) == Some("error")),
+        "{lines:#?}"
+    );
+}
+
+/// Fails unless a 4 KiB O_DIRECT read at `offset` of `path` (past the page cache, so the
+/// device itself answers) fails with EIO.
+#[track_caller]
+pub fn assert_direct_read_fails_with_eio(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
+    let mut back = tosskey_sysutil::AlignedBuf::new(4096);
+    let err = direct
+        .read_exact_at(back.as_mut_slice(), offset)
+        .expect_err("the read after the shred succeeded");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+/// Fails unless `report` (provision's `--json` output) lists `count` crypt mappings, each
+/// verified by at least three checks against the userspace cipher, every one matched: an
+/// `all()` over an empty list would pass on a volume that was never verified.
+#[track_caller]
+pub fn assert_verified_mappings(report: &serde_json::Value, count: usize) {
+    let crypt = report["stack"]["crypt"].as_array().expect("stack.crypt");
+    assert_eq!(crypt.len(), count, "crypt mappings: {crypt:#?}");
+    for mapping in crypt {
+        let checks = mapping["verification"]["checks"]
+            .as_array()
+            .expect("verification.checks");
+        assert!(checks.len() >= 3, "{} checks: {mapping:#}", checks.len());
+        assert!(
+            checks.iter().all(|c| c["matched"] == true),
+            "a check did not match: {mapping:#}"
+        );
     }
 }
 

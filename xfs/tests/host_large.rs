@@ -4,9 +4,7 @@
 //! field as in `host_xfsprogs.rs`, with `xfs_repair -n` clean. One size at a time: the
 //! mkfs.xfs image holds its 2 GiB log in RAM until it is deleted.
 
-mod common;
-
-use common::{assert_same_as_mkfs, Case, TIB};
+use crate::common::{assert_same_as_mkfs, Case, TIB};
 
 #[test]
 fn same_as_mkfs_xfs_at_60_336_and_512_tib() {

@@ -8,11 +8,9 @@
 //!
 //! Images up to 2 TiB live in a tempdir; `host_large.rs` has the instance-store sizes.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use tosskey_testkit::assert_xfs_repair_clean;
 use tosskey_xfs::{format, Error, FormatOptions, MIN_SIZE};
 

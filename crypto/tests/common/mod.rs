@@ -1,6 +1,9 @@
-//! Fixtures shared by the escrow test crates.
+//! Fixtures shared by the test modules: the escrow test keys and crypt parameters, and the
+//! process's mapping table (`smaps`).
 
 use std::path::Path;
+
+pub mod smaps;
 
 /// A file of `tests/data/escrow/`.
 pub fn data(name: &str) -> String {

@@ -1,11 +1,13 @@
 //! [`DmControl`]: the safe API over `/dev/mapper/control`, plus `/dev/mapper/<name>` nodes.
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use crate::ioctl::{
     self, c_string, flags, read_u32, read_u64, set_c_string, Command, DmBuffer, DmTargetSpec,
     DM_MAX_TYPE_NAME, DM_TARGET_SPEC_SIZE, DM_UDEV_FLAGS_SHIFT, DM_UDEV_PRIMARY_SOURCE_FLAG,
 };
-use crate::target::{elide_params, CryptParams, TargetLine};
+use crate::target::{elide_params, CryptParams, TargetLine, TargetParams};
 use crate::types::{DevId, DmName, DmUuid, Sectors};
 
 /// The device-mapper control node.
@@ -63,6 +65,87 @@ pub struct TableEntry {
     pub params: String,
     /// For crypt targets: the parsed parameters (the key only as its kind and length).
     pub crypt: Option<CryptParams>,
+}
+
+impl TableEntry {
+    /// The entry for a target of `target_type` with `params` as the kernel returned them
+    /// (key included): the key is elided, and crypt parameters are parsed.
+    pub fn new(
+        start: Sectors,
+        length: Sectors,
+        target_type: String,
+        params: &str,
+    ) -> Result<Self, Error> {
+        let crypt = if target_type == "crypt" {
+            Some(params.parse::<CryptParams>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            start,
+            length,
+            params: elide_params(&target_type, params),
+            target_type,
+            crypt,
+        })
+    }
+
+    /// The parameters parsed by target type (for crypt, the same as [`TableEntry::crypt`]).
+    pub fn target_params(&self) -> Result<TargetParams, Error> {
+        match &self.crypt {
+            Some(crypt) => Ok(TargetParams::Crypt(crypt.clone())),
+            None => TargetParams::parse(&self.target_type, &self.params),
+        }
+    }
+}
+
+/// `line` with a crypt key elided, for an error message.
+fn elide_line(line: &str) -> String {
+    let mut words = line.splitn(4, ' ');
+    let head: Vec<&str> = words.by_ref().take(3).collect();
+    match (head.as_slice(), words.next()) {
+        ([_, _, target_type], Some(params)) => {
+            format!("{} {}", head.join(" "), elide_params(target_type, params))
+        }
+        _ => head.join(" "),
+    }
+}
+
+impl fmt::Display for TableEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.start, self.length, self.target_type, self.params
+        )
+    }
+}
+
+impl FromStr for TableEntry {
+    type Err = Error;
+    /// A line as `dmsetup table` prints it, `<start> <length> <type> <params>` (a crypt hex
+    /// key is elided): the inverse of [`TableEntry`]'s [`fmt::Display`].
+    fn from_str(line: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::TableSyntax {
+            target: "device-mapper",
+            reason: format!("table line {}: {reason}", elide_line(line)),
+        };
+        let mut words = line.splitn(4, ' ');
+        let mut sectors = |what: &str| {
+            words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .map(Sectors)
+                .ok_or_else(|| bad(&format!("the {what} is not a number")))
+        };
+        let (start, length) = (sectors("start")?, sectors("length")?);
+        let target_type = words
+            .next()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad("the target type is missing"))?
+            .to_owned();
+        Self::new(start, length, target_type, words.next().unwrap_or(""))
+    }
 }
 
 /// One line of a live table including key material, from
@@ -412,21 +495,17 @@ impl DmControl {
     pub fn table(&self, name: &DmName) -> Result<Vec<TableEntry>, Error> {
         let mut entries = Vec::new();
         self.read_targets(name, true, |spec, target_type, params| {
-            let crypt = if target_type == "crypt" {
-                Some(CryptParams::parse(params).map_err(|what| Error::Parse {
-                    device: name.to_string(),
-                    what,
-                })?)
-            } else {
-                None
-            };
-            entries.push(TableEntry {
-                start: Sectors(spec.sector_start),
-                length: Sectors(spec.length),
-                params: elide_params(&target_type, params),
+            let entry = TableEntry::new(
+                Sectors(spec.sector_start),
+                Sectors(spec.length),
                 target_type,
-                crypt,
-            });
+                params,
+            )
+            .map_err(|err| Error::Parse {
+                device: name.to_string(),
+                what: err.to_string(),
+            })?;
+            entries.push(entry);
             Ok(())
         })?;
         Ok(entries)

@@ -70,6 +70,12 @@ pub enum Error {
         target: &'static str,
         reason: String,
     },
+    /// Table parameters that do not have the target's syntax (never contains the key).
+    #[error("cannot read {target} table parameters: {reason}")]
+    TableSyntax {
+        target: &'static str,
+        reason: String,
+    },
     /// The kernel answered something this crate cannot parse.
     #[error("unexpected answer from the kernel for device-mapper device {device:?}: {what}; please report this with your kernel version")]
     Parse { device: String, what: String },

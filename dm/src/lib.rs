@@ -104,8 +104,10 @@ pub use error::Error;
 pub use keyring::KeyringKey;
 pub use segments::{wipe_crypt_keys, CryptSegment, CryptTable, MAX_SEGMENTS};
 pub use target::{
-    elide_params, hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef,
-    LinearTarget, StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
+    elide_params, hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget,
+    ErrorParams, KeyRef, LinearParams, LinearTarget, RaidDevice, RaidOption, RaidParams,
+    StripeDevice, StripeMember, StripedParams, StripedTarget, TargetLine, TargetParams, ZeroParams,
+    ELIDED_KEY,
 };
 pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};
 

@@ -59,8 +59,8 @@ pub enum Error {
         source: io::Error,
     },
     /// A device-mapper name was refused before reaching the kernel.
-    #[error("invalid device-mapper name {name:?}: {reason}; use 1-127 bytes of letters, digits and -_.+:@")]
-    InvalidName { name: String, reason: &'static str },
+    #[error(transparent)]
+    InvalidName(#[from] tosskey_sysutil::InvalidDmName),
     /// A device-mapper UUID was refused before reaching the kernel.
     #[error("invalid device-mapper UUID {uuid:?}: {reason}; use 1-128 printable ASCII bytes without spaces")]
     InvalidUuid { uuid: String, reason: &'static str },

@@ -104,16 +104,17 @@ pub use error::Error;
 pub use keyring::KeyringKey;
 pub use segments::{wipe_crypt_keys, CryptSegment, CryptTable, MAX_SEGMENTS};
 pub use target::{
-    elide_params, hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget,
-    ErrorParams, KeyRef, LinearParams, LinearTarget, RaidDevice, RaidOption, RaidParams,
-    StripeDevice, StripeMember, StripedParams, StripedTarget, TargetLine, TargetParams, ZeroParams,
-    ELIDED_KEY,
+    elide_params, CryptKeyField, CryptOptions, CryptParams, CryptTarget, ErrorParams, KeyRef,
+    LinearParams, LinearTarget, RaidDevice, RaidOption, RaidParams, StripeDevice, StripeMember,
+    StripedParams, StripedTarget, TargetLine, TargetParams, ZeroParams, ELIDED_KEY,
 };
+/// Re-exported for the binary until it imports it from tosskey-sysutil.
+pub use tosskey_sysutil::hex_encode_secret;
 pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};
 
 /// How many bytes of ioctl and table buffers — the ones that can carry key material — this
 /// process could not lock in memory (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK). Those
 /// buffers are still zeroized after use, but may have been written to swap meanwhile.
 pub fn unlocked_buffer_bytes() -> usize {
-    ioctl::unlocked_bytes()
+    tosskey_sysutil::unlocked_bytes()
 }

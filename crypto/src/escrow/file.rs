@@ -10,6 +10,7 @@ use base64::Engine as _;
 use rsa::oaep::Oaep;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use tosskey_sysutil::SECTOR_SIZE;
 use zeroize::Zeroizing;
 
 use super::rsa_keys::{EscrowPrivateKey, EscrowPublicKey, MIN_RSA_BITS};
@@ -706,8 +707,12 @@ impl EscrowFile {
                 format!("{} keys; 1..={MAX_KEYS} expected", self.keys.len()),
             ));
         }
-        let crypt_sector = u64::from(m.crypt.sector_size / 512);
-        let member_sectors: Vec<u64> = m.members.iter().map(|x| x.size_bytes / 512).collect();
+        let crypt_sector = u64::from(m.crypt.sector_size) / SECTOR_SIZE;
+        let member_sectors: Vec<u64> = m
+            .members
+            .iter()
+            .map(|x| x.size_bytes / SECTOR_SIZE)
+            .collect();
         let mut mappings: Vec<&str> = Vec::new();
         let mut next_start = 0u64;
         for (index, sealed) in self.keys.iter().enumerate() {
@@ -882,7 +887,7 @@ fn validate_crypt(c: &EscrowCrypt) -> Result<()> {
             ),
         ));
     }
-    let sectors_per_block = u64::from(c.sector_size / 512);
+    let sectors_per_block = u64::from(c.sector_size) / SECTOR_SIZE;
     if !c.iv_offset.is_multiple_of(sectors_per_block) {
         return Err(field_error(
             "metadata.crypt.iv_offset".into(),
@@ -959,24 +964,21 @@ fn validate_assembly(assembly: Assembly, members: usize) -> Result<()> {
     Ok(())
 }
 
-/// The rules of a device-mapper name as tosskey creates them (`tosskey_dm::DmName`): 1 to 127
-/// bytes of ASCII letters, digits and `-_.+:@`, not `.` or `..`. No space, quote, `$`, `;`,
-/// backtick or non-ASCII (bidi, format) character can reach a printed command this way.
+/// The rules of a device-mapper name as tosskey creates them
+/// ([`tosskey_sysutil::check_dm_name`]): 1 to 127 bytes of ASCII letters, digits and `-_.+:@`,
+/// not `.` or `..`. No space, quote, `$`, `;`, backtick or non-ASCII (bidi, format) character
+/// can reach a printed command this way.
 fn check_dm_name(field: &str, name: &str) -> Result<()> {
-    match tosskey_dm::DmName::new(name) {
-        Ok(_) => Ok(()),
-        Err(tosskey_dm::Error::InvalidName { reason, .. }) => Err(field_error(
+    tosskey_sysutil::check_dm_name(name).map_err(|invalid| {
+        field_error(
             field.into(),
             format!(
-                "{} is not a valid device-mapper name: {reason}; names have 1-127 bytes of letters, digits and -_.+:@",
-                truncate_for_message(name)
+                "{} is not a valid device-mapper name: {}; names have 1-127 bytes of letters, digits and -_.+:@",
+                truncate_for_message(name),
+                invalid.reason
             ),
-        )),
-        Err(_) => Err(field_error(
-            field.into(),
-            "not a valid device-mapper name".into(),
-        )),
-    }
+        )
+    })
 }
 
 /// Only ASCII letters, digits and the characters of `punctuation`.

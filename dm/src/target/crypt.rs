@@ -10,28 +10,7 @@ use super::{syntax, write_counted, TargetLine, Words, ELIDED_KEY};
 use crate::error::Error;
 use crate::ioctl::lock_in_memory;
 use crate::types::{DevId, Sectors, SECTOR_SIZE};
-
-/// Lower-case hex of key material, written once into locked, zeroizing memory of exactly the
-/// right capacity (no reallocation leaves a stray copy). The digits are computed without a
-/// table lookup or branch indexed by secret nibbles, so cache timing says nothing about the
-/// key. The one hex encoder of tosskey: tosskey-crypto's `VolumeKey::to_hex` uses it too.
-pub fn hex_encode_secret(bytes: &[u8]) -> Zeroizing<String> {
-    let mut hex = Zeroizing::new(String::with_capacity(bytes.len() * 2));
-    lock_in_memory(hex.as_ptr(), hex.capacity());
-    for &byte in bytes {
-        hex.push(char::from(hex_digit(byte >> 4)));
-        hex.push(char::from(hex_digit(byte & 0x0f)));
-    }
-    hex
-}
-
-/// `nibble` (0..=15) as a lower-case hex digit, branch- and table-free.
-fn hex_digit(nibble: u8) -> u8 {
-    // 9 - nibble wraps to >= 0xf6 exactly when nibble >= 10; its top bit selects the
-    // distance from '0'+10 to 'a' (39).
-    let above_nine = (9u8.wrapping_sub(nibble) >> 7).wrapping_neg();
-    b'0' + nibble + (above_nine & 39)
-}
+use tosskey_sysutil::hex_encode_secret;
 
 /// How the crypt target gets its key.
 pub enum KeyRef {
@@ -628,16 +607,6 @@ mod tests {
         assert_eq!(hex.as_str(), KEY64);
         assert_eq!(hex.capacity(), 128);
         assert_eq!(KeyRef::hex_from_bytes(&[0xab, 0xff]).key_bytes(), 2);
-    }
-
-    #[test]
-    fn hex_digits_match_the_table() {
-        for nibble in 0u8..16 {
-            assert_eq!(hex_digit(nibble), b"0123456789abcdef"[usize::from(nibble)]);
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex_encode_secret(&all).as_str(), expected);
     }
 
     #[test]

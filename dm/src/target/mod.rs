@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::ioctl::DM_MAX_TYPE_NAME;
 use crate::types::Sectors;
 
-pub use crypt::{hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef};
+pub use crypt::{CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef};
 pub use error::ErrorParams;
 pub use linear::{LinearParams, LinearTarget};
 pub use raid::{RaidDevice, RaidOption, RaidParams};

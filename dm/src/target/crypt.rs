@@ -519,7 +519,13 @@ impl CryptParams {
                 .cloned()
                 .collect()
         };
-        let flag = |on: bool, word: &str| on.then(|| vec![word.to_owned()]).unwrap_or_default();
+        let flag = |on: bool, word: &str| {
+            if on {
+                vec![word.to_owned()]
+            } else {
+                Vec::new()
+            }
+        };
         let is_high_priority = |w: &str| w == "high_priority";
         let is_integrity = |w: &str| w.starts_with("integrity:");
         [

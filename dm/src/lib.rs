@@ -104,9 +104,10 @@ pub use error::Error;
 pub use keyring::KeyringKey;
 pub use segments::{wipe_crypt_keys, CryptSegment, CryptTable, MAX_SEGMENTS};
 pub use target::{
-    elide_params, CryptKeyField, CryptOptions, CryptParams, CryptTarget, ErrorParams, KeyRef,
-    LinearParams, LinearTarget, RaidDevice, RaidOption, RaidParams, StripeDevice, StripeMember,
-    StripedParams, StripedTarget, TargetLine, TargetParams, ZeroParams, ELIDED_KEY,
+    elide_params, name_devices_in_line, split_crypt_line_at_key, CryptKeyField, CryptOptions,
+    CryptParams, CryptTarget, ErrorParams, KeyRef, LinearParams, LinearTarget, RaidDevice,
+    RaidOption, RaidParams, StripeDevice, StripeMember, StripedParams, StripedTarget, TargetLine,
+    TargetParams, ZeroParams, ELIDED_KEY,
 };
 /// Re-exported for the binary until it imports it from tosskey-sysutil.
 pub use tosskey_sysutil::hex_encode_secret;

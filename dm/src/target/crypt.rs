@@ -488,6 +488,11 @@ pub struct CryptParams {
 }
 
 impl CryptParams {
+    /// The index of the key among the words of crypt parameters.
+    pub const KEY_WORD: usize = 1;
+    /// The index of the device among the words of crypt parameters.
+    pub const DEVICE_WORD: usize = 3;
+
     /// Parses crypt parameters (with a real, elided or keyring key field): the [`FromStr`]
     /// parse with the error as text. Nothing derived from a hex key other than its length
     /// is kept.

@@ -203,6 +203,68 @@ impl TargetParams {
     }
 }
 
+impl TargetParams {
+    /// The index, among the words of the parameter text, of each device these parameters
+    /// name, in order: crypt its device; striped each stripe's; linear its device; raid each
+    /// metadata and data device that is present, slot by slot; none for the others.
+    pub fn device_words(&self) -> Vec<usize> {
+        match self {
+            Self::Crypt(_) => vec![CryptParams::DEVICE_WORD],
+            Self::Striped(params) => (0..params.stripes.len()).map(|i| 2 + 2 * i).collect(),
+            Self::Linear(_) => vec![0],
+            Self::Raid(params) => params.device_words(),
+            Self::Error(_) | Self::Zero(_) | Self::Other { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Words before the parameters in a table line: `<start> <length> <type>`.
+const LINE_PREFIX_WORDS: usize = 3;
+
+/// `line` (`<start> <length> <type> <params>`, as [`TargetLine::display_elided`] or
+/// `dmsetup table` writes it) with its devices, in [`TargetParams::device_words`] order,
+/// written as `names` instead of `MAJ:MIN`: for commands that name devices by path. The
+/// other words, and their order, are kept.
+pub fn name_devices_in_line(line: &str, names: &[String]) -> Result<String, Error> {
+    let entry: crate::TableEntry = line.parse()?;
+    let positions = entry.target_params()?.device_words();
+    if positions.len() != names.len() {
+        return Err(syntax(
+            "device-mapper",
+            format!(
+                "{} device names for a {} line with {} devices",
+                names.len(),
+                entry.target_type,
+                positions.len()
+            ),
+        ));
+    }
+    let mut words: Vec<&str> = line.split(' ').collect();
+    for (position, name) in positions.iter().zip(names) {
+        words[LINE_PREFIX_WORDS + position] = name;
+    }
+    Ok(words.join(" "))
+}
+
+/// A crypt `line` cut around its key word: the text before the key (with its trailing
+/// space) and after it (with its leading space), so a command can splice the key in from a
+/// file. Only the words before the key are read, so the devices may already be paths. Fails
+/// for a line that is not a crypt target.
+pub fn split_crypt_line_at_key(line: &str) -> Result<(String, String), Error> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let key = LINE_PREFIX_WORDS + CryptParams::KEY_WORD;
+    if words.get(2) != Some(&"crypt") || words.len() <= key + 1 {
+        return Err(syntax(
+            "crypt",
+            "the line is not `<start> <length> crypt <cipher> <key> ...`".into(),
+        ));
+    }
+    Ok((
+        format!("{} ", words[..key].join(" ")),
+        format!(" {}", words[key + 1..].join(" ")),
+    ))
+}
+
 impl fmt::Display for TargetParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -329,6 +391,50 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn devices_are_named_in_place_and_the_key_is_cut_out() {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            name_devices_in_line(
+                "0 8 crypt aes-xts-plain64 :64:logon:tosskey:v 0 7:0 0 2 iv_large_sectors sector_size:4096",
+                &names(&["/dev/vdb"])
+            )
+            .unwrap(),
+            "0 8 crypt aes-xts-plain64 :64:logon:tosskey:v 0 /dev/vdb 0 2 iv_large_sectors sector_size:4096"
+        );
+        assert_eq!(
+            name_devices_in_line(
+                "0 512 striped 2 128 7:0 0 7:1 8",
+                &names(&["/dev/a", "/dev/b"])
+            )
+            .unwrap(),
+            "0 512 striped 2 128 /dev/a 0 /dev/b 8"
+        );
+        assert_eq!(
+            name_devices_in_line("0 8 linear 7:0 24", &names(&["/dev/a"])).unwrap(),
+            "0 8 linear /dev/a 24"
+        );
+        assert_eq!(
+            name_devices_in_line(
+                "0 24576 raid raid10 6 128 nosync raid10_copies 2 raid10_format near 2 253:5 7:3 - 7:4",
+                &names(&["/dev/mapper/m0", "/dev/vdb", "/dev/vdc"])
+            )
+            .unwrap(),
+            "0 24576 raid raid10 6 128 nosync raid10_copies 2 raid10_format near 2 /dev/mapper/m0 /dev/vdb - /dev/vdc"
+        );
+        assert!(name_devices_in_line("0 8 linear 7:0 24", &[]).is_err());
+        assert_eq!(name_devices_in_line("0 8 zero ", &[]).unwrap(), "0 8 zero ");
+
+        let (before, after) = split_crypt_line_at_key(&format!(
+            "0 8 crypt aes-xts-plain64 {ELIDED_KEY} 16 /dev/vdb 0 1 allow_discards"
+        ))
+        .unwrap();
+        assert_eq!(before, "0 8 crypt aes-xts-plain64 ");
+        assert_eq!(after, " 16 /dev/vdb 0 1 allow_discards");
+        assert!(split_crypt_line_at_key("0 8 linear 7:0 24").is_err());
+        assert!(split_crypt_line_at_key("0 8 crypt aes-xts-plain64").is_err());
     }
 
     #[test]

@@ -82,6 +82,27 @@ impl RaidParams {
         }
     }
 
+    /// The word indices of the present devices (see [`super::TargetParams::device_words`]):
+    /// after the type, the count, the chunk, the option words and the device count.
+    pub(super) fn device_words(&self) -> Vec<usize> {
+        let first = 4 + self
+            .options
+            .iter()
+            .map(RaidOption::word_count)
+            .sum::<usize>();
+        self.devices
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, device)| {
+                [
+                    device.metadata.map(|_| first + 2 * slot),
+                    device.data.map(|_| first + 2 * slot + 1),
+                ]
+            })
+            .flatten()
+            .collect()
+    }
+
     /// The line `<start> <length> raid <params>`.
     pub fn line(&self, start: Sectors, length: Sectors) -> Result<TargetLine, Error> {
         TargetLine::new(

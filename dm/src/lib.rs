@@ -2,7 +2,10 @@
 //!
 //! [`DmControl`] owns an fd of `/dev/mapper/control` and issues the device-mapper ioctls
 //! (version, create, table load, resume, suspend, remove, list, status, table, target message);
-//! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines;
+//! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines, and every
+//! target tosskey emits or reads back (crypt, striped, linear, error, zero, raid) has
+//! parameters that display and parse as the kernel's table text ([`TargetParams`],
+//! [`TableEntry`]);
 //! [`activate_crypt`] creates a crypt mapping in one call with the key loaded through the
 //! kernel keyring (or hex as a fallback) and rolls back on failure. [`CryptTable`] splits a
 //! mapping into key-scope segments (consecutive crypt targets whose offsets and IVs continue,
@@ -109,9 +112,7 @@ pub use target::{
     RaidOption, RaidParams, StripeDevice, StripeMember, StripedParams, StripedTarget, TargetLine,
     TargetParams, ZeroParams, ELIDED_KEY,
 };
-/// Re-exported for the binary until it imports it from tosskey-sysutil.
-pub use tosskey_sysutil::hex_encode_secret;
-pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};
+pub use types::{Bytes, DevId, DmName, DmUuid, Sectors};
 
 /// How many bytes of ioctl and table buffers — the ones that can carry key material — this
 /// process could not lock in memory (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK). Those

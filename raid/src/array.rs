@@ -290,7 +290,7 @@ impl MdArray {
         })?;
         let chunk_size =
             i32::try_from(spec.kernel_chunk_bytes()).map_err(|_| RaidError::InvalidSpec {
-                problem: format!("chunk {} does not fit the kernel's int", spec.chunk),
+                problem: format!("chunk {} does not fit the kernel's int", spec.chunk.human()),
             })?;
         let info = MduArrayInfo {
             level: spec.level.kernel_level(),

@@ -30,6 +30,34 @@ impl fmt::Display for Sectors {
 pub struct Bytes(pub u64);
 
 impl Bytes {
+    /// `n` KiB.
+    pub const fn kib(n: u64) -> Bytes {
+        Bytes(n << 10)
+    }
+
+    /// `n` MiB.
+    pub const fn mib(n: u64) -> Bytes {
+        Bytes(n << 20)
+    }
+
+    /// Shown as `N MiB` or `N KiB` when it is a whole number of them, else `N bytes` (for
+    /// messages; [`fmt::Display`] shows the plain number).
+    pub fn human(self) -> impl fmt::Display {
+        struct Human(u64);
+        impl fmt::Display for Human {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                if self.0 != 0 && self.0.is_multiple_of(1 << 20) {
+                    write!(f, "{} MiB", self.0 >> 20)
+                } else if self.0 != 0 && self.0.is_multiple_of(1 << 10) {
+                    write!(f, "{} KiB", self.0 >> 10)
+                } else {
+                    write!(f, "{} bytes", self.0)
+                }
+            }
+        }
+        Human(self.0)
+    }
+
     /// Whole sectors in this many bytes (rounded down).
     pub fn sectors_floor(self) -> Sectors {
         Sectors(self.0 / SECTOR_SIZE)
@@ -60,5 +88,10 @@ mod tests {
         assert_eq!(Bytes(4097).sectors_floor(), Sectors(8));
         assert_eq!(Bytes(4097).sectors_exact(), None);
         assert_eq!(Bytes(4096).sectors_exact(), Some(Sectors(8)));
+        assert_eq!(Bytes::kib(512).human().to_string(), "512 KiB");
+        assert_eq!(Bytes::mib(3).human().to_string(), "3 MiB");
+        assert_eq!(Bytes(1000).human().to_string(), "1000 bytes");
+        assert_eq!(Bytes(0).human().to_string(), "0 bytes");
+        assert_eq!(Bytes::kib(512).to_string(), "524288");
     }
 }

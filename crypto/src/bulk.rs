@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::sector::SectorCipher;
+use tosskey_sysutil::SECTOR_SIZE;
 
 /// Runs smaller than this stay on the calling thread (thread start-up would dominate).
 const MIN_PARALLEL_BYTES: usize = 512 * 1024;
@@ -70,5 +71,5 @@ impl SectorCipher {
 
 /// 512-byte units before piece `index` (bounded by the validated run length).
 fn units_before(index: usize, piece: usize) -> u64 {
-    u64::try_from(index * piece / 512).unwrap_or(u64::MAX)
+    u64::try_from(index * piece).map_or(u64::MAX, |bytes| bytes / SECTOR_SIZE)
 }

@@ -17,7 +17,7 @@ pub enum Error {
     #[error(
         "start sector {start} (512-byte units) is not aligned to the {sector_size}-byte \
          crypt sector size; start at a multiple of {} 512-byte sectors",
-        sector_size / 512
+        u64::try_from(*sector_size).unwrap_or(u64::MAX) / tosskey_sysutil::SECTOR_SIZE
     )]
     UnalignedStart { start: u64, sector_size: usize },
 

@@ -144,7 +144,7 @@ impl VolumeKey {
     /// copy) and wiped on drop. Digits are computed without a table lookup indexed by secret
     /// nibbles.
     pub fn to_hex(&self) -> Zeroizing<String> {
-        tosskey_dm::hex_encode_secret(self.expose_secret())
+        tosskey_sysutil::hex_encode_secret(self.expose_secret())
     }
 
     /// Write the raw key bytes to a new file with mode 0400 (for `tosskey escrow decrypt

@@ -16,6 +16,7 @@ use crate::dispatch::{TwofishPath, TwofishRunner};
 use crate::error::Error;
 use crate::spec::BlockCipher;
 use crate::twofish::TwofishKey;
+use tosskey_sysutil::SECTOR_SIZE;
 use zeroize::Zeroize;
 
 use crate::xts::{plain64_iv, xts_sector, Block, BlockBatch, BLOCK};
@@ -345,7 +346,8 @@ impl SectorCipher {
         if !len.is_multiple_of(sector_size) {
             return Err(Error::PartialSector { len, sector_size });
         }
-        let units = u64::try_from(len / 512).map_err(|_| Error::SectorOverflow { start, len })?;
+        let units =
+            u64::try_from(len).map_err(|_| Error::SectorOverflow { start, len })? / SECTOR_SIZE;
         start
             .checked_add(units)
             .ok_or(Error::SectorOverflow { start, len })?;

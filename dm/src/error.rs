@@ -59,14 +59,20 @@ pub enum Error {
         source: io::Error,
     },
     /// A device-mapper name was refused before reaching the kernel.
-    #[error("invalid device-mapper name {name:?}: {reason}; use 1-127 bytes of letters, digits and -_.+:@")]
-    InvalidName { name: String, reason: &'static str },
+    #[error(transparent)]
+    InvalidName(#[from] tosskey_sysutil::InvalidDmName),
     /// A device-mapper UUID was refused before reaching the kernel.
     #[error("invalid device-mapper UUID {uuid:?}: {reason}; use 1-128 printable ASCII bytes without spaces")]
     InvalidUuid { uuid: String, reason: &'static str },
     /// A target line was refused before reaching the kernel (never contains the key).
     #[error("invalid {target} target: {reason}")]
     InvalidTarget {
+        target: &'static str,
+        reason: String,
+    },
+    /// Table parameters that do not have the target's syntax (never contains the key).
+    #[error("cannot read {target} table parameters: {reason}")]
+    TableSyntax {
         target: &'static str,
         reason: String,
     },

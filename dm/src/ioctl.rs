@@ -15,7 +15,6 @@ use std::ffi::CStr;
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tosskey_sysutil::cvt;
 use zeroize::Zeroizing;
@@ -403,33 +402,9 @@ pub(crate) fn dm_ioctl(
     }
 }
 
-/// Bytes of key-carrying buffers whose `mlock` failed in this process: see
-/// [`crate::unlocked_buffer_bytes`].
-static UNLOCKED_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// Best-effort `mlock` of the pages under `len` bytes from `start`, never unlocked: used for
-/// buffers that will hold key material (a hex key, a secure ioctl buffer) so they cannot be
-/// swapped out. Never calling `munlock` matters: a page may be shared with other locked data,
-/// and unlocking it would undo that lock. The cost is a few locked pages until the
-/// short-lived process exits. A failure (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK) does
-/// not stop the operation — the kernel wipes its copies and ours are zeroized either way — but
-/// is counted, so the binary can say once that these bytes may have reached swap.
-pub(crate) fn lock_in_memory(start: *const u8, len: usize) {
-    if len == 0 {
-        return;
-    }
-    // SAFETY: mlock only changes the paging attributes of the mapping containing the range;
-    // it neither reads nor writes the memory, and an invalid range yields ENOMEM, not UB. The
-    // caller passes the range of a live allocation.
-    if unsafe { libc::mlock(start.cast::<libc::c_void>(), len) } != 0 {
-        UNLOCKED_BYTES.fetch_add(len, Ordering::Relaxed);
-    }
-}
-
-/// See [`crate::unlocked_buffer_bytes`].
-pub(crate) fn unlocked_bytes() -> usize {
-    UNLOCKED_BYTES.load(Ordering::Relaxed)
-}
+/// The one `mlock` choke point for key-carrying buffers (ioctl buffers, hex table strings),
+/// shared with every tosskey crate: see [`tosskey_sysutil::lock_in_memory`].
+pub(crate) use tosskey_sysutil::lock_in_memory;
 
 /// `mknod(path, mode, dev)`.
 pub(crate) fn mknod(path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {

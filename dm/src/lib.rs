@@ -2,7 +2,10 @@
 //!
 //! [`DmControl`] owns an fd of `/dev/mapper/control` and issues the device-mapper ioctls
 //! (version, create, table load, resume, suspend, remove, list, status, table, target message);
-//! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines;
+//! [`CryptTarget`], [`StripedTarget`] and [`LinearTarget`] render table lines, and every
+//! target tosskey emits or reads back (crypt, striped, linear, error, zero, raid) has
+//! parameters that display and parse as the kernel's table text ([`TargetParams`],
+//! [`TableEntry`]);
 //! [`activate_crypt`] creates a crypt mapping in one call with the key loaded through the
 //! kernel keyring (or hex as a fallback) and rolls back on failure. [`CryptTable`] splits a
 //! mapping into key-scope segments (consecutive crypt targets whose offsets and IVs continue,
@@ -104,14 +107,16 @@ pub use error::Error;
 pub use keyring::KeyringKey;
 pub use segments::{wipe_crypt_keys, CryptSegment, CryptTable, MAX_SEGMENTS};
 pub use target::{
-    elide_params, hex_encode_secret, CryptKeyField, CryptOptions, CryptParams, CryptTarget, KeyRef,
-    LinearTarget, StripeMember, StripedTarget, TargetLine, ELIDED_KEY,
+    elide_params, name_devices_in_line, split_crypt_line_at_key, CryptKeyField, CryptOptions,
+    CryptParams, CryptTarget, ErrorParams, KeyRef, LinearParams, LinearTarget, RaidDevice,
+    RaidOption, RaidParams, StripeDevice, StripeMember, StripedParams, StripedTarget, TargetLine,
+    TargetParams, ZeroParams, ELIDED_KEY,
 };
-pub use types::{Bytes, DevId, DmName, DmUuid, Sectors, SECTOR_SIZE};
+pub use types::{Bytes, DevId, DmName, DmUuid, Sectors};
 
 /// How many bytes of ioctl and table buffers — the ones that can carry key material — this
 /// process could not lock in memory (RLIMIT_MEMLOCK too small without CAP_IPC_LOCK). Those
 /// buffers are still zeroized after use, but may have been written to swap meanwhile.
 pub fn unlocked_buffer_bytes() -> usize {
-    ioctl::unlocked_bytes()
+    tosskey_sysutil::unlocked_bytes()
 }

@@ -347,7 +347,7 @@ pub fn inode(inode: u32, spec: Option<&InodeSpec>, seed: u32) -> [u8; INODE_LEN]
         put_u32(&mut raw, 0x0c, spec.time); // ctime
         put_u32(&mut raw, 0x10, spec.time); // mtime
         put_u16(&mut raw, 0x1a, spec.links);
-        let sectors = spec.blocks * (BLOCK_SIZE / 512);
+        let sectors = spec.blocks * (BLOCK_SIZE / tosskey_sysutil::SECTOR_SIZE);
         put_u32(&mut raw, 0x1c, lo32(sectors));
         put_u32(&mut raw, 0x20, EXTENTS_FL);
         raw[0x28..0x64].copy_from_slice(&spec.i_block);

@@ -11,6 +11,7 @@ use crate::error::{RaidError, Result};
 use crate::ioctl::{self, MduArrayInfo, MduDiskInfo, MD_DISK_ACTIVE, MD_DISK_SYNC, MD_SB_CLEAN};
 use crate::spec::{ArraySpec, DevId, Level};
 use crate::sysfs::{MdSysfs as _, SystemRoot};
+use tosskey_sysutil::SECTOR_SIZE;
 
 /// How long [`MdArray::stop`] waits for the kernel to delete the stopped md device
 /// (it does so from a workqueue once the last descriptor is closed).
@@ -289,7 +290,7 @@ impl MdArray {
         })?;
         let chunk_size =
             i32::try_from(spec.kernel_chunk_bytes()).map_err(|_| RaidError::InvalidSpec {
-                problem: format!("chunk {} does not fit the kernel's int", spec.chunk),
+                problem: format!("chunk {} does not fit the kernel's int", spec.chunk.human()),
             })?;
         let info = MduArrayInfo {
             level: spec.level.kernel_level(),
@@ -363,13 +364,17 @@ impl MdArray {
             return Ok(());
         };
         let used_kib = (used / 1024).to_string();
-        let smallest = spec.members.iter().map(|m| m.size_bytes / 512 * 512).min();
+        let smallest = spec
+            .members
+            .iter()
+            .map(|m| m.size_bytes / SECTOR_SIZE * SECTOR_SIZE)
+            .min();
         let md_dir = self.system.sys.join("block").join(&self.name).join("md");
         if smallest.is_some_and(|smallest| smallest > used) {
             crate::sysfs::write_attribute(&md_dir.join("component_size"), &used_kib)?;
         }
         for member in spec.members.iter().filter(|_| spec.level == Level::Raid0) {
-            if member.size_bytes / 512 * 512 > used {
+            if member.size_bytes / SECTOR_SIZE * SECTOR_SIZE > used {
                 let member_name = self.system.device_name(member.dev)?;
                 crate::sysfs::write_attribute(
                     &md_dir.join(format!("dev-{member_name}")).join("size"),

@@ -10,33 +10,8 @@ use crate::error::{RaidError, Result};
 use crate::ioctl::LEVEL_LINEAR;
 use crate::sysfs::{MdSysfs as _, SystemRoot};
 
-/// A size in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Bytes(pub u64);
-
-impl Bytes {
-    /// `n` KiB.
-    pub const fn kib(n: u64) -> Bytes {
-        Bytes(n << 10)
-    }
-
-    /// `n` MiB.
-    pub const fn mib(n: u64) -> Bytes {
-        Bytes(n << 20)
-    }
-}
-
-impl fmt::Display for Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 != 0 && self.0.is_multiple_of(1 << 20) {
-            write!(f, "{} MiB", self.0 >> 20)
-        } else if self.0 != 0 && self.0.is_multiple_of(1 << 10) {
-            write!(f, "{} KiB", self.0 >> 10)
-        } else {
-            write!(f, "{} bytes", self.0)
-        }
-    }
-}
+/// A size in bytes: tosskey-sysutil's, shared with every tosskey crate.
+pub use tosskey_sysutil::Bytes;
 
 /// A block device number, `MAJOR:MINOR` like sysfs and dm tables: the one type all tosskey
 /// crates share.
@@ -217,8 +192,10 @@ impl ArraySpec {
             && (!self.chunk.0.is_power_of_two() || self.chunk < MIN_CHUNK || self.chunk > MAX_CHUNK)
         {
             return invalid(format!(
-                "chunk {} is not a power of two between {MIN_CHUNK} and {MAX_CHUNK}; use e.g. 512 KiB",
-                self.chunk
+                "chunk {} is not a power of two between {} and {}; use e.g. 512 KiB",
+                self.chunk.human(),
+                MIN_CHUNK.human(),
+                MAX_CHUNK.human()
             ));
         }
         let mut paths = HashSet::new();
@@ -240,7 +217,7 @@ impl ArraySpec {
                     "{} has {} bytes, less than the minimum {}; choose a bigger device",
                     member.path.display(),
                     member.size_bytes,
-                    Bytes(minimum)
+                    Bytes(minimum).human()
                 ));
             }
         }
@@ -593,8 +570,8 @@ mod tests {
                 minor: 127
             }
         );
-        assert_eq!(Bytes::kib(512).to_string(), "512 KiB");
-        assert_eq!(Bytes::mib(3).to_string(), "3 MiB");
-        assert_eq!(Bytes(1000).to_string(), "1000 bytes");
+        assert_eq!(Bytes::kib(512).human().to_string(), "512 KiB");
+        assert_eq!(Bytes::mib(3).human().to_string(), "3 MiB");
+        assert_eq!(Bytes(1000).human().to_string(), "1000 bytes");
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{RaidError, Result};
 use crate::spec::DevId;
 pub use tosskey_sysutil::SystemRoot;
+use tosskey_sysutil::SECTOR_SIZE;
 
 /// The highest minor mdadm (and tosskey) hands out; it counts down from here.
 pub const HIGHEST_AUTO_MINOR: u32 = 127;
@@ -63,7 +64,7 @@ impl MdSysfs for SystemRoot {
     }
 
     fn device_size_bytes(&self, dev: DevId) -> Result<u64> {
-        Ok(read_u64(&self.block_dir(dev).join("size"))? * 512)
+        Ok(read_u64(&self.block_dir(dev).join("size"))? * SECTOR_SIZE)
     }
 
     fn holders(&self, dev: DevId) -> Result<Vec<String>> {
@@ -109,7 +110,7 @@ impl MdSysfs for SystemRoot {
             level: read_trimmed(&md.join("level"))?,
             array_state: read_trimmed(&md.join("array_state"))?,
             metadata_version: read_trimmed(&md.join("metadata_version"))?,
-            size_bytes: read_u64(&dir.join("size"))? * 512,
+            size_bytes: read_u64(&dir.join("size"))? * SECTOR_SIZE,
             members,
             holders: list_names(&dir.join("holders"))?,
         })

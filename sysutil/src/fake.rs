@@ -63,7 +63,10 @@ impl FakeTree {
         fs::create_dir_all(dir.join("holders")).unwrap();
         fs::create_dir_all(dir.join("slaves")).unwrap();
         Self::write(&dir.join("dev"), &format!("{}:{}", dev.0, dev.1));
-        Self::write(&dir.join("size"), &(size_bytes / 512).to_string());
+        Self::write(
+            &dir.join("size"),
+            &(size_bytes / crate::SECTOR_SIZE).to_string(),
+        );
         Self::write(&dir.join("ro"), "0");
         let by_number = self.root.sys.join(format!("dev/block/{}:{}", dev.0, dev.1));
         fs::create_dir_all(by_number.parent().unwrap()).unwrap();

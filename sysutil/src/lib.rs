@@ -7,16 +7,27 @@
 //!   ([`parse_mountinfo`]);
 //! - [`AlignedBuf`]: a zeroed buffer aligned for `O_DIRECT`, without `unsafe`;
 //! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`];
-//! - [`auxv::secure_exec`]: the kernel's `AT_SECURE` from the saved auxiliary vector.
+//! - [`auxv::secure_exec`]: the kernel's `AT_SECURE` from the saved auxiliary vector;
+//! - [`Sectors`], [`Bytes`] and [`SECTOR_SIZE`]: the kernel's 512-byte sector and bytes;
+//! - [`check_dm_name`]: the rules of a device-mapper name;
+//! - [`hex_encode_secret`] and [`lock_in_memory`]: key material outside tosskey-crypto's
+//!   locked arenas (hex key fields, ioctl buffers), locked and zeroized.
 //!
 //! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
-//! No `unsafe` here but the one `getauxval` call in [`auxv`]; the crates that issue ioctls
-//! keep theirs in their own table modules.
+//! No `unsafe` here but the `getauxval` call in [`auxv`] and the `mlock` in `secret`; the
+//! crates that issue ioctls keep theirs in their own table modules.
 
 pub mod auxv;
+mod dm_name;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod secret;
+mod units;
+
+pub use dm_name::{check_dm_name, InvalidDmName, DM_NAME_MAX_BYTES};
+pub use secret::{hex_encode_secret, lock_in_memory, unlocked_bytes};
+pub use units::{Bytes, Sectors, SECTOR_SIZE};
 
 use std::fmt;
 use std::io::{self, Read as _};

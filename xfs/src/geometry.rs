@@ -423,7 +423,7 @@ impl Geometry {
 
     /// 512-byte "daddr" of AG block `agbno` of AG `agno` (what btree blocks record).
     pub fn daddr(&self, agno: u32, agbno: u32) -> u64 {
-        self.byte_offset(agno, agbno) / 512
+        self.byte_offset(agno, agbno) / tosskey_sysutil::SECTOR_SIZE
     }
 
     /// `sb_inopblog` + `sb_agblklog`: bits of an AG inode number.

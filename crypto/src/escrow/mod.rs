@@ -39,13 +39,17 @@
 
 mod atomic;
 mod file;
+mod format;
+mod open;
 mod rsa_keys;
+mod seal;
+mod validate;
 
 pub(crate) use atomic::write_new_file;
-pub use file::{
+pub use format::{
     rfc3339_utc, Assembly, EscrowCrypt, EscrowFile, EscrowMember, EscrowMetadata, KeySegment,
-    Layout, MdLevel, OpenedKey, OpenedSegment, OpenedSegments, Recipient, SealedKey,
-    UnsealedEscrow, ALGORITHM, FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_ONE_KEY, MAX_FILE_BYTES,
-    MAX_KEYS,
+    Layout, MdLevel, OpenedKey, OpenedSegment, OpenedSegments, Recipient, SealedKey, ALGORITHM,
+    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_ONE_KEY, MAX_FILE_BYTES, MAX_KEYS,
 };
 pub use rsa_keys::{EscrowPrivateKey, EscrowPublicKey, MIN_RSA_BITS};
+pub use seal::UnsealedEscrow;

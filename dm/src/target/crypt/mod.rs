@@ -1,155 +1,20 @@
-//! Table lines: `crypt`, `striped` and `linear` targets, rendered for TABLE_LOAD and parsed
-//! back from TABLE_STATUS.
-//!
-//! Parameters are built in a [`Zeroizing<String>`] whose capacity is reserved up front, so a
-//! hex key is written exactly once into memory that is wiped on drop (no reallocation leaves a
-//! stray copy behind), and `Debug` of every type here elides keys.
+//! The `crypt` target: `<cipher> <key> <iv_offset> <dev> <offset> [<#opt> <opt>...]`, built
+//! from a [`CryptTarget`] and a [`KeyRef`] for TABLE_LOAD (here) and read back as
+//! [`CryptParams`] (`params`).
+
+mod params;
+
+pub use params::{CryptKeyField, CryptParams};
 
 use std::fmt::{self, Write as _};
 
 use zeroize::Zeroizing;
 
+use super::{syntax, TargetLine, ELIDED_KEY};
 use crate::error::Error;
-use crate::ioctl::{lock_in_memory, DM_MAX_TYPE_NAME};
+use crate::ioctl::lock_in_memory;
 use crate::types::{DevId, Sectors, SECTOR_SIZE};
-
-/// The token shown instead of a hex key in elided tables.
-pub const ELIDED_KEY: &str = "<key-elided>";
-
-/// One line of a device-mapper table: `<start> <length> <type> <params>`.
-pub struct TargetLine {
-    start: Sectors,
-    length: Sectors,
-    target_type: String,
-    params: Zeroizing<String>,
-    carries_key: bool,
-}
-
-impl fmt::Debug for TargetLine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TargetLine")
-            .field("start", &self.start)
-            .field("length", &self.length)
-            .field("target_type", &self.target_type)
-            .field("params", &elide_params(&self.target_type, &self.params))
-            .finish()
-    }
-}
-
-impl TargetLine {
-    /// A target line of any type. `carries_key` marks parameters holding key material: the
-    /// table load then uses `DM_SECURE_DATA_FLAG` and displays elide them.
-    pub fn new(
-        start: Sectors,
-        length: Sectors,
-        target_type: &str,
-        params: Zeroizing<String>,
-        carries_key: bool,
-    ) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::InvalidTarget {
-            target: "device-mapper",
-            reason,
-        };
-        if target_type.is_empty()
-            || target_type.len() >= DM_MAX_TYPE_NAME
-            || !target_type.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(invalid(format!(
-                "target type {target_type:?} is not 1-15 printable bytes"
-            )));
-        }
-        if length.0 == 0 {
-            return Err(invalid("a target cannot have length 0".into()));
-        }
-        if params.contains('\0') {
-            return Err(invalid("parameters contain a NUL byte".into()));
-        }
-        Ok(Self {
-            start,
-            length,
-            target_type: target_type.to_owned(),
-            params,
-            carries_key,
-        })
-    }
-
-    pub fn start(&self) -> Sectors {
-        self.start
-    }
-
-    pub fn length(&self) -> Sectors {
-        self.length
-    }
-
-    pub fn target_type(&self) -> &str {
-        &self.target_type
-    }
-
-    /// Whether the parameters hold key material (a hex key).
-    pub fn carries_key(&self) -> bool {
-        self.carries_key
-    }
-
-    /// The parameters as loaded, key included. Only the table load reads this.
-    pub(crate) fn params_secret(&self) -> &str {
-        &self.params
-    }
-
-    /// The whole line with any hex crypt key replaced by [`ELIDED_KEY`]: safe to print.
-    pub fn display_elided(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.start,
-            self.length,
-            self.target_type,
-            elide_params(&self.target_type, &self.params)
-        )
-    }
-}
-
-/// Returns `params` with the key of a `crypt` target replaced by [`ELIDED_KEY`] unless it is a
-/// keyring reference (`:<bytes>:<type>:<description>`, no secret) or `-` (no key). Other
-/// target types are returned unchanged. Builds the result from the non-key tokens only, so the
-/// key is never copied into the returned (ordinary) String.
-pub fn elide_params(target_type: &str, params: &str) -> String {
-    if target_type != "crypt" {
-        return params.to_owned();
-    }
-    let mut out = String::with_capacity(params.len() + ELIDED_KEY.len());
-    for (index, token) in params.split(' ').enumerate() {
-        if index > 0 {
-            out.push(' ');
-        }
-        if index == 1 && !token.starts_with(':') && token != "-" {
-            out.push_str(ELIDED_KEY);
-        } else {
-            out.push_str(token);
-        }
-    }
-    out
-}
-
-/// Lower-case hex of key material, written once into locked, zeroizing memory of exactly the
-/// right capacity (no reallocation leaves a stray copy). The digits are computed without a
-/// table lookup or branch indexed by secret nibbles, so cache timing says nothing about the
-/// key. The one hex encoder of tosskey: tosskey-crypto's `VolumeKey::to_hex` uses it too.
-pub fn hex_encode_secret(bytes: &[u8]) -> Zeroizing<String> {
-    let mut hex = Zeroizing::new(String::with_capacity(bytes.len() * 2));
-    lock_in_memory(hex.as_ptr(), hex.capacity());
-    for &byte in bytes {
-        hex.push(char::from(hex_digit(byte >> 4)));
-        hex.push(char::from(hex_digit(byte & 0x0f)));
-    }
-    hex
-}
-
-/// `nibble` (0..=15) as a lower-case hex digit, branch- and table-free.
-fn hex_digit(nibble: u8) -> u8 {
-    // 9 - nibble wraps to >= 0xf6 exactly when nibble >= 10; its top bit selects the
-    // distance from '0'+10 to 'a' (39).
-    let above_nine = (9u8.wrapping_sub(nibble) >> 7).wrapping_neg();
-    b'0' + nibble + (above_nine & 39)
-}
+use tosskey_sysutil::hex_encode_secret;
 
 /// How the crypt target gets its key.
 pub enum KeyRef {
@@ -260,6 +125,30 @@ impl Default for CryptOptions {
 }
 
 impl CryptOptions {
+    /// Sets the option an optional-parameter word names: `Ok(false)` for a word this type
+    /// does not model (kept by the caller), an error for a malformed `sector_size:N`.
+    fn set_word(&mut self, word: &str) -> Result<bool, Error> {
+        let flag = match word {
+            "allow_discards" => &mut self.allow_discards,
+            "same_cpu_crypt" => &mut self.same_cpu_crypt,
+            "submit_from_crypt_cpus" => &mut self.submit_from_crypt_cpus,
+            "no_read_workqueue" => &mut self.no_read_workqueue,
+            "no_write_workqueue" => &mut self.no_write_workqueue,
+            "iv_large_sectors" => &mut self.iv_large_sectors,
+            _ => {
+                let Some(size) = word.strip_prefix("sector_size:") else {
+                    return Ok(false);
+                };
+                self.sector_size = size
+                    .parse()
+                    .map_err(|_| syntax("crypt", format!("bad sector size {size:?}")))?;
+                return Ok(true);
+            }
+        };
+        *flag = true;
+        Ok(true)
+    }
+
     /// The optional-parameter words in the order cryptsetup's `get_dm_crypt_params()`
     /// (lib/libdevmapper.c) emits them: flags first, `sector_size:N` last, and only the ones
     /// that are set. (The kernel echoes them in its own order: sector_size before
@@ -511,235 +400,6 @@ impl CryptTarget {
     }
 }
 
-/// A `linear` target: `<dev> <offset>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinearTarget {
-    pub device: DevId,
-    pub offset: Sectors,
-    pub length: Sectors,
-}
-
-impl LinearTarget {
-    /// The line `<start> <length> linear <dev> <offset>`.
-    pub fn line(&self, start: Sectors) -> Result<TargetLine, Error> {
-        TargetLine::new(
-            start,
-            self.length,
-            "linear",
-            Zeroizing::new(format!("{} {}", self.device, self.offset)),
-            false,
-        )
-    }
-}
-
-/// One member of a striped target: the usable region is `offset..size` of `device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StripeMember {
-    pub device: DevId,
-    pub offset: Sectors,
-    /// Size of the whole member device.
-    pub size: Sectors,
-}
-
-/// A `striped` target: `<n> <chunk> <dev0> <off0> ...` over equal-width members.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StripedTarget {
-    chunk: Sectors,
-    members: Vec<StripeMember>,
-}
-
-impl StripedTarget {
-    /// `chunk` must be a power of two of at least 8 sectors (4 KiB, so 4Kn members stay
-    /// aligned); every member needs at least one chunk after its offset.
-    pub fn new(chunk: Sectors, members: Vec<StripeMember>) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::InvalidTarget {
-            target: "striped",
-            reason,
-        };
-        if chunk.0 < 8 || !chunk.0.is_power_of_two() {
-            return Err(invalid(format!(
-                "chunk {chunk} sectors is not a power of two of at least 8 sectors"
-            )));
-        }
-        if members.is_empty() {
-            return Err(invalid("no members".into()));
-        }
-        for member in &members {
-            if member.size.0.saturating_sub(member.offset.0) < chunk.0 {
-                return Err(invalid(format!(
-                    "member {} has less than one {chunk}-sector chunk after offset {}",
-                    member.device, member.offset
-                )));
-            }
-        }
-        Ok(Self { chunk, members })
-    }
-
-    /// Usable sectors per member: the smallest member's room, rounded down to whole chunks.
-    pub fn member_width(&self) -> Sectors {
-        let min = self
-            .members
-            .iter()
-            .map(|m| m.size.0 - m.offset.0)
-            .min()
-            .unwrap_or(0);
-        Sectors(min / self.chunk.0 * self.chunk.0)
-    }
-
-    /// `n × floor((min − off) / chunk) × chunk`.
-    pub fn length(&self) -> Sectors {
-        Sectors(self.member_width().0 * self.members.len() as u64)
-    }
-
-    pub fn chunk(&self) -> Sectors {
-        self.chunk
-    }
-
-    pub fn members(&self) -> &[StripeMember] {
-        &self.members
-    }
-
-    /// The line `<start> <length> striped <n> <chunk> <dev0> <off0> ...`.
-    pub fn line(&self, start: Sectors) -> Result<TargetLine, Error> {
-        let mut params = format!("{} {}", self.members.len(), self.chunk);
-        for member in &self.members {
-            params.push_str(&format!(" {} {}", member.device, member.offset));
-        }
-        TargetLine::new(
-            start,
-            self.length(),
-            "striped",
-            Zeroizing::new(params),
-            false,
-        )
-    }
-}
-
-/// The key field of a crypt table line as read back from the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CryptKeyField {
-    /// `:<bytes>:<type>:<description>`: the key lives (lived) in the kernel keyring.
-    Keyring {
-        bytes: usize,
-        key_type: String,
-        description: String,
-    },
-    /// A hex key of this many bytes; its value is not kept.
-    Hex { bytes: usize },
-    /// `-`: no key (cipher_null).
-    None,
-    /// [`ELIDED_KEY`]: the line was elided before parsing.
-    Elided,
-}
-
-/// A crypt target's parameters parsed from TABLE_STATUS (keys never included).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CryptParams {
-    pub cipher: String,
-    pub key: CryptKeyField,
-    pub iv_offset: Sectors,
-    pub device: DevId,
-    pub offset: Sectors,
-    pub options: CryptOptions,
-    /// Optional words this crate does not model (e.g. `integrity:...`, `high_priority`).
-    pub other_options: Vec<String>,
-}
-
-impl CryptParams {
-    /// Parses crypt parameters (with a real, elided or keyring key field). Nothing derived from
-    /// a hex key other than its length is kept.
-    pub fn parse(params: &str) -> Result<Self, String> {
-        let mut tokens = params.split(' ').filter(|t| !t.is_empty());
-        let mut next = |what: &str| {
-            tokens
-                .next()
-                .ok_or_else(|| format!("crypt parameters lack the {what}"))
-        };
-        let cipher = next("cipher")?.to_owned();
-        let key_token = next("key")?;
-        let key = parse_key_field(key_token)?;
-        let iv_offset = Sectors(parse_number(next("iv_offset")?, "iv_offset")?);
-        let device_token = next("device")?;
-        let device = device_token
-            .parse::<DevId>()
-            .map_err(|_| format!("crypt device {device_token:?} is not MAJ:MIN"))?;
-        let offset = Sectors(parse_number(next("offset")?, "offset")?);
-        let mut options = CryptOptions::default();
-        let mut other_options = Vec::new();
-        if let Ok(count_token) = next("option count") {
-            let count = parse_number(count_token, "option count")?;
-            for _ in 0..count {
-                let word = next("optional parameter")?;
-                match word {
-                    "allow_discards" => options.allow_discards = true,
-                    "same_cpu_crypt" => options.same_cpu_crypt = true,
-                    "submit_from_crypt_cpus" => options.submit_from_crypt_cpus = true,
-                    "no_read_workqueue" => options.no_read_workqueue = true,
-                    "no_write_workqueue" => options.no_write_workqueue = true,
-                    "iv_large_sectors" => options.iv_large_sectors = true,
-                    _ => match word.strip_prefix("sector_size:") {
-                        Some(size) => {
-                            options.sector_size = size
-                                .parse()
-                                .map_err(|_| format!("bad crypt sector size {size:?}"))?;
-                        }
-                        None => other_options.push(word.to_owned()),
-                    },
-                }
-            }
-        }
-        if let Ok(extra) = next("end") {
-            return Err(format!("unexpected word {extra:?} after the crypt options"));
-        }
-        Ok(Self {
-            cipher,
-            key,
-            iv_offset,
-            device,
-            offset,
-            options,
-            other_options,
-        })
-    }
-}
-
-fn parse_number(token: &str, what: &str) -> Result<u64, String> {
-    token
-        .parse()
-        .map_err(|_| format!("crypt {what} {token:?} is not a number"))
-}
-
-fn parse_key_field(token: &str) -> Result<CryptKeyField, String> {
-    if token == "-" {
-        return Ok(CryptKeyField::None);
-    }
-    if let Some(rest) = token.strip_prefix(':') {
-        let mut parts = rest.splitn(3, ':');
-        let (Some(bytes), Some(key_type), Some(description)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err("crypt keyring key field is not :<bytes>:<type>:<description>".into());
-        };
-        return Ok(CryptKeyField::Keyring {
-            bytes: bytes
-                .parse()
-                .map_err(|_| "crypt keyring key size is not a number".to_owned())?,
-            key_type: key_type.to_owned(),
-            description: description.to_owned(),
-        });
-    }
-    if token == ELIDED_KEY {
-        return Ok(CryptKeyField::Elided);
-    }
-    if token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(CryptKeyField::Hex {
-            bytes: token.len() / 2,
-        });
-    }
-    // Do not echo the token: it may be (part of) a key.
-    Err("crypt key field is neither hex, '-', nor a keyring reference".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,16 +420,6 @@ mod tests {
         assert_eq!(hex.as_str(), KEY64);
         assert_eq!(hex.capacity(), 128);
         assert_eq!(KeyRef::hex_from_bytes(&[0xab, 0xff]).key_bytes(), 2);
-    }
-
-    #[test]
-    fn hex_digits_match_the_table() {
-        for nibble in 0u8..16 {
-            assert_eq!(hex_digit(nibble), b"0123456789abcdef"[usize::from(nibble)]);
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex_encode_secret(&all).as_str(), expected);
     }
 
     #[test]
@@ -993,112 +643,5 @@ mod tests {
         };
         assert!(target.params(&keyring("nocolon")).is_err());
         assert!(target.params(&keyring("tosskey:has space")).is_err());
-    }
-
-    #[test]
-    fn elision_keeps_keyring_references_and_other_targets() {
-        assert_eq!(
-            elide_params("crypt", &format!("aes-xts-plain64 {KEY64} 0 7:0 0")),
-            format!("aes-xts-plain64 {ELIDED_KEY} 0 7:0 0")
-        );
-        let keyring = "aes-xts-plain64 :64:logon:tosskey:x 0 7:0 0 1 sector_size:4096";
-        assert_eq!(elide_params("crypt", keyring), keyring);
-        assert_eq!(
-            elide_params("crypt", "cipher_null-ecb - 0 7:0 0"),
-            "cipher_null-ecb - 0 7:0 0"
-        );
-        assert_eq!(elide_params("linear", "7:0 0"), "7:0 0");
-    }
-
-    #[test]
-    fn parses_kernel_table_lines() {
-        // As the kernel echoes them: sector_size before iv_large_sectors.
-        let parsed = CryptParams::parse(
-            "twofish-xts-plain64 :64:logon:tosskey:t1 0 252:0 0 3 allow_discards sector_size:4096 iv_large_sectors",
-        )
-        .unwrap();
-        assert_eq!(parsed.cipher, "twofish-xts-plain64");
-        assert_eq!(
-            parsed.key,
-            CryptKeyField::Keyring {
-                bytes: 64,
-                key_type: "logon".into(),
-                description: "tosskey:t1".into()
-            }
-        );
-        assert_eq!(parsed.device, DevId::new(252, 0));
-        assert!(parsed.options.allow_discards && parsed.options.iv_large_sectors);
-        assert_eq!(parsed.options.sector_size, 4096);
-        let hex = CryptParams::parse(&format!("aes-xts-plain64 {KEY64} 16 7:1 8")).unwrap();
-        assert_eq!(hex.key, CryptKeyField::Hex { bytes: 64 });
-        assert_eq!((hex.iv_offset, hex.offset), (Sectors(16), Sectors(8)));
-        assert!(!format!("{hex:?}").contains("0a0b"));
-        let other =
-            CryptParams::parse("aes-xts-plain64 - 0 7:1 0 2 high_priority integrity:28:aead")
-                .unwrap();
-        assert_eq!(other.other_options, ["high_priority", "integrity:28:aead"]);
-        assert!(CryptParams::parse("aes-xts-plain64").is_err());
-        assert!(CryptParams::parse("aes-xts-plain64 - 0 7:1 0 2 allow_discards").is_err());
-        assert!(CryptParams::parse("aes-xts-plain64 - 0 /dev/sda 0").is_err());
-        let err = CryptParams::parse("aes-xts-plain64 zz01secret 0 7:1 0").unwrap_err();
-        assert!(!err.contains("secret"), "{err}");
-    }
-
-    #[test]
-    fn striped_length_is_whole_chunks_of_the_smallest_member() {
-        let members = vec![
-            StripeMember {
-                device: DevId::new(7, 0),
-                offset: Sectors(0),
-                size: Sectors(10_000),
-            },
-            StripeMember {
-                device: DevId::new(7, 1),
-                offset: Sectors(8),
-                size: Sectors(9_000),
-            },
-        ];
-        let striped = StripedTarget::new(Sectors(1024), members).unwrap();
-        // min(10000 - 0, 9000 - 8) = 8992 → 8 chunks of 1024 = 8192 per member.
-        assert_eq!(striped.member_width(), Sectors(8192));
-        assert_eq!(striped.length(), Sectors(16_384));
-        let line = striped.line(Sectors(0)).unwrap();
-        assert_eq!(line.display_elided(), "0 16384 striped 2 1024 7:0 0 7:1 8");
-        assert!(StripedTarget::new(Sectors(1000), vec![]).is_err());
-        let tiny = vec![StripeMember {
-            device: DevId::new(7, 2),
-            offset: Sectors(0),
-            size: Sectors(100),
-        }];
-        assert!(StripedTarget::new(Sectors(128), tiny).is_err());
-    }
-
-    #[test]
-    fn linear_line() {
-        let linear = LinearTarget {
-            device: DevId::new(8, 16),
-            offset: Sectors(2048),
-            length: Sectors(100),
-        };
-        assert_eq!(
-            linear.line(Sectors(0)).unwrap().display_elided(),
-            "0 100 linear 8:16 2048"
-        );
-        assert!(TargetLine::new(
-            Sectors(0),
-            Sectors(0),
-            "linear",
-            Zeroizing::new(String::new()),
-            false
-        )
-        .is_err());
-        assert!(TargetLine::new(
-            Sectors(0),
-            Sectors(1),
-            "a-very-long-type-name",
-            Zeroizing::new(String::new()),
-            false
-        )
-        .is_err());
     }
 }

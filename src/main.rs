@@ -73,9 +73,7 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
         }
         Command::Close(args) => {
             if args.name.is_none() && !args.all {
-                return Err(Error::Usage(
-                    "close needs the volume's name (`tosskey status` lists them), or --all for every tosskey volume of this boot".into(),
-                ));
+                return Err(Error::Usage(error::Usage::CloseWithoutName));
             }
             Ok(volumes::close(&env, args.name.as_deref(), args.unmount)?
                 .iter()

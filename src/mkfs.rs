@@ -4,7 +4,7 @@
 //! `--force`.
 
 use crate::cli::{FilesystemArg, MkfsArgs};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::safety::{check_member_writable, CheckOptions};
 use crate::sysfs::SystemRoot;
 
@@ -13,9 +13,7 @@ use crate::sysfs::SystemRoot;
 /// a path swapped after the check (a symlink re-pointed) cannot send it elsewhere.
 pub fn run(root: &SystemRoot, args: MkfsArgs) -> Result<String> {
     if args.filesystem == FilesystemArg::Xfs && (args.journal || args.inode_ratio.is_some()) {
-        return Err(Error::Usage(
-            "--journal and --inode-ratio are ext4 options: drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)".into(),
-        ));
+        return Err(Error::Usage(Usage::Ext4OptionsForXfs));
     }
     let mut checked = check_member_writable(
         root,

@@ -19,7 +19,7 @@ use tosskey_dm::{
 use tosskey_raid::MdSysfs as _;
 
 use crate::config::UUID_PREFIX;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result, UnhealthyState, Usage};
 use crate::exec::{teardown_in, teardown_steps, volume_mounts};
 use crate::health::{self, Health};
 use crate::kernel::{HostKernel, StackKernel};
@@ -532,7 +532,12 @@ impl VolumeStatus {
 
 /// A volume name from the command line: a dm name (so it cannot lead anywhere else).
 fn volume_name(name: &str) -> Result<DmName> {
-    DmName::new(name).map_err(|e| Error::Usage(format!("{name:?} is not a volume name: {e}")))
+    DmName::new(name).map_err(|e| {
+        Error::Usage(Usage::BadVolumeName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Every tosskey volume (or only volume `name`).
@@ -608,9 +613,9 @@ pub fn status_in(
     if let Some(name) = name {
         volumes.retain(|v| v.name == name.as_str());
         if volumes.is_empty() {
-            return Err(Error::Refused(format!(
-                "no tosskey volume named {name} in this boot; `tosskey status` lists them"
-            )));
+            return Err(Error::Refused(Refusal::NoSuchVolume {
+                name: name.to_string(),
+            }));
         }
     }
     for volume in &mut volumes {
@@ -633,8 +638,12 @@ pub fn check(volume: &VolumeStatus) -> Result<String> {
     }
     match health.state {
         health::HealthState::Healthy => Ok(line + "\n"),
-        state => Err(Error::Unhealthy {
-            state,
+        health::HealthState::Degraded => Err(Error::Unhealthy {
+            state: UnhealthyState::Degraded,
+            message: line,
+        }),
+        health::HealthState::Failed => Err(Error::Unhealthy {
+            state: UnhealthyState::Failed,
             message: line,
         }),
     }
@@ -647,9 +656,9 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
 
 fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
     env.journals.load(name.as_str())?.ok_or_else(|| {
-        Error::Refused(format!(
-            "no tosskey volume named {name} in this boot; `tosskey status` lists them"
-        ))
+        Error::Refused(Refusal::NoSuchVolume {
+            name: name.to_string(),
+        })
     })
 }
 
@@ -698,11 +707,10 @@ pub fn close_in(
         teardown_steps(&env.root, &journal, &kernel.dm_devices()?)?;
         let mounted = volume_mount_points(kernel, env, &journal)?;
         if !mounted.is_empty() && !unmount_first {
-            return Err(Error::Refused(format!(
-                "{} is mounted at {}: unmount it first or pass --unmount",
-                journal.name,
-                mounted.join(", ")
-            )));
+            return Err(Error::Refused(Refusal::VolumeMounted {
+                name: journal.name,
+                mounts: mounted.join(", "),
+            }));
         }
         // Unmounts the volume's own mounts only.
         let left_alone = teardown_in(kernel, &env.root, &journal, &env.journals)

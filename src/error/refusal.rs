@@ -140,7 +140,8 @@ pub struct HeldMountPoint {
 pub const WRONG_ESCROW_FILE_FIX: &str = "use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)";
 
 impl Refusal {
-    /// The statement and the fix, each formatted from the variant's fields.
+    /// The statement and the fix, each formatted from the variant's fields. One arm per
+    /// variant, so this one match is the list of every refusal's words, side by side.
     pub fn said(&self) -> Said {
         match self {
             Refusal::SetId {

@@ -35,7 +35,7 @@ pub enum Error {
     #[error(transparent)]
     Safety(#[from] SafetyError),
     /// The userspace re-derivation disagreed with what the mapping returned.
-    #[error("verification failed on {mapping}: {mismatched} of {checked} sectors differ from the userspace decryption; the mapping was removed (wrong key, cipher or sector size in the kernel?)")]
+    #[error("{}", mismatch_said(mapping, *mismatched, *checked))]
     VerifyMismatch {
         mapping: String,
         mismatched: usize,
@@ -142,6 +142,36 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What a kind that carries its own words says, statement and fix apart ([`Line::of`]
+    /// says the same), for one met inside a chain; `None` for the kinds that wrap other
+    /// errors (their text is the chain's).
+    fn said(&self) -> Option<Said> {
+        match self {
+            Error::Usage(usage) => Some(usage.said()),
+            Error::Refused(refusal) => Some(refusal.said()),
+            Error::VerifyMismatch {
+                mapping,
+                mismatched,
+                checked,
+            } => Some(mismatch_said(mapping, *mismatched, *checked)),
+            Error::Unhealthy { message, .. } => Some(Said::stated(message.clone())),
+            Error::Safety(_)
+            | Error::RolledBack { .. }
+            | Error::RollbackIncomplete { .. }
+            | Error::Failed(_) => None,
+        }
+    }
+}
+
+/// What [`Error::VerifyMismatch`] says.
+fn mismatch_said(mapping: &str, mismatched: usize, checked: usize) -> Said {
+    Said::fix(
+        format!("verification failed on {mapping}: {mismatched} of {checked} sectors differ from the userspace decryption"),
+        "the mapping was removed (wrong key, cipher or sector size in the kernel?)",
+    )
+}
+
 impl From<anyhow::Error> for Error {
     /// A typed error that travelled through an `anyhow` helper keeps its kind.
     fn from(error: anyhow::Error) -> Self {
@@ -227,7 +257,12 @@ impl Line {
             )),
             Error::Usage(usage) => Line::of_said(usage.said()),
             Error::Refused(refusal) => Line::of_said(refusal.said()),
-            other => Line::of_chain(std::iter::once(other as &(dyn std::error::Error + 'static))),
+            Error::VerifyMismatch {
+                mapping,
+                mismatched,
+                checked,
+            } => Line::of_said(mismatch_said(mapping, *mismatched, *checked)),
+            Error::Unhealthy { message, .. } => Line::of_said(Said::stated(message.clone())),
         }
     }
 
@@ -286,13 +321,13 @@ impl std::fmt::Display for Line {
     }
 }
 
-/// What one level of a chain says: a refusal or usage error that travelled through
-/// `anyhow` keeps its parts; any other error's `text` is split at its first `"; "`.
+/// What one level of a chain says: an [`Error`] that carries its own words (a refusal, a
+/// usage error, …) keeps its parts after travelling through `anyhow`; the text of any other
+/// error (another crate's, an `anyhow` context) is split at its first `"; "`.
 fn said_by(cause: &(dyn std::error::Error + 'static), text: String) -> Said {
-    match cause.downcast_ref::<Error>() {
-        Some(Error::Usage(usage)) => usage.said(),
-        Some(Error::Refused(refusal)) => refusal.said(),
-        _ => match text.split_once("; ") {
+    match cause.downcast_ref::<Error>().and_then(Error::said) {
+        Some(said) => said,
+        None => match text.split_once("; ") {
             Some((what, fix)) => Said::fix(what.to_owned(), fix),
             None => Said::stated(text),
         },

@@ -419,3 +419,32 @@ fn a_refusal_keeps_its_statement_whole_and_its_fix_last_wherever_it_travels() {
         "bench --device /dev/vdb: /dev/vdb: not a brd RAM disk (block device 253:16; brd's major is 1): device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)"
     );
 }
+
+/// The other kinds with words of their own: a mismatch's fix comes after a rollback's
+/// phrase, an unhealthy volume's findings (joined by `"; "`) are said as they are.
+#[test]
+fn a_verify_mismatch_and_an_unhealthy_volume_say_their_own_lines() {
+    let mismatch = || Error::VerifyMismatch {
+        mapping: "fw".into(),
+        mismatched: 1,
+        checked: 8,
+    };
+    let line = "verification failed on fw: 1 of 8 sectors differ from the userspace decryption; the mapping was removed (wrong key, cipher or sector size in the kernel?)";
+    assert_eq!(render(&mismatch()), line);
+    assert_eq!(mismatch().to_string(), line);
+    let rolled_back = Error::RolledBack {
+        failure: Box::new(mismatch()),
+    };
+    assert_eq!(rolled_back.exit_code(), VERIFY_MISMATCH);
+    assert_eq!(
+        render(&rolled_back),
+        "verification failed on fw: 1 of 8 sectors differ from the userspace decryption; the run was rolled back and nothing it built is left; the mapping was removed (wrong key, cipher or sector size in the kernel?)"
+    );
+    let findings = "v: failed: member /dev/vdb failed: gone from sysfs; member /dev/vdc failed: gone from sysfs";
+    let unhealthy = Error::Unhealthy {
+        state: UnhealthyState::Failed,
+        message: findings.into(),
+    };
+    assert_eq!(render(&unhealthy), findings);
+    assert_eq!(unhealthy.exit_code(), VOLUME_FAILED);
+}

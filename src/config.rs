@@ -397,6 +397,51 @@ mod tests {
         );
     }
 
+    /// Of several bad values, the first in the order of checks is the one reported, each
+    /// as its own usage error.
+    #[test]
+    fn the_first_bad_value_in_check_order_is_the_one_reported() {
+        let first = |args: &[&str]| match config(args) {
+            Err(Error::Usage(usage)) => usage,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let bad = [
+            "/dev/vdb",
+            "--name",
+            "a/b",
+            "--cipher",
+            "rot13",
+            "--chunk-kib",
+            "3",
+            "--mkfs",
+            "none",
+            "--mount",
+            "data",
+            "--key-scope",
+            "1TB",
+            "--level",
+            "raid1",
+        ];
+        assert!(matches!(first(&bad), Usage::BadName { .. }));
+        assert!(matches!(first(&bad[3..]), Usage::BadCipher { .. }));
+        assert!(matches!(
+            first(&[&bad[..1], &bad[5..]].concat()),
+            Usage::BadChunk { .. }
+        ));
+        let filesystem = [&bad[..1], &bad[7..]].concat();
+        assert!(matches!(first(&filesystem), Usage::MountWithoutFilesystem));
+        let scope = [&bad[..1], &bad[11..]].concat();
+        assert!(matches!(first(&scope), Usage::BadKeyScope { .. }));
+        let count = [&bad[..1], &bad[13..]].concat();
+        assert!(matches!(
+            first(&count),
+            Usage::TooFewDevices {
+                level: "raid1",
+                count: 1
+            }
+        ));
+    }
+
     #[test]
     fn uuids_carry_prefix_boot_and_name() {
         let boot = "0123456789abcdef0123456789abcdef";

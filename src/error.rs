@@ -12,14 +12,14 @@
 //! | 6 | `status --check`: the volume is degraded (a member of a redundant array failed; it serves from the others) |
 //! | 7 | `status --check`: the volume failed (a member failed with no redundancy to cover it, an array md stopped, a mapping suspended, shredded or gone, a run that did not finish) |
 
-use crate::safety::SafetyError;
-
 mod refusal;
+mod safety;
 #[cfg(test)]
 mod said_tests;
 mod usage;
 
 pub use refusal::{wrong_escrow_file, HeldMountPoint, Refusal, WRONG_ESCROW_FILE_FIX};
+pub use safety::SafetyError;
 pub use usage::Usage;
 
 /// Why a command did not succeed.

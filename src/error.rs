@@ -12,23 +12,30 @@
 //! | 6 | `status --check`: the volume is degraded (a member of a redundant array failed; it serves from the others) |
 //! | 7 | `status --check`: the volume failed (a member failed with no redundancy to cover it, an array md stopped, a mapping suspended, shredded or gone, a run that did not finish) |
 
-use crate::exec::rollback::Leftover;
-use crate::host::safety::SafetyError;
+mod refusal;
+mod safety;
+#[cfg(test)]
+mod said_tests;
+mod usage;
+
+pub use refusal::{wrong_escrow_file, HeldMountPoint, Refusal, WRONG_ESCROW_FILE_FIX};
+pub use safety::SafetyError;
+pub use usage::Usage;
 
 /// Why a command did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A flag or value that cannot work, found before touching anything.
     #[error("{0}")]
-    Usage(String),
-    /// Refused before writing anything: the message names the device or volume and the fix.
+    Usage(Usage),
+    /// Refused before writing anything: names the device or volume and the fix.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     /// A member failed a safety check.
     #[error(transparent)]
     Safety(#[from] SafetyError),
     /// The userspace re-derivation disagreed with what the mapping returned.
-    #[error("verification failed on {mapping}: {mismatched} of {checked} sectors differ from the userspace decryption; the mapping was removed (wrong key, cipher or sector size in the kernel?)")]
+    #[error("{}", mismatch_said(mapping, *mismatched, *checked))]
     VerifyMismatch {
         mapping: String,
         mismatched: usize,
@@ -49,9 +56,64 @@ pub enum Error {
     /// `status --check`: the volume is not healthy (the message says which member failed).
     #[error("{message}")]
     Unhealthy {
-        state: crate::commands::volume::HealthState,
+        state: UnhealthyState,
         message: String,
     },
+}
+
+/// How bad an unhealthy volume is, which `status --check`'s exit code says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnhealthyState {
+    /// Serving from the others after a member of a redundant array failed.
+    Degraded,
+    /// Not serving all of its data (or not known to).
+    Failed,
+}
+
+/// An undo action that failed: what was left behind, for the user to clean up.
+#[derive(Debug)]
+pub struct Leftover {
+    pub what: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.what, self.error)
+    }
+}
+
+/// What a refusal or a usage error says, in two parts kept apart so that [`render`] puts
+/// each where it belongs: the statement (`<what>: <cause>`, naming the device, volume or
+/// flag) and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said {
+    pub what: String,
+    pub fix: Option<String>,
+}
+
+impl Said {
+    fn fix(what: String, fix: impl Into<String>) -> Said {
+        Said {
+            what,
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// A statement with no fix of its own (the cause names what to change).
+    fn stated(what: String) -> Said {
+        Said { what, fix: None }
+    }
+}
+
+impl std::fmt::Display for Said {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)?;
+        match &self.fix {
+            Some(fix) => write!(f, "; {fix}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The documented exit codes.
@@ -73,11 +135,41 @@ impl Error {
             Error::RollbackIncomplete { .. } => ROLLBACK_INCOMPLETE,
             Error::Failed(_) => FAILED,
             Error::Unhealthy { state, .. } => match state {
-                crate::commands::volume::HealthState::Degraded => DEGRADED,
-                _ => VOLUME_FAILED,
+                UnhealthyState::Degraded => DEGRADED,
+                UnhealthyState::Failed => VOLUME_FAILED,
             },
         }
     }
+}
+
+impl Error {
+    /// What a kind that carries its own words says, statement and fix apart ([`Line::of`]
+    /// says the same), for one met inside a chain; `None` for the kinds that wrap other
+    /// errors (their text is the chain's).
+    fn said(&self) -> Option<Said> {
+        match self {
+            Error::Usage(usage) => Some(usage.said()),
+            Error::Refused(refusal) => Some(refusal.said()),
+            Error::VerifyMismatch {
+                mapping,
+                mismatched,
+                checked,
+            } => Some(mismatch_said(mapping, *mismatched, *checked)),
+            Error::Unhealthy { message, .. } => Some(Said::stated(message.clone())),
+            Error::Safety(_)
+            | Error::RolledBack { .. }
+            | Error::RollbackIncomplete { .. }
+            | Error::Failed(_) => None,
+        }
+    }
+}
+
+/// What [`Error::VerifyMismatch`] says.
+fn mismatch_said(mapping: &str, mismatched: usize, checked: usize) -> Said {
+    Said::fix(
+        format!("verification failed on {mapping}: {mismatched} of {checked} sectors differ from the userspace decryption"),
+        "the mapping was removed (wrong key, cipher or sector size in the kernel?)",
+    )
 }
 
 impl From<anyhow::Error> for Error {
@@ -124,10 +216,12 @@ const IO_ERROR_FIX: &str = "a disk under the volume returned I/O errors (EIO): c
 /// The error on one line, `<what failed>: <cause>; <what to do>`, each cause said once and
 /// each fix said once.
 ///
-/// Every level of an error chain is one message; by convention a message puts its advice
-/// after `"; "` (`"cannot open X; give an existing device"`). The levels' statements are
-/// joined outermost first with `": "`, a level whose text an outer one already includes
-/// (`"opening X: <cause>"`) is left out, and the advice of all levels follows at the end.
+/// Every level of an error chain is one message. A refusal or usage error carries its
+/// statement and its fix apart ([`Said`]); the errors of the other crates and `anyhow`
+/// contexts put their advice after `"; "` in their text (`"cannot open X; give an existing
+/// device"`), the one place text is split. The levels' statements are joined outermost
+/// first with `": "`, a level whose text an outer one already includes (`"opening X:
+/// <cause>"`) is left out, and the advice of all levels follows at the end.
 pub fn render(error: &Error) -> String {
     Line::of(error).to_string()
 }
@@ -161,7 +255,22 @@ impl Line {
                 "the run was rolled back but left behind: {}; remove them by hand (tosskey close NAME)",
                 leftovers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             )),
-            other => Line::of_chain(std::iter::once(other as &(dyn std::error::Error + 'static))),
+            Error::Usage(usage) => Line::of_said(usage.said()),
+            Error::Refused(refusal) => Line::of_said(refusal.said()),
+            Error::VerifyMismatch {
+                mapping,
+                mismatched,
+                checked,
+            } => Line::of_said(mismatch_said(mapping, *mismatched, *checked)),
+            Error::Unhealthy { message, .. } => Line::of_said(Said::stated(message.clone())),
+        }
+    }
+
+    fn of_said(said: Said) -> Line {
+        Line {
+            statements: vec![said.what],
+            fixes: said.fix.into_iter().collect(),
+            io_error: false,
         }
     }
 
@@ -176,13 +285,10 @@ impl Line {
             }
             said.push_str(&text);
             said.push('\n');
-            let (statement, fix) = match text.split_once("; ") {
-                Some((statement, fix)) => (statement, Some(fix)),
-                None => (text.as_str(), None),
-            };
-            line.statements.push(statement.to_owned());
+            let Said { what, fix } = said_by(cause, text);
+            line.statements.push(what);
             if let Some(fix) = fix {
-                line.add_fix(fix.to_owned());
+                line.add_fix(fix);
             }
         }
         line
@@ -215,6 +321,19 @@ impl std::fmt::Display for Line {
     }
 }
 
+/// What one level of a chain says: an [`Error`] that carries its own words (a refusal, a
+/// usage error, …) keeps its parts after travelling through `anyhow`; the text of any other
+/// error (another crate's, an `anyhow` context) is split at its first `"; "`.
+fn said_by(cause: &(dyn std::error::Error + 'static), text: String) -> Said {
+    match cause.downcast_ref::<Error>().and_then(Error::said) {
+        Some(said) => said,
+        None => match text.split_once("; ") {
+            Some((what, fix)) => Said::fix(what.to_owned(), fix),
+            None => Said::stated(text),
+        },
+    }
+}
+
 fn is_eio(cause: &(dyn std::error::Error + 'static)) -> bool {
     let eio = Some(libc::EIO);
     cause
@@ -232,8 +351,8 @@ mod tests {
 
     #[test]
     fn each_kind_has_its_documented_code() {
-        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
-        assert_eq!(Error::Refused("x".into()).exit_code(), 3);
+        assert_eq!(Error::Usage(Usage::NoDevice).exit_code(), 2);
+        assert_eq!(Error::Refused(Refusal::SecureExec).exit_code(), 3);
         let mismatch = Error::VerifyMismatch {
             mapping: "m".into(),
             mismatched: 1,
@@ -246,11 +365,17 @@ mod tests {
         };
         assert_eq!(incomplete.exit_code(), 5);
         assert_eq!(Error::Failed(anyhow::anyhow!("x")).exit_code(), 1);
+        let unhealthy = |state| Error::Unhealthy {
+            state,
+            message: "v: degraded".into(),
+        };
+        assert_eq!(unhealthy(UnhealthyState::Degraded).exit_code(), 6);
+        assert_eq!(unhealthy(UnhealthyState::Failed).exit_code(), 7);
     }
 
     #[test]
     fn a_typed_error_keeps_its_kind_through_anyhow() {
-        let wrapped: anyhow::Error = Error::Refused("no".into()).into();
+        let wrapped: anyhow::Error = Error::Refused(Refusal::SecureExec).into();
         assert_eq!(Error::from(wrapped).exit_code(), REFUSED);
         let io = std::io::Error::other("disk on fire");
         let plain = Err::<(), _>(io).context("reading /dev/vdb").unwrap_err();
@@ -337,10 +462,10 @@ mod tests {
     #[test]
     fn every_kind_renders_one_line_saying_each_part_once() {
         let errors = [
-            Error::Usage("--key-size 100: give 256 or 512".into()),
-            Error::Refused(
-                "no tosskey volume named x in this boot; `tosskey status` lists them".into(),
-            ),
+            Error::Usage(Usage::BadKeySize {
+                reason: "100 bits: give 256 or 512".into(),
+            }),
+            Error::Refused(Refusal::NoSuchVolume { name: "x".into() }),
             Error::Safety(SafetyError::NotFound {
                 path: "/dev/vdz".into(),
             }),

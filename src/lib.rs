@@ -2,7 +2,7 @@
 //!
 //! The folders are the layers, top to bottom; a module imports only from its own folder or
 //! from a layer below it (ARCHITECTURE.md; the `layers` tests check it):
-//! [`cli`] → [`commands`] → [`exec`] → [`plan`] → [`host`] → [`names`], [`error`].
+//! [`cli`] → [`commands`] → [`exec`] → [`plan`] → [`host`] → [`error`], [`names`].
 
 // No ioctl table here (the workspace lints allow unsafe only in those): forbid, so no
 // module can opt back in.

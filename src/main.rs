@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use serde::Serialize;
-use tosskey::cli::{Cli, Command, EscrowCommand, MeasureCommand};
+use tosskey::cli::{Cli, CloseArgs, Command, EscrowCommand, MeasureCommand, RecoverArgs};
 use tosskey::commands::provision::{provision, Outcome};
 use tosskey::commands::recover::{escrow_decrypt, recover, RecoverOptions};
 use tosskey::commands::Environment;
@@ -74,41 +74,9 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
             }
             output(args.json, &volumes, || status::render_status(&volumes))
         }
-        Command::Close(args) => {
-            if args.name.is_none() && !args.all {
-                return Err(Error::Usage(
-                    "close needs the volume's name (`tosskey status` lists them), or --all for every tosskey volume of this boot".into(),
-                ));
-            }
-            Ok(close::close(&env, args.name.as_deref(), args.unmount)?
-                .iter()
-                .map(|closed| {
-                    std::iter::once(format!("closed {}\n", closed.name))
-                        .chain(closed.left_alone.iter().map(|line| format!("{line}\n")))
-                        .collect::<String>()
-                })
-                .collect())
-        }
+        Command::Close(args) => close_volumes(&env, args),
         Command::Shred(args) => Ok(format!("{}\n", close::shred(&env, &args.name)?)),
-        Command::Recover(args) => {
-            let built = recover(
-                &env,
-                &RecoverOptions {
-                    escrow_file: args.escrow.escrow_file,
-                    private_key: args.escrow.private_key,
-                    mount: args.mount.clone(),
-                    read_only: args.read_only,
-                    devices: args.devices,
-                },
-            )?;
-            Ok(format!(
-                "recovered {}{}\n",
-                built.node.display(),
-                args.mount
-                    .map(|m| format!(", mounted at {}", m.display()))
-                    .unwrap_or_default()
-            ))
-        }
+        Command::Recover(args) => recover_volume(&env, args),
         Command::Escrow(EscrowCommand::Decrypt(args)) => Ok(escrow_decrypt(
             &args.escrow.escrow_file,
             &args.escrow.private_key,
@@ -135,6 +103,42 @@ fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
         }
         Command::Mkfs(args) => mkfs::run(&tosskey::host::sysfs::SystemRoot::host(), args.into()),
     }
+}
+
+/// `close NAME` or `close --all`; one line per closed volume and per mount left alone.
+fn close_volumes(env: &Environment, args: CloseArgs) -> Result<String, Error> {
+    if args.name.is_none() && !args.all {
+        return Err(Error::Usage(error::Usage::CloseWithoutName));
+    }
+    Ok(close::close(env, args.name.as_deref(), args.unmount)?
+        .iter()
+        .map(|closed| {
+            std::iter::once(format!("closed {}\n", closed.name))
+                .chain(closed.left_alone.iter().map(|line| format!("{line}\n")))
+                .collect::<String>()
+        })
+        .collect())
+}
+
+/// `recover`: the escrowed volume reopened (and mounted if asked).
+fn recover_volume(env: &Environment, args: RecoverArgs) -> Result<String, Error> {
+    let built = recover(
+        env,
+        &RecoverOptions {
+            escrow_file: args.escrow.escrow_file,
+            private_key: args.escrow.private_key,
+            mount: args.mount.clone(),
+            read_only: args.read_only,
+            devices: args.devices,
+        },
+    )?;
+    Ok(format!(
+        "recovered {}{}\n",
+        built.node.display(),
+        args.mount
+            .map(|m| format!(", mounted at {}", m.display()))
+            .unwrap_or_default()
+    ))
 }
 
 /// A provision outcome for humans.

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
 use tosskey::cli::{Cli, Command};
-use tosskey::plan::request::ProvisionConfig;
-use tosskey::exec::{teardown, Executor};
 use tosskey::exec::facilities::KernelFacilities;
-use tosskey::plan::derive;
-use tosskey::host::safety::{check_members, CheckOptions, MemberClaims};
 use tosskey::exec::journal::{boot_id, JournalDir};
+use tosskey::exec::{teardown, Executor};
+use tosskey::host::safety::{check_members, CheckOptions, MemberClaims};
 use tosskey::host::sysfs::SystemRoot;
+use tosskey::plan::derive;
+use tosskey::plan::request::ProvisionConfig;
 use tosskey_crypto::key::{KeyArena, KeySize};
 use tosskey_testkit::{virtio_disks, zero_range};
 

@@ -447,7 +447,7 @@ fn close_refuses_a_mounted_volume_unless_asked_to_unmount() {
     );
     tosskey(&["close", "t-close"]).fails_with(
         3,
-        "mounted at /mnt/t-close: unmount it first or pass --unmount",
+        "mounted at /mnt/t-close; unmount it first or pass --unmount",
     );
     assert!(Path::new("/mnt/t-close/hello").exists());
     tosskey(&["close", "t-close", "--unmount"]).ok();

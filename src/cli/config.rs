@@ -1,12 +1,14 @@
 //! Checked configuration: the CLI's raw values turned into validated types, before any
 //! device is looked at. Every error here is a usage error (exit code 2).
 
+use std::path::{Path, PathBuf};
+
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
 use tosskey_dm::DmName;
 
 use crate::cli::{self, ProvisionArgs};
-use crate::error::Error;
+use crate::error::{Error, Usage};
 use crate::host::discover::{Cloud, DiskMatcher};
 use crate::names::MAX_NAME_LEN;
 use crate::plan::derive::member_count_problem;
@@ -15,98 +17,32 @@ use crate::plan::{
     Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
 };
 
-fn usage(message: impl Into<String>) -> Error {
-    Error::Usage(message.into())
-}
-
 impl ProvisionConfig {
+    /// The checked configuration of a `provision` run. The checks run in a fixed order, so
+    /// of several bad values the same one is reported every time.
     pub fn from_args(args: ProvisionArgs) -> Result<Self, Error> {
-        if args.name.len() > MAX_NAME_LEN {
-            return Err(usage(format!(
-                "--name {:?} is longer than {MAX_NAME_LEN} bytes: choose a shorter name",
-                args.name
-            )));
-        }
-        let name =
-            DmName::new(&args.name).map_err(|e| usage(format!("--name {:?}: {e}", args.name)))?;
-        let cipher: CipherSpec = args
-            .cipher
-            .parse()
-            .map_err(|e| usage(format!("--cipher: {e}")))?;
-        let key_size =
-            KeySize::from_bits(args.key_size).map_err(|e| usage(format!("--key-size: {e}")))?;
-        cipher.validate_key_bits(key_size.bits()).map_err(|e| {
-            usage(format!(
-                "--key-size {} with --cipher {cipher}: {e}",
-                args.key_size
-            ))
-        })?;
-
-        let chunk_bytes = args
-            .chunk_kib
-            .checked_mul(1024)
-            .filter(|c| c.is_power_of_two() && *c >= 4096)
-            .ok_or_else(|| {
-                usage(format!(
-                    "--chunk-kib {} must be a power of two of at least 4 (KiB)",
-                    args.chunk_kib
-                ))
-            })?;
-        let assembly = match (args.raid, args.level) {
-            (cli::RaidArg::Md, level) => AssemblyChoice::Md(md_level(level)),
-            (cli::RaidArg::DmStripe, cli::LevelArg::Raid0) => AssemblyChoice::DmStripe,
-            (cli::RaidArg::DmStripe, level) => {
-                return Err(usage(format!(
-                    "--raid dm-stripe stripes (raid0) only, not --level {}: use --raid md for it",
-                    crate::plan::md_level_name(md_level(level))
-                )))
-            }
-        };
-        let source = match (args.discover, args.devices.is_empty()) {
-            (None, true) => {
-                return Err(usage(
-                    "no device given: name the disks to encrypt (e.g. /dev/nvme1n1), or find this cloud's instance-store disks with --discover aws|gcp|azure|any",
-                ));
-            }
-            (None, false) => MemberSource::Explicit(args.devices),
-            (Some(cloud), true) => MemberSource::Discover(match args.discover_serial_prefix {
-                Some(prefix) => DiskMatcher::SerialPrefix(prefix),
-                None => DiskMatcher::Cloud(cloud_of(cloud)),
-            }),
-            (Some(_), false) => {
-                return Err(usage("give device paths or --discover, not both"));
-            }
-        };
-        if args.mkfs == cli::MkfsKindArg::None && args.mount.is_some() {
-            return Err(usage("--mount needs a filesystem: drop --mkfs none"));
-        }
-        if let Some(label) = &args.label {
-            if label.len() > 16 {
-                return Err(usage(format!("--label {label:?} is longer than 16 bytes")));
+        let name = volume_name(&args.name)?;
+        let (cipher, key_size) = cipher_and_key_size(&args.cipher, args.key_size)?;
+        let chunk_bytes = chunk_bytes(args.chunk_kib)?;
+        let assembly = assembly_choice(args.raid, args.level)?;
+        let source = member_source(args.discover, args.devices, args.discover_serial_prefix)?;
+        check_filesystem_args(args.mkfs, args.mount.as_deref(), args.label.as_deref())?;
+        let key_scope = parse_key_scope(&args.key_scope)?;
+        if let MemberSource::Explicit(devices) = &source {
+            if let Some(level) = member_count_problem(assembly, devices.len()) {
+                return Err(Error::Usage(Usage::TooFewDevices {
+                    level,
+                    count: devices.len(),
+                }));
             }
         }
-        if let Some(dir) = &args.mount {
-            if !dir.is_absolute() {
-                return Err(usage(format!(
-                    "--mount {}: give an absolute path",
-                    dir.display()
-                )));
-            }
-        }
-        let escrow = match args.escrow_key {
-            Some(public_key) => Some(EscrowSettings {
-                public_key,
-                file: args.escrow_file,
-            }),
-            None => None,
-        };
-        let cfg = ProvisionConfig {
+        Ok(ProvisionConfig {
             source,
             name,
             cipher,
             key_size,
             sector_size: args.sector_size,
-            key_scope: parse_key_scope(&args.key_scope)?,
+            key_scope,
             assembly,
             chunk_bytes,
             layout: match args.layout {
@@ -130,19 +66,16 @@ impl ProvisionConfig {
                 cli::MkfsKindArg::None => None,
             },
             mount: args.mount,
-            escrow,
+            escrow: args.escrow_key.map(|public_key| EscrowSettings {
+                public_key,
+                file: args.escrow_file,
+            }),
             force: args.force,
             dry_run: args.dry_run,
             json: args.json,
             measure_pcr: args.measure_pcr,
             metrics_file: args.metrics_file,
-        };
-        if let MemberSource::Explicit(devices) = &cfg.source {
-            if let Some(problem) = member_count_problem(cfg.assembly, devices.len()) {
-                return Err(usage(format!("{problem}: add a device or drop --level")));
-            }
-        }
-        Ok(cfg)
+        })
     }
 
     /// The assembly for `members` devices.
@@ -160,15 +93,110 @@ impl ProvisionConfig {
     }
 }
 
+/// `--name`: a dm name short enough for the UUIDs built from it.
+fn volume_name(name: &str) -> Result<DmName, Error> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::Usage(Usage::NameTooLong {
+            name: name.to_owned(),
+            max: MAX_NAME_LEN,
+        }));
+    }
+    DmName::new(name).map_err(|e| {
+        Error::Usage(Usage::BadName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// `--cipher` and `--key-size`: each known, and the size one the cipher takes.
+fn cipher_and_key_size(cipher: &str, bits: u32) -> Result<(CipherSpec, KeySize), Error> {
+    let cipher = cipher.parse::<CipherSpec>().map_err(|e| {
+        Error::Usage(Usage::BadCipher {
+            reason: e.to_string(),
+        })
+    })?;
+    let key_size = KeySize::from_bits(bits).map_err(|e| {
+        Error::Usage(Usage::BadKeySize {
+            reason: e.to_string(),
+        })
+    })?;
+    cipher.validate_key_bits(key_size.bits()).map_err(|e| {
+        Error::Usage(Usage::KeySizeForCipher {
+            bits,
+            cipher: cipher.to_string(),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok((cipher, key_size))
+}
+
+/// `--chunk-kib` in bytes: a power of two of at least one page.
+fn chunk_bytes(kib: u64) -> Result<u64, Error> {
+    kib.checked_mul(1024)
+        .filter(|c| c.is_power_of_two() && *c >= 4096)
+        .ok_or(Error::Usage(Usage::BadChunk { kib }))
+}
+
+/// `--raid` and `--level`: dm-stripe stripes only.
+fn assembly_choice(raid: cli::RaidArg, level: cli::LevelArg) -> Result<AssemblyChoice, Error> {
+    match (raid, level) {
+        (cli::RaidArg::Md, level) => Ok(AssemblyChoice::Md(md_level(level))),
+        (cli::RaidArg::DmStripe, cli::LevelArg::Raid0) => Ok(AssemblyChoice::DmStripe),
+        (cli::RaidArg::DmStripe, level) => Err(Error::Usage(Usage::StripeLevel {
+            level: crate::plan::md_level_name(md_level(level)),
+        })),
+    }
+}
+
+/// Device paths or `--discover` (with its optional serial prefix): exactly one of them.
+fn member_source(
+    discover: Option<cli::CloudArg>,
+    devices: Vec<PathBuf>,
+    serial_prefix: Option<String>,
+) -> Result<MemberSource, Error> {
+    match (discover, devices.is_empty()) {
+        (None, true) => Err(Error::Usage(Usage::NoDevice)),
+        (None, false) => Ok(MemberSource::Explicit(devices)),
+        (Some(cloud), true) => Ok(MemberSource::Discover(match serial_prefix {
+            Some(prefix) => DiskMatcher::SerialPrefix(prefix),
+            None => DiskMatcher::Cloud(cloud_of(cloud)),
+        })),
+        (Some(_), false) => Err(Error::Usage(Usage::DevicesAndDiscover)),
+    }
+}
+
+/// `--mount` needs a filesystem and an absolute path; an ext4 `--label` holds 16 bytes.
+fn check_filesystem_args(
+    mkfs: cli::MkfsKindArg,
+    mount: Option<&Path>,
+    label: Option<&str>,
+) -> Result<(), Error> {
+    if mkfs == cli::MkfsKindArg::None && mount.is_some() {
+        return Err(Error::Usage(Usage::MountWithoutFilesystem));
+    }
+    if let Some(label) = label.filter(|label| label.len() > 16) {
+        return Err(Error::Usage(Usage::LabelTooLong {
+            label: label.to_owned(),
+        }));
+    }
+    match mount {
+        Some(dir) if !dir.is_absolute() => Err(Error::Usage(Usage::RelativeMount {
+            dir: dir.to_owned(),
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// `--key-scope`: `none`, or a size with a binary unit (`1TiB`, `512GiB`), at least 1 MiB.
 fn parse_key_scope(text: &str) -> Result<Option<u64>, Error> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     let bad = || {
-        usage(format!(
-            "--key-scope {text:?}: give a size such as 1TiB, 512GiB or 64MiB, or none"
-        ))
+        Error::Usage(Usage::BadKeyScope {
+            text: text.to_owned(),
+        })
     };
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -189,9 +217,9 @@ fn parse_key_scope(text: &str) -> Result<Option<u64>, Error> {
         .and_then(|n| n.checked_mul(1 << shift))
         .ok_or_else(bad)?;
     if bytes < 1 << 20 {
-        return Err(usage(format!(
-            "--key-scope {text}: at least 1MiB (one key per stripe chunk at most)"
-        )));
+        return Err(Error::Usage(Usage::KeyScopeTooSmall {
+            text: text.to_owned(),
+        }));
     }
     Ok(Some(bytes))
 }
@@ -317,5 +345,50 @@ mod tests {
             err.to_string().contains("--mount needs a filesystem"),
             "{err}"
         );
+    }
+
+    /// Of several bad values, the first in the order of checks is the one reported, each
+    /// as its own usage error.
+    #[test]
+    fn the_first_bad_value_in_check_order_is_the_one_reported() {
+        let first = |args: &[&str]| match config(args) {
+            Err(Error::Usage(usage)) => usage,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let bad = [
+            "/dev/vdb",
+            "--name",
+            "a/b",
+            "--cipher",
+            "rot13",
+            "--chunk-kib",
+            "3",
+            "--mkfs",
+            "none",
+            "--mount",
+            "data",
+            "--key-scope",
+            "1TB",
+            "--level",
+            "raid1",
+        ];
+        assert!(matches!(first(&bad), Usage::BadName { .. }));
+        assert!(matches!(first(&bad[3..]), Usage::BadCipher { .. }));
+        assert!(matches!(
+            first(&[&bad[..1], &bad[5..]].concat()),
+            Usage::BadChunk { .. }
+        ));
+        let filesystem = [&bad[..1], &bad[7..]].concat();
+        assert!(matches!(first(&filesystem), Usage::MountWithoutFilesystem));
+        let scope = [&bad[..1], &bad[11..]].concat();
+        assert!(matches!(first(&scope), Usage::BadKeyScope { .. }));
+        let count = [&bad[..1], &bad[13..]].concat();
+        assert!(matches!(
+            first(&count),
+            Usage::TooFewDevices {
+                level: "raid1",
+                count: 1
+            }
+        ));
     }
 }

@@ -34,6 +34,7 @@ use tosskey_dm::{
 };
 use tosskey_sysutil::{read_attr_u64, AlignedBuf, SystemRoot};
 
+use crate::error::Refusal;
 use crate::exec::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -659,10 +660,10 @@ const RAMDISK_MAJOR: u32 = 1;
 /// exclusive descriptor (`O_DIRECT`), the device number and the size.
 fn check_ramdisk(path: &Path) -> anyhow::Result<(File, DevId, u64)> {
     let not_brd = |what: String| {
-        refused(format!(
-            "{}: {what}: device mode only runs on a brd RAM disk /dev/ramN (it overwrites the device); load brd (modprobe brd rd_nr=1 rd_size=65536)",
-            path.display()
-        ))
+        refused(Refusal::NotRamDisk {
+            path: path.to_owned(),
+            what,
+        })
     };
     // O_PATH: a handle on the node that opens no device (no claim, no driver open) until
     // the handle says it is brd's.
@@ -690,13 +691,14 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(File, DevId, u64)> {
     let handle = PathBuf::from(format!("/proc/self/fd/{}", node.as_raw_fd()));
     let device = match open_direct(&handle, libc::O_EXCL) {
         Ok(device) => device,
-        Err(e) if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error)
-            == Some(libc::EBUSY) =>
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                == Some(libc::EBUSY) =>
         {
-            return refused(format!(
-                "{} is in use (mounted or held: the exclusive open failed with EBUSY): refusing to overwrite it; unmount it or pick another RAM disk",
-                path.display()
-            ))
+            return refused(Refusal::RamDiskBusy {
+                path: path.to_owned(),
+            })
         }
         Err(e) => return Err(e.context(format!("opening {} exclusively", path.display()))),
     };
@@ -704,11 +706,10 @@ fn check_ramdisk(path: &Path) -> anyhow::Result<(File, DevId, u64)> {
     let sectors = read_attr_u64(&SystemRoot::host().sys.join(format!("dev/block/{dev}/size")))
         .with_context(|| format!("size of {}", path.display()))?;
     if sectors * 512 < 2 * DEVICE_REQUEST as u64 {
-        return refused(format!(
-            "{} is too small for the bench ({} bytes)",
-            path.display(),
-            sectors * 512
-        ));
+        return refused(Refusal::RamDiskTooSmall {
+            path: path.to_owned(),
+            bytes: sectors * 512,
+        });
     }
     Ok((device, dev, sectors * 512))
 }
@@ -726,8 +727,8 @@ fn open_direct(path: &Path, extra_flags: libc::c_int) -> anyhow::Result<File> {
 }
 
 /// A refusal (exit code 3) travelling through this module's `anyhow` results.
-fn refused<T>(message: String) -> anyhow::Result<T> {
-    Err(crate::error::Error::Refused(message).into())
+fn refused<T>(refusal: Refusal) -> anyhow::Result<T> {
+    Err(crate::error::Error::Refused(refusal).into())
 }
 
 /// A dm-crypt mapping over the RAM disk with a throwaway key, removed on drop.

@@ -7,7 +7,7 @@ use tosskey_dm::DmName;
 
 use crate::commands::status::volume_name;
 use crate::commands::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::exec::journal::{Component, Journal, Stage};
 use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::mount::mount_points_of;
@@ -15,9 +15,9 @@ use crate::exec::{teardown_in, teardown_steps, volume_mounts};
 
 fn journal_for(env: &Environment, name: &DmName) -> Result<Journal> {
     env.journals.load(name.as_str())?.ok_or_else(|| {
-        Error::Refused(format!(
-            "no tosskey volume named {name} in this boot; `tosskey status` lists them"
-        ))
+        Error::Refused(Refusal::NoSuchVolume {
+            name: name.to_string(),
+        })
     })
 }
 
@@ -66,11 +66,10 @@ pub fn close_in(
         teardown_steps(&env.root, &journal, &kernel.dm_devices()?)?;
         let mounted = volume_mount_points(kernel, env, &journal)?;
         if !mounted.is_empty() && !unmount_first {
-            return Err(Error::Refused(format!(
-                "{} is mounted at {}: unmount it first or pass --unmount",
-                journal.name,
-                mounted.join(", ")
-            )));
+            return Err(Error::Refused(Refusal::VolumeMounted {
+                name: journal.name,
+                mounts: mounted.join(", "),
+            }));
         }
         // Unmounts the volume's own mounts only.
         let left_alone = teardown_in(kernel, &env.root, &journal, &env.journals)

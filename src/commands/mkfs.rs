@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::host::safety::{check_member_writable, CheckOptions};
 use crate::host::sysfs::SystemRoot;
 
@@ -35,9 +35,7 @@ pub enum Filesystem {
 /// a path swapped after the check (a symlink re-pointed) cannot send it elsewhere.
 pub fn run(root: &SystemRoot, args: MkfsRequest) -> Result<String> {
     if args.filesystem == Filesystem::Xfs && (args.journal || args.inode_ratio.is_some()) {
-        return Err(Error::Usage(
-            "--journal and --inode-ratio are ext4 options: drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)".into(),
-        ));
+        return Err(Error::Usage(Usage::Ext4OptionsForXfs));
     }
     let mut checked = check_member_writable(
         root,

@@ -14,7 +14,7 @@ use tosskey_crypto::key::{KeyArena, KeySize};
 use tosskey_dm::{DeviceInfo, DmControl};
 
 use crate::commands::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, HeldMountPoint, Refusal, Result};
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::harden::Hardening;
 use crate::exec::hooks::crash_point;
@@ -341,19 +341,18 @@ fn converge_previous_run_in(
     let live = kernel.dm_devices()?;
     let volume = live.iter().find(|d| d.name == cfg.name);
     match env.journals.load(cfg.name.as_str())? {
-        Some(journal) if journal.stage == Stage::Shredded => Err(Error::Refused(format!(
-            "{} was shredded in this boot and its mappings are still there, failing every I/O: run `tosskey close {}` once nothing uses them, then provision again",
-            cfg.name, cfg.name
-        ))),
+        Some(journal) if journal.stage == Stage::Shredded => {
+            Err(Error::Refused(Refusal::Shredded {
+                name: cfg.name.to_string(),
+            }))
+        }
         Some(journal) if journal.stage == Stage::Complete && volume.is_some() => {
             if let MemberSource::Explicit(paths) = &cfg.source {
                 if !same_devices(paths, &journal.members) {
-                    return Err(Error::Refused(format!(
-                        "{} is already provisioned on {}: run `tosskey close {}` first, or choose another --name",
-                        cfg.name,
-                        display_paths(&journal.members),
-                        cfg.name
-                    )));
+                    return Err(Error::Refused(Refusal::ProvisionedElsewhere {
+                        name: cfg.name.to_string(),
+                        members: display_paths(&journal.members),
+                    }));
                 }
             }
             check_recorded_stack(kernel, &env.root, &journal, &live)?;
@@ -381,20 +380,12 @@ fn converge_previous_run_in(
         }
         None => match volume {
             Some(info) => {
-                let ours = info
-                    .uuid
-                    .as_deref()
-                    .is_some_and(names::is_tosskey_uuid);
+                let ours = info.uuid.as_deref().is_some_and(names::is_tosskey_uuid);
+                let name = cfg.name.to_string();
                 Err(Error::Refused(if ours {
-                    format!(
-                        "dm mapping {} exists but tosskey has no record of it in this boot: run `tosskey close {}` first",
-                        cfg.name, cfg.name
-                    )
+                    Refusal::UnrecordedMapping { name }
                 } else {
-                    format!(
-                        "dm mapping {} exists and was not made by tosskey: choose another --name",
-                        cfg.name
-                    )
+                    Refusal::ForeignMapping { name }
                 }))
             }
             None => Ok(None),
@@ -413,9 +404,10 @@ fn check_recorded_stack(
 ) -> Result<()> {
     let name = &journal.name;
     let broken = |what: String| {
-        Err(Error::Refused(format!(
-            "{name} is recorded as provisioned, but {what}: it is not the volume tosskey built; run `tosskey close {name}`, then provision again"
-        )))
+        Err(Error::Refused(Refusal::NotTheBuiltVolume {
+            name: name.clone(),
+            what,
+        }))
     };
     for component in &journal.built {
         match component {
@@ -469,12 +461,11 @@ fn converge_mount(
 ) -> Result<bool> {
     let name = &journal.name;
     if let Some(recorded) = journal.mount.as_deref().filter(|m| *m != dir) {
-        return Err(Error::Refused(format!(
-            "{name} is already provisioned and mounted at {}, not at {}: a new mount point applies to a new volume (after a reboot, or after `tosskey close --unmount {name}`, which destroys its data); until then rerun with --mount {}",
-            recorded.display(),
-            dir.display(),
-            recorded.display(),
-        )));
+        return Err(Error::Refused(Refusal::MountedElsewhere {
+            name: name.clone(),
+            recorded: recorded.to_owned(),
+            asked: dir.to_owned(),
+        }));
     }
     let volume = live
         .iter()
@@ -485,15 +476,16 @@ fn converge_mount(
         .rfind(|m| Path::new(&m.mount_point) == dir);
     match top {
         Some(mount) if mount.dev == volume.dev => Ok(false),
-        Some(mount) => Err(Error::Refused(format!(
-            "{} holds {} ({}, {}), not {name} ({}): data written there would not be encrypted; unmount it (umount {}) and rerun",
-            dir.display(),
-            mount.source,
-            mount.fs_type,
-            mount.dev,
-            volume.dev,
-            dir.display()
-        ))),
+        Some(mount) => Err(Error::Refused(Refusal::MountPointHeld(Box::new(
+            HeldMountPoint {
+                name: name.clone(),
+                dir: dir.to_owned(),
+                source: mount.source,
+                fs_type: mount.fs_type,
+                dev: mount.dev,
+                volume_dev: volume.dev,
+            },
+        )))),
         None => {
             kernel.mount(&DmControl::node_path(&volume.name), dir)?;
             Ok(true)
@@ -613,34 +605,33 @@ fn differing_options(running: &[RecordedOption], asked: &[RecordedOption]) -> Ve
 /// exists, is a directory and this process may create files in it.
 fn read_escrow_inputs(escrow: &EscrowSettings) -> Result<EscrowPublicKey> {
     let key = &escrow.public_key;
-    let public_pem = std::fs::read_to_string(key).map_err(|e| {
-        Error::Refused(format!(
-            "cannot read the escrow public key {}: {e}: check --escrow-key",
-            key.display()
-        ))
+    let public_pem = std::fs::read_to_string(key).map_err(|source| {
+        Error::Refused(Refusal::EscrowKeyUnreadable {
+            key: key.clone(),
+            source,
+        })
     })?;
     let public_key = EscrowPublicKey::from_pem(&public_pem).map_err(|e| {
-        Error::Refused(format!(
-            "the escrow public key {} is unusable: {e}: check --escrow-key",
-            key.display()
-        ))
+        Error::Refused(Refusal::EscrowKeyUnusable {
+            key: key.clone(),
+            reason: e.to_string(),
+        })
     })?;
     let file = &escrow.file;
     if file.file_name().is_none() {
-        return Err(Error::Refused(format!(
-            "the escrow file {} does not name a file: check --escrow-file",
-            file.display()
-        )));
+        return Err(Error::Refused(Refusal::EscrowFileNotAFile {
+            file: file.clone(),
+        }));
     }
     let dir = match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     let unusable = |why: String| {
-        Error::Refused(format!(
-            "the escrow file's directory {} {why}: create it or choose another --escrow-file",
-            dir.display()
-        ))
+        Error::Refused(Refusal::EscrowDirUnusable {
+            dir: dir.to_owned(),
+            why,
+        })
     };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -662,17 +653,12 @@ fn check_escrow_rotation(file: &Path) -> Result<()> {
         match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Ok(meta) if meta.file_type().is_file() => {}
-            Ok(_) => {
-                return Err(Error::Refused(format!(
-                    "the escrow file {} exists and is not a regular file (tosskey moves only a regular file aside): remove it or choose another --escrow-file",
-                    path.display()
-                )))
-            }
-            Err(e) => {
-                return Err(Error::Refused(format!(
-                    "cannot check the escrow file {}: {e}: choose another --escrow-file",
-                    path.display()
-                )))
+            Ok(_) => return Err(Error::Refused(Refusal::EscrowFileNotRegular { path })),
+            Err(source) => {
+                return Err(Error::Refused(Refusal::EscrowFileUncheckable {
+                    path,
+                    source,
+                }))
             }
         }
     }
@@ -753,13 +739,11 @@ fn prepare_escrow(
             )
         })
         .collect();
-    EscrowFile::prepare_segments(public_key, &segments, escrow_metadata(plan, root)?).map_err(
-        |e| {
-            Error::Refused(format!(
-                "the escrow file cannot record this volume: {e}; nothing was built: fix that value on this machine (hostname, disk serial) or provision without --escrow-key"
-            ))
-        },
-    )
+    EscrowFile::prepare_segments(public_key, &segments, escrow_metadata(plan, root)?).map_err(|e| {
+        Error::Refused(Refusal::EscrowCannotRecord {
+            reason: e.to_string(),
+        })
+    })
 }
 
 fn escrow_metadata(plan: &Plan, root: &SystemRoot) -> Result<EscrowMetadata> {

@@ -10,7 +10,7 @@ use tosskey_crypto::secret_file::SecretFile;
 use tosskey_dm::{DmControl, DmName};
 
 use crate::commands::Environment;
-use crate::error::{Error, Result};
+use crate::error::{wrong_escrow_file, Error, Refusal, Result, Usage, WRONG_ESCROW_FILE_FIX};
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::journal::boot_id;
 use crate::exec::{BuiltStack, Executor};
@@ -39,10 +39,9 @@ fn open_escrow(escrow_file: &Path, private_key: &Path) -> Result<(EscrowFile, Op
     let pem = SecretFile::read(private_key, MAX_PRIVATE_KEY_BYTES)
         .with_context(|| format!("reading the private key {}", private_key.display()))?;
     let pem = pem.as_str().map_err(|_| {
-        Error::Usage(format!(
-            "the private key {} is not PEM text: pass the PEM file (openssl pkey -in KEY)",
-            private_key.display()
-        ))
+        Error::Usage(Usage::PrivateKeyNotPem {
+            path: private_key.to_owned(),
+        })
     })?;
     let keys = escrow.open_segments(pem).with_context(|| {
         format!(
@@ -62,11 +61,10 @@ fn find_members(
 ) -> Result<Vec<PathBuf>> {
     if !explicit.is_empty() {
         if explicit.len() != meta.members.len() {
-            return Err(Error::Usage(format!(
-                "the escrow file records {} member(s) but {} were given with --devices",
-                meta.members.len(),
-                explicit.len()
-            )));
+            return Err(Error::Usage(Usage::MemberCountDiffers {
+                recorded: meta.members.len(),
+                given: explicit.len(),
+            }));
         }
         return Ok(explicit.to_vec());
     }
@@ -77,20 +75,28 @@ fn find_members(
             let matches = |d: &&BlockDevice| {
                 d.serial.as_deref() == Some(member.identity.as_str())
                     || d.wwid.as_deref() == Some(member.identity.as_str())
-                    || d.by_id.iter().any(|id| member.identity == format!("/dev/disk/by-id/{id}"))
+                    || d.by_id
+                        .iter()
+                        .any(|id| member.identity == format!("/dev/disk/by-id/{id}"))
             };
-            let device = state.devices.iter().filter(|d| !d.is_partition()).find(matches).ok_or_else(|| {
-                Error::Refused(format!(
-                    "no disk with identity {:?} (was {} when the escrow was made): pass the members in order with --devices",
-                    member.identity,
-                    member.path_at_creation.display()
-                ))
-            })?;
+            let device = state
+                .devices
+                .iter()
+                .filter(|d| !d.is_partition())
+                .find(matches)
+                .ok_or_else(|| {
+                    Error::Refused(Refusal::NoDiskWithIdentity {
+                        identity: member.identity.clone(),
+                        was: member.path_at_creation.clone(),
+                    })
+                })?;
             if device.size_bytes != member.size_bytes {
-                return Err(Error::Refused(format!(
-                    "/dev/{} has identity {:?} but {} bytes, not the recorded {}: pass the members with --devices",
-                    device.name, member.identity, device.size_bytes, member.size_bytes
-                )));
+                return Err(Error::Refused(Refusal::MemberSizeDiffers {
+                    device: device.name.clone(),
+                    identity: member.identity.clone(),
+                    bytes: device.size_bytes,
+                    recorded: member.size_bytes,
+                }));
             }
             Ok(state.root.dev.join(&device.name))
         })
@@ -115,11 +121,10 @@ fn keys_for(plan: &Plan, opened: OpenedSegments) -> Result<KeyArena> {
             .zip(&plan.keys)
             .any(|(o, planned)| o.dm_name != planned.mapping)
     {
-        return Err(Error::Refused(format!(
-            "the escrow file's {} key(s) do not match its volume's {} crypt segment(s) mapping by mapping: it is damaged",
-            opened.segments.len(),
-            plan.keys.len()
-        )));
+        return Err(Error::Refused(Refusal::EscrowKeysMismatch {
+            keys: opened.segments.len(),
+            segments: plan.keys.len(),
+        }));
     }
     Ok(opened.keys)
 }
@@ -135,10 +140,9 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     if env.journals.load(&meta.name)?.is_some()
         || DmControl::open()?.list()?.iter().any(|(n, _)| n == &name)
     {
-        return Err(Error::Refused(format!(
-            "{} is already open in this boot: `tosskey status {}` shows it",
-            meta.name, meta.name
-        )));
+        return Err(Error::Refused(Refusal::AlreadyOpen {
+            name: meta.name.clone(),
+        }));
     }
     if let Some(dir) = &opts.mount {
         crate::exec::mount::check_mount_target(dir)?;
@@ -198,16 +202,16 @@ fn reopen(
     let built = run.build(plan, &keys)?;
     drop(keys);
     if !decrypts_to_ext4(&built.node, plan.volume_bytes)? {
-        let why = format!(
-            "{} does not decrypt to an ext4 filesystem: the key in {} does not fit these disks (the file is probably from an earlier volume on the same disks)",
-            built.node.display(),
-            opts.escrow_file.display()
-        );
-        let fix = "use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)";
         if plan.mount.is_some() {
-            return Err(Error::Refused(format!("{why}; {fix}")));
+            return Err(Error::Refused(Refusal::WrongEscrowFile {
+                node: built.node.clone(),
+                escrow_file: opts.escrow_file.clone(),
+            }));
         }
-        eprintln!("tosskey: warning: {why}, unless the volume was made with --mkfs none; {fix}");
+        eprintln!(
+            "tosskey: warning: {}, unless the volume was made with --mkfs none; {WRONG_ESCROW_FILE_FIX}",
+            wrong_escrow_file(&built.node, &opts.escrow_file)
+        );
     }
     if let Some(dir) = &plan.mount {
         run.mount(&built.node, dir, opts.read_only)?;

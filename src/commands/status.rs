@@ -21,7 +21,7 @@ use crate::commands::health;
 use crate::commands::volume::{
     Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result, UnhealthyState, Usage};
 use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::mount::mounts_of;
 use crate::names;
@@ -468,7 +468,12 @@ impl VolumeStatus {
 
 /// A volume name from the command line: a dm name (so it cannot lead anywhere else).
 pub(crate) fn volume_name(name: &str) -> Result<DmName> {
-    DmName::new(name).map_err(|e| Error::Usage(format!("{name:?} is not a volume name: {e}")))
+    DmName::new(name).map_err(|e| {
+        Error::Usage(Usage::BadVolumeName {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// Every tosskey volume (or only volume `name`).
@@ -540,9 +545,9 @@ pub fn status_in(
     if let Some(name) = name {
         volumes.retain(|v| v.name == name.as_str());
         if volumes.is_empty() {
-            return Err(Error::Refused(format!(
-                "no tosskey volume named {name} in this boot; `tosskey status` lists them"
-            )));
+            return Err(Error::Refused(Refusal::NoSuchVolume {
+                name: name.to_string(),
+            }));
         }
     }
     for volume in &mut volumes {
@@ -565,8 +570,12 @@ pub fn check(volume: &VolumeStatus) -> Result<String> {
     }
     match health.state {
         HealthState::Healthy => Ok(line + "\n"),
-        state => Err(Error::Unhealthy {
-            state,
+        HealthState::Degraded => Err(Error::Unhealthy {
+            state: UnhealthyState::Degraded,
+            message: line,
+        }),
+        HealthState::Failed => Err(Error::Unhealthy {
+            state: UnhealthyState::Failed,
             message: line,
         }),
     }

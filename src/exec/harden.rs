@@ -21,7 +21,7 @@ use nix::sys::prctl;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::unistd::{getegid, geteuid, getgid, getuid};
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 /// What hardening achieved; part of the JSON report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -60,9 +60,12 @@ fn refuse_set_id(uid: (u32, u32), gid: (u32, u32)) -> Result<(), Error> {
     let (real_uid, effective_uid) = uid;
     let (real_gid, effective_gid) = gid;
     if real_uid != effective_uid || real_gid != effective_gid {
-        return Err(Error::Refused(format!(
-            "refusing to run setuid or setgid (real user {real_uid}, effective user {effective_uid}, real group {real_gid}, effective group {effective_gid}); remove the set-id bit (chmod u-s,g-s) and run tosskey as root"
-        )));
+        return Err(Error::Refused(Refusal::SetId {
+            real_uid,
+            effective_uid,
+            real_gid,
+            effective_gid,
+        }));
     }
     Ok(())
 }
@@ -71,9 +74,7 @@ fn refuse_set_id(uid: (u32, u32), gid: (u32, u32)) -> Result<(), Error> {
 /// missed, or file capabilities.
 fn refuse_secure_exec(secure: bool) -> Result<(), Error> {
     if secure {
-        return Err(Error::Refused(
-            "refusing to run with raised privileges (the kernel set AT_SECURE: file capabilities or a set-id bit); remove them (setcap -r, chmod u-s,g-s) and run tosskey as root".to_owned(),
-        ));
+        return Err(Error::Refused(Refusal::SecureExec));
     }
     Ok(())
 }

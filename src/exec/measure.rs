@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tosskey_crypto::key::KeyArena;
 use tosskey_tpm::{KeyRange, Tpm, Verification, VolumeIdentity, DEFAULT_DEVICE, DEFAULT_LOG};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::plan::request::{MeasurePcr, AUTO_PCR};
 use crate::plan::{NodeKind, Plan};
 
@@ -78,8 +78,12 @@ pub fn open(request: Option<MeasurePcr>) -> Result<Option<Measurer>> {
         Some(MeasurePcr::Auto) => AUTO_PCR,
         Some(MeasurePcr::Pcr(pcr)) => pcr,
     };
-    let tpm = Tpm::open(DEFAULT_DEVICE)
-        .map_err(|e| Error::Refused(format!("--measure-pcr {pcr}: {e}; nothing was built")))?;
+    let tpm = Tpm::open(DEFAULT_DEVICE).map_err(|e| {
+        Error::Refused(Refusal::NoTpm {
+            pcr,
+            reason: e.to_string(),
+        })
+    })?;
     Ok(Some(Measurer {
         tpm,
         pcr,

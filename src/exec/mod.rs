@@ -634,10 +634,10 @@ pub fn teardown_steps(
 
 /// The refusal for a journal of volume `journal` naming `what`, which tosskey did not make.
 fn not_made_by_tosskey(journal: &Journal, what: String) -> Error {
-    Error::Refused(format!(
-        "the journal of {} names {what}: tosskey did not create that, so it removes nothing of {}",
-        journal.name, journal.name
-    ))
+    Error::Refused(crate::error::Refusal::NotMadeByTosskey {
+        volume: journal.name.clone(),
+        what,
+    })
 }
 
 /// Refuse a recorded dm device without a `TOSSKEY-` UUID.

@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use crate::error::{Error, Refusal};
+
 /// Mount options for a data volume: no atime writes, and no device nodes or setuid
 /// binaries honoured from a disk whose contents other tenants' tooling may have touched.
 pub const DATA_MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
@@ -31,22 +33,21 @@ pub fn mount_volume(node: &Path, dir: &Path, read_only: bool) -> Result<()> {
 /// Refuse a mount target that cannot become a directory: `dir` itself, or the nearest of
 /// its ancestors that exists, must be a directory. Reads only, so the dry run checks it too
 /// and a real run finds out before it builds anything.
-pub fn check_mount_target(dir: &Path) -> Result<(), crate::error::Error> {
+pub fn check_mount_target(dir: &Path) -> Result<(), Error> {
     let Some(existing) = dir.ancestors().find(|p| p.symlink_metadata().is_ok()) else {
         return Ok(());
     };
     match std::fs::metadata(existing) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(crate::error::Error::Refused(format!(
-            "--mount {}: {} is not a directory; give a directory (a missing one is created)",
-            dir.display(),
-            existing.display()
-        ))),
-        Err(e) => Err(crate::error::Error::Refused(format!(
-            "--mount {}: cannot use {}: {e}; give a directory (a missing one is created)",
-            dir.display(),
-            existing.display()
-        ))),
+        Ok(_) => Err(Error::Refused(Refusal::MountNotDirectory {
+            dir: dir.to_owned(),
+            existing: existing.to_owned(),
+        })),
+        Err(source) => Err(Error::Refused(Refusal::MountUnusable {
+            dir: dir.to_owned(),
+            existing: existing.to_owned(),
+            source,
+        })),
     }
 }
 

@@ -5,25 +5,12 @@
 
 use std::fmt;
 
-use crate::error::Error;
+use crate::error::{Error, Leftover};
 
 type UndoFn = Box<dyn FnOnce() -> anyhow::Result<()>>;
 
 pub struct Rollback {
     steps: Vec<(String, UndoFn)>,
-}
-
-/// An undo action that failed: what was left behind, for the user to clean up.
-#[derive(Debug)]
-pub struct Leftover {
-    pub what: String,
-    pub error: String,
-}
-
-impl fmt::Display for Leftover {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.what, self.error)
-    }
 }
 
 impl fmt::Debug for Rollback {

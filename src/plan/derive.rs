@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tosskey_crypto::escrow::{EscrowMetadata, KeySegment};
 use tosskey_dm::{Bytes, CryptTable, CryptTarget, DevId, DmName, Sectors};
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::host::safety::{CheckedDevice, MemberKind};
 use crate::names::{self, Role};
 use crate::plan::request::{AssemblyChoice, ProvisionConfig};
@@ -19,16 +19,13 @@ use super::{
     PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
 };
 
-/// Why `count` members cannot make the assembly asked for, if they cannot (a mirror of one
+/// The mirror level that `count` members are too few for, if they are (a mirror of one
 /// disk mirrors nothing). Config calls it a usage error for devices named on the command
 /// line; derive a refusal for discovered ones.
-pub fn member_count_problem(choice: AssemblyChoice, count: usize) -> Option<String> {
+pub fn member_count_problem(choice: AssemblyChoice, count: usize) -> Option<&'static str> {
     match choice {
         AssemblyChoice::Md(level @ (MdLevel::Raid1 | MdLevel::Raid10)) if count < 2 => {
-            Some(format!(
-                "--level {} needs at least 2 devices, got {count}",
-                md_level_name(level)
-            ))
+            Some(md_level_name(level))
         }
         _ => None,
     }
@@ -52,8 +49,11 @@ fn for_members(
     members: Vec<PlannedMember>,
     boot_id: &str,
 ) -> Result<Plan, Error> {
-    if let Some(problem) = member_count_problem(cfg.assembly, members.len()) {
-        return Err(Error::Refused(problem));
+    if let Some(level) = member_count_problem(cfg.assembly, members.len()) {
+        return Err(Error::Refused(Refusal::TooFewMembers {
+            level,
+            count: members.len(),
+        }));
     }
     let assembly = cfg.assembly_for(members.len());
     refuse_wasteful_sizes(assembly, &members)?;
@@ -64,16 +64,17 @@ fn for_members(
         .unwrap_or(512);
     let sector_size = match cfg.sector_size {
         Some(size) if size < largest_block => {
-            return Err(Error::Refused(format!(
-                "--sector-size {size} is smaller than the {largest_block}-byte logical blocks of a member: use --sector-size 4096"
-            )))
+            return Err(Error::Refused(Refusal::SectorBelowBlock {
+                size,
+                block: largest_block,
+            }))
         }
         Some(size) => size,
         None if largest_block <= 4096 => 4096,
         None => {
-            return Err(Error::Refused(format!(
-                "members have {largest_block}-byte logical blocks, more than dm-crypt's 4096-byte maximum sector"
-            )))
+            return Err(Error::Refused(Refusal::BlockOverSectorMax {
+                block: largest_block,
+            }))
         }
     };
     // One member has nothing to spread over: per-disk is the shared layout then.
@@ -241,10 +242,9 @@ impl Builder<'_> {
             .saturating_sub(self.crypt.format.data_offset * SECTOR);
         let length = crypt_length_sectors(data_bytes, self.crypt.format.sector_size);
         if length == 0 {
-            return Err(Error::Refused(format!(
-                "the members are too small for one {}-byte encryption sector",
-                self.crypt.format.sector_size
-            )));
+            return Err(Error::Refused(Refusal::TooSmallForSector {
+                sector_size: self.crypt.format.sector_size,
+            }));
         }
         let lengths = self.segment_lengths(&name, length)?;
         let mut segments = Vec::with_capacity(lengths.len());
@@ -284,7 +284,12 @@ impl Builder<'_> {
             Segmentation::Scope(scope) => {
                 let table =
                     CryptTable::split(&whole, scope.map(Bytes), Sectors(self.chunk_sectors))
-                        .map_err(|e| Error::Refused(format!("--key-scope over {name}: {e}")))?;
+                        .map_err(|e| {
+                            Error::Refused(Refusal::KeyScopeSplit {
+                                mapping: name.to_string(),
+                                reason: e.to_string(),
+                            })
+                        })?;
                 Ok(table
                     .segments()
                     .iter()
@@ -309,9 +314,9 @@ impl Builder<'_> {
                                     expected_start += s.sectors;
                                 }
                                 _ => {
-                                    return Err(Error::Refused(format!(
-                                        "the escrow file's keys for {name} do not cover it in order from sector 0: it is damaged"
-                                    )))
+                                    return Err(Error::Refused(Refusal::EscrowKeysOutOfOrder {
+                                        mapping: name.to_string(),
+                                    }))
                                 }
                             }
                         }
@@ -324,9 +329,10 @@ impl Builder<'_> {
                     &lengths.iter().copied().map(Sectors).collect::<Vec<_>>(),
                 )
                 .map_err(|e| {
-                    Error::Refused(format!(
-                        "the escrow file's key segments for {name} do not fit the members: {e}"
-                    ))
+                    Error::Refused(Refusal::EscrowSegmentsDoNotFit {
+                        mapping: name.to_string(),
+                        reason: e.to_string(),
+                    })
                 })?;
                 Ok(lengths)
             }
@@ -494,14 +500,12 @@ fn refuse_wasteful_sizes(assembly: Assembly, members: &[PlannedMember]) -> Resul
     let largest = members.iter().max_by_key(|m| m.size_bytes);
     if let (true, Some(small), Some(large)) = (striped, smallest, largest) {
         if small.size_bytes.saturating_mul(2) < large.size_bytes {
-            return Err(Error::Refused(format!(
-                "member sizes differ too much: {} has {} bytes but {} has {}, so striping would waste over half of it: leave out {}, or use --level linear",
-                small.path.display(),
-                small.size_bytes,
-                large.path.display(),
-                large.size_bytes,
-                small.path.display()
-            )));
+            return Err(Error::Refused(Refusal::UnevenMembers {
+                small: small.path.clone(),
+                small_bytes: small.size_bytes,
+                large: large.path.clone(),
+                large_bytes: large.size_bytes,
+            }));
         }
     }
     Ok(())
@@ -514,10 +518,9 @@ pub fn planned_member(
     identity: Option<String>,
 ) -> Result<PlannedMember, Error> {
     let MemberKind::Block(device) = &checked.kind else {
-        return Err(Error::Refused(format!(
-            "{} is not a block device",
-            checked.path.display()
-        )));
+        return Err(Error::Refused(Refusal::NotBlockDevice {
+            path: checked.path.clone(),
+        }));
     };
     let identity = identity
         .or_else(|| device.serial.clone())
@@ -988,11 +991,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_mirror_needs_two_disks() {
-        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 1).is_some());
-        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid1), 2).is_none());
-        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid0), 1).is_none());
-        assert!(member_count_problem(AssemblyChoice::Md(MdLevel::Raid10), 1)
-            .is_some_and(|problem| problem.contains("--level raid10 needs at least 2 devices")));
+        let problem = |level, count| member_count_problem(AssemblyChoice::Md(level), count);
+        assert_eq!(problem(MdLevel::Raid1, 1), Some("raid1"));
+        assert_eq!(problem(MdLevel::Raid1, 2), None);
+        assert_eq!(problem(MdLevel::Raid0, 1), None);
+        assert_eq!(problem(MdLevel::Raid10, 1), Some("raid10"));
     }
 
     #[test]

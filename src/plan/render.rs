@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use tosskey_dm::{DevId, KeyRef, Sectors};
 
 use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan, PlannedKey};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::plan::shell::{self, quote};
 
 /// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
@@ -459,10 +459,9 @@ pub fn stock_commands(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
                 let mut devices = vec![stock_device(plan, DeviceRef::Node(index))];
                 devices.extend(members.iter().map(|d| device(*d)));
                 if let Some(relative) = devices.iter().find(|d| !d.starts_with('/')) {
-                    return Err(Error::Refused(format!(
-                        "cannot print an mdadm command for the device {}: it is not an absolute path, so mdadm could read it as an option; give the members as /dev/… paths",
-                        relative.escape_default()
-                    )));
+                    return Err(Error::Refused(Refusal::MdadmRelativeDevice {
+                        device: relative.clone(),
+                    }));
                 }
                 format!(
                     "mdadm --build {} --level={}{} --raid-devices={} {}   # members in this order, nothing written to them",

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 /// The first line `escrow decrypt` prints above its commands: which shell they are for.
 pub const HEADER: &str =
@@ -24,11 +24,10 @@ pub const HEADER: &str =
 /// word with anything but printable ASCII is refused, naming the character.
 pub fn quote(word: &str) -> Result<Cow<'_, str>, Error> {
     if let Some(bad) = word.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
-        return Err(Error::Refused(format!(
-            "cannot print {} in a shell command: it contains {}, which is not printable ASCII; use names and paths of printable ASCII characters",
-            word.escape_default(),
-            bad.escape_unicode()
-        )));
+        return Err(Error::Refused(Refusal::Unprintable {
+            word: word.to_owned(),
+            bad,
+        }));
     }
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
     if !word.is_empty() && word.chars().all(plain) {

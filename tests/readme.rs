@@ -1,7 +1,7 @@
 //! The README's escrow key pair lines ("Using it"), run as written on the host with
 //! openssl (scripts/test installs it): tosskey accepts the public half they make, and an
 //! EC key is refused with "tosskey needs RSA ≥ 2048 bits". `tests/root_readme.rs` runs the
-//! rest of the block in the guest.
+//! rest of the block in the guest. The "Recipes" lines run here too, as dry runs.
 
 mod common;
 
@@ -65,4 +65,31 @@ fn the_readme_key_pair_lines_make_a_key_tosskey_accepts_and_ec_is_refused_in_wor
     ]);
     let run = run.fails_with(3, "tosskey needs RSA ≥ 2048 bits");
     assert!(!run.stderr.contains("OID"), "{}", run.stderr);
+}
+
+/// The README's "Recipes" block: each `tosskey` line, its disks swapped for absent paths (a
+/// CI machine may have real `/dev/nvme*` disks), run with `--dry-run`. Every flag and value
+/// is checked before any device is looked at, so each line must get as far as the first
+/// (absent) disk: a recipe whose flags stop parsing or are refused fails here.
+#[test]
+fn the_readme_recipes_pass_every_check_made_before_the_disks() {
+    let recipes = README.split_once("\n## Recipes\n").unwrap().1;
+    let block = recipes
+        .split_once("```sh\n")
+        .unwrap()
+        .1
+        .split_once("\n```")
+        .unwrap()
+        .0;
+    let lines: Vec<String> = block
+        .lines()
+        .filter(|line| line.starts_with("tosskey "))
+        .map(|line| line.replace("/dev/nvme", "/nonexistent/nvme"))
+        .collect();
+    assert!(lines.len() >= 5, "{lines:#?}");
+    for line in &lines {
+        let mut args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        args.push("--dry-run");
+        tosskey(&args).fails_with(3, "/nonexistent/nvme1n1: no such file or device");
+    }
 }

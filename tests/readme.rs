@@ -1,7 +1,8 @@
 //! The README's escrow key pair lines ("Using it"), run as written on the host with
 //! openssl (scripts/test installs it): tosskey accepts the public half they make, and an
 //! EC key is refused with "tosskey needs RSA ≥ 2048 bits". `tests/root_readme.rs` runs the
-//! rest of the block in the guest. The "Recipes" lines run here too, as dry runs.
+//! rest of the block in the guest. The "Recipes" lines run here too, as dry runs, and
+//! docs/guide.md is checked to name every flag `--help` lists.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::process::Command;
 use common::tosskey;
 
 const README: &str = include_str!("../README.md");
+const GUIDE: &str = include_str!("../docs/guide.md");
 
 fn sh(dir: &std::path::Path, line: &str) {
     let run = Command::new("/bin/sh")
@@ -92,4 +94,62 @@ fn the_readme_recipes_pass_every_check_made_before_the_disks() {
         args.push("--dry-run");
         tosskey(&args).fails_with(3, "/nonexistent/nvme1n1: no such file or device");
     }
+}
+
+/// The `--flag`s in `text`, each once, in order of appearance.
+fn flags_in(text: &str) -> Vec<String> {
+    let mut flags: Vec<String> = Vec::new();
+    for (start, _) in text.match_indices("--") {
+        let name: String = text[start + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+            .collect();
+        let name = name.trim_end_matches('-');
+        let preceded_by_word = text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        if name.len() > 1 && !preceded_by_word && !flags.iter().any(|f| f[2..] == *name) {
+            flags.push(format!("--{name}"));
+        }
+    }
+    flags
+}
+
+/// docs/guide.md's "Commands and flags" names every flag each command's `--help` lists.
+#[test]
+fn the_guide_names_every_flag_of_every_command() {
+    let section = GUIDE
+        .split_once("\n## Commands and flags\n")
+        .expect("docs/guide.md has a \"Commands and flags\" section")
+        .1
+        .split_once("\n## ")
+        .unwrap()
+        .0;
+    let documented = flags_in(section);
+    let commands: [&[&str]; 9] = [
+        &["provision"],
+        &["status"],
+        &["close"],
+        &["shred"],
+        &["recover"],
+        &["escrow", "decrypt"],
+        &["mkfs"],
+        &["bench"],
+        &["measure", "verify"],
+    ];
+    let mut missing = Vec::new();
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let help = tosskey(&args).ok().stdout;
+        let listed = flags_in(&help);
+        assert!(listed.len() >= 2, "{command:?}: {help}");
+        for flag in listed {
+            if flag != "--help" && flag != "--version" && !documented.contains(&flag) {
+                missing.push(format!("{} {flag}", command.join(" ")));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in docs/guide.md: {missing:?}");
 }

@@ -11,7 +11,7 @@
 //! Bytes written are the image's allocated bytes (`st_blocks * 512`) after the format:
 //! both formatters start from a hole. mkfs.xfs zeroes its whole log (up to 2 GiB);
 //! tosskey-xfs punches the image, which then reads as zeros, and writes the log's first
-//! record only. On a block device tosskey-xfs zeroes the log too: see the README.
+//! record only. On a block device tosskey-xfs zeroes the log too: see docs/results.md.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

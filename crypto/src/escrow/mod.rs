@@ -26,7 +26,7 @@
 //!   `RsaPrivateKey::decrypt`, which this module calls, blinds with the OS RNG (the default
 //!   `getrandom` feature). The attack needs many decryptions of chosen ciphertexts, timed by
 //!   the attacker: an operator decrypting one escrow file offline is not such an oracle. The
-//!   README's security model says the same.
+//!   security model (docs/security.md) says the same.
 //! - **Key scope** (format version 2): one key per segment of a mapping, each recorded with
 //!   its range (`start_sector`, `sectors`) and sealed with that range in its label; up to
 //!   1024 keys per file. Version 1 files (one key per mapping) are still read.

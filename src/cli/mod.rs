@@ -1,7 +1,10 @@
-//! Command-line surface (clap derive). Parsing only: every value is checked and turned into
-//! a config struct in [`crate::cli::config`] before anything touches a device.
+//! Command-line surface (clap derive): every value is checked and turned into a config
+//! struct in [`crate::cli::config`] before anything touches a device; [`run`] dispatches the
+//! parsed command and [`output`] makes what it prints.
 
 pub mod config;
+pub mod output;
+pub mod run;
 
 use std::path::PathBuf;
 

@@ -122,6 +122,17 @@ pub fn assess(
     missing: &[String],
 ) -> Result<Health> {
     let mut health = Health::healthy();
+    note_journal_findings(&mut health, volume, missing);
+    let mut failures: Vec<Failure> = Vec::new();
+    let arrays = assess_arrays(&mut health, volume, root, system, &mut failures)?;
+    failures.extend(failed_devices(volume, kernel, root, system, &failures));
+    note_failed_members(&mut health, volume, system, failures, &arrays);
+    Ok(health)
+}
+
+/// What the journal and the mappings tell without sysfs: an unfinished run, recorded
+/// components the kernel lost, mappings whose table tosskey does not build.
+fn note_journal_findings(health: &mut Health, volume: &VolumeStatus, missing: &[String]) {
     if volume.stage == Some(Stage::Building) {
         health.found(
             HealthState::Failed,
@@ -143,8 +154,18 @@ pub fn assess(
             ),
         );
     }
-    let mut failures: Vec<Failure> = Vec::new();
-    // md's view: members it marks faulty or whose device is gone, arrays it stopped.
+}
+
+/// md's view: members it marks faulty or whose device is gone (added to `failures`), arrays
+/// it stopped or reports degraded; and every suspended mapping. Returns each md array with
+/// its index into the mappings.
+fn assess_arrays(
+    health: &mut Health,
+    volume: &mut VolumeStatus,
+    root: &SystemRoot,
+    system: &SystemState,
+    failures: &mut Vec<Failure>,
+) -> Result<Vec<(usize, MdHealth)>> {
     let mut arrays: Vec<(usize, MdHealth)> = Vec::new();
     for index in 0..volume.mappings.len() {
         let live = &volume.mappings[index];
@@ -166,26 +187,7 @@ pub fn assess(
             );
         }
         let named_before = failures.len();
-        for member in &md.members {
-            let present = member.dev.filter(|&dev| system.by_dev(dev).is_some());
-            let reason = if member.faulty {
-                format!("{name} marks it faulty")
-            } else if present.is_none() {
-                format!("gone from sysfs (a member of {name})")
-            } else {
-                continue;
-            };
-            let device = present.map(|dev| volume.device_ref(system, dev));
-            failures.push(Failure {
-                device,
-                shown: device.map_or_else(
-                    || Path::new("/dev").join(&member.name),
-                    |d| volume.disk_under(d).to_path_buf(),
-                ),
-                array: Some(index),
-                reason,
-            });
-        }
+        failures.extend(md_member_failures(volume, system, index, &name, &md));
         if md.degraded > 0 && failures.len() == named_before {
             let state = if md.serving() {
                 HealthState::Degraded
@@ -202,16 +204,59 @@ pub fn assess(
         }
         arrays.push((index, md));
     }
-    // Under every node: devices gone from sysfs or turned into dm error targets. A device
-    // gone from sysfs has no name there any more: the journal's members that sysfs no
-    // longer resolves name them, in order.
+    Ok(arrays)
+}
+
+/// The members md array `name` (mapping `index`) marks faulty or whose device is gone.
+fn md_member_failures(
+    volume: &mut VolumeStatus,
+    system: &SystemState,
+    index: usize,
+    name: &str,
+    md: &MdHealth,
+) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    for member in &md.members {
+        let present = member.dev.filter(|&dev| system.by_dev(dev).is_some());
+        let reason = if member.faulty {
+            format!("{name} marks it faulty")
+        } else if present.is_none() {
+            format!("gone from sysfs (a member of {name})")
+        } else {
+            continue;
+        };
+        let device = present.map(|dev| volume.device_ref(system, dev));
+        failures.push(Failure {
+            device,
+            shown: device.map_or_else(
+                || Path::new("/dev").join(&member.name),
+                |d| volume.disk_under(d).to_path_buf(),
+            ),
+            array: Some(index),
+            reason,
+        });
+    }
+    failures
+}
+
+/// Under every node, the devices not already in `known`: gone from sysfs or turned into dm
+/// error targets. A device gone from sysfs has no name there any more: the journal's
+/// members that sysfs no longer resolves name them, in order.
+fn failed_devices(
+    volume: &VolumeStatus,
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    system: &SystemState,
+    known: &[Failure],
+) -> Vec<Failure> {
+    let mut failures = Vec::new();
     let mut unresolved = volume
         .members
         .iter()
         .filter(|path| system.resolve_dev_path(&path.to_string_lossy()).is_none());
     for index in 0..volume.devices.len() {
         let device = DeviceRef::Member(index);
-        if failures.iter().any(|f| f.device == Some(device)) {
+        if known.iter().any(|f| f.device == Some(device)) {
             continue;
         }
         let planned = &volume.devices[index];
@@ -235,9 +280,19 @@ pub fn assess(
             reason,
         });
     }
-    // One failed member per device, whichever ways it was found (md marked it faulty, its
-    // table is an error target, sysfs lost it): redundancy covers it if any way shows a
-    // serving redundant array above it.
+    failures
+}
+
+/// One failed member per device, whichever ways it was found (md marked it faulty, its
+/// table is an error target, sysfs lost it): redundancy covers it if any way shows a
+/// serving redundant array above it.
+fn note_failed_members(
+    health: &mut Health,
+    volume: &VolumeStatus,
+    system: &SystemState,
+    failures: Vec<Failure>,
+    arrays: &[(usize, MdHealth)],
+) {
     let mut named: Vec<(PathBuf, HealthState, String)> = Vec::new();
     for failure in failures {
         let covers = |(index, md): &(usize, MdHealth)| {
@@ -267,7 +322,6 @@ pub fn assess(
         );
         health.failed_members.push(FailedMember { device, reason });
     }
-    Ok(health)
 }
 
 /// `shown` (`/dev/<kernel name>`) as the journal's members name it (`/dev/mapper/disk1`,

@@ -109,60 +109,113 @@ fn seconds(unix_ms: u64) -> f64 {
 
 /// The volumes as Prometheus text (empty when there are none).
 pub fn render(volumes: &[VolumeStatus]) -> String {
-    let mut info = Family::new(
-        "tosskey_volume_info",
-        "A tosskey volume and how it is built (always 1).",
-    );
-    let mut size = Family::new(
-        "tosskey_volume_size_bytes",
-        "Size of the volume's device, /dev/mapper/NAME.",
-    );
-    let mut keys = Family::new(
-        "tosskey_volume_keys",
-        "How many random keys encrypt the volume (one per key-scope segment).",
-    );
-    let mut key_scope = Family::new(
-        "tosskey_volume_key_scope_bytes",
-        "The most bytes one key encrypts.",
-    );
-    let mut members = Family::new(
-        "tosskey_volume_members",
-        "Member devices the volume was built on.",
-    );
-    let mut members_failed = Family::new(
-        "tosskey_volume_members_failed",
-        "Member devices that failed (md faulty, dm error target, gone from sysfs).",
-    );
-    let mut member_failed = Family::new(
-        "tosskey_volume_member_failed",
-        "1 if this member device failed, else 0.",
-    );
-    let mut health = Family::new(
-        "tosskey_volume_health",
-        "The volume's health: 1 for its state (healthy, degraded or failed), 0 for the others.",
-    );
-    let mut verified = Family::new(
-        "tosskey_volume_verified_sectors",
-        "Sectors provision decrypted in userspace and compared with the mapping.",
-    );
-    let mut verify_failed = Family::new(
-        "tosskey_volume_verification_failed_sectors",
-        "Of the verified sectors, how many differed from the userspace decryption.",
-    );
-    let mut ready_duration = Family::new(
-        "tosskey_volume_ready_duration_seconds",
-        "Seconds from the start of the provision run to the volume being ready.",
-    );
-    let mut ready_time = Family::new(
-        "tosskey_volume_ready_timestamp_seconds",
-        "Unix time the volume became ready.",
-    );
-    let mut mount_in_place = Family::new(
-        "tosskey_volume_mount_in_place",
-        "1 if the mount (kind=mount) or bind mount (kind=bind) the run made is in place, else 0.",
-    );
+    let mut families = VolumeFamilies::new();
     for volume in volumes {
-        let name = || ("volume", volume.name.clone());
+        families.add(volume);
+    }
+    families.render()
+}
+
+/// The `volume` label every series carries.
+fn volume_label(volume: &VolumeStatus) -> (&'static str, String) {
+    ("volume", volume.name.clone())
+}
+
+/// The families [`render`] fills, one sample set per volume, in the order they are printed.
+struct VolumeFamilies {
+    info: Family,
+    size: Family,
+    keys: Family,
+    key_scope: Family,
+    members: Family,
+    members_failed: Family,
+    member_failed: Family,
+    health: Family,
+    verified: Family,
+    verify_failed: Family,
+    ready_duration: Family,
+    ready_time: Family,
+    mount_in_place: Family,
+}
+
+impl VolumeFamilies {
+    fn new() -> Self {
+        VolumeFamilies {
+            info: Family::new(
+                "tosskey_volume_info",
+                "A tosskey volume and how it is built (always 1).",
+            ),
+            size: Family::new(
+                "tosskey_volume_size_bytes",
+                "Size of the volume's device, /dev/mapper/NAME.",
+            ),
+            keys: Family::new(
+                "tosskey_volume_keys",
+                "How many random keys encrypt the volume (one per key-scope segment).",
+            ),
+            key_scope: Family::new(
+                "tosskey_volume_key_scope_bytes",
+                "The most bytes one key encrypts.",
+            ),
+            members: Family::new(
+                "tosskey_volume_members",
+                "Member devices the volume was built on.",
+            ),
+            members_failed: Family::new(
+                "tosskey_volume_members_failed",
+                "Member devices that failed (md faulty, dm error target, gone from sysfs).",
+            ),
+            member_failed: Family::new(
+                "tosskey_volume_member_failed",
+                "1 if this member device failed, else 0.",
+            ),
+            health: Family::new(
+                "tosskey_volume_health",
+                "The volume's health: 1 for its state (healthy, degraded or failed), 0 for the others.",
+            ),
+            verified: Family::new(
+                "tosskey_volume_verified_sectors",
+                "Sectors provision decrypted in userspace and compared with the mapping.",
+            ),
+            verify_failed: Family::new(
+                "tosskey_volume_verification_failed_sectors",
+                "Of the verified sectors, how many differed from the userspace decryption.",
+            ),
+            ready_duration: Family::new(
+                "tosskey_volume_ready_duration_seconds",
+                "Seconds from the start of the provision run to the volume being ready.",
+            ),
+            ready_time: Family::new(
+                "tosskey_volume_ready_timestamp_seconds",
+                "Unix time the volume became ready.",
+            ),
+            mount_in_place: Family::new(
+                "tosskey_volume_mount_in_place",
+                "1 if the mount (kind=mount) or bind mount (kind=bind) the run made is in place, else 0.",
+            ),
+        }
+    }
+
+    /// `volume`'s samples, in every family that has one for it.
+    fn add(&mut self, volume: &VolumeStatus) {
+        self.add_info(volume);
+        if let Some(top) = volume.mappings.last() {
+            self.size
+                .add(vec![volume_label(volume)], top.node.size_bytes as f64);
+        }
+        self.keys
+            .add(vec![volume_label(volume)], volume.key_scope.keys as f64);
+        self.key_scope.add(
+            vec![volume_label(volume)],
+            volume.key_scope.largest_key_bytes as f64,
+        );
+        self.add_members_and_health(volume);
+        self.add_ready(volume);
+        self.add_mount(volume);
+    }
+
+    /// How the volume is built: layout, level, cipher, key loading, filesystem, label.
+    fn add_info(&mut self, volume: &VolumeStatus) {
         let crypt = volume.mappings.iter().find_map(|m| m.crypt.as_ref());
         let filesystem = volume
             .mappings
@@ -171,9 +224,9 @@ pub fn render(volumes: &[VolumeStatus]) -> String {
             .map(|m| m.fs_type.clone())
             .or_else(|| volume.ready.as_ref().and_then(|r| r.filesystem.clone()))
             .unwrap_or_else(|| "none".to_owned());
-        info.add(
+        self.info.add(
             vec![
-                name(),
+                volume_label(volume),
                 ("layout", layout(volume).to_owned()),
                 ("level", level(volume)),
                 (
@@ -196,22 +249,22 @@ pub fn render(volumes: &[VolumeStatus]) -> String {
             ],
             1.0,
         );
-        if let Some(top) = volume.mappings.last() {
-            size.add(vec![name()], top.node.size_bytes as f64);
-        }
-        keys.add(vec![name()], volume.key_scope.keys as f64);
-        key_scope.add(vec![name()], volume.key_scope.largest_key_bytes as f64);
+    }
+
+    /// The members, which of them failed, and the health state set.
+    fn add_members_and_health(&mut self, volume: &VolumeStatus) {
+        let name = || volume_label(volume);
         let failed = &volume.health.failed_members;
         let paths: Vec<&Path> = if volume.members.is_empty() {
             volume.devices.iter().map(|d| d.path.as_path()).collect()
         } else {
             volume.members.iter().map(|p| p.as_path()).collect()
         };
-        members.add(vec![name()], paths.len() as f64);
-        members_failed.add(vec![name()], failed.len() as f64);
+        self.members.add(vec![name()], paths.len() as f64);
+        self.members_failed.add(vec![name()], failed.len() as f64);
         for path in &paths {
             let down = failed.iter().any(|f| f.device == *path);
-            member_failed.add(
+            self.member_failed.add(
                 vec![name(), ("member", path.display().to_string())],
                 f64::from(u8::from(down)),
             );
@@ -221,54 +274,71 @@ pub fn render(volumes: &[VolumeStatus]) -> String {
             HealthState::Degraded,
             HealthState::Failed,
         ] {
-            health.add(
+            self.health.add(
                 vec![name(), ("state", state.word().to_owned())],
                 f64::from(u8::from(volume.health.state == state)),
             );
         }
-        if let Some(ready) = &volume.ready {
-            verified.add(vec![name()], ready.verified_sectors as f64);
-            verify_failed.add(vec![name()], ready.mismatched_sectors as f64);
-            ready_duration.add(
-                vec![name()],
-                seconds(ready.ready_unix_ms.saturating_sub(ready.started_unix_ms)),
-            );
-            ready_time.add(vec![name()], seconds(ready.ready_unix_ms));
-        }
-        if let Some(dir) = &volume.mount {
-            let in_place = volume
-                .mappings
-                .last()
-                .is_some_and(|top| top.mount_points.iter().any(|p| Path::new(p) == dir));
-            mount_in_place.add(
-                vec![
-                    name(),
-                    ("kind", "mount".to_owned()),
-                    ("path", dir.display().to_string()),
-                ],
-                f64::from(u8::from(in_place)),
-            );
-        }
     }
-    let mut out = String::new();
-    for family in [
-        &info,
-        &size,
-        &keys,
-        &key_scope,
-        &members,
-        &members_failed,
-        &member_failed,
-        &health,
-        &verified,
-        &verify_failed,
-        &ready_duration,
-        &ready_time,
-        &mount_in_place,
-    ] {
-        family.render(&mut out);
+
+    /// What the run that made the volume recorded: verification and when it became ready.
+    fn add_ready(&mut self, volume: &VolumeStatus) {
+        let Some(ready) = &volume.ready else {
+            return;
+        };
+        let name = || volume_label(volume);
+        self.verified
+            .add(vec![name()], ready.verified_sectors as f64);
+        self.verify_failed
+            .add(vec![name()], ready.mismatched_sectors as f64);
+        self.ready_duration.add(
+            vec![name()],
+            seconds(ready.ready_unix_ms.saturating_sub(ready.started_unix_ms)),
+        );
+        self.ready_time
+            .add(vec![name()], seconds(ready.ready_unix_ms));
     }
-    out
+
+    /// Whether the mount the run made is still in place.
+    fn add_mount(&mut self, volume: &VolumeStatus) {
+        let Some(dir) = &volume.mount else {
+            return;
+        };
+        let in_place = volume
+            .mappings
+            .last()
+            .is_some_and(|top| top.mount_points.iter().any(|p| Path::new(p) == dir));
+        self.mount_in_place.add(
+            vec![
+                volume_label(volume),
+                ("kind", "mount".to_owned()),
+                ("path", dir.display().to_string()),
+            ],
+            f64::from(u8::from(in_place)),
+        );
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for family in [
+            &self.info,
+            &self.size,
+            &self.keys,
+            &self.key_scope,
+            &self.members,
+            &self.members_failed,
+            &self.member_failed,
+            &self.health,
+            &self.verified,
+            &self.verify_failed,
+            &self.ready_duration,
+            &self.ready_time,
+            &self.mount_in_place,
+        ] {
+            family.render(&mut out);
+        }
+        out
+    }
 }
 
 /// After a provision run: the volume's metrics (none if the run left no volume) and the

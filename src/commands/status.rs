@@ -596,63 +596,9 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
         out.push_str("no tosskey volumes in this boot\n");
     }
     for volume in volumes {
-        let stage = match volume.stage {
-            Some(Stage::Complete) => "complete",
-            Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
-            Some(Stage::Shredded) => "shredded (keys wiped; the mappings fail every I/O until `tosskey close` removes them)",
-            None => "no journal",
-        };
-        let _ = writeln!(out, "{}: {stage}", volume.name);
-        let health = &volume.health;
-        let _ = writeln!(out, "  health: {}", health.state.word());
-        for finding in &health.findings {
-            let _ = writeln!(out, "    {finding}");
-        }
-        if !volume.members.is_empty() {
-            let members: Vec<String> = volume
-                .members
-                .iter()
-                .map(
-                    |path| match volume.devices.iter().find(|d| &d.path == path) {
-                        Some(d) => format!("{} ({})", path.display(), human_bytes(d.size_bytes)),
-                        None => path.display().to_string(),
-                    },
-                )
-                .collect();
-            let _ = writeln!(out, "  members: {}", members.join(", "));
-        }
+        write_stage_health_and_members(&mut out, volume);
         for live in &volume.mappings {
-            let node = &live.node;
-            let _ = writeln!(
-                out,
-                "  {}",
-                describe_node(node, |d| volume.device_path(d).display().to_string())
-            );
-            let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
-            if !matches!(node.kind, NodeKind::Md { .. }) {
-                let _ = write!(out, ", {}", bytes_and_human(node.size_bytes));
-            }
-            if let Some(crypt) = &live.crypt {
-                let _ = write!(
-                    out,
-                    ", {}-byte sectors, key via {}",
-                    crypt.format.sector_size,
-                    key_loading_word(crypt.key_loading, volume.key_loading_fallback.as_deref())
-                );
-            }
-            let _ = write!(out, ")");
-            let mounts: Vec<String> = live
-                .mounts
-                .iter()
-                .map(|m| format!("{} ({} {})", m.mount_point, m.fs_type, m.options))
-                .collect();
-            if !mounts.is_empty() {
-                let _ = write!(out, ", mounted at {}", mounts.join(", "));
-            }
-            if live.suspended {
-                let _ = write!(out, ", SUSPENDED");
-            }
-            out.push('\n');
+            write_live_node(&mut out, volume, live);
         }
         for other in &volume.other_mappings {
             let _ = writeln!(
@@ -673,48 +619,121 @@ pub fn status_text(volumes: &[VolumeStatus]) -> String {
                 "",
             );
         }
-        if let Some(dir) = &volume.mount {
-            if !volume.mappings.iter().any(|m| {
-                m.mount_points
-                    .iter()
-                    .any(|p| dir == std::path::Path::new(p))
-            }) {
-                let _ = writeln!(
-                    out,
-                    "  NOT MOUNTED at {} (where the run mounted it)",
-                    dir.display()
-                );
-            }
+        write_recorded_run(&mut out, volume);
+    }
+    out
+}
+
+/// The volume's first lines: name and journal stage, health with its findings, members.
+fn write_stage_health_and_members(out: &mut String, volume: &VolumeStatus) {
+    let stage = match volume.stage {
+        Some(Stage::Complete) => "complete",
+        Some(Stage::Building) => "incomplete (a run did not finish: `tosskey close` cleans up)",
+        Some(Stage::Shredded) => {
+            "shredded (keys wiped; the mappings fail every I/O until `tosskey close` removes them)"
         }
-        for measured in &volume.measurements {
+        None => "no journal",
+    };
+    let _ = writeln!(out, "{}: {stage}", volume.name);
+    let health = &volume.health;
+    let _ = writeln!(out, "  health: {}", health.state.word());
+    for finding in &health.findings {
+        let _ = writeln!(out, "    {finding}");
+    }
+    if !volume.members.is_empty() {
+        let members: Vec<String> = volume
+            .members
+            .iter()
+            .map(
+                |path| match volume.devices.iter().find(|d| &d.path == path) {
+                    Some(d) => format!("{} ({})", path.display(), human_bytes(d.size_bytes)),
+                    None => path.display().to_string(),
+                },
+            )
+            .collect();
+        let _ = writeln!(out, "  members: {}", members.join(", "));
+    }
+}
+
+/// One node as a dry run shows it, then its path, device number, size, crypt sector size
+/// and key loading, mounts, and whether it is suspended.
+fn write_live_node(out: &mut String, volume: &VolumeStatus, live: &LiveNode) {
+    let node = &live.node;
+    let _ = writeln!(
+        out,
+        "  {}",
+        describe_node(node, |d| volume.device_path(d).display().to_string())
+    );
+    let _ = write!(out, "    {} ({}", node.path.display(), live.dev);
+    if !matches!(node.kind, NodeKind::Md { .. }) {
+        let _ = write!(out, ", {}", bytes_and_human(node.size_bytes));
+    }
+    if let Some(crypt) = &live.crypt {
+        let _ = write!(
+            out,
+            ", {}-byte sectors, key via {}",
+            crypt.format.sector_size,
+            key_loading_word(crypt.key_loading, volume.key_loading_fallback.as_deref())
+        );
+    }
+    let _ = write!(out, ")");
+    let mounts: Vec<String> = live
+        .mounts
+        .iter()
+        .map(|m| format!("{} ({} {})", m.mount_point, m.fs_type, m.options))
+        .collect();
+    if !mounts.is_empty() {
+        let _ = write!(out, ", mounted at {}", mounts.join(", "));
+    }
+    if live.suspended {
+        let _ = write!(out, ", SUSPENDED");
+    }
+    out.push('\n');
+}
+
+/// What the run that made the volume recorded, checked against now: its mount, the
+/// measurements, the escrow file, when it became ready and what verification found.
+fn write_recorded_run(out: &mut String, volume: &VolumeStatus) {
+    if let Some(dir) = &volume.mount {
+        if !volume.mappings.iter().any(|m| {
+            m.mount_points
+                .iter()
+                .any(|p| dir == std::path::Path::new(p))
+        }) {
             let _ = writeln!(
                 out,
-                "  measured: {} into PCR {} of {} (log {})",
-                measured.mapping,
-                measured.pcr,
-                measured.device.display(),
-                measured.log.display()
-            );
-        }
-        if let Some(ready) = &volume.ready {
-            if let Some(file) = &ready.escrow_file {
-                let there = if file.exists() {
-                    ""
-                } else {
-                    ", no longer there"
-                };
-                let _ = writeln!(out, "  escrow file: {}{there}", file.display());
-            }
-            let _ = writeln!(
-                out,
-                "  ready {:.1} s after the run started ({} sectors verified, {} differed)",
-                ready.ready_unix_ms.saturating_sub(ready.started_unix_ms) as f64 / 1000.0,
-                ready.verified_sectors,
-                ready.mismatched_sectors
+                "  NOT MOUNTED at {} (where the run mounted it)",
+                dir.display()
             );
         }
     }
-    out
+    for measured in &volume.measurements {
+        let _ = writeln!(
+            out,
+            "  measured: {} into PCR {} of {} (log {})",
+            measured.mapping,
+            measured.pcr,
+            measured.device.display(),
+            measured.log.display()
+        );
+    }
+    if let Some(ready) = &volume.ready {
+        if let Some(file) = &ready.escrow_file {
+            let there = if file.exists() {
+                ""
+            } else {
+                ", no longer there"
+            };
+            let _ = writeln!(out, "  escrow file: {}{there}", file.display());
+        }
+        let _ = writeln!(
+            out,
+            "  ready {:.1} s after the run started ({} sectors verified, {} differed)",
+            ready.ready_unix_ms.saturating_sub(ready.started_unix_ms) as f64 / 1000.0,
+            ready.verified_sectors,
+            ready.mismatched_sectors
+        );
+    }
 }
 
 /// How a live table holds its keys, with the reason when `--key-loading auto` had to put

@@ -240,25 +240,8 @@ impl zeroize::ZeroizeOnDrop for WipedBuf {}
 /// to 0.3-1.8 s): the reads stay one after the other.
 pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
     ensure!(!picks.is_empty(), "no sectors to verify");
-    let timing = crate::exec::hooks::step_times_requested();
-    let Sides {
-        raw,
-        raw_offset,
-        mapping,
-        sector_size,
-        encryption,
-        ranges,
-    } = sides;
-    let len = usize::try_from(sector_size).expect("sector sizes fit usize");
-    // Test-only (see exec::hooks::crash_point): where verification spends its time.
-    let mut spent = [std::time::Duration::ZERO; 4];
-    let mut lap = |slot: usize, since: &mut std::time::Instant| {
-        if timing {
-            let now = std::time::Instant::now();
-            spent[slot] += now - *since;
-            *since = now;
-        }
-    };
+    let len = usize::try_from(sides.sector_size).expect("sector sizes fit usize");
+    let mut laps = Laps::new(crate::exec::hooks::step_times_requested());
     let mut expected = WipedBuf::new(len * MAX_RUN_SECTORS);
     let mut actual = WipedBuf::new(len * MAX_RUN_SECTORS);
     let mut cipher: Option<(usize, SectorCipher)> = None;
@@ -268,83 +251,144 @@ pub fn verify_ranges(sides: Sides<'_>, picks: &[Pick]) -> Result<VerifyReport> {
         let mut since = std::time::Instant::now();
         let first = picks[run.start].offset;
         let bytes = run.len() * len;
-        if let RawSide::Device(raw) = raw {
-            raw.read_exact_at(&mut expected.as_mut_slice()[..bytes], raw_offset + first)
-                .with_context(|| {
-                    format!("reading raw ciphertext at byte {}", raw_offset + first)
-                })?;
+        if let RawSide::Device(raw) = sides.raw {
+            raw.read_exact_at(
+                &mut expected.as_mut_slice()[..bytes],
+                sides.raw_offset + first,
+            )
+            .with_context(|| {
+                format!(
+                    "reading raw ciphertext at byte {}",
+                    sides.raw_offset + first
+                )
+            })?;
         }
-        lap(1, &mut since);
-        mapping
+        laps.lap(Laps::RAW_READS, &mut since);
+        sides
+            .mapping
             .read_exact_at(&mut actual.as_mut_slice()[..bytes], first)
             .with_context(|| format!("reading the mapping at byte {first}"))?;
-        lap(3, &mut since);
+        laps.lap(Laps::MAPPED_READS, &mut since);
         for (at, pick) in picks[run.clone()].iter().enumerate() {
-            if cipher.as_ref().map(|(range, _)| *range) != Some(pick.range) {
-                // The previous range's cipher goes first: one locked cipher at a time.
-                drop(cipher.take());
-                let range = ranges.get(pick.range).with_context(|| {
-                    format!("sector {} names range {}", pick.offset, pick.range)
-                })?;
-                cipher = Some((
-                    pick.range,
-                    SectorCipher::new(encryption.cipher, range.key, encryption.layout)
-                        .context("userspace cipher")?,
-                ));
-            }
-            let Some((_, sector_cipher)) = &cipher else {
-                unreachable!("built above")
-            };
-            lap(0, &mut since);
+            let sector_cipher = cipher_for(&mut cipher, &sides, pick)?;
+            laps.lap(Laps::CIPHERS, &mut since);
             let sector = at * len..(at + 1) * len;
             let mapped = &actual.as_slice()[sector.clone()];
             let decrypted = &mut expected.as_mut_slice()[sector];
-            let matched = match raw {
-                RawSide::Device(_) => {
-                    sector_cipher
-                        .decrypt(pick.offset / 512, decrypted)
-                        .context("userspace decryption")?;
-                    *decrypted == *mapped
-                }
-                RawSide::Mirrors { members, copies } => {
-                    let mut any = false;
-                    for (member, at) in copies(raw_offset + pick.offset) {
-                        let file = members.get(member).with_context(|| {
-                            format!("sector {} names member {member}", pick.offset)
-                        })?;
-                        file.read_exact_at(decrypted, at).with_context(|| {
-                            format!("reading raw ciphertext of member {member} at byte {at}")
-                        })?;
-                        sector_cipher
-                            .decrypt(pick.offset / 512, decrypted)
-                            .context("userspace decryption")?;
-                        if *decrypted == *mapped {
-                            any = true;
-                            break;
-                        }
-                    }
-                    any
-                }
-            };
+            let matched = check_sector(&sides, pick, sector_cipher, decrypted, mapped)?;
             checks.push(SectorCheck {
                 offset: pick.offset,
                 matched,
             });
-            lap(2, &mut since);
+            laps.lap(Laps::DECRYPTION, &mut since);
         }
     }
-    if timing {
-        let [ciphers, raw_reads, decryption, mapped_reads] = spent.map(|d| d.as_secs_f64());
-        eprintln!(
-            "tosskey: verify of {} sectors in {} reads per side: ciphers {ciphers:.3}, raw reads {raw_reads:.3}, decryption {decryption:.3}, mapped reads {mapped_reads:.3}",
-            checks.len(),
-            runs.len()
-        );
-    }
+    laps.report(checks.len(), runs.len());
     Ok(VerifyReport {
-        sector_size,
+        sector_size: sides.sector_size,
         checks,
     })
+}
+
+/// Test-only (see exec::hooks::crash_point): where verification spends its time.
+struct Laps {
+    timing: bool,
+    spent: [std::time::Duration; 4],
+}
+
+impl Laps {
+    const CIPHERS: usize = 0;
+    const RAW_READS: usize = 1;
+    const DECRYPTION: usize = 2;
+    const MAPPED_READS: usize = 3;
+
+    fn new(timing: bool) -> Self {
+        Laps {
+            timing,
+            spent: [std::time::Duration::ZERO; 4],
+        }
+    }
+
+    /// The time since `since` goes to `slot`; `since` becomes now.
+    fn lap(&mut self, slot: usize, since: &mut std::time::Instant) {
+        if self.timing {
+            let now = std::time::Instant::now();
+            self.spent[slot] += now - *since;
+            *since = now;
+        }
+    }
+
+    fn report(&self, sectors: usize, reads: usize) {
+        if self.timing {
+            let [ciphers, raw_reads, decryption, mapped_reads] =
+                self.spent.map(|d| d.as_secs_f64());
+            eprintln!(
+                "tosskey: verify of {sectors} sectors in {reads} reads per side: ciphers {ciphers:.3}, raw reads {raw_reads:.3}, decryption {decryption:.3}, mapped reads {mapped_reads:.3}",
+            );
+        }
+    }
+}
+
+/// The userspace cipher of `pick`'s range: the one in `cipher` if it is that range's, else
+/// built after the previous one is dropped (one locked cipher at a time).
+fn cipher_for<'c>(
+    cipher: &'c mut Option<(usize, SectorCipher)>,
+    sides: &Sides<'_>,
+    pick: &Pick,
+) -> Result<&'c SectorCipher> {
+    if cipher.as_ref().map(|(range, _)| *range) != Some(pick.range) {
+        drop(cipher.take());
+        let range = sides
+            .ranges
+            .get(pick.range)
+            .with_context(|| format!("sector {} names range {}", pick.offset, pick.range))?;
+        *cipher = Some((
+            pick.range,
+            SectorCipher::new(sides.encryption.cipher, range.key, sides.encryption.layout)
+                .context("userspace cipher")?,
+        ));
+    }
+    let Some((_, sector_cipher)) = cipher else {
+        unreachable!("built above")
+    };
+    Ok(sector_cipher)
+}
+
+/// Whether `mapped` (what the mapping returned for `pick`) is the userspace decryption of
+/// its raw ciphertext: `decrypted` holds the raw sector read from a device, and is where each
+/// mirror's copy is read and decrypted until one matches.
+fn check_sector(
+    sides: &Sides<'_>,
+    pick: &Pick,
+    sector_cipher: &SectorCipher,
+    decrypted: &mut [u8],
+    mapped: &[u8],
+) -> Result<bool> {
+    match sides.raw {
+        RawSide::Device(_) => {
+            sector_cipher
+                .decrypt(pick.offset / 512, decrypted)
+                .context("userspace decryption")?;
+            Ok(*decrypted == *mapped)
+        }
+        RawSide::Mirrors { members, copies } => {
+            for (member, at) in copies(sides.raw_offset + pick.offset) {
+                let file = members
+                    .get(member)
+                    .with_context(|| format!("sector {} names member {member}", pick.offset))?;
+                file.read_exact_at(decrypted, at).with_context(|| {
+                    format!("reading raw ciphertext of member {member} at byte {at}")
+                })?;
+                sector_cipher
+                    .decrypt(pick.offset / 512, decrypted)
+                    .context("userspace decryption")?;
+                if *decrypted == *mapped {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
 }
 
 #[cfg(test)]

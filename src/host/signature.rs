@@ -339,45 +339,35 @@ const EXT_RO_COMPAT_EXT4_ONLY: u32 =
 
 fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
     let sb = window.at(EXT_SB_OFFSET, 1024)?;
-    if le16(sb, 0x38) != EXT_MAGIC {
+    if le16(sb, 0x38) != EXT_MAGIC || !ext_geometry_sane(sb) || !ext_checksum_valid(sb) {
         return None;
     }
+    Some(Signature {
+        kind: SignatureKind::Ext(ext_flavour(sb)),
+        offset: EXT_SB_OFFSET,
+    })
+}
+
+/// Whether the superblock's counts, group geometry, revision, state and inode size are
+/// values mke2fs can write.
+fn ext_geometry_sane(sb: &[u8]) -> bool {
     let log_block_size = le32(sb, 0x18);
     if log_block_size > 6 {
-        return None;
+        return false;
     }
     let block_size = 1024u32 << log_block_size;
+    let Some((first_data_blocks, max_blocks_per_group)) = ext_group_limits(sb, log_block_size)
+    else {
+        return false;
+    };
     let inodes_count = le32(sb, 0x0);
     let blocks_count = u64::from(le32(sb, 0x4)) | (u64::from(le32(sb, 0x150)) << 32);
     let first_data_block = le32(sb, 0x14);
-    let log_cluster_size = le32(sb, 0x1C);
     let blocks_per_group = u64::from(le32(sb, 0x20));
-    let clusters_per_group = u64::from(le32(sb, 0x24));
     let inodes_per_group = le32(sb, 0x28);
     let rev_level = le32(sb, 0x4C);
     let state = le16(sb, 0x3A);
     let errors = le16(sb, 0x3C);
-    let ro_compat = le32(sb, 0x64);
-    // With bigalloc the group bitmap counts clusters, so a group spans up to 8 × block
-    // size clusters of blocks, and block 0 is the first data block even with 1 KiB blocks
-    // (the cluster holds the boot block and the superblock; mke2fs, ext2fs_initialize).
-    let (first_data_blocks, max_blocks_per_group) = if ro_compat & EXT_RO_COMPAT_BIGALLOC != 0 {
-        if log_cluster_size < log_block_size || log_cluster_size > 29 {
-            return None;
-        }
-        let blocks_per_cluster = 1u64 << (log_cluster_size - log_block_size);
-        if clusters_per_group == 0
-            || clusters_per_group > 8 * u64::from(block_size)
-            || blocks_per_group != clusters_per_group * blocks_per_cluster
-        {
-            return None;
-        }
-        (0..=0, blocks_per_group)
-    } else if block_size == 1024 {
-        (1..=1, 8 * u64::from(block_size))
-    } else {
-        (0..=0, 8 * u64::from(block_size))
-    };
     // s_errors 0 is what a superblock carries when nobody chose a behaviour; the kernel
     // treats it as "continue" (ext4_setup_super), and e2fsprogs accepts it.
     let sane = inodes_count > 0
@@ -391,24 +381,67 @@ fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
         && state <= 7
         && errors <= 3;
     if !sane {
-        return None;
+        return false;
     }
     if rev_level == 1 {
         let inode_size = u32::from(le16(sb, 0x58));
         if !inode_size.is_power_of_two() || inode_size < 128 || inode_size > block_size {
-            return None;
+            return false;
         }
     }
+    true
+}
+
+/// The first data blocks a superblock may name and the most blocks a group may span, or
+/// `None` when a bigalloc superblock's cluster geometry is impossible.
+///
+/// With bigalloc the group bitmap counts clusters, so a group spans up to 8 × block size
+/// clusters of blocks, and block 0 is the first data block even with 1 KiB blocks (the
+/// cluster holds the boot block and the superblock; mke2fs, ext2fs_initialize).
+fn ext_group_limits(
+    sb: &[u8],
+    log_block_size: u32,
+) -> Option<(std::ops::RangeInclusive<u32>, u64)> {
+    let block_size = 1024u32 << log_block_size;
+    let ro_compat = le32(sb, 0x64);
+    if ro_compat & EXT_RO_COMPAT_BIGALLOC != 0 {
+        let log_cluster_size = le32(sb, 0x1C);
+        let blocks_per_group = u64::from(le32(sb, 0x20));
+        let clusters_per_group = u64::from(le32(sb, 0x24));
+        if log_cluster_size < log_block_size || log_cluster_size > 29 {
+            return None;
+        }
+        let blocks_per_cluster = 1u64 << (log_cluster_size - log_block_size);
+        if clusters_per_group == 0
+            || clusters_per_group > 8 * u64::from(block_size)
+            || blocks_per_group != clusters_per_group * blocks_per_cluster
+        {
+            return None;
+        }
+        Some((0..=0, blocks_per_group))
+    } else if block_size == 1024 {
+        Some((1..=1, 8 * u64::from(block_size)))
+    } else {
+        Some((0..=0, 8 * u64::from(block_size)))
+    }
+}
+
+/// Whether a metadata_csum superblock's checksum holds (true without metadata_csum).
+fn ext_checksum_valid(sb: &[u8]) -> bool {
+    if le32(sb, 0x64) & EXT_RO_COMPAT_METADATA_CSUM == 0 {
+        return true;
+    }
+    // s_checksum_type 1 = crc32c; s_checksum = crc32c(~0, sb[..0x3FC]) without the
+    // final inversion (fs/ext4/super.c, ext4_superblock_csum).
+    sb[0x175] == 1 && le32(sb, 0x3FC) == !crc32c(&sb[..0x3FC])
+}
+
+/// ext4 when a feature only ext4 has is on, ext3 with a journal, else ext2.
+fn ext_flavour(sb: &[u8]) -> ExtFlavour {
     let compat = le32(sb, 0x5C);
     let incompat = le32(sb, 0x60);
-    if ro_compat & EXT_RO_COMPAT_METADATA_CSUM != 0 {
-        // s_checksum_type 1 = crc32c; s_checksum = crc32c(~0, sb[..0x3FC]) without the
-        // final inversion (fs/ext4/super.c, ext4_superblock_csum).
-        if sb[0x175] != 1 || le32(sb, 0x3FC) != !crc32c(&sb[..0x3FC]) {
-            return None;
-        }
-    }
-    let flavour = if incompat & EXT_INCOMPAT_EXT4_ONLY != 0
+    let ro_compat = le32(sb, 0x64);
+    if incompat & EXT_INCOMPAT_EXT4_ONLY != 0
         || ro_compat & (EXT_RO_COMPAT_EXT4_ONLY | EXT_RO_COMPAT_METADATA_CSUM) != 0
     {
         ExtFlavour::Ext4
@@ -416,11 +449,7 @@ fn ext(window: &DeviceWindow<'_>) -> Option<Signature> {
         ExtFlavour::Ext3
     } else {
         ExtFlavour::Ext2
-    };
-    Some(Signature {
-        kind: SignatureKind::Ext(flavour),
-        offset: EXT_SB_OFFSET,
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

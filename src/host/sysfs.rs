@@ -354,8 +354,19 @@ impl ClassEntry {
 fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
     let class = class_block(root);
     let by_id = read_by_id(root);
+    let entries = read_class_entries(&class)?;
+    let parents = parents_of(&entries);
+    let mut devices: Vec<BlockDevice> = (0..entries.len())
+        .filter_map(|index| read_block_device(&class, &entries, &parents, index, &by_id))
+        .collect();
+    devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    Ok(devices)
+}
+
+/// Every entry of `class/block`, with where it lives under `/sys/devices`.
+fn read_class_entries(class: &Path) -> io::Result<Vec<ClassEntry>> {
     let mut entries = Vec::new();
-    for entry in fs::read_dir(&class)? {
+    for entry in fs::read_dir(class)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
@@ -363,83 +374,96 @@ fn read_block_devices(root: &SystemRoot) -> io::Result<Vec<BlockDevice>> {
         let place = fs::read_link(entry.path()).unwrap_or_else(|_| entry.path());
         entries.push(ClassEntry { name, place });
     }
-    // A disk is never inside another block device, a partition always is inside its disk:
-    // the relation comes from the directory structure, with no probe per child.
+    Ok(entries)
+}
+
+/// For each entry, the index of the disk it is a partition of. A disk is never inside
+/// another block device, a partition always is inside its disk: the relation comes from
+/// the directory structure, with no probe per child.
+fn parents_of(entries: &[ClassEntry]) -> Vec<Option<usize>> {
     let parent_of = |entry: &ClassEntry| -> Option<usize> {
         let container = entry.container()?;
         entries
             .iter()
             .position(|other| other.name == container && other.name != entry.name)
     };
-    let parents: Vec<Option<usize>> = entries.iter().map(parent_of).collect();
-    let mut devices = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let name = &entry.name;
-        let dir = class.join(name);
-        let Some(dev) = read_trimmed(&dir.join("dev")).and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let parent = parents[index].map(|p| &entries[p]);
-        let mut partitions: Vec<String> = entries
+    entries.iter().map(parent_of).collect()
+}
+
+/// `entries[index]` as a [`BlockDevice`]; `None` when it has no readable `dev`.
+fn read_block_device(
+    class: &Path,
+    entries: &[ClassEntry],
+    parents: &[Option<usize>],
+    index: usize,
+    by_id: &[(String, String)],
+) -> Option<BlockDevice> {
+    let entry = &entries[index];
+    let name = &entry.name;
+    let dir = class.join(name);
+    let dev = read_trimmed(&dir.join("dev")).and_then(|s| s.parse().ok())?;
+    let parent = parents[index].map(|p| &entries[p]);
+    let mut partitions: Vec<String> = entries
+        .iter()
+        .zip(parents)
+        .filter(|(_, parent)| **parent == Some(index))
+        .map(|(child, _)| child.name.clone())
+        .collect();
+    partitions.sort_by(|a, b| natural_cmp(a, b));
+    // A partition's queue/, device/ and place in /sys/devices are its disk's.
+    let disk_dir = match parent {
+        Some(p) => class.join(&p.name),
+        None => dir.clone(),
+    };
+    let is_virtual = parent.unwrap_or(entry).is_under_virtual();
+    let logical = read_u64(&disk_dir.join("queue/logical_block_size")).unwrap_or(512);
+    let physical = read_u64(&disk_dir.join("queue/physical_block_size")).unwrap_or(logical);
+    // loop, ram, dm, md and nbd devices have no model, serial or WWID to read.
+    let identity = if is_virtual {
+        HardwareIdentity::default()
+    } else {
+        HardwareIdentity::read(&disk_dir)
+    };
+    Some(BlockDevice {
+        by_id: by_id
             .iter()
-            .zip(&parents)
-            .filter(|(_, parent)| **parent == Some(index))
-            .map(|(child, _)| child.name.clone())
-            .collect();
-        partitions.sort_by(|a, b| natural_cmp(a, b));
-        // A partition's queue/, device/ and place in /sys/devices are its disk's.
-        let disk_dir = match parent {
-            Some(p) => class.join(&p.name),
-            None => dir.clone(),
-        };
-        let is_virtual = parent.unwrap_or(entry).is_under_virtual();
-        let logical = read_u64(&disk_dir.join("queue/logical_block_size")).unwrap_or(512);
-        let physical = read_u64(&disk_dir.join("queue/physical_block_size")).unwrap_or(logical);
-        let holders = dir_names(&dir.join("holders"))
-            .into_iter()
-            .map(|holder| {
-                let holder_dir = class.join(&holder);
-                Holder {
-                    dm_name: read_trimmed(&holder_dir.join("dm/name")),
-                    dm_uuid: read_trimmed(&holder_dir.join("dm/uuid")),
-                    name: holder,
-                }
-            })
-            .collect();
-        // loop, ram, dm, md and nbd devices have no model, serial or WWID to read.
-        let identity = if is_virtual {
-            HardwareIdentity::default()
-        } else {
-            HardwareIdentity::read(&disk_dir)
-        };
-        devices.push(BlockDevice {
-            by_id: by_id
-                .iter()
-                .filter(|(_, target)| target == name)
-                .map(|(link, _)| link.clone())
-                .collect(),
-            dev,
-            size_bytes: read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512),
-            logical_block_size: u32::try_from(logical).unwrap_or(512),
-            physical_block_size: u32::try_from(physical).unwrap_or(512),
-            removable: read_flag(&disk_dir.join("removable")),
-            rotational: read_flag(&disk_dir.join("queue/rotational")),
-            read_only: read_flag(&dir.join("ro")),
-            hidden: read_flag(&dir.join("hidden")),
-            is_virtual,
-            model: identity.model,
-            vendor: identity.vendor,
-            serial: identity.serial,
-            wwid: identity.wwid,
-            parent: parent.map(|p| p.name.clone()),
-            partitions,
-            holders,
-            slaves: dir_names(&dir.join("slaves")),
-            name: name.clone(),
-        });
-    }
-    devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-    Ok(devices)
+            .filter(|(_, target)| target == name)
+            .map(|(link, _)| link.clone())
+            .collect(),
+        dev,
+        size_bytes: read_u64(&dir.join("size")).unwrap_or(0).saturating_mul(512),
+        logical_block_size: u32::try_from(logical).unwrap_or(512),
+        physical_block_size: u32::try_from(physical).unwrap_or(512),
+        removable: read_flag(&disk_dir.join("removable")),
+        rotational: read_flag(&disk_dir.join("queue/rotational")),
+        read_only: read_flag(&dir.join("ro")),
+        hidden: read_flag(&dir.join("hidden")),
+        is_virtual,
+        model: identity.model,
+        vendor: identity.vendor,
+        serial: identity.serial,
+        wwid: identity.wwid,
+        parent: parent.map(|p| p.name.clone()),
+        partitions,
+        holders: read_holders(class, &dir),
+        slaves: dir_names(&dir.join("slaves")),
+        name: name.clone(),
+    })
+}
+
+/// The devices built on the one at `dir` (`holders/`), with their dm name and UUID.
+fn read_holders(class: &Path, dir: &Path) -> Vec<Holder> {
+    dir_names(&dir.join("holders"))
+        .into_iter()
+        .map(|holder| {
+            let holder_dir = class.join(&holder);
+            Holder {
+                dm_name: read_trimmed(&holder_dir.join("dm/name")),
+                dm_uuid: read_trimmed(&holder_dir.join("dm/uuid")),
+                name: holder,
+            }
+        })
+        .collect()
 }
 
 /// What the hardware says it is, from a disk's sysfs directory.

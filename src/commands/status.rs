@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tosskey_crypto::CipherSpec;
 use tosskey_dm::{
-    CryptKeyField, CryptTable, CryptTarget, DevId, DeviceInfo, DmControl, DmName, KeyRef,
-    LinearTarget, Sectors, StripeMember, StripedTarget, TableEntry,
+    CryptKeyField, CryptTable, DevId, DeviceInfo, DmControl, DmName, KeyRef, LinearParams,
+    LinearTarget, Sectors, StripedParams, StripedTarget, TableEntry, TargetParams,
 };
 use tosskey_raid::MdSysfs as _;
 
@@ -276,79 +276,58 @@ impl VolumeStatus {
         };
         match first.target_type.as_str() {
             "crypt" => self.read_crypt(system, name, entries),
-            "striped" if entries.len() == 1 => {
-                // `<count> <chunk> <dev0> <offset0> ...`
-                let words: Vec<&str> = first.params.split(' ').collect();
-                let (Some(Ok(count)), Some(Ok(chunk))) = (
-                    words.first().map(|w| w.parse::<u64>()),
-                    words.get(1).map(|w| w.parse::<u64>()),
-                ) else {
-                    return Ok(None);
-                };
-                let Some(devices) = words[2..]
-                    .chunks(2)
-                    .map(|pair| match pair {
-                        [device, offset] => {
-                            Some((device.parse::<DevId>().ok()?, offset.parse::<u64>().ok()?))
-                        }
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .filter(|d| u64::try_from(d.len()).ok() == Some(count) && count > 0)
-                else {
-                    return Ok(None);
-                };
-                let width = first.length.0 / count;
-                let Ok(target) = StripedTarget::new(
-                    Sectors(chunk),
-                    devices
-                        .iter()
-                        .map(|&(device, offset)| StripeMember {
-                            device,
-                            offset: Sectors(offset),
-                            size: Sectors(offset + width),
-                        })
-                        .collect(),
-                ) else {
-                    return Ok(None);
-                };
-                let refs = devices
-                    .iter()
-                    .map(|&(dev, _)| self.device_ref(system, dev))
-                    .collect();
-                Ok(Some(ReadBack {
-                    kind: NodeKind::Striped {
-                        chunk_bytes: chunk * SECTOR,
-                        devices: refs,
-                    },
-                    target: DmTarget::Striped(target),
-                    key_refs: None,
-                    crypt: None,
-                }))
-            }
-            "linear" if entries.len() == 1 => {
-                let mut words = first.params.split(' ');
-                let (Some(Ok(device)), Some(Ok(offset)), None) = (
-                    words.next().map(str::parse::<DevId>),
-                    words.next().map(str::parse::<u64>),
-                    words.next(),
-                ) else {
-                    return Ok(None);
-                };
-                let target = LinearTarget {
-                    device,
-                    offset: Sectors(offset),
-                    length: first.length,
-                };
-                let device = self.device_ref(system, device);
-                Ok(Some(ReadBack {
-                    kind: NodeKind::Linear { device },
-                    target: DmTarget::Linear(target),
-                    key_refs: None,
-                    crypt: None,
-                }))
+            "striped" | "linear" if entries.len() == 1 => {
+                // A table that does not parse is none tosskey builds: shown as it is.
+                Ok(match first.target_params() {
+                    Ok(TargetParams::Striped(params)) => self.read_striped(system, first, &params),
+                    Ok(TargetParams::Linear(params)) => {
+                        Some(self.read_linear(system, first, params))
+                    }
+                    _ => None,
+                })
             }
             _ => Ok(None),
+        }
+    }
+
+    /// A one-line `striped` table as the plan's stripe node (`None`: not whole chunks on
+    /// each stripe, which tosskey never builds).
+    fn read_striped(
+        &mut self,
+        system: &SystemState,
+        entry: &TableEntry,
+        params: &StripedParams,
+    ) -> Option<ReadBack> {
+        let target = StripedTarget::from_params(entry.length, params).ok()?;
+        let devices = params
+            .stripes
+            .iter()
+            .map(|stripe| self.device_ref(system, stripe.device))
+            .collect();
+        Some(ReadBack {
+            kind: NodeKind::Striped {
+                chunk_bytes: params.chunk.0 * SECTOR,
+                devices,
+            },
+            target: DmTarget::Striped(target),
+            key_refs: None,
+            crypt: None,
+        })
+    }
+
+    /// A one-line `linear` table as the plan's linear node.
+    fn read_linear(
+        &mut self,
+        system: &SystemState,
+        entry: &TableEntry,
+        params: LinearParams,
+    ) -> ReadBack {
+        let device = self.device_ref(system, params.device);
+        ReadBack {
+            kind: NodeKind::Linear { device },
+            target: DmTarget::Linear(LinearTarget::from_params(entry.length, params)),
+            key_refs: None,
+            crypt: None,
         }
     }
 
@@ -369,17 +348,15 @@ impl VolumeStatus {
             return Ok(None);
         };
         let first = params[0];
-        let (Ok(cipher), true) = (
+        let total = Sectors(entries.iter().map(|e| e.length.0).sum());
+        // A segment with options tosskey never sets is none it builds: shown as it is.
+        let (Ok(cipher), Some(whole), true) = (
             first.cipher.parse::<CipherSpec>(),
+            first.target(total)?,
             params.iter().all(|p| p.other_options.is_empty()),
         ) else {
             return Ok(None);
         };
-        let total = Sectors(entries.iter().map(|e| e.length.0).sum());
-        let whole = CryptTarget::new(&first.cipher, first.device, total)?
-            .with_offset(first.offset)
-            .with_iv_offset(first.iv_offset)
-            .with_options(first.options);
         let lengths: Vec<Sectors> = entries.iter().map(|e| e.length).collect();
         let Ok(table) = CryptTable::from_lengths(&whole, &lengths) else {
             return Ok(None);

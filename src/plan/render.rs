@@ -11,14 +11,6 @@ use super::{md_level_name, DeviceRef, DmTarget, KeyLoading, Node, NodeKind, Plan
 use crate::error::{Error, Refusal};
 use crate::plan::shell::{self, quote};
 
-/// Word positions of device fields in rendered lines (`<start> <length> <type> <params>`):
-/// crypt `... <cipher> <key> <iv_offset> <dev> ...`, striped `... <n> <chunk> <dev> <off>
-/// ...`, linear `... <dev> <offset>`.
-const CRYPT_DEVICE_WORD: usize = 6;
-const CRYPT_KEY_WORD: usize = 4;
-const STRIPED_FIRST_DEVICE_WORD: usize = 5;
-const LINEAR_DEVICE_WORD: usize = 3;
-
 /// How tosskey's tables name a device: members by `MAJ:MIN`, nodes (whose numbers exist only
 /// once built) by path.
 pub fn kernel_device(plan: &Plan, device: DeviceRef) -> String {
@@ -122,35 +114,23 @@ pub fn table(
     let Some(target) = plan.dm_target(index, |_| DevId::new(0, 0))? else {
         return Ok(None);
     };
-    let (key_refs, devices): (Option<Vec<KeyRef>>, Vec<(usize, DeviceRef)>) = match &node.kind {
+    let (key_refs, devices): (Option<Vec<KeyRef>>, Vec<DeviceRef>) = match &node.kind {
         NodeKind::Crypt { device, segments } => {
             let bits = plan.keys[segments[0].key].bits;
             let key_refs = (0..segments.len())
                 .map(|i| plan.key_ref(&node.name, bits, i, segments.len()))
                 .collect::<Result<Option<Vec<_>>, _>>()?;
-            (key_refs, vec![(CRYPT_DEVICE_WORD, *device)])
+            (key_refs, vec![*device])
         }
-        NodeKind::Striped { devices, .. } => (
-            None,
-            devices
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (STRIPED_FIRST_DEVICE_WORD + 2 * i, *d))
-                .collect(),
-        ),
-        NodeKind::Linear { device } => (None, vec![(LINEAR_DEVICE_WORD, *device)]),
+        NodeKind::Striped { devices, .. } => (None, devices.clone()),
+        NodeKind::Linear { device } => (None, vec![*device]),
         NodeKind::Md { .. } => unreachable!("md arrays have no dm target"),
     };
+    let names: Vec<String> = devices.into_iter().map(name).collect();
     let lines = target_lines(&target, key_refs.as_deref())?
         .iter()
-        .map(|line| {
-            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            for (position, device) in &devices {
-                words[*position] = name(*device);
-            }
-            words.join(" ")
-        })
-        .collect();
+        .map(|line| tosskey_dm::name_devices_in_line(line, &names))
+        .collect::<Result<_, _>>()?;
     Ok(Some(join_lines(lines)))
 }
 
@@ -593,12 +573,12 @@ fn multi_key_command(
         .split("; ")
         .zip(segments)
         .map(|(line, segment)| {
-            let words: Vec<&str> = line.split(' ').collect();
+            let (before_key, after_key) = tosskey_dm::split_crypt_line_at_key(line)?;
             Ok(format!(
                 "{}\"$(od -An -v -tx1 -- {} | tr -d ' \\n')\"{}",
-                quote(&format!("{} ", words[..CRYPT_KEY_WORD].join(" ")))?,
+                quote(&before_key)?,
                 quote(&key_files[segment.key].display().to_string())?,
-                quote(&format!(" {}", words[CRYPT_KEY_WORD + 1..].join(" ")))?,
+                quote(&after_key)?,
             ))
         })
         .collect::<Result<Vec<String>, Error>>()?;

@@ -32,6 +32,16 @@ impl KernelFacilities {
         })
     }
 
+    /// The kernel whose `proc/`, `sys/` and `lib/modules/` are under `root`: a fake tree in
+    /// host tests, where what it lists as present needs no bringing up.
+    #[cfg(test)]
+    pub fn at(root: &std::path::Path) -> Result<Self> {
+        Ok(KernelFacilities {
+            kernel: Kernel::at(root)?,
+            outcomes: Vec::new(),
+        })
+    }
+
     /// Brings up device-mapper alone: a run looks at existing mappings (a previous run to
     /// converge, a volume already open) before it has a plan.
     pub fn device_mapper(&mut self) -> Result<()> {

@@ -509,7 +509,7 @@ fn converge_mount(
             dir.display()
         ))),
         None => {
-            kernel.mount(&DmControl::node_path(&volume.name), dir)?;
+            kernel.mount(&DmControl::node_path(&volume.name), dir, false)?;
             Ok(true)
         }
     }

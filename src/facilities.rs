@@ -101,6 +101,11 @@ enum Request {
 }
 
 impl Request {
+    /// The dm requests open the control node themselves rather than going through the
+    /// `StackKernel` seam: they are probes that make the kernel load a module (opening
+    /// `/dev/mapper/control`, asking a target's version), they run before a seam can exist
+    /// (the seam's host kernel opens the control node that this brings up), and they build
+    /// nothing a run would undo.
     fn run(&self) -> io::Result<()> {
         match self {
             Request::DmControl => DmControl::open().map(drop).map_err(root_cause),

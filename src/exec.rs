@@ -430,14 +430,7 @@ impl<'a> Executor<'a> {
         let backing = plan.device_path(device);
         let raw = self.kernel.open_direct(backing)?;
         let mapped = self.kernel.open_direct(mapping)?;
-        // A mirrored array is read copy by copy from its members (see crate::verify).
-        let mirrored = match device {
-            DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
-                Some(array_spec(plan, &plan.nodes[index], devs))
-                    .filter(|spec| spec.level.is_redundant())
-            }
-            DeviceRef::Node(_) | DeviceRef::Member(_) => None,
-        };
+        let mirrored = mirrored_array(plan, device, devs);
         let mirror_files = match &mirrored {
             Some(spec) => spec
                 .members
@@ -459,16 +452,7 @@ impl<'a> Executor<'a> {
             },
             None => RawSide::Device(&raw),
         };
-        let ranges: Vec<KeyedRange<'_>> = table
-            .segments()
-            .iter()
-            .zip(keys)
-            .map(|(segment, key)| KeyedRange {
-                start: segment.start.0 * SECTOR,
-                length: segment.target.length().0 * SECTOR,
-                key,
-            })
-            .collect();
+        let ranges = keyed_ranges(table, keys);
         // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
         let picks = pick_sectors(
             &ranges,
@@ -547,6 +531,32 @@ fn array_spec(plan: &Plan, node: &Node, devs: &[DevId]) -> ArraySpec {
             .collect(),
         name_hint: node.name.strip_prefix("md_").map(str::to_owned),
     }
+}
+
+/// The array `device` is if it is a mirrored md array (raid1, raid10), which verification
+/// reads copy by copy from its members (see crate::verify).
+fn mirrored_array(plan: &Plan, device: DeviceRef, devs: &[DevId]) -> Option<ArraySpec> {
+    match device {
+        DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
+            Some(array_spec(plan, &plan.nodes[index], devs))
+                .filter(|spec| spec.level.is_redundant())
+        }
+        DeviceRef::Node(_) | DeviceRef::Member(_) => None,
+    }
+}
+
+/// The bytes of a crypt mapping built as `table` each key of `keys` encrypts.
+fn keyed_ranges<'k>(table: &CryptTable, keys: &[&'k [u8]]) -> Vec<KeyedRange<'k>> {
+    table
+        .segments()
+        .iter()
+        .zip(keys)
+        .map(|(segment, key)| KeyedRange {
+            start: segment.start.0 * SECTOR,
+            length: segment.target.length().0 * SECTOR,
+            key,
+        })
+        .collect()
 }
 
 /// The members (by index) `kind` is built directly on.

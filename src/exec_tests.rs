@@ -20,6 +20,7 @@ const MIB: u64 = 1 << 20;
 /// directory, and the fake kernel over them.
 struct Machine {
     dir: tempfile::TempDir,
+    root: SystemRoot,
     journals: JournalDir,
     kernel: Rc<FakeKernel>,
 }
@@ -59,6 +60,7 @@ impl Machine {
         let journals = JournalDir::new(dir.path().join("journals"));
         Machine {
             dir,
+            root,
             journals,
             kernel,
         }
@@ -128,9 +130,10 @@ fn assert_no_key_in(text: &str, keys: &KeyArena) {
     }
 }
 
-/// Build the layout of `args` over `disks` disks, check it succeeded and return the
-/// kernel's log; then fail each operation of that log in turn on a fresh machine and check
-/// the run undid exactly what it had built, newest first, and left no journal.
+/// Build the layout of `args` over `disks` disks, check it succeeded, that its teardown
+/// takes down what it built newest first, and return the kernel's log of the build; then
+/// fail each operation of that log in turn on a fresh machine and check the run undid
+/// exactly what it had built, newest first, and left no journal.
 fn build_and_undo_at_each_step(args: &[&str], disks: usize) -> Vec<String> {
     let (plan, keys) = plan_and_keys(args, disks);
     let machine = Machine::for_plan(&plan);
@@ -144,7 +147,12 @@ fn build_and_undo_at_each_step(args: &[&str], disks: usize) -> Vec<String> {
     let log = machine.kernel.log();
     assert_no_key_in(&log.join("\n"), &keys);
     assert_no_key_in(&format!("{:?}", machine.kernel), &keys);
-    assert!(machine.journals.load(&plan.name).unwrap().is_some());
+    // What the journal recorded is what close takes down: the same undo, newest first.
+    let journal = machine.journals.load(&plan.name).unwrap().unwrap();
+    teardown_in(&*machine.kernel, &machine.root, &journal, &machine.journals).unwrap();
+    let undo: Vec<String> = log.iter().rev().filter_map(|op| undo_of(op)).collect();
+    assert_eq!(machine.kernel.log()[log.len()..], undo);
+    assert!(machine.kernel.dm_devices().unwrap().is_empty());
 
     for failing in 0..log.len() {
         let machine = Machine::for_plan(&plan);

@@ -29,13 +29,13 @@ use tosskey_crypto::{
     BlockCipher, CipherSpec, KeySize, SectorCipher, SectorLayout, SectorSize, VolumeKey,
 };
 use tosskey_dm::{
-    activate_crypt, CryptOptions, CryptTarget, DevId, DmControl, DmName, DmUuid, KeyLoading,
-    Sectors,
+    CryptOptions, CryptTable, CryptTarget, DevId, DmControl, DmName, DmUuid, KeyLoading, Sectors,
 };
 use tosskey_sysutil::{read_attr_u64, AlignedBuf, SystemRoot};
 
 use crate::error::Refusal;
 use crate::exec::af_alg::{kernel_driver, AfAlgError, Direction, Skcipher};
+use crate::exec::kernel::{HostKernel, StackKernel};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// dm-crypt's request size with `sector_size:4096`: one skcipher request per crypt sector.
@@ -611,7 +611,8 @@ pub fn choose_defaults(rows: &[DeviceRow]) -> Vec<Chosen> {
 pub fn run_device(options: &BenchOptions) -> anyhow::Result<DeviceReport> {
     let ramdisk = &options.ramdisk;
     let (held, dev, device_bytes) = check_ramdisk(ramdisk)?;
-    let dm = DmControl::open().context("device mode needs device-mapper (dm-mod, dm-crypt)")?;
+    let kernel = HostKernel::open(&SystemRoot::host())
+        .context("device mode needs device-mapper (dm-mod, dm-crypt)")?;
     // The bare disk is measured through the checked, exclusive descriptor (the first row);
     // dm-crypt then claims the disk itself, by the device number checked there.
     let mut held = Some(held);
@@ -626,7 +627,7 @@ pub fn run_device(options: &BenchOptions) -> anyhow::Result<DeviceReport> {
             }
             Some(cipher) => {
                 held = None;
-                let mapping = BenchMapping::open(&dm, &config, cipher, dev, device_bytes)?;
+                let mapping = BenchMapping::open(&kernel, &config, cipher, dev, device_bytes)?;
                 let mut device = open_direct(&mapping.node, 0)?;
                 sequential_io(&mut device, device_bytes, options.duration)
                     .with_context(|| format!("I/O on {}", mapping.node.display()))?
@@ -733,14 +734,14 @@ fn refused<T>(refusal: Refusal) -> anyhow::Result<T> {
 
 /// A dm-crypt mapping over the RAM disk with a throwaway key, removed on drop.
 struct BenchMapping<'a> {
-    dm: &'a DmControl,
+    kernel: &'a dyn StackKernel,
     name: DmName,
     node: PathBuf,
 }
 
 impl<'a> BenchMapping<'a> {
     fn open(
-        dm: &'a DmControl,
+        kernel: &'a dyn StackKernel,
         config: &DeviceConfig,
         cipher: &str,
         dev: DevId,
@@ -758,26 +759,26 @@ impl<'a> BenchMapping<'a> {
                 ..CryptOptions::default()
             },
         );
-        let activation = activate_crypt(
-            dm,
-            &name,
-            &uuid,
-            &target,
-            key.expose_secret(),
-            KeyLoading::Auto,
-        )
-        .with_context(|| format!("dm-crypt {cipher} over the RAM disk"))?;
-        Ok(BenchMapping {
-            dm,
-            name,
-            node: activation.node,
-        })
+        let activate = || -> crate::error::Result<Self> {
+            kernel.create_dm(&name, &uuid)?;
+            // Removed on drop from here on, also if the load or the resume fails.
+            let mapping = BenchMapping {
+                kernel,
+                node: DmControl::node_path(&name),
+                name: name.clone(),
+            };
+            let table = CryptTable::single(target);
+            kernel.load_crypt(&name, &table, &[key.expose_secret()], KeyLoading::Auto)?;
+            kernel.resume_dm(&name)?;
+            Ok(mapping)
+        };
+        activate().with_context(|| format!("dm-crypt {cipher} over the RAM disk"))
     }
 }
 
 impl Drop for BenchMapping<'_> {
     fn drop(&mut self) {
-        if let Err(error) = self.dm.remove(&self.name) {
+        if let Err(error) = self.kernel.remove_dm(&self.name) {
             eprintln!("tosskey bench: cannot remove {}: {error}", self.name);
         }
     }

@@ -28,7 +28,7 @@ use crate::host::sysfs::SystemRoot;
 use crate::names::{self, previous_escrow_file};
 use crate::plan::request::MeasurePcr;
 use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
-use crate::plan::{derive, md_level_name, EscrowSettings, KeyLoading, Layout, Plan};
+use crate::plan::{derive, md_level_name, EscrowSettings, Ext4Settings, KeyLoading, Layout, Plan};
 
 /// What a provision run did.
 #[derive(Debug, Serialize)]
@@ -241,19 +241,7 @@ fn execute(
         plan.keys.len(),
     )?;
     let built = run.build(plan, &keys)?;
-
-    let escrow_file = match plan.escrow.as_ref().zip(escrow) {
-        Some((escrow, unsealed)) => {
-            let file = unsealed.seal(&keys)?;
-            rotate_escrow_file(run, &escrow.file)?;
-            file.write_atomic(&escrow.file, false)
-                .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
-            run.wrote_file(&escrow.file);
-            crash_point("escrow");
-            Some(escrow.file.clone())
-        }
-        None => None,
-    };
+    let escrow_file = escrow_keys(run, plan, escrow, &keys)?;
     // Verified (by build) and escrowed: the keys are measured before they are wiped.
     let measurement = match measured.measurer {
         Some(measurer) => {
@@ -266,31 +254,11 @@ fn execute(
     // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
     // says what this wipe found.
     let key_wiped_from_tosskey_memory = keys.wipe();
-
-    let filesystem = match &plan.mkfs {
-        Some(ext4) => {
-            let report = tosskey_ext4::format(
-                &built.node,
-                &tosskey_ext4::FormatOptions {
-                    label: ext4.label.clone(),
-                    inode_ratio: ext4.inode_ratio,
-                    journal: ext4.journal,
-                    // A fresh mapping over a fresh key: stale journal blocks decrypt to noise.
-                    lazy_journal_init: true,
-                    ..tosskey_ext4::FormatOptions::default()
-                },
-            )
-            .with_context(|| format!("formatting {}", built.node.display()))?;
-            crash_point("mkfs");
-            Some(FilesystemReport {
-                kind: "ext4",
-                blocks: report.blocks,
-                inodes: report.inodes,
-                journal: ext4.journal,
-            })
-        }
-        None => None,
-    };
+    let filesystem = plan
+        .mkfs
+        .as_ref()
+        .map(|ext4| format_volume(&built.node, ext4))
+        .transpose()?;
     if let Some(dir) = &plan.mount {
         run.mount(&built.node, dir, false)?;
     }
@@ -319,6 +287,50 @@ fn execute(
         key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
         measurement,
+    })
+}
+
+/// Seal `keys` into the escrow file `plan` asks for (with `escrow`, checked before the run
+/// built anything), moving an earlier volume's file aside; both registered with the run's
+/// undo. Returns the file written.
+fn escrow_keys(
+    run: &mut Executor<'_>,
+    plan: &Plan,
+    escrow: Option<UnsealedEscrow>,
+    keys: &KeyArena,
+) -> Result<Option<PathBuf>> {
+    let Some((escrow, unsealed)) = plan.escrow.as_ref().zip(escrow) else {
+        return Ok(None);
+    };
+    let file = unsealed.seal(keys)?;
+    rotate_escrow_file(run, &escrow.file)?;
+    file.write_atomic(&escrow.file, false)
+        .with_context(|| format!("writing the escrow file {}", escrow.file.display()))?;
+    run.wrote_file(&escrow.file);
+    crash_point("escrow");
+    Ok(Some(escrow.file.clone()))
+}
+
+/// Make an ext4 filesystem on the volume `node` as `ext4` says.
+fn format_volume(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
+    let report = tosskey_ext4::format(
+        node,
+        &tosskey_ext4::FormatOptions {
+            label: ext4.label.clone(),
+            inode_ratio: ext4.inode_ratio,
+            journal: ext4.journal,
+            // A fresh mapping over a fresh key: stale journal blocks decrypt to noise.
+            lazy_journal_init: true,
+            ..tosskey_ext4::FormatOptions::default()
+        },
+    )
+    .with_context(|| format!("formatting {}", node.display()))?;
+    crash_point("mkfs");
+    Ok(FilesystemReport {
+        kind: "ext4",
+        blocks: report.blocks,
+        inodes: report.inodes,
+        journal: ext4.journal,
     })
 }
 
@@ -487,7 +499,7 @@ fn converge_mount(
             },
         )))),
         None => {
-            kernel.mount(&DmControl::node_path(&volume.name), dir)?;
+            kernel.mount(&DmControl::node_path(&volume.name), dir, false)?;
             Ok(true)
         }
     }

@@ -2,17 +2,19 @@
 //! cryptsetup.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::Context as _;
 use tosskey_crypto::escrow::{EscrowFile, EscrowMetadata, KeySegment, OpenedSegments};
 use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::secret_file::SecretFile;
-use tosskey_dm::{DmControl, DmName};
+use tosskey_dm::DmName;
 
 use crate::commands::Environment;
 use crate::error::{wrong_escrow_file, Error, Refusal, Result, Usage, WRONG_ESCROW_FILE_FIX};
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::journal::boot_id;
+use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::{BuiltStack, Executor};
 use crate::host::safety::{check_members, CheckOptions, MemberClaims};
 use crate::host::sysfs::{BlockDevice, SystemState};
@@ -135,10 +137,11 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
     let meta = escrow.metadata();
     let name = DmName::new(&meta.name)?;
     // Open mappings are looked at through device-mapper; the rest comes up in the executor.
-    let mut kernel = KernelFacilities::host()?;
-    kernel.device_mapper()?;
+    let mut facilities = KernelFacilities::host()?;
+    facilities.device_mapper()?;
+    let mut kernel = HostKernel::open(&env.root)?;
     if env.journals.load(&meta.name)?.is_some()
-        || DmControl::open()?.list()?.iter().any(|(n, _)| n == &name)
+        || kernel.dm_devices()?.iter().any(|d| d.name == name)
     {
         return Err(Error::Refused(Refusal::AlreadyOpen {
             name: meta.name.clone(),
@@ -174,19 +177,19 @@ pub fn recover(env: &Environment, opts: &RecoverOptions) -> Result<BuiltStack> {
         opts.mount.clone(),
     )?;
     let keys = keys_for(&plan, opened)?;
-    let mut run = Executor::start(
-        &env.root,
+    if opts.read_only {
+        kernel = kernel.with_read_only_tables();
+    }
+    let mut run = Executor::start_in(
         &env.journals,
-        kernel,
+        facilities,
+        Rc::new(kernel),
         &plan.name,
         &boot,
         paths,
         Vec::new(),
     )?;
     run.hold_claims(claims);
-    if opts.read_only {
-        run.load_tables_read_only();
-    }
     let built = reopen(&mut run, &plan, keys, opts);
     run.finish(built)
 }

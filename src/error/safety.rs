@@ -1,4 +1,4 @@
-//! Every reason a member is refused by the safety checks (`crate::safety`), here at the
+//! Every reason a member is refused by the safety checks (`crate::host::safety`), here at the
 //! bottom with the one error type so that it names no type of the layers above.
 
 use std::io;

@@ -32,6 +32,16 @@ impl KernelFacilities {
         })
     }
 
+    /// The kernel whose `proc/`, `sys/` and `lib/modules/` are under `root`: a fake tree in
+    /// host tests, where what it lists as present needs no bringing up.
+    #[cfg(test)]
+    pub fn at(root: &std::path::Path) -> Result<Self> {
+        Ok(KernelFacilities {
+            kernel: Kernel::at(root)?,
+            outcomes: Vec::new(),
+        })
+    }
+
     /// Brings up device-mapper alone: a run looks at existing mappings (a previous run to
     /// converge, a volume already open) before it has a plan.
     pub fn device_mapper(&mut self) -> Result<()> {
@@ -91,6 +101,11 @@ enum Request {
 }
 
 impl Request {
+    /// The dm requests open the control node themselves rather than going through the
+    /// `StackKernel` seam: they are probes that make the kernel load a module (opening
+    /// `/dev/mapper/control`, asking a target's version), they run before a seam can exist
+    /// (the seam's host kernel opens the control node that this brings up), and they build
+    /// nothing a run would undo.
     fn run(&self) -> io::Result<()> {
         match self {
             Request::DmControl => DmControl::open().map(drop).map_err(root_cause),

@@ -1,13 +1,16 @@
 //! Execute: build a [`Plan`]'s nodes bottom-up, and tear down what a journal recorded.
 //! Provision and recover both build through [`Executor`] (provision with fresh keys, recover
-//! with escrowed ones); close and reruns tear down through [`teardown`], whose kernel
-//! operations go through a [`StackKernel`].
+//! with escrowed ones); close and reruns tear down through [`teardown`]. Every kernel
+//! operation of both — and of the undo steps a failed build runs — goes through one
+//! [`StackKernel`], so host tests build and undo every layout against a fake kernel.
 //!
 //! Every kernel object is recorded in the [`Journal`] *before* it is created and registered
 //! with the [`Rollback`] right after (`Executor::create`, the one way a run makes one), so a
 //! failure undoes it and a SIGKILL leaves a record a rerun can clean up.
 
 pub mod af_alg;
+#[cfg(test)]
+mod build_tests;
 pub mod facilities;
 pub mod harden;
 pub mod hooks;
@@ -18,19 +21,16 @@ pub mod mount;
 pub mod rollback;
 pub mod verify;
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::sector::{SectorLayout, SectorSize};
-use tosskey_dm::{
-    activate_crypt_table, CryptTable, DevId, DeviceInfo, DmControl, DmName, DmUuid, KeyLoaded,
-    Sectors,
-};
-use tosskey_raid::{ArraySpec, MdArray};
+use tosskey_dm::{CryptTable, DevId, DeviceInfo, DmControl, DmName, DmUuid, KeyLoaded, Sectors};
+use tosskey_raid::ArraySpec;
 
 use crate::error::{Error, Result};
 use crate::exec::facilities::KernelFacilities;
@@ -76,12 +76,11 @@ pub struct BuiltStack {
     pub crypt: Vec<CryptMapping>,
 }
 
-/// A run that builds: its journal, its undo stack and the dm control device.
-#[derive(Debug)]
+/// A run that builds: its journal, its undo stack and the kernel it builds in.
 pub struct Executor<'a> {
-    root: &'a SystemRoot,
-    kernel: KernelFacilities,
-    dm: DmControl,
+    facilities: KernelFacilities,
+    /// Shared with the undo steps, which take down what was built through it.
+    kernel: Rc<dyn StackKernel>,
     journal: Journal,
     journals: &'a JournalDir,
     rollback: Rollback,
@@ -90,21 +89,47 @@ pub struct Executor<'a> {
     claims: MemberClaims,
 }
 
+impl std::fmt::Debug for Executor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("facilities", &self.facilities)
+            .field("journal", &self.journal)
+            .field("rollback", &self.rollback)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Executor<'a> {
-    /// Start a run for volume `name` over `members`, provisioned with `options`:
-    /// device-mapper is up and the journal exists (and is removed on rollback) before
-    /// anything is built.
+    /// Start a run for volume `name` over `members`, provisioned with `options`, building
+    /// in the running kernel: device-mapper is up and the journal exists (and is removed on
+    /// rollback) before anything is built.
     pub fn start(
-        root: &'a SystemRoot,
+        root: &SystemRoot,
         journals: &'a JournalDir,
-        mut kernel: KernelFacilities,
+        mut facilities: KernelFacilities,
         name: &str,
         boot_id: &str,
         members: Vec<PathBuf>,
         options: Vec<RecordedOption>,
     ) -> Result<Self> {
-        kernel.device_mapper()?;
-        let dm = DmControl::open()?;
+        facilities.device_mapper()?;
+        let kernel = Rc::new(HostKernel::open(root)?);
+        Self::start_in(
+            journals, facilities, kernel, name, boot_id, members, options,
+        )
+    }
+
+    /// [`Executor::start`] building in `kernel` (the running one, whose device-mapper
+    /// `facilities` brought up, or a fake one in host tests).
+    pub fn start_in(
+        journals: &'a JournalDir,
+        facilities: KernelFacilities,
+        kernel: Rc<dyn StackKernel>,
+        name: &str,
+        boot_id: &str,
+        members: Vec<PathBuf>,
+        options: Vec<RecordedOption>,
+    ) -> Result<Self> {
         let mut journal = Journal::new(name, boot_id, members);
         journal.options = options;
         journals.save(&journal)?;
@@ -113,20 +138,13 @@ impl<'a> Executor<'a> {
         rollback.push(format!("journal of {name}"), move || dir.remove(&volume));
         crash_point("journal");
         Ok(Executor {
-            root,
+            facilities,
             kernel,
-            dm,
             journal,
             journals,
             rollback,
             claims: MemberClaims::default(),
         })
-    }
-
-    /// Load every dm table of this run read-only (`DM_READONLY_FLAG`): `recover
-    /// --read-only` writes nothing through the mappings it builds.
-    pub fn load_tables_read_only(&mut self) {
-        self.dm.set_read_only_tables(true);
     }
 
     /// Keep the members' exclusive opens until [`Executor::build`] hands each member to md
@@ -140,22 +158,23 @@ impl<'a> Executor<'a> {
     fn create<T>(
         &mut self,
         component: Component,
-        create: impl FnOnce(&DmControl) -> Result<T>,
+        create: impl FnOnce(&dyn StackKernel) -> Result<T>,
     ) -> Result<T> {
         self.journal.built.push(component.clone());
         self.journals.save(&self.journal)?;
-        let made = create(&self.dm)?;
+        let made = create(&*self.kernel)?;
+        let kernel = Rc::clone(&self.kernel);
         match component {
             Component::Dm { name, .. } => {
                 let undo = DmName::new(&name)?;
                 self.rollback.push(format!("dm mapping {name}"), move || {
-                    Ok(DmControl::open()?.remove(&undo)?)
+                    Ok(kernel.remove_dm(&undo)?)
                 });
             }
             Component::Md { name } => {
-                let (root, undo) = (self.root.clone(), name.clone());
+                let undo = name.clone();
                 self.rollback.push(format!("md array {name}"), move || {
-                    Ok(MdArray::open_existing_in(&root, &undo)?.stop()?)
+                    Ok(kernel.stop_md(&undo)?)
                 });
             }
         }
@@ -183,11 +202,11 @@ impl<'a> Executor<'a> {
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
     pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        crate::exec::mount::mount_volume(node, dir, read_only)?;
-        let undo = dir.to_path_buf();
+        self.kernel.mount(node, dir, read_only)?;
+        let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
         self.rollback
             .push(format!("mount {}", dir.display()), move || {
-                crate::exec::mount::unmount(&undo)
+                Ok(kernel.unmount(&undo)?)
             });
         self.journal.mount = Some(dir.to_path_buf());
         self.journals.save(&self.journal)?;
@@ -197,7 +216,7 @@ impl<'a> Executor<'a> {
 
     /// What the kernel had or was given for this run, in order.
     pub fn kernel_facilities(&self) -> &[tosskey_kmod::Outcome] {
-        self.kernel.outcomes()
+        self.facilities.outcomes()
     }
 
     /// Record what was measured into the TPM (shown by `status`).
@@ -217,7 +236,7 @@ impl<'a> Executor<'a> {
                 plan.keys.len()
             )));
         }
-        self.kernel.ensure(plan)?;
+        self.facilities.ensure(plan)?;
         let mut devs: Vec<DevId> = Vec::with_capacity(plan.nodes.len());
         let mut crypt = Vec::new();
         for (index, node) in plan.nodes.iter().enumerate() {
@@ -264,16 +283,15 @@ impl<'a> Executor<'a> {
     }
 
     fn build_md(&mut self, plan: &Plan, node: &Node, devs: &[DevId]) -> Result<DevId> {
-        let root = self.root;
         let spec = array_spec(plan, node, devs);
         let array = self.create(
             Component::Md {
                 name: node.name.clone(),
             },
-            |_| Ok(MdArray::build_in(root, &spec)?),
+            |kernel| kernel.assemble_md(&spec),
         )?;
         crash_point("assembly");
-        let size_bytes = array.info()?.size_bytes;
+        let size_bytes = array.size_bytes;
         if size_bytes != node.size_bytes {
             return Err(Error::Failed(anyhow::anyhow!(
                 "md array {} has {size_bytes} bytes but the plan computed {}: the kernel sized it differently, nothing above it was built",
@@ -281,7 +299,7 @@ impl<'a> Executor<'a> {
                 node.size_bytes
             )));
         }
-        Ok(array.dev())
+        Ok(array.dev)
     }
 
     fn names(node: &Node) -> Result<(DmName, DmUuid)> {
@@ -301,10 +319,10 @@ impl<'a> Executor<'a> {
                 name: node.name.clone(),
                 target: Some(target),
             },
-            |dm| Ok(dm.create(&name, &uuid)?),
+            |kernel| kernel.create_dm(&name, &uuid),
         )?;
-        self.dm.load_table(&name, std::slice::from_ref(line))?;
-        Ok(self.dm.resume(&name)?)
+        self.kernel.load_dm(&name, std::slice::from_ref(line))?;
+        self.kernel.resume_dm(&name)
     }
 
     /// Create crypt node `node` over `device` as `table` (segment `i` keyed with `keys[i]`)
@@ -318,55 +336,81 @@ impl<'a> Executor<'a> {
         devs: &[DevId],
         keys: &[&[u8]],
     ) -> Result<(DevId, CryptMapping)> {
-        let crypt = &plan.crypt;
         let (name, uuid) = Self::names(node)?;
-        let loading = match crypt.key_loading {
+        let loading = match plan.crypt.key_loading {
             KeyLoading::Auto => tosskey_dm::KeyLoading::Auto,
             KeyLoading::Keyring => tosskey_dm::KeyLoading::Keyring,
             KeyLoading::Hex => tosskey_dm::KeyLoading::Hex,
         };
-        let activation = self.create(
+        self.create(
             Component::Dm {
                 name: node.name.clone(),
                 target: Some(MappingTarget::Crypt),
             },
-            |dm| {
-                Ok(activate_crypt_table(
-                    dm, &name, &uuid, table, keys, loading,
-                )?)
-            },
+            |kernel| kernel.create_dm(&name, &uuid),
         )?;
+        let key_loaded = self.kernel.load_crypt(&name, table, keys, loading)?;
+        let dev = self.kernel.resume_dm(&name)?;
         crash_point("crypt");
-        if let KeyLoaded::HexFallback { reason } = &activation.key_loaded {
+        if let KeyLoaded::HexFallback { reason } = &key_loaded {
             eprintln!(
                 "tosskey: warning: {name}: key loaded as hex, which the live table keeps and returns to any CAP_SYS_ADMIN process: {reason}"
             );
             self.journal.key_loading_fallback = Some(reason.to_string());
             self.journals.save(&self.journal)?;
         }
+        let node_path = DmControl::node_path(&name);
+        let verification = self.verify_crypt(plan, table, device, devs, keys, &node_path)?;
+        crash_point("verify");
+        let live_table = self
+            .kernel
+            .dm_table(&name)?
+            .iter()
+            .map(|e| format!("{} {} {} {}", e.start, e.length, e.target_type, e.params))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok((
+            dev,
+            CryptMapping {
+                name: node.name.clone(),
+                node: node_path,
+                backing: plan.device_path(device).to_path_buf(),
+                table: live_table,
+                key_loaded: key_loaded.to_string(),
+                keys: table.len(),
+                verification,
+            },
+        ))
+    }
 
+    /// Read every segment of crypt mapping `mapping` (built as `table` over `device`, keyed
+    /// with `keys`) at its first, last and random sectors and compare with the userspace
+    /// decryption of the device below: a mismatch is an error.
+    fn verify_crypt(
+        &self,
+        plan: &Plan,
+        table: &CryptTable,
+        device: DeviceRef,
+        devs: &[DevId],
+        keys: &[&[u8]],
+        mapping: &Path,
+    ) -> Result<VerifyReport> {
+        let crypt = &plan.crypt;
         let layout = SectorLayout {
             sector_size: SectorSize::try_from(u64::from(crypt.format.sector_size))?,
             iv_large_sectors: crypt.format.iv_large_sectors,
             iv_offset: crypt.format.iv_offset,
         };
         let backing = plan.device_path(device);
-        let raw = open_direct(backing)?;
-        let mapped = open_direct(&activation.node)?;
-        // A mirrored array is read copy by copy from its members (see crate::exec::verify).
-        let mirrored = match device {
-            DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
-                Some(array_spec(plan, &plan.nodes[index], devs))
-                    .filter(|spec| spec.level.is_redundant())
-            }
-            DeviceRef::Node(_) | DeviceRef::Member(_) => None,
-        };
+        let raw = self.kernel.open_direct(backing)?;
+        let mapped = self.kernel.open_direct(mapping)?;
+        let mirrored = mirrored_array(plan, device, devs);
         let mirror_files = match &mirrored {
             Some(spec) => spec
                 .members
                 .iter()
-                .map(|member| open_direct(&member.path))
-                .collect::<anyhow::Result<Vec<File>>>()?,
+                .map(|member| self.kernel.open_direct(&member.path))
+                .collect::<Result<Vec<File>>>()?,
             None => Vec::new(),
         };
         let copies = |offset: u64| {
@@ -382,16 +426,7 @@ impl<'a> Executor<'a> {
             },
             None => RawSide::Device(&raw),
         };
-        let ranges: Vec<KeyedRange<'_>> = table
-            .segments()
-            .iter()
-            .zip(keys)
-            .map(|(segment, key)| KeyedRange {
-                start: segment.start.0 * SECTOR,
-                length: segment.target.length().0 * SECTOR,
-                key,
-            })
-            .collect();
+        let ranges = keyed_ranges(table, keys);
         // Random sectors shared out: at least one per segment, RANDOM_SECTORS in all.
         let picks = pick_sectors(
             &ranges,
@@ -415,38 +450,19 @@ impl<'a> Executor<'a> {
         .with_context(|| {
             format!(
                 "verifying {} against {}",
-                activation.node.display(),
+                mapping.display(),
                 backing.display()
             )
         })?;
         let mismatched = verification.checks.iter().filter(|c| !c.matched).count();
         if mismatched > 0 {
             return Err(Error::VerifyMismatch {
-                mapping: activation.node.display().to_string(),
+                mapping: mapping.display().to_string(),
                 mismatched,
                 checked: verification.checks.len(),
             });
         }
-        crash_point("verify");
-        let live_table = self
-            .dm
-            .table(&name)?
-            .iter()
-            .map(|e| format!("{} {} {} {}", e.start, e.length, e.target_type, e.params))
-            .collect::<Vec<_>>()
-            .join("; ");
-        Ok((
-            activation.dev,
-            CryptMapping {
-                name: node.name.clone(),
-                node: activation.node,
-                backing: backing.to_path_buf(),
-                table: live_table,
-                key_loaded: activation.key_loaded.to_string(),
-                keys: table.len(),
-                verification,
-            },
-        ))
+        Ok(verification)
     }
 
     /// Keep what was built if `result` is a success (the journal says complete); otherwise
@@ -491,6 +507,32 @@ fn array_spec(plan: &Plan, node: &Node, devs: &[DevId]) -> ArraySpec {
     }
 }
 
+/// The array `device` is if it is a mirrored md array (raid1, raid10), which verification
+/// reads copy by copy from its members (see crate::verify).
+fn mirrored_array(plan: &Plan, device: DeviceRef, devs: &[DevId]) -> Option<ArraySpec> {
+    match device {
+        DeviceRef::Node(index) if matches!(plan.nodes[index].kind, NodeKind::Md { .. }) => {
+            Some(array_spec(plan, &plan.nodes[index], devs))
+                .filter(|spec| spec.level.is_redundant())
+        }
+        DeviceRef::Node(_) | DeviceRef::Member(_) => None,
+    }
+}
+
+/// The bytes of a crypt mapping built as `table` each key of `keys` encrypts.
+fn keyed_ranges<'k>(table: &CryptTable, keys: &[&'k [u8]]) -> Vec<KeyedRange<'k>> {
+    table
+        .segments()
+        .iter()
+        .zip(keys)
+        .map(|(segment, key)| KeyedRange {
+            start: segment.start.0 * SECTOR,
+            length: segment.target.length().0 * SECTOR,
+            key,
+        })
+        .collect()
+}
+
 /// The members (by index) `kind` is built directly on.
 fn members_used(kind: &NodeKind) -> Vec<usize> {
     kind.devices()
@@ -500,14 +542,6 @@ fn members_used(kind: &NodeKind) -> Vec<usize> {
             DeviceRef::Node(_) => None,
         })
         .collect()
-}
-
-fn open_direct(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .with_context(|| format!("opening {} with O_DIRECT", path.display()))
 }
 
 /// One step of taking a recorded stack down.

@@ -238,14 +238,7 @@ impl VolumeStatus {
                     uuid: info.uuid.clone(),
                     dev: info.dev.to_string(),
                     size_bytes,
-                    table: join_lines(
-                        entries
-                            .iter()
-                            .map(|e| {
-                                format!("{} {} {} {}", e.start, e.length, e.target_type, e.params)
-                            })
-                            .collect(),
-                    ),
+                    table: join_lines(entries.iter().map(|e| e.to_string()).collect()),
                     mount_points,
                 });
             }

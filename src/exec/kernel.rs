@@ -18,7 +18,6 @@ use tosskey_dm::{
     TargetLine,
 };
 use tosskey_raid::{ArraySpec, MdArray};
-use zeroize::Zeroizing;
 
 use crate::error::Result;
 use crate::host::sysfs::SystemRoot;
@@ -172,15 +171,7 @@ impl StackKernel for HostKernel {
         let keys = tosskey_dm::wipe_crypt_keys(&self.dm, name)?;
         let errors = table
             .iter()
-            .map(|t| {
-                TargetLine::new(
-                    t.start,
-                    t.length,
-                    "error",
-                    Zeroizing::new(String::new()),
-                    false,
-                )
-            })
+            .map(|t| tosskey_dm::ErrorParams::line(t.start, t.length))
             .collect::<Result<Vec<_>, _>>()?;
         self.dm.load_table(name, &errors)?;
         self.dm.resume(name)?;

@@ -366,7 +366,7 @@ impl<'a> Executor<'a> {
             .kernel
             .dm_table(&name)?
             .iter()
-            .map(|e| format!("{} {} {} {}", e.start, e.length, e.target_type, e.params))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
         Ok((

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use tosskey_crypto::sector::{SectorCipher, SectorLayout, SectorSize};
 use tosskey_crypto::spec::CipherSpec;
 use tosskey_dm::{
-    elide_params, CryptParams, CryptTable, DevId, DeviceInfo, DmName, DmUuid, KeyLoaded,
-    KeyLoading, NoKeyringSupport, Sectors, TableEntry, TargetLine,
+    CryptTable, DevId, DeviceInfo, DmName, DmUuid, KeyLoaded, KeyLoading, NoKeyringSupport,
+    TableEntry, TargetLine,
 };
 use tosskey_raid::{ArraySpec, Level};
 
@@ -220,20 +220,11 @@ impl FakeKernel {
     }
 }
 
-/// A table entry from `<start> <length> <type> <params>`.
+/// A table entry from `<start> <length> <type> <params>`, parsed as tosskey-dm parses the
+/// kernel's tables.
 fn table_entry(line: &str) -> TableEntry {
-    let mut words = line.splitn(4, ' ');
-    let mut number = || Sectors(words.next().unwrap().parse().unwrap());
-    let (start, length) = (number(), number());
-    let target_type = words.next().unwrap().to_owned();
-    let params = words.next().unwrap_or("");
-    TableEntry {
-        start,
-        length,
-        crypt: (target_type == "crypt").then(|| CryptParams::parse(params).unwrap()),
-        params: elide_params(&target_type, params),
-        target_type,
-    }
+    line.parse()
+        .unwrap_or_else(|e| panic!("fixture table line {line:?}: {e}"))
 }
 
 /// What md makes of `spec`'s members (non-persistent: no superblock).
@@ -419,9 +410,8 @@ impl StackKernel for FakeKernel {
             .find(|(i, _)| &i.name == name)
         {
             for entry in live.iter_mut() {
-                entry.target_type = "error".to_owned();
-                entry.params = String::new();
-                entry.crypt = None;
+                *entry = TableEntry::new(entry.start, entry.length, "error".into(), "")
+                    .expect("an error target has no parameters");
             }
         }
         Ok(table.iter().filter(|t| t.crypt.is_some()).count())

@@ -8,6 +8,7 @@
 //! [`SystemRoot`]: host tests run all three commands on fake trees.
 
 use std::path::{Path, PathBuf};
+use tosskey_sysutil::SECTOR_SIZE;
 
 use anyhow::Context as _;
 use tosskey_crypto::CipherSpec;
@@ -35,7 +36,7 @@ use crate::plan::render::{
 };
 use crate::plan::{
     CryptSegment, CryptSettings, DeviceRef, DmTarget, EscrowCrypt, KeyLoading, KeyScope, MdLevel,
-    Node, NodeKind, PlannedKey, PlannedMember, SectorRange, SECTOR,
+    Node, NodeKind, PlannedKey, PlannedMember, SectorRange,
 };
 
 /// Where block device `dev` is mounted: the points, and the mounts with their options.
@@ -202,7 +203,7 @@ impl VolumeStatus {
         info: &DeviceInfo,
     ) -> Result<()> {
         let entries = kernel.dm_table(&info.name)?;
-        let size_bytes = entries.iter().map(|e| e.length.0 * SECTOR).sum();
+        let size_bytes = entries.iter().map(|e| e.length.0 * SECTOR_SIZE).sum();
         let path = DmControl::node_path(&info.name);
         let (mount_points, mounts) = live_mounts(root, info.dev)?;
         let keys_before = self.keys.len();
@@ -249,7 +250,7 @@ impl VolumeStatus {
             largest_key_bytes: self
                 .keys
                 .iter()
-                .map(|k| k.covers.length * SECTOR)
+                .map(|k| k.covers.length * SECTOR_SIZE)
                 .max()
                 .unwrap_or(0),
         };
@@ -299,7 +300,7 @@ impl VolumeStatus {
             .collect();
         Some(ReadBack {
             kind: NodeKind::Striped {
-                chunk_bytes: params.chunk.0 * SECTOR,
+                chunk_bytes: params.chunk.0 * SECTOR_SIZE,
                 devices,
             },
             target: DmTarget::Striped(target),

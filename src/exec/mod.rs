@@ -24,6 +24,7 @@ pub mod verify;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use tosskey_sysutil::SECTOR_SIZE;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -46,7 +47,7 @@ use crate::exec::verify::{
 use crate::host::safety::MemberClaims;
 use crate::host::sysfs::SystemRoot;
 use crate::names::{self, UUID_PREFIX};
-use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, SECTOR};
+use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan};
 
 /// One live crypt mapping of the stack.
 #[derive(Debug, Clone, Serialize)]
@@ -436,7 +437,7 @@ impl<'a> Executor<'a> {
         let verification = verify_ranges(
             Sides {
                 raw: raw_side,
-                raw_offset: crypt.format.data_offset * SECTOR,
+                raw_offset: crypt.format.data_offset * SECTOR_SIZE,
                 mapping: &mapped,
                 sector_size: crypt.format.sector_size,
                 encryption: Encryption {
@@ -526,8 +527,8 @@ fn keyed_ranges<'k>(table: &CryptTable, keys: &[&'k [u8]]) -> Vec<KeyedRange<'k>
         .iter()
         .zip(keys)
         .map(|(segment, key)| KeyedRange {
-            start: segment.start.0 * SECTOR,
-            length: segment.target.length().0 * SECTOR,
+            start: segment.start.0 * SECTOR_SIZE,
+            length: segment.target.length().0 * SECTOR_SIZE,
             key,
         })
         .collect()

@@ -367,7 +367,7 @@ fn check_sector(
     match sides.raw {
         RawSide::Device(_) => {
             sector_cipher
-                .decrypt(pick.offset / 512, decrypted)
+                .decrypt(pick.offset / tosskey_sysutil::SECTOR_SIZE, decrypted)
                 .context("userspace decryption")?;
             Ok(*decrypted == *mapped)
         }
@@ -380,7 +380,7 @@ fn check_sector(
                     format!("reading raw ciphertext of member {member} at byte {at}")
                 })?;
                 sector_cipher
-                    .decrypt(pick.offset / 512, decrypted)
+                    .decrypt(pick.offset / tosskey_sysutil::SECTOR_SIZE, decrypted)
                     .context("userspace decryption")?;
                 if *decrypted == *mapped {
                     return Ok(true);
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn a_mirrored_sector_matches_when_the_copy_md_served_decrypts_to_it() {
         const SECTORS: usize = 4;
-        const SECTOR: usize = 512;
+        let sector_size = usize::try_from(tosskey_sysutil::SECTOR_SIZE).unwrap();
         let key = [7u8; 64];
         let encryption = Encryption {
             cipher: BlockCipher::Twofish,
@@ -431,24 +431,24 @@ mod tests {
         let cipher = SectorCipher::new(encryption.cipher, &key, encryption.layout).unwrap();
         // What the mapping returns: plaintext whose ciphertext is on mirror 1 only; mirror
         // 0 holds other bytes in sectors 1 and 3 (never written since the array was built).
-        let plaintext: Vec<u8> = (0..SECTORS * SECTOR)
+        let plaintext: Vec<u8> = (0..SECTORS * sector_size)
             .map(|i| u8::try_from(i % 251).unwrap())
             .collect();
         let mut ciphertext = plaintext.clone();
         cipher.encrypt(0, &mut ciphertext).unwrap();
         let mut other = ciphertext.clone();
         for sector in [1, 3] {
-            other[sector * SECTOR..(sector + 1) * SECTOR].fill(0x5a);
+            other[sector * sector_size..(sector + 1) * sector_size].fill(0x5a);
         }
         let members = [file_of(&other), file_of(&ciphertext)];
         let mapping = file_of(&plaintext);
         let ranges = [KeyedRange {
             start: 0,
-            length: (SECTORS * SECTOR) as u64,
+            length: (SECTORS * sector_size) as u64,
             key: &key,
         }];
         let picks: Vec<Pick> = (0..SECTORS as u64)
-            .map(|s| pick(0, s * SECTOR as u64))
+            .map(|s| pick(0, s * sector_size as u64))
             .collect();
         let verify = |copies: &dyn Fn(u64) -> Vec<(usize, u64)>, raw_members: &[File]| {
             verify_ranges(
@@ -459,7 +459,7 @@ mod tests {
                     },
                     raw_offset: 0,
                     mapping: &mapping,
-                    sector_size: u32::try_from(SECTOR).unwrap(),
+                    sector_size: u32::try_from(sector_size).unwrap(),
                     encryption,
                     ranges: &ranges,
                 },
@@ -479,7 +479,7 @@ mod tests {
                 raw: RawSide::Device(&members[0]),
                 raw_offset: 0,
                 mapping: &mapping,
-                sector_size: u32::try_from(SECTOR).unwrap(),
+                sector_size: u32::try_from(sector_size).unwrap(),
                 encryption,
                 ranges: &ranges,
             },

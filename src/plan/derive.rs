@@ -3,6 +3,7 @@
 //! names come from [`crate::names`].
 
 use std::path::PathBuf;
+use tosskey_sysutil::SECTOR_SIZE;
 
 use tosskey_crypto::escrow::{EscrowMetadata, KeySegment};
 use tosskey_dm::{Bytes, CryptTable, CryptTarget, DevId, DmName, Sectors};
@@ -16,7 +17,7 @@ use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
     DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
-    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES, SECTOR,
+    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
 };
 
 /// The mirror level that `count` members are too few for, if they are (a mirror of one
@@ -239,7 +240,7 @@ impl Builder<'_> {
         let name = names::dm_name(self.name, role);
         let data_bytes = self
             .bytes(device)
-            .saturating_sub(self.crypt.format.data_offset * SECTOR);
+            .saturating_sub(self.crypt.format.data_offset * SECTOR_SIZE);
         let length = crypt_length_sectors(data_bytes, self.crypt.format.sector_size);
         if length == 0 {
             return Err(Error::Refused(Refusal::TooSmallForSector {
@@ -265,7 +266,11 @@ impl Builder<'_> {
             });
             start += segment_length;
         }
-        let node = self.dm_node(role, length * SECTOR, NodeKind::Crypt { device, segments })?;
+        let node = self.dm_node(
+            role,
+            length * SECTOR_SIZE,
+            NodeKind::Crypt { device, segments },
+        )?;
         Ok(self.push(node))
     }
 
@@ -405,7 +410,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
                     chunk_bytes,
                 }
                 | Assembly::DmStripe { chunk_bytes },
-            ) => chunk_bytes / SECTOR,
+            ) => chunk_bytes / SECTOR_SIZE,
             _ => 0,
         },
         nodes: Vec::new(),
@@ -431,7 +436,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
             Segmentation::Scope(limit) | Segmentation::Recorded { limit, .. } => limit,
         },
         keys: keys.len(),
-        largest_key_bytes: keys.iter().map(|k| k.covers.length).max().unwrap_or(0) * SECTOR,
+        largest_key_bytes: keys.iter().map(|k| k.covers.length).max().unwrap_or(0) * SECTOR_SIZE,
     };
     let mut plan = Plan {
         name: shape.name.to_string(),
@@ -616,7 +621,7 @@ pub(crate) mod tests {
             assert_eq!(key.covers.start, next);
             next += key.covers.length;
         }
-        assert_eq!(next * SECTOR, plan.volume_bytes);
+        assert_eq!(next * SECTOR_SIZE, plan.volume_bytes);
 
         // escrow decrypt: several keys cannot go through cryptsetup plain; dmsetup gets one
         // line per segment on its standard input, each key read from its own file.

@@ -14,6 +14,7 @@ pub mod request;
 pub mod shell;
 
 use std::path::PathBuf;
+use tosskey_sysutil::SECTOR_SIZE;
 
 use serde::Serialize;
 use tosskey_dm::{
@@ -282,19 +283,19 @@ impl Plan {
             NodeKind::Linear { device } => DmTarget::Linear(LinearTarget {
                 device: dev(*device),
                 offset: Sectors(0),
-                length: Sectors(node.size_bytes / SECTOR),
+                length: Sectors(node.size_bytes / SECTOR_SIZE),
             }),
             NodeKind::Striped {
                 chunk_bytes,
                 devices,
             } => DmTarget::Striped(StripedTarget::new(
-                Sectors(chunk_bytes / SECTOR),
+                Sectors(chunk_bytes / SECTOR_SIZE),
                 devices
                     .iter()
                     .map(|d| StripeMember {
                         device: dev(*d),
                         offset: Sectors(0),
-                        size: Sectors(self.device_bytes(*d) / SECTOR),
+                        size: Sectors(self.device_bytes(*d) / SECTOR_SIZE),
                     })
                     .collect(),
             )?),
@@ -303,7 +304,7 @@ impl Plan {
                 let whole = CryptTarget::new(
                     &crypt.format.cipher.to_string(),
                     dev(*device),
-                    Sectors(node.size_bytes / SECTOR),
+                    Sectors(node.size_bytes / SECTOR_SIZE),
                 )?
                 .with_offset(Sectors(crypt.format.data_offset))
                 .with_iv_offset(Sectors(crypt.format.iv_offset))
@@ -360,13 +361,11 @@ impl CryptSettings {
         }
     }
 }
-/// Sectors of 512 bytes.
-pub const SECTOR: u64 = 512;
 
 /// Round `bytes` down to whole encryption sectors and express it in 512-byte sectors.
 pub fn crypt_length_sectors(bytes: u64, sector_size: u32) -> u64 {
     let sector = u64::from(sector_size);
-    bytes / sector * sector / SECTOR
+    bytes / sector * sector / SECTOR_SIZE
 }
 
 /// Size in bytes of the assembled device, before it exists: what md and dm-stripe make of

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use tosskey_sysutil::SECTOR_SIZE;
 
 use tosskey_dm::{DevId, KeyRef, Sectors};
 
@@ -65,7 +66,7 @@ fn raid10_commands(plan: &Plan, node: &Node, members: &[String]) -> Result<Strin
         unreachable!("raid10 commands are made for md nodes")
     };
     let params = [
-        (chunk_bytes / super::SECTOR).to_string(),
+        (chunk_bytes / SECTOR_SIZE).to_string(),
         "nosync".to_owned(),
         "raid10_copies".to_owned(),
         tosskey_raid::RAID10_NEAR_COPIES.to_string(),
@@ -85,7 +86,7 @@ fn raid10_commands(plan: &Plan, node: &Node, members: &[String]) -> Result<Strin
     }
     let table = format!(
         "0 {} raid raid10 {} {} {} {}",
-        node.size_bytes / super::SECTOR,
+        node.size_bytes / SECTOR_SIZE,
         params.len(),
         params.join(" "),
         members.len(),

@@ -14,6 +14,7 @@ use tosskey_dm::{
     TableEntry, TargetLine,
 };
 use tosskey_raid::{ArraySpec, Level};
+use tosskey_sysutil::SECTOR_SIZE;
 
 use super::{AssembledArray, StackKernel};
 use crate::error::Result;
@@ -194,7 +195,7 @@ impl FakeKernel {
     /// it, segment `i` with `keys[i]`, as dm-crypt would read it.
     fn decrypt_below(&self, name: &DmName, table: &CryptTable, keys: &[&[u8]]) {
         use std::os::unix::fs::FileExt as _;
-        let length = table.length().0 * 512;
+        let length = table.length().0 * SECTOR_SIZE;
         let file = self.inactive_file(name);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         let out = File::create(&file).unwrap();
@@ -210,12 +211,13 @@ impl FakeKernel {
             let cipher: CipherSpec = target.cipher().parse().unwrap();
             let cipher = SectorCipher::new(cipher.block_cipher(), key, layout).unwrap();
             let below = File::open(self.file(&self.path_of(target.device()))).unwrap();
-            let mut data = vec![0u8; usize::try_from(target.length().0 * 512).unwrap()];
+            let mut data = vec![0u8; usize::try_from(target.length().0 * SECTOR_SIZE).unwrap()];
             below
-                .read_exact_at(&mut data, target.offset().0 * 512)
+                .read_exact_at(&mut data, target.offset().0 * SECTOR_SIZE)
                 .unwrap();
             cipher.decrypt(0, &mut data).unwrap();
-            out.write_all_at(&data, segment.start.0 * 512).unwrap();
+            out.write_all_at(&data, segment.start.0 * SECTOR_SIZE)
+                .unwrap();
         }
     }
 }
@@ -262,7 +264,10 @@ impl StackKernel for FakeKernel {
     fn load_dm(&self, name: &DmName, lines: &[TargetLine]) -> Result<()> {
         let lines: Vec<String> = lines.iter().map(TargetLine::display_elided).collect();
         self.build(format!("load {name}: {}", lines.join("; ")))?;
-        let length: u64 = lines.iter().map(|l| table_entry(l).length.0 * 512).sum();
+        let length: u64 = lines
+            .iter()
+            .map(|l| table_entry(l).length.0 * SECTOR_SIZE)
+            .sum();
         let file = self.inactive_file(name);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         File::create(&file).unwrap().set_len(length).unwrap();

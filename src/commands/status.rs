@@ -13,8 +13,8 @@ use tosskey_sysutil::SECTOR_SIZE;
 use anyhow::Context as _;
 use tosskey_crypto::CipherSpec;
 use tosskey_dm::{
-    CryptKeyField, CryptTable, DevId, DeviceInfo, DmControl, DmName, KeyRef, LinearParams,
-    LinearTarget, Sectors, StripedParams, StripedTarget, TableEntry, TargetParams,
+    CryptKeyField, CryptParams, CryptTable, DevId, DeviceInfo, DmControl, DmName, KeyRef,
+    LinearParams, LinearTarget, Sectors, StripedParams, StripedTarget, TableEntry, TargetParams,
 };
 use tosskey_raid::MdSysfs as _;
 
@@ -341,58 +341,14 @@ impl VolumeStatus {
         else {
             return Ok(None);
         };
-        let first = params[0];
-        let total = Sectors(entries.iter().map(|e| e.length.0).sum());
-        // A segment with options tosskey never sets is none it builds: shown as it is.
-        let (Ok(cipher), Some(whole), true) = (
-            first.cipher.parse::<CipherSpec>(),
-            first.target(total)?,
-            params.iter().all(|p| p.other_options.is_empty()),
-        ) else {
+        let Some((cipher, table)) = rebuild_crypt_table(entries, &params)? else {
             return Ok(None);
         };
-        let lengths: Vec<Sectors> = entries.iter().map(|e| e.length).collect();
-        let Ok(table) = CryptTable::from_lengths(&whole, &lengths) else {
+        let Some(key_bytes) = segment_key_bytes(&params) else {
             return Ok(None);
         };
-        let rebuilt = table
-            .segments()
-            .iter()
-            .zip(entries)
-            .all(|(segment, entry)| {
-                let p = entry.crypt.as_ref().expect("checked above");
-                segment.start == entry.start
-                    && segment.target.cipher() == p.cipher
-                    && segment.target.device() == p.device
-                    && segment.target.offset() == p.offset
-                    && segment.target.iv_offset() == p.iv_offset
-                    && segment.target.options() == p.options
-            });
-        let key_bytes: Option<Vec<usize>> = params
-            .iter()
-            .map(|p| match &p.key {
-                CryptKeyField::Keyring { bytes, .. } | CryptKeyField::Hex { bytes } => Some(*bytes),
-                CryptKeyField::None | CryptKeyField::Elided => None,
-            })
-            .collect();
-        let Some(key_bytes) = key_bytes.filter(|b| rebuilt && b.iter().all(|&n| n == b[0])) else {
-            return Ok(None);
-        };
-        let keyring: Option<Vec<KeyRef>> = params
-            .iter()
-            .map(|p| match &p.key {
-                CryptKeyField::Keyring {
-                    bytes,
-                    key_type,
-                    description,
-                } if key_type == "logon" => Some(KeyRef::Keyring {
-                    bytes: *bytes,
-                    description: description.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        let bits = u32::try_from(key_bytes[0] * 8).expect("a crypt key has few bits");
+        let keyring = keyring_refs(&params);
+        let bits = u32::try_from(key_bytes * 8).expect("a crypt key has few bits");
         let mut segments = Vec::with_capacity(entries.len());
         for entry in entries {
             let range = SectorRange {
@@ -409,24 +365,8 @@ impl VolumeStatus {
                 covers: range,
             });
         }
-        let settings = CryptSettings {
-            format: EscrowCrypt {
-                cipher,
-                key_bits: bits,
-                sector_size: first.options.sector_size,
-                iv_large_sectors: first.options.iv_large_sectors,
-                iv_offset: first.iv_offset.0,
-                data_offset: first.offset.0,
-            },
-            allow_discards: first.options.allow_discards,
-            no_read_workqueue: first.options.no_read_workqueue,
-            no_write_workqueue: first.options.no_write_workqueue,
-            key_loading: if keyring.is_some() {
-                KeyLoading::Keyring
-            } else {
-                KeyLoading::Hex
-            },
-        };
+        let first = params[0];
+        let settings = crypt_settings(first, cipher, bits, keyring.is_some());
         let device = self.device_ref(system, first.device);
         Ok(Some(ReadBack {
             kind: NodeKind::Crypt { device, segments },
@@ -434,6 +374,100 @@ impl VolumeStatus {
             key_refs: keyring,
             crypt: Some(settings),
         }))
+    }
+}
+
+/// The plan's crypt table that `entries` (with their parsed `params`) are, if they are one:
+/// the first segment's target over the whole length, cut at the segments' lengths, must give
+/// back every segment as the kernel has it. `None` for a table tosskey does not build (a
+/// segment with options it never sets is shown as it is).
+fn rebuild_crypt_table(
+    entries: &[TableEntry],
+    params: &[&CryptParams],
+) -> Result<Option<(CipherSpec, CryptTable)>> {
+    let first = params[0];
+    let total = Sectors(entries.iter().map(|e| e.length.0).sum());
+    let (Ok(cipher), Some(whole), true) = (
+        first.cipher.parse::<CipherSpec>(),
+        first.target(total)?,
+        params.iter().all(|p| p.other_options.is_empty()),
+    ) else {
+        return Ok(None);
+    };
+    let lengths: Vec<Sectors> = entries.iter().map(|e| e.length).collect();
+    let Ok(table) = CryptTable::from_lengths(&whole, &lengths) else {
+        return Ok(None);
+    };
+    let rebuilt =
+        table
+            .segments()
+            .iter()
+            .zip(entries.iter().zip(params))
+            .all(|(segment, (entry, p))| {
+                segment.start == entry.start
+                    && segment.target.cipher() == p.cipher
+                    && segment.target.device() == p.device
+                    && segment.target.offset() == p.offset
+                    && segment.target.iv_offset() == p.iv_offset
+                    && segment.target.options() == p.options
+            });
+    Ok(rebuilt.then_some((cipher, table)))
+}
+
+/// The key length every segment shows, if they all show one and the same.
+fn segment_key_bytes(params: &[&CryptParams]) -> Option<usize> {
+    let bytes: Vec<usize> = params
+        .iter()
+        .map(|p| match &p.key {
+            CryptKeyField::Keyring { bytes, .. } | CryptKeyField::Hex { bytes } => Some(*bytes),
+            CryptKeyField::None | CryptKeyField::Elided => None,
+        })
+        .collect::<Option<_>>()?;
+    bytes.iter().all(|&n| n == bytes[0]).then_some(bytes[0])
+}
+
+/// Each segment's logon-key reference, if every segment loads its key from the keyring.
+fn keyring_refs(params: &[&CryptParams]) -> Option<Vec<KeyRef>> {
+    params
+        .iter()
+        .map(|p| match &p.key {
+            CryptKeyField::Keyring {
+                bytes,
+                key_type,
+                description,
+            } if key_type == "logon" => Some(KeyRef::Keyring {
+                bytes: *bytes,
+                description: description.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's crypt settings a live crypt segment shows.
+fn crypt_settings(
+    first: &CryptParams,
+    cipher: CipherSpec,
+    bits: u32,
+    keyring: bool,
+) -> CryptSettings {
+    CryptSettings {
+        format: EscrowCrypt {
+            cipher,
+            key_bits: bits,
+            sector_size: first.options.sector_size,
+            iv_large_sectors: first.options.iv_large_sectors,
+            iv_offset: first.iv_offset.0,
+            data_offset: first.offset.0,
+        },
+        allow_discards: first.options.allow_discards,
+        no_read_workqueue: first.options.no_read_workqueue,
+        no_write_workqueue: first.options.no_write_workqueue,
+        key_loading: if keyring {
+            KeyLoading::Keyring
+        } else {
+            KeyLoading::Hex
+        },
     }
 }
 

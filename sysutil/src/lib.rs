@@ -7,16 +7,18 @@
 //!   ([`parse_mountinfo`]);
 //! - [`AlignedBuf`]: a zeroed buffer aligned for `O_DIRECT`, without `unsafe`;
 //! - [`cvt`]: a syscall's `-1` return turned into the `errno` as [`io::Error`];
-//! - [`auxv::secure_exec`]: the kernel's `AT_SECURE` from the saved auxiliary vector.
+//! - [`auxv::secure_exec`]: the kernel's `AT_SECURE` from the saved auxiliary vector;
+//! - [`mlock::MlockGuard`]: a value's pages locked into RAM while it holds a secret.
 //!
 //! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
-//! No `unsafe` here but the one `getauxval` call in [`auxv`]; the crates that issue ioctls
-//! keep theirs in their own table modules.
+//! No `unsafe` here but the `getauxval` call in [`auxv`] and the mlock calls in [`mlock`];
+//! the crates that issue ioctls keep theirs in their own table modules.
 
 pub mod auxv;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod mlock;
 
 use std::fmt;
 use std::io::{self, Read as _};

@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use rsa::oaep::Oaep;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -327,7 +326,7 @@ impl EscrowFile {
             rsa_bits: public_key.bits(),
             public_key_sha256: public_key.fingerprint().to_string(),
         };
-        let placeholder = BASE64.encode(vec![0u8; public_key.ciphertext_len()]);
+        let placeholder = Base64::encode_string(&vec![0u8; public_key.ciphertext_len()]);
         let file = EscrowFile {
             format: FORMAT_NAME.to_string(),
             version,
@@ -493,8 +492,7 @@ impl EscrowFile {
             });
         }
         let sealed = &self.keys[index];
-        let ciphertext = BASE64
-            .decode(&sealed.ciphertext)
+        let ciphertext = Base64::decode_vec(&sealed.ciphertext)
             .map_err(|e| field_error(format!("keys[{index}].ciphertext"), e.to_string()))?;
         let tampered = || Error::EscrowTampered {
             dm_name: sealed.dm_name.clone(),
@@ -632,8 +630,7 @@ impl EscrowFile {
                     ),
                 ));
             }
-            let decoded = BASE64
-                .decode(&sealed.ciphertext)
+            let decoded = Base64::decode_vec(&sealed.ciphertext)
                 .map_err(|e| field_error(field.clone(), format!("not standard base64: {e}")))?;
             if decoded.len() != ciphertext_len {
                 return Err(field_error(
@@ -848,7 +845,7 @@ impl UnsealedEscrow {
                     secret,
                 )
                 .map_err(Error::EscrowSeal)?;
-            file.keys[index].ciphertext = BASE64.encode(ciphertext);
+            file.keys[index].ciphertext = Base64::encode_string(&ciphertext);
         }
         Ok(file)
     }

@@ -74,12 +74,13 @@ fn layout() -> SectorLayout {
 
 fn naive_encrypt<C>(xts: &Xts128<C>, data: &mut [u8])
 where
-    C: aes::cipher::BlockEncrypt + aes::cipher::BlockDecrypt + aes::cipher::BlockCipher,
+    C: aes::cipher::BlockCipherEncrypt
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
 {
     for (i, sector) in data.chunks_mut(SECTOR).enumerate() {
         let mut iv = [0u8; 16];
         iv[..8].copy_from_slice(&(8 * i as u64).to_le_bytes());
-        xts.encrypt_sector(sector, iv);
+        xts.encrypt_sector(sector, iv.into());
     }
 }
 

@@ -2,7 +2,7 @@
 //! pipelines batches of blocks, or falls back to a constant-time bitsliced software
 //! implementation). The VAES/AVX-512 sector path lives in `crate::simd_x86`.
 
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 
 use crate::xts::{Block, BlockBatch};
 

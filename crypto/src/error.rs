@@ -63,7 +63,7 @@ pub enum Error {
 
     /// mlock(2) failed: the key would be swappable.
     #[error("could not lock the volume key in memory (mlock); raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]
-    LockMemory(#[source] region::Error),
+    LockMemory(#[source] std::io::Error),
 
     /// mlock(2) or madvise(2) of key memory failed: the keys would be swappable or dumpable.
     #[error("could not lock {bytes} bytes of key memory (mlock/madvise); raise the locked-memory limit (ulimit -l / RLIMIT_MEMLOCK) or run with CAP_IPC_LOCK")]

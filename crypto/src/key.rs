@@ -341,7 +341,7 @@ mod tests {
         }
         assert!(arena.key(300).is_none());
         // 300 x 32 bytes = 9600 bytes, in whole pages (three of 4 KiB).
-        let page = region::page::size();
+        let page = tosskey_sysutil::mlock::page_size();
         assert_eq!(arena.locked_bytes(), 9600usize.div_ceil(page) * page);
         assert!(matches!(
             KeyArena::from_fn(KeySize::Bits256, 0, |_, _| Ok(())),

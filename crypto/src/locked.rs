@@ -30,7 +30,7 @@ impl LockedPages {
     /// Maps, locks and excludes from dumps at least `bytes` bytes (at least one page).
     /// Fails with the errno of the step that failed; a half-made mapping is unmapped.
     pub(crate) fn new(bytes: usize) -> io::Result<Self> {
-        let page = region::page::size();
+        let page = tosskey_sysutil::mlock::page_size();
         let len = bytes
             .max(1)
             .checked_next_multiple_of(page)

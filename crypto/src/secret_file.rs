@@ -99,7 +99,7 @@ mod tests {
         // Sized from the file: 10001 bytes fit three 4 KiB pages, no growth.
         assert_eq!(
             secret.locked_bytes(),
-            10_001usize.next_multiple_of(region::page::size())
+            10_001usize.next_multiple_of(tosskey_sysutil::mlock::page_size())
         );
         assert!(SecretFile::read(&path, 9_999).is_err());
     }

@@ -16,6 +16,7 @@ use crate::dispatch::{TwofishPath, TwofishRunner};
 use crate::error::Error;
 use crate::spec::BlockCipher;
 use crate::twofish::TwofishKey;
+use tosskey_sysutil::mlock::MlockGuard;
 use tosskey_sysutil::SECTOR_SIZE;
 use zeroize::Zeroize;
 
@@ -155,7 +156,7 @@ pub struct SectorCipher {
     layout: SectorLayout,
     // Field order is drop order: `Drop` wipes the engine, then the lock guard
     // munlocks, then the pages are freed.
-    _lock: region::LockGuard,
+    _lock: MlockGuard,
     engine: Box<PageAligned<Engine>>,
 }
 
@@ -228,11 +229,7 @@ impl SectorCipher {
             (_, forced) => forced.unwrap_or(TwofishRunner::Portable),
         };
         let mut engine = Box::new(PageAligned(Self::unkeyed_engine(cipher, use_simd, twofish)));
-        let lock = region::lock(
-            core::ptr::from_ref::<PageAligned<Engine>>(&engine),
-            core::mem::size_of::<PageAligned<Engine>>(),
-        )
-        .map_err(Error::LockMemory)?;
+        let lock = MlockGuard::lock(&*engine).map_err(Error::LockMemory)?;
         match &mut engine.0 {
             #[cfg(target_arch = "x86_64")]
             Engine::AesVaes(vaes) => {
@@ -411,7 +408,7 @@ fn wipe_stack_below() {
 
 /// E_K2(IV) as a little-endian 128-bit number.
 fn encrypted_tweak<C: BlockBatch>(tweak_key: &C, iv: [u8; BLOCK]) -> u128 {
-    let mut block = [Block::clone_from_slice(&iv)];
+    let mut block = [Block::from(iv)];
     tweak_key.encrypt_blocks(&mut block);
     let mut bytes = [0u8; BLOCK];
     bytes.copy_from_slice(&block[0]);

@@ -98,7 +98,7 @@ mod tests {
         let (k1, k2) = key.split_at(key.len() / 2);
         let data_key = AesKey::new(k1).expect("key");
         let tweak_key = AesKey::new(k2).expect("key");
-        let mut t = [Block::clone_from_slice(iv)];
+        let mut t = [Block::try_from(iv).expect("a 16-byte IV")];
         tweak_key.encrypt_blocks(&mut t);
         let tweak = u128::from_le_bytes(t[0].into());
         xts_sector(&data_key, tweak, data, encrypt);

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::common::{data, default_crypt, private_a, public_a};
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use tosskey_crypto::escrow::{
     rfc3339_utc, Assembly, EscrowMember, EscrowPrivateKey, EscrowPublicKey, Layout, MdLevel,
 };
@@ -45,14 +45,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Every textual form the key could leak in.
 fn leak_forms(key: &VolumeKey) -> Vec<String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let bytes = key.expose_secret();
     vec![
         hex(bytes),
         hex(bytes).to_uppercase(),
-        b64.encode(bytes),
+        Base64::encode_string(bytes),
         hex(&bytes[..16]),
-        b64.encode(&bytes[..15]),
+        Base64::encode_string(&bytes[..15]),
         format!("{:?}", bytes),
         String::from_utf8_lossy(bytes).into_owned(),
     ]
@@ -587,13 +586,7 @@ fn json_layout_is_stable() {
     assert_eq!(v["recipient"]["algorithm"], "RSA-OAEP-SHA-256");
     assert_eq!(v["recipient"]["rsa_bits"], 2048);
     let ct = v["keys"][0]["ciphertext"].as_str().unwrap();
-    assert_eq!(
-        base64::engine::general_purpose::STANDARD
-            .decode(ct)
-            .unwrap()
-            .len(),
-        256
-    );
+    assert_eq!(Base64::decode_vec(ct).unwrap().len(), 256);
 }
 
 /// OpenSSL made this ciphertext (`tests/data/escrow/make-openssl-fixture.py seal`), with the

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::common::{data, default_crypt, private_a};
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use rsa::oaep::Oaep;
 use rsa::pkcs8::DecodePublicKey;
 use sha2::Sha256;
@@ -297,7 +297,7 @@ fn seal_like_an_attacker(metadata: &EscrowMetadata, dm_name: &str) -> String {
         "recipient": recipient,
         "keys": [{
             "dm_name": dm_name,
-            "ciphertext": base64::engine::general_purpose::STANDARD.encode(ciphertext),
+            "ciphertext": Base64::encode_string(&ciphertext),
         }],
     })
     .to_string()

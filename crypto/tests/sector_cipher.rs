@@ -71,17 +71,17 @@ fn oracle(cipher: BlockCipher, key: &[u8], layout: SectorLayout, start: u64, dat
                 aes::Aes128::new_from_slice(k1).expect("k"),
                 aes::Aes128::new_from_slice(k2).expect("k"),
             )
-            .encrypt_sector(sector, iv),
+            .encrypt_sector(sector, iv.into()),
             (BlockCipher::Aes, 32) => Xts128::new(
                 aes::Aes256::new_from_slice(k1).expect("k"),
                 aes::Aes256::new_from_slice(k2).expect("k"),
             )
-            .encrypt_sector(sector, iv),
+            .encrypt_sector(sector, iv.into()),
             (BlockCipher::Twofish, _) => Xts128::new(
                 twofish::Twofish::new_from_slice(k1).expect("k"),
                 twofish::Twofish::new_from_slice(k2).expect("k"),
             )
-            .encrypt_sector(sector, iv),
+            .encrypt_sector(sector, iv.into()),
             other => panic!("unexpected {other:?}"),
         }
     }

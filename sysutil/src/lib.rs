@@ -11,17 +11,19 @@
 //! - [`Sectors`], [`Bytes`] and [`SECTOR_SIZE`]: the kernel's 512-byte sector and bytes;
 //! - [`check_dm_name`]: the rules of a device-mapper name;
 //! - [`hex_encode_secret`] and [`lock_in_memory`]: key material outside tosskey-crypto's
-//!   locked arenas (hex key fields, ioctl buffers), locked and zeroized.
+//!   locked arenas (hex key fields, ioctl buffers), locked and zeroized;
+//! - [`mlock::MlockGuard`]: a value's pages locked into RAM while it holds a secret.
 //!
 //! - `fake::FakeTree` (feature `fake`): a fake tree for host tests.
 //!
-//! No `unsafe` here but the `getauxval` call in [`auxv`] and the `mlock` in `secret`; the
-//! crates that issue ioctls keep theirs in their own table modules.
+//! No `unsafe` here but the `getauxval` call in [`auxv`] and the mlock calls in [`mlock`];
+//! the crates that issue ioctls keep theirs in their own table modules.
 
 pub mod auxv;
 mod dm_name;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod mlock;
 mod secret;
 mod units;
 

@@ -1,8 +1,7 @@
 //! Memory that holds key material outside tosskey-crypto's locked arenas: ioctl buffers and
 //! table strings that carry a hex key. [`lock_in_memory`] pins their pages (best effort,
-//! counted) and [`hex_encode_secret`] writes a key's hex once into such memory. The one
-//! `unsafe` call here is `mlock`.
-#![allow(unsafe_code)]
+//! counted, through [`crate::mlock`]) and [`hex_encode_secret`] writes a key's hex once into
+//! such memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,10 +22,7 @@ pub fn lock_in_memory(start: *const u8, len: usize) {
     if len == 0 {
         return;
     }
-    // SAFETY: mlock only changes the paging attributes of the mapping containing the range;
-    // it neither reads nor writes the memory, and an invalid range yields ENOMEM, not UB. The
-    // caller passes the range of a live allocation.
-    if unsafe { libc::mlock(start.cast::<libc::c_void>(), len) } != 0 {
+    if crate::mlock::lock_for_life(start, len).is_err() {
         UNLOCKED_BYTES.fetch_add(len, Ordering::Relaxed);
     }
 }

@@ -23,6 +23,7 @@
 use sha1::Sha1;
 use sha2::digest::FixedOutputReset;
 use sha2::{Digest, Sha256, Sha384, Sha512};
+use tosskey_sysutil::mlock::{page_size, MlockGuard};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
@@ -125,7 +126,7 @@ struct PageAligned<T>(T);
 struct LockedHasher<D: ZeroizeOnDrop> {
     // Field order is drop order: `Drop` wipes the state, then the guard unlocks, then the
     // page is freed.
-    _lock: region::LockGuard,
+    _lock: MlockGuard,
     hasher: Box<PageAligned<Option<D>>>,
 }
 
@@ -134,11 +135,7 @@ impl<D: Digest + ZeroizeOnDrop> LockedHasher<D> {
         // Locked before the state absorbs anything: a fresh state holds only the
         // algorithm's public initial values.
         let hasher = Box::new(PageAligned(Some(D::new())));
-        let lock = region::lock(
-            std::ptr::from_ref::<PageAligned<Option<D>>>(&hasher),
-            std::mem::size_of::<PageAligned<Option<D>>>(),
-        )
-        .map_err(|source| Error::LockMemory { source })?;
+        let lock = MlockGuard::lock(&*hasher).map_err(|source| Error::LockMemory { source })?;
         Ok(LockedHasher {
             _lock: lock,
             hasher,
@@ -161,7 +158,7 @@ impl<D: ZeroizeOnDrop> Drop for LockedHasher<D> {
 struct LockedPads {
     // Drop order is declaration order, after `Drop::drop` has zeroized `storage`: unlock
     // first, then free.
-    _lock: region::LockGuard,
+    _lock: MlockGuard,
     /// Two pages; the pads live at the start of the page-aligned page inside, which no other
     /// allocation shares (munlock works on whole pages).
     storage: Vec<u8>,
@@ -170,10 +167,10 @@ struct LockedPads {
 
 impl LockedPads {
     fn new() -> Result<LockedPads> {
-        let page = region::page::size();
+        let page = page_size();
         let storage = vec![0u8; 2 * page];
         let offset = (page - storage.as_ptr().addr() % page) % page;
-        let lock = region::lock(storage[offset..].as_ptr(), page)
+        let lock = MlockGuard::lock(&storage[offset..offset + page])
             .map_err(|source| Error::LockMemory { source })?;
         Ok(LockedPads {
             _lock: lock,
@@ -287,7 +284,7 @@ mod tests {
     fn every_hmac_state_is_locked_and_wiped_on_drop() {
         fn locked<D: Digest + ZeroizeOnDrop>() {
             let mut hasher = LockedHasher::<D>::new().unwrap();
-            let page = region::page::size();
+            let page = page_size();
             let address = std::ptr::from_ref(&*hasher.hasher).addr();
             assert_eq!(address % page, 0, "the state shares its page");
             assert!(

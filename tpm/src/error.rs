@@ -85,7 +85,7 @@ pub enum Error {
     )]
     LockMemory {
         #[source]
-        source: region::Error,
+        source: std::io::Error,
     },
     /// Reading, locking or appending to the event log failed.
     #[error("measurement log {path}: {action} failed: {source}")]

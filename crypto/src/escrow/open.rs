@@ -1,8 +1,7 @@
 //! Opening: the private key checked against the recorded recipient, then each key decrypted
 //! under its label (a wrong label means the file was altered after it was sealed).
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use rsa::oaep::Oaep;
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -77,8 +76,7 @@ impl EscrowFile {
             });
         }
         let sealed = &self.keys[index];
-        let ciphertext = BASE64
-            .decode(&sealed.ciphertext)
+        let ciphertext = Base64::decode_vec(&sealed.ciphertext)
             .map_err(|e| field_error(format!("keys[{index}].ciphertext"), e.to_string()))?;
         let tampered = || Error::EscrowTampered {
             dm_name: sealed.dm_name.clone(),

@@ -1,8 +1,7 @@
 //! Sealing: each volume key encrypted with RSA-OAEP-SHA-256 to the recipient, under a label
 //! that binds it to the metadata and its segment.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use rsa::oaep::Oaep;
 use sha2::Sha256;
 
@@ -101,7 +100,7 @@ impl EscrowFile {
             rsa_bits: public_key.bits(),
             public_key_sha256: public_key.fingerprint().to_string(),
         };
-        let placeholder = BASE64.encode(vec![0u8; public_key.ciphertext_len()]);
+        let placeholder = Base64::encode_string(&vec![0u8; public_key.ciphertext_len()]);
         let file = EscrowFile {
             format: FORMAT_NAME.to_string(),
             version,
@@ -172,7 +171,7 @@ impl UnsealedEscrow {
                     secret,
                 )
                 .map_err(Error::EscrowSeal)?;
-            file.keys[index].ciphertext = BASE64.encode(ciphertext);
+            file.keys[index].ciphertext = Base64::encode_string(&ciphertext);
         }
         Ok(file)
     }

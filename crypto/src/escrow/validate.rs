@@ -5,8 +5,7 @@
 
 use std::collections::HashSet;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+use base64ct::{Base64, Encoding as _};
 use tosskey_sysutil::SECTOR_SIZE;
 
 use super::format::{
@@ -74,8 +73,7 @@ impl EscrowFile {
                     ),
                 ));
             }
-            let decoded = BASE64
-                .decode(&sealed.ciphertext)
+            let decoded = Base64::decode_vec(&sealed.ciphertext)
                 .map_err(|e| field_error(field.clone(), format!("not standard base64: {e}")))?;
             if decoded.len() != ciphertext_len {
                 return Err(field_error(

@@ -546,7 +546,7 @@ mod tests {
         let (k1, k2) = key.split_at(key.len() / 2);
         let data_key = AesKey::new(k1).expect("key");
         let tweak_key = AesKey::new(k2).expect("key");
-        let mut t = [Block::clone_from_slice(&iv.to_le_bytes())];
+        let mut t = [Block::from(iv.to_le_bytes())];
         tweak_key.encrypt_blocks(&mut t);
         xts_sector(&data_key, u128::from_le_bytes(t[0].into()), data, encrypt);
     }

@@ -2,23 +2,23 @@
 
 use super::*;
 use rand::{Rng, SeedableRng};
-use twofish::cipher::{BlockDecrypt as _, BlockEncrypt as _, KeyInit as _};
+use twofish::cipher::{BlockCipherDecrypt as _, BlockCipherEncrypt as _, KeyInit as _};
 
 fn encrypt_one(key: &TwofishKey, block: [u8; 16]) -> [u8; 16] {
-    let mut blocks = [Block::clone_from_slice(&block)];
+    let mut blocks = [Block::from(block)];
     key.encrypt_blocks(&mut blocks);
     blocks[0].into()
 }
 
 fn decrypt_one(key: &TwofishKey, block: [u8; 16]) -> [u8; 16] {
-    let mut blocks = [Block::clone_from_slice(&block)];
+    let mut blocks = [Block::from(block)];
     key.decrypt_blocks(&mut blocks);
     blocks[0].into()
 }
 
 fn oracle_encrypt(key: &[u8], block: [u8; 16]) -> [u8; 16] {
     let cipher = twofish::Twofish::new_from_slice(key).expect("valid twofish key length");
-    let mut b = Block::clone_from_slice(&block);
+    let mut b = Block::from(block);
     cipher.encrypt_block(&mut b);
     b.into()
 }
@@ -151,7 +151,7 @@ fn random_keys_and_batches_against_oracle() {
         let mut blocks: Vec<Block> = (0..n)
             .map(|_| {
                 let b: [u8; 16] = rng.gen();
-                Block::clone_from_slice(&b)
+                Block::from(b)
             })
             .collect();
         let original = blocks.clone();

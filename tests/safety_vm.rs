@@ -217,18 +217,25 @@ mod real_kernel {
         mbr
     }
 
-    /// Puts the disk back as the other tests expect it, pass or fail: the mount gone, the
-    /// partition table wiped and re-read, swap off, writable.
+    /// Puts the disk back as the other tests expect it, pass or fail: the volume closed
+    /// (should a refusal have failed to happen), the mount gone, the partition table wiped
+    /// and re-read, swap off, writable.
     struct Restore {
         disk: PathBuf,
+        volume: &'static str,
         mount: Option<&'static str>,
     }
 
-    /// The scratch disk, put back when the returned guard drops (after unmounting `mount`).
-    fn scratch_disk_restored(mount: Option<&'static str>) -> (VirtioDisk, Restore) {
+    /// The scratch disk, put back when the returned guard drops (after closing `volume` and
+    /// unmounting `mount`).
+    fn scratch_disk_restored(
+        volume: &'static str,
+        mount: Option<&'static str>,
+    ) -> (VirtioDisk, Restore) {
         let disk = scratch_disk();
         let restore = Restore {
             disk: disk.path.clone(),
+            volume,
             mount,
         };
         (disk, restore)
@@ -236,6 +243,7 @@ mod real_kernel {
 
     impl Drop for Restore {
         fn drop(&mut self) {
+            let _ = tosskey(&["close", "--unmount", self.volume]);
             if let Some(dir) = self.mount {
                 let _ = umount2(dir, MntFlags::empty());
             }
@@ -256,7 +264,7 @@ mod real_kernel {
     #[test]
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn a_partitioned_disk_is_refused_and_a_mounted_partition_even_with_force() {
-        let (disk, _restore) = scratch_disk_restored(Some("/mnt/t-part"));
+        let (disk, _restore) = scratch_disk_restored("t-part", Some("/mnt/t-part"));
         write_at(&disk.path, 0, &mbr_with_two_partitions());
         busybox(&["blockdev", "--rereadpt", disk.path.to_str().unwrap()]);
         let (first, second) = (format!("{}1", disk.name), format!("{}2", disk.name));
@@ -308,7 +316,7 @@ mod real_kernel {
     #[test]
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn active_swap_is_refused_even_with_force() {
-        let (disk, _restore) = scratch_disk_restored(None);
+        let (disk, _restore) = scratch_disk_restored("t-swap", None);
         let node = disk.path.to_str().unwrap();
         busybox(&["mkswap", node]);
         busybox(&["swapon", node]);
@@ -323,7 +331,7 @@ mod real_kernel {
     #[test]
     #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
     fn a_read_only_disk_is_refused() {
-        let (disk, _restore) = scratch_disk_restored(None);
+        let (disk, _restore) = scratch_disk_restored("t-ro", None);
         let node = disk.path.to_str().unwrap();
         busybox(&["blockdev", "--setro", node]);
         provision(&disk.path, "t-ro", &["--mkfs", "none", "--force"]).fails_with(
@@ -342,11 +350,7 @@ mod real_kernel {
     fn shred_of_a_mounted_volume_detaches_it_and_its_users_get_io_errors() {
         use std::io::Write as _;
 
-        let (disk, _restore) = scratch_disk_restored(None);
-        let _close = crate::common::Cleanup {
-            name: "t-mshred",
-            disks: Vec::new(),
-        };
+        let (disk, _restore) = scratch_disk_restored("t-mshred", None);
         provision(&disk.path, "t-mshred", &["--mount", "/mnt/t-mshred"]).ok();
         let mut user = std::fs::File::create("/mnt/t-mshred/open-file").unwrap();
         user.write_all(b"written before the shred\n").unwrap();

@@ -92,7 +92,7 @@ fn gate_problem(workspace: &Path, file: &Path, text: &str) -> Option<String> {
     if file != root && !root_code.contains(&format!("mod {module};")) {
         return Some(format!(
             "{shown} is not a module of {}: its tests are never compiled",
-            root.display()
+            root.strip_prefix(workspace).unwrap().display()
         ));
     }
     (!root_code.contains(GATE_PROBE)).then(|| {

@@ -348,7 +348,7 @@ impl CryptTarget {
     /// file: `open --type plain --cipher C --key-size BITS --key-file FILE [--offset N]
     /// [--skip N] [--sector-size N] [--iv-large-sectors] [--allow-discards] [--perf-*] --
     /// DEVICE NAME`. cryptsetup then builds exactly [`CryptTarget::line`] with the key in hex and the
-    /// device as a path (see the test `cryptsetup_builds_the_same_table`).
+    /// device as a path (see the test `cryptsetup_open_args_transcribe_the_table`).
     pub fn cryptsetup_open_args(
         &self,
         key_bytes: usize,
@@ -527,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn cryptsetup_builds_the_same_table() {
+    fn cryptsetup_open_args_transcribe_the_table() {
         // cryptsetup passes the device as a path; the kernel resolves it and reports MAJ:MIN.
         // tosskey passes MAJ:MIN directly. Compare with the path replaced by MAJ:MIN.
         let dev = DevId::new(254, 16);

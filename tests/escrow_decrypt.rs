@@ -26,6 +26,7 @@ fn two_key_escrow(dir: &Path) -> (PathBuf, KeyArena) {
             iv_large_sectors: false,
             iv_offset: 0,
             data_offset: 0,
+            allow_discards: false,
         },
         assembly: Assembly::Single,
         layout: Layout::Shared,

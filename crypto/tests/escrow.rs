@@ -601,3 +601,33 @@ fn opens_a_file_sealed_by_openssl() {
         data("openssl-sealed.key.hex").trim()
     );
 }
+
+#[test]
+fn discards_are_recorded_only_when_the_volume_passes_them() {
+    let key = VolumeKey::generate(KeySize::Bits512).unwrap();
+    let plain = sealed(&key);
+    // A volume without discards writes the file as before: older readers still read it.
+    assert!(!plain.to_json().contains("allow_discards"));
+    assert!(
+        !EscrowFile::parse(plain.to_json().as_bytes())
+            .unwrap()
+            .metadata()
+            .crypt
+            .allow_discards
+    );
+    let mut meta = metadata(Layout::Shared, 2, key.bits());
+    meta.crypt.allow_discards = true;
+    let with_discards = EscrowFile::seal(&public_a(), &key, meta).unwrap();
+    let json = with_discards.to_json();
+    assert!(
+        json.contains("\"allow_discards\": true") || json.contains("\"allow_discards\":true"),
+        "{json}"
+    );
+    assert!(
+        EscrowFile::parse(json.as_bytes())
+            .unwrap()
+            .metadata()
+            .crypt
+            .allow_discards
+    );
+}

@@ -459,6 +459,7 @@ fn crypt_settings(
             iv_large_sectors: first.options.iv_large_sectors,
             iv_offset: first.iv_offset.0,
             data_offset: first.offset.0,
+            allow_discards: first.options.allow_discards,
         },
         allow_discards: first.options.allow_discards,
         no_read_workqueue: first.options.no_read_workqueue,

@@ -92,6 +92,7 @@ fn for_members(
             iv_large_sectors: false,
             iv_offset: 0,
             data_offset: 0,
+            allow_discards: cfg.allow_discards,
         },
         allow_discards: cfg.allow_discards,
         no_read_workqueue: cfg.no_read_workqueue,
@@ -113,7 +114,8 @@ fn for_members(
 }
 
 /// The plan an escrow file records, over `members` (found again by identity for recover,
-/// the recorded paths for escrow decrypt). Table options are tosskey's defaults.
+/// the recorded paths for escrow decrypt). Discards are as the file records; the other table
+/// options are tosskey's defaults.
 pub fn from_escrow(
     meta: &EscrowMetadata,
     recorded_keys: &[(String, Option<KeySegment>)],
@@ -125,7 +127,7 @@ pub fn from_escrow(
     let name = DmName::new(&meta.name).map_err(anyhow::Error::from)?;
     let crypt = CryptSettings {
         format: meta.crypt.clone(),
-        allow_discards: false,
+        allow_discards: meta.crypt.allow_discards,
         no_read_workqueue: BYPASS_WORKQUEUES,
         no_write_workqueue: BYPASS_WORKQUEUES,
         key_loading,
@@ -720,6 +722,45 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(recovered.key_scope.limit_bytes, Some(2 * TIB));
         assert_eq!(recovered.key_scope, provisioned.key_scope);
+    }
+
+    #[test]
+    fn a_volume_that_passes_discards_is_recovered_and_rebuilt_with_them() {
+        for discards in [false, true] {
+            let mut args = vec!["--key-loading", "hex"];
+            if discards {
+                args.push("--allow-discards");
+            }
+            let provisioned = plan(&args, 1).unwrap();
+            assert_eq!(provisioned.crypt.format.allow_discards, discards);
+            let meta = EscrowMetadata {
+                name: provisioned.name.clone(),
+                hostname: "h".into(),
+                created_at: "2026-12-03T12:00:00Z".into(),
+                crypt: provisioned.crypt.format.clone(),
+                assembly: provisioned.assembly,
+                layout: provisioned.layout,
+                members: Vec::new(),
+                key_scope_bytes: provisioned.key_scope.limit_bytes,
+            };
+            let recovered = from_escrow(
+                &meta,
+                &recorded_segments(&provisioned),
+                provisioned.members.clone(),
+                BOOT,
+                KeyLoading::Hex,
+                None,
+            )
+            .unwrap();
+            assert_eq!(recovered.volume().table, provisioned.volume().table);
+            let commands = render::stock_commands(&recovered, &[PathBuf::from("/k.0")]).unwrap();
+            assert_eq!(
+                commands[0].contains(" --allow-discards "),
+                discards,
+                "{}",
+                commands[0]
+            );
+        }
     }
 
     #[test]

@@ -66,6 +66,15 @@ pub struct EscrowCrypt {
     /// Where data starts on the device under the crypt target, in 512-byte sectors (the dm
     /// table's `<offset>`, cryptsetup's `--offset`).
     pub data_offset: u64,
+    /// The volume passes discards down (`allow_discards`, cryptsetup's `--allow-discards`):
+    /// a reopened volume must too. Absent from the files of volumes without it, which read
+    /// as before.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_discards: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// One member device.

@@ -32,5 +32,6 @@ pub fn default_crypt(key_bits: u32) -> tosskey_crypto::escrow::EscrowCrypt {
         iv_large_sectors: false,
         iv_offset: 0,
         data_offset: 0,
+        allow_discards: false,
     }
 }

@@ -1,4 +1,4 @@
-//! Format a block device or image file: `cargo run -p tosskey-ext4 --example mkfs -- TARGET [--journal] [--meta-bg] [--backups N] [--label L] [--uuid HEX32]`.
+//! Format a block device or image file: `cargo run -p tosskey-ext4 --example mkfs_ext4 -- TARGET [--journal] [--meta-bg] [--backups N] [--label L] [--uuid HEX32]`.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Format a block device or image file: `cargo run -p tosskey-xfs --example mkfs -- TARGET [--sector 512|4096] [--stripe SU_BYTES SW] [--noalign] [--label L] [--uuid HEX32]`.
+//! Format a block device or image file: `cargo run -p tosskey-xfs --example mkfs_xfs -- TARGET [--sector 512|4096] [--stripe SU_BYTES SW] [--noalign] [--label L] [--uuid HEX32]`.
 
 use std::path::PathBuf;
 

@@ -697,9 +697,8 @@ pub(crate) mod tests {
         assert!(matches!(shape(&gap), Err(Error::Refused(_))));
     }
 
-    #[test]
-    fn recovery_reports_the_key_scope_the_escrow_file_records() {
-        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
+    /// The plan `recover` derives from the escrow file `provisioned` would write.
+    fn recovered_from_escrow(provisioned: &Plan, key_loading: KeyLoading) -> Plan {
         let meta = EscrowMetadata {
             name: provisioned.name.clone(),
             hostname: "h".into(),
@@ -710,16 +709,21 @@ pub(crate) mod tests {
             members: Vec::new(),
             key_scope_bytes: provisioned.key_scope.limit_bytes,
         };
-        let recorded = recorded_segments(&provisioned);
-        let recovered = from_escrow(
+        from_escrow(
             &meta,
-            &recorded,
+            &recorded_segments(provisioned),
             provisioned.members.clone(),
             BOOT,
-            KeyLoading::Auto,
+            key_loading,
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn recovery_reports_the_key_scope_the_escrow_file_records() {
+        let provisioned = plan_sized(&["--key-scope", "2TiB"], 2, 3 * TIB).unwrap();
+        let recovered = recovered_from_escrow(&provisioned, KeyLoading::Auto);
         assert_eq!(recovered.key_scope.limit_bytes, Some(2 * TIB));
         assert_eq!(recovered.key_scope, provisioned.key_scope);
     }
@@ -733,25 +737,7 @@ pub(crate) mod tests {
             }
             let provisioned = plan(&args, 1).unwrap();
             assert_eq!(provisioned.crypt.format.allow_discards, discards);
-            let meta = EscrowMetadata {
-                name: provisioned.name.clone(),
-                hostname: "h".into(),
-                created_at: "2026-12-03T12:00:00Z".into(),
-                crypt: provisioned.crypt.format.clone(),
-                assembly: provisioned.assembly,
-                layout: provisioned.layout,
-                members: Vec::new(),
-                key_scope_bytes: provisioned.key_scope.limit_bytes,
-            };
-            let recovered = from_escrow(
-                &meta,
-                &recorded_segments(&provisioned),
-                provisioned.members.clone(),
-                BOOT,
-                KeyLoading::Hex,
-                None,
-            )
-            .unwrap();
+            let recovered = recovered_from_escrow(&provisioned, KeyLoading::Hex);
             assert_eq!(recovered.volume().table, provisioned.volume().table);
             let commands = render::stock_commands(&recovered, &[PathBuf::from("/k.0")]).unwrap();
             assert_eq!(

@@ -71,17 +71,28 @@ impl Drop for MlockGuard {
 mod tests {
     use super::*;
 
-    /// The process's locked memory, `VmLck:` of /proc/self/status, in KiB (no other test
-    /// of this crate locks memory, so it changes only by what a test locks).
-    fn locked_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find_map(|line| line.strip_prefix("VmLck:"));
-        line.unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap()
+    /// The locked KiB of the mapping that holds `address`: the `Locked:` field of its
+    /// block in /proc/self/smaps. mlock splits a mapping at the locked range, so this counts
+    /// the value's own pages only, whatever other tests running at the same time lock.
+    fn locked_kib_of_mapping_at(address: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut in_mapping = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((start, end)) = first.split_once('-') {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    in_mapping = (start..end).contains(&address);
+                    continue;
+                }
+            }
+            if let Some(locked) = line.strip_prefix("Locked:").filter(|_| in_mapping) {
+                return locked.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {address:#x}");
     }
 
     #[repr(C, align(65536))]
@@ -91,15 +102,16 @@ mod tests {
     fn a_value_is_locked_while_the_guard_lives_and_unlocked_after() {
         // Page-aligned and a whole number of pages: exactly 64 KiB to lock, shared with nothing.
         let value = Box::new(OwnPages([7; 65536]));
-        let before = locked_kib();
+        let address = std::ptr::from_ref(&*value).addr();
+        assert_eq!(locked_kib_of_mapping_at(address), 0);
         let guard = MlockGuard::lock(&*value).unwrap();
         assert_eq!(
-            locked_kib(),
-            before + 64,
+            locked_kib_of_mapping_at(address),
+            64,
             "the value's 64 KiB are not locked"
         );
         drop(guard);
-        assert_eq!(locked_kib(), before);
+        assert_eq!(locked_kib_of_mapping_at(address), 0);
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Root tests, run in the guest.

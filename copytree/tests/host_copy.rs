@@ -23,7 +23,8 @@ const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
 /// Deterministic bytes, distinct per `seed` (xorshift).
-pub fn pattern(seed: u64, length: usize) -> Vec<u8> {
+pub fn pattern(seed: u64, length: u64) -> Vec<u8> {
+    let length = usize::try_from(length).unwrap();
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut bytes = Vec::with_capacity(length + 8);
     while bytes.len() < length {
@@ -75,7 +76,7 @@ fn build_user_tree(root: &Path) {
     fs::write(root.join("a/small"), b"pattern").unwrap();
     fs::write(root.join("a/b/empty-file"), b"").unwrap();
     // Larger than the copy buffer, not a multiple of it.
-    fs::write(root.join("a/b/c/large"), pattern(1, (3 * MIB + 5) as usize)).unwrap();
+    fs::write(root.join("a/b/c/large"), pattern(1, 3 * MIB + 5)).unwrap();
     chmod(&root.join("a/small"), 0o640);
     fs::write(root.join("a/b/mode-0"), b"x").unwrap();
     chmod(&root.join("a/b/mode-0"), 0o000);
@@ -241,7 +242,7 @@ fn user_extended_attributes_are_copied() {
 fn sparse_files_keep_their_holes() {
     let from = tempfile::tempdir().unwrap();
     let to = tempfile::tempdir().unwrap();
-    let data = pattern(4, 64 * KIB as usize);
+    let data = pattern(4, 64 * KIB);
     write_sparse(
         &from.path().join("leading-hole"),
         &[(MIB, &data)],

@@ -1,7 +1,7 @@
 //! Checked configuration: the CLI's raw values turned into validated types, before any
 //! device is looked at. Every error here is a usage error (exit code 2).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
@@ -27,6 +27,7 @@ impl ProvisionConfig {
         let assembly = assembly_choice(args.raid, args.level)?;
         let source = member_source(args.discover, args.devices, args.discover_serial_prefix)?;
         check_filesystem_args(args.mkfs, args.mount.as_deref(), args.label.as_deref())?;
+        check_binds(&args.binds, args.mkfs, args.mount.as_deref())?;
         let key_scope = parse_key_scope(&args.key_scope)?;
         if let MemberSource::Explicit(devices) = &source {
             if let Some(level) = member_count_problem(assembly, devices.len()) {
@@ -66,6 +67,7 @@ impl ProvisionConfig {
                 cli::MkfsKindArg::None => None,
             },
             mount: args.mount,
+            binds: args.binds,
             escrow: args.escrow_key.map(|public_key| EscrowSettings {
                 public_key,
                 file: args.escrow_file,
@@ -186,6 +188,63 @@ fn check_filesystem_args(
         })),
         _ => Ok(()),
     }
+}
+
+/// `--bind`: each needs a filesystem mounted with `--mount`, is an absolute path other
+/// than `/` without `.` or `..`, is given once, and neither holds another `--bind` or the
+/// mount point nor lies inside one (a copy would hold itself, or one bind would hide
+/// another).
+fn check_binds(
+    binds: &[PathBuf],
+    mkfs: cli::MkfsKindArg,
+    mount: Option<&Path>,
+) -> Result<(), Error> {
+    let Some(first) = binds.first() else {
+        return Ok(());
+    };
+    if mkfs == cli::MkfsKindArg::None {
+        return Err(Error::Usage(Usage::BindWithoutFilesystem {
+            dir: first.clone(),
+        }));
+    }
+    let Some(mount) = mount else {
+        return Err(Error::Usage(Usage::BindWithoutMount { dir: first.clone() }));
+    };
+    let inside = |inner: &Path, outer: &Path| inner != outer && inner.starts_with(outer);
+    for (index, dir) in binds.iter().enumerate() {
+        let plain = dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !dir.is_absolute() || !plain {
+            return Err(Error::Usage(Usage::BindNotAbsolute { dir: dir.clone() }));
+        }
+        if dir.parent().is_none() {
+            return Err(Error::Usage(Usage::BindRoot));
+        }
+        if dir.starts_with(mount) || mount.starts_with(dir) {
+            return Err(Error::Usage(Usage::BindOverlapsMount {
+                dir: dir.clone(),
+                mount: mount.to_owned(),
+            }));
+        }
+        for other in &binds[..index] {
+            if other == dir {
+                return Err(Error::Usage(Usage::BindTwice { dir: dir.clone() }));
+            }
+            if inside(dir, other) || inside(other, dir) {
+                let (outer, inner) = if inside(dir, other) {
+                    (other, dir)
+                } else {
+                    (dir, other)
+                };
+                return Err(Error::Usage(Usage::BindNested {
+                    outer: outer.clone(),
+                    inner: inner.clone(),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--key-scope`: `none`, or a size with a binary unit (`1TiB`, `512GiB`), at least 1 MiB.

@@ -165,6 +165,11 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
 
+    /// After mounting, copy DIR's contents onto the volume (to MOUNT/bind/DIR) and
+    /// bind-mount that copy over DIR; repeatable. DIR is created if missing.
+    #[arg(long = "bind", value_name = "DIR")]
+    pub binds: Vec<PathBuf>,
+
     /// Escrow the key to this RSA public key (PEM, >= 2048 bits) with RSA-OAEP-SHA-256.
     #[arg(long, value_name = "PUB.pem")]
     pub escrow_key: Option<PathBuf>,

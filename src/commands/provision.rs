@@ -15,6 +15,7 @@ use tosskey_dm::{DeviceInfo, DmControl};
 
 use crate::commands::Environment;
 use crate::error::{Error, HeldMountPoint, Refusal, Result};
+use crate::exec::bind::{check_bind_targets, describe, BoundDir};
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::harden::Hardening;
 use crate::exec::hooks::crash_point;
@@ -49,6 +50,10 @@ pub enum Outcome {
         mount: Option<PathBuf>,
         /// The volume was not mounted at `mount` and was mounted there again.
         remounted: bool,
+        /// Recorded `--bind` directories whose bind had gone and was made again (from the
+        /// copy on the volume, which holds their data: nothing is copied again).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        rebound: Vec<PathBuf>,
         /// Options this run asked differently: they apply to the next volume (after a
         /// reboot, or after `close`), not to this one.
         differing_options: Vec<DifferingOption>,
@@ -71,6 +76,9 @@ pub struct Report {
     pub stack: BuiltStack,
     pub escrow_file: Option<PathBuf>,
     pub filesystem: Option<FilesystemReport>,
+    /// The `--bind` directories, bound from the volume, with what each copy carried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BoundDir>,
     pub hardening: Hardening,
     /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
     /// key read back as zeros and its memory was unmapped.
@@ -145,6 +153,7 @@ pub fn provision(
         },
     )?;
     let mut plan = derive::from_config(cfg, &checked, &boot)?;
+    check_bind_targets(&env.root.proc, &plan.binds)?;
     plan.measure_pcr = measurer.as_ref().map(Measurer::pcr);
     // The escrow file's metadata (hostname, serials, paths) is checked in full now: a value
     // it cannot record must refuse the run before anything is built, not roll it back.
@@ -262,6 +271,11 @@ fn execute(
     if let Some(dir) = &plan.mount {
         run.mount(&built.node, dir, false)?;
     }
+    let binds = plan
+        .binds
+        .iter()
+        .map(|bind| run.bind(bind))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Report {
         tool: "tosskey",
         version: env!("CARGO_PKG_VERSION"),
@@ -283,6 +297,7 @@ fn execute(
         stack: built,
         escrow_file,
         filesystem,
+        binds,
         hardening,
         key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
@@ -372,12 +387,14 @@ fn converge_previous_run_in(
                 Some(dir) => converge_mount(kernel, &env.root, &journal, &live, dir)?,
                 None => false,
             };
+            let rebound = converge_binds(kernel, &env.root, &journal, &live)?;
             Ok(Some(Outcome::AlreadyProvisioned {
                 differing_options: differing_options(&journal.options, &recorded_options(cfg)),
                 name: journal.name,
                 members: journal.members,
                 mount: cfg.mount.clone(),
                 remounted,
+                rebound,
             }))
         }
         Some(journal) => {
@@ -505,6 +522,50 @@ fn converge_mount(
     }
 }
 
+/// Each bind the journal records must be in place: the topmost mount at its directory is
+/// the volume's `/bind/DIR`. One that has gone is made again from the copy on the volume
+/// (which holds the directory's data since the first run; copying again would overwrite it
+/// with the stale contents beneath the bind); another filesystem there is refused. Returns
+/// the directories bound again.
+fn converge_binds(
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    journal: &Journal,
+    live: &[DeviceInfo],
+) -> Result<Vec<PathBuf>> {
+    if journal.binds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let volume = live
+        .iter()
+        .find(|d| d.name.as_str() == journal.name)
+        .expect("the caller found the volume");
+    let mounts = crate::exec::mount::read_mountinfo(&root.proc)?;
+    let mut rebound = Vec::new();
+    for bind in &journal.binds {
+        let top = mounts
+            .iter()
+            .rfind(|m| Path::new(&m.mount_point) == bind.dir);
+        match top {
+            Some(mount)
+                if mount.dev == volume.dev
+                    && Path::new(&mount.root) == names::bind_root(&bind.dir) => {}
+            Some(mount) => {
+                return Err(Error::Refused(Refusal::BindHeld {
+                    name: journal.name.clone(),
+                    dir: bind.dir.clone(),
+                    what: format!("{} at {}", describe(mount), mount.root),
+                }))
+            }
+            None => {
+                kernel.bind(&bind.source, &bind.dir)?;
+                rebound.push(bind.dir.clone());
+            }
+        }
+    }
+    Ok(rebound)
+}
+
 /// The options of `cfg` that describe the volume it builds, as the command line spells
 /// them (`--force`, `--dry-run` and `--json` describe a run, not a volume).
 fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
@@ -566,7 +627,16 @@ fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
         ));
     }
     // The mount point is not among them: the journal records it, and a rerun checks it
-    // against the world (`converge_mount`).
+    // against the world (`converge_mount`). The binds are, since a rerun checks only the
+    // recorded ones (`converge_binds`).
+    options.push(flag(
+        "--bind",
+        if cfg.binds.is_empty() {
+            "none".to_owned()
+        } else {
+            display_paths(&cfg.binds)
+        },
+    ));
     options.push(flag(
         "--escrow-key",
         cfg.escrow

@@ -20,7 +20,7 @@ use tosskey_raid::MdSysfs as _;
 
 use crate::commands::health;
 use crate::commands::volume::{
-    Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
+    BindState, Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
 };
 use crate::error::{Error, Refusal, Result, UnhealthyState, Usage};
 use crate::exec::kernel::{HostKernel, StackKernel};
@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 
 use crate::commands::Environment;
 use crate::exec::journal::{Component, Journal, Stage};
-use crate::host::sysfs::{SystemRoot, SystemState};
+use crate::host::sysfs::{MountEntry, SystemRoot, SystemState};
 use crate::plan::render::{
     bytes_and_human, describe_node, human_bytes, join_lines, keys_section, target_lines,
 };
@@ -82,6 +82,7 @@ impl VolumeStatus {
             measurements: journal.map(|j| j.measurements.clone()).unwrap_or_default(),
             key_loading_fallback: journal.and_then(|j| j.key_loading_fallback.clone()),
             mount: journal.and_then(|j| j.mount.clone()),
+            binds: Vec::new(),
             ready: journal.and_then(|j| j.ready.clone()),
             health: Health::healthy(),
         }
@@ -532,6 +533,11 @@ pub fn status_in(
                 Component::Md { name } => gone.push(name.clone()),
             }
         }
+        let volume_dev = ours
+            .iter()
+            .find(|d| d.name.as_str() == journal.name)
+            .map(|d| d.dev);
+        volume.binds = bind_states(&system.mounts, journal, volume_dev);
         volumes.push(volume);
         missing.push(gone);
     }
@@ -564,6 +570,31 @@ pub fn status_in(
         volume.health = health::assess(volume, kernel, &env.root, &system, gone)?;
     }
     Ok(volumes)
+}
+
+/// Each bind `journal` records, in place when the topmost mount at its directory is the
+/// volume (`volume_dev`) at its `/bind/DIR`.
+fn bind_states(
+    mounts: &[MountEntry],
+    journal: &Journal,
+    volume_dev: Option<DevId>,
+) -> Vec<BindState> {
+    journal
+        .binds
+        .iter()
+        .map(|bind| {
+            let top = mounts
+                .iter()
+                .rfind(|m| Path::new(&m.mount_point) == bind.dir);
+            BindState {
+                dir: bind.dir.clone(),
+                source: bind.source.clone(),
+                in_place: top.is_some_and(|m| {
+                    Some(m.dev) == volume_dev && Path::new(&m.root) == names::bind_root(&bind.dir)
+                }),
+            }
+        })
+        .collect()
 }
 
 /// `status --check`: one line for the probe's log, and the volume's health as the exit
@@ -710,6 +741,23 @@ fn write_recorded_run(out: &mut String, volume: &VolumeStatus) {
                 out,
                 "  NOT MOUNTED at {} (where the run mounted it)",
                 dir.display()
+            );
+        }
+    }
+    for bind in &volume.binds {
+        if bind.in_place {
+            let _ = writeln!(
+                out,
+                "  bind: {} from {}",
+                bind.dir.display(),
+                bind.source.display()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  bind NOT IN PLACE: {} (from {}; `tosskey provision` with the same flags binds it again)",
+                bind.dir.display(),
+                bind.source.display()
             );
         }
     }

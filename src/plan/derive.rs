@@ -17,7 +17,7 @@ use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
     DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
-    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
+    PlannedBind, PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
 };
 
 /// The mirror level that `count` members are too few for, if they are (a mirror of one
@@ -109,8 +109,23 @@ fn for_members(
         segmentation: Segmentation::Scope(cfg.key_scope),
         mkfs: cfg.mkfs.clone(),
         mount: cfg.mount.clone(),
+        binds: planned_binds(cfg),
         escrow: cfg.escrow.clone(),
     })
+}
+
+/// Where each `--bind` directory lives on the volume mounted at `--mount`.
+fn planned_binds(cfg: &ProvisionConfig) -> Vec<PlannedBind> {
+    let Some(mount) = &cfg.mount else {
+        return Vec::new();
+    };
+    cfg.binds
+        .iter()
+        .map(|dir| PlannedBind {
+            dir: dir.clone(),
+            source: names::bind_source(mount, dir),
+        })
+        .collect()
 }
 
 /// The plan an escrow file records, over `members` (found again by identity for recover,
@@ -145,6 +160,7 @@ pub fn from_escrow(
         },
         mkfs: None,
         mount,
+        binds: Vec::new(),
         escrow: None,
     })
 }
@@ -191,6 +207,7 @@ struct Shape<'a> {
     segmentation: Segmentation<'a>,
     mkfs: Option<super::Ext4Settings>,
     mount: Option<PathBuf>,
+    binds: Vec<PlannedBind>,
     escrow: Option<super::EscrowSettings>,
 }
 
@@ -453,6 +470,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         nodes,
         mkfs: shape.mkfs,
         mount: shape.mount,
+        binds: shape.binds,
         escrow: shape.escrow,
         measure_pcr: None,
     };
@@ -685,6 +703,7 @@ pub(crate) mod tests {
                 },
                 mkfs: None,
                 mount: None,
+                binds: Vec::new(),
                 escrow: None,
             })
         };

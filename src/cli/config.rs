@@ -317,6 +317,74 @@ mod tests {
     }
 
     #[test]
+    fn binds_that_cannot_work_are_usage_errors_naming_the_directory() {
+        let refused = |args: &[&str]| match config(args) {
+            Err(Error::Usage(usage)) => usage.to_string(),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let with_mount = |binds: &[&'static str]| {
+            let mut args = vec!["/dev/vdb", "--mount", "/mnt/e"];
+            for dir in binds {
+                args.extend(["--bind", dir]);
+            }
+            args
+        };
+        let ok = config(&with_mount(&["/var/lib/kubelet", "/var/log/pods"])).unwrap();
+        assert_eq!(
+            ok.binds,
+            [
+                PathBuf::from("/var/lib/kubelet"),
+                PathBuf::from("/var/log/pods")
+            ]
+        );
+        for (args, expected) in [
+            (
+                vec!["/dev/vdb", "--bind", "/var/lib/kubelet"],
+                "--bind /var/lib/kubelet needs the volume mounted",
+            ),
+            (
+                vec!["/dev/vdb", "--mkfs", "none", "--bind", "/var/lib/kubelet"],
+                "--bind /var/lib/kubelet needs a filesystem to copy it onto; drop --mkfs none",
+            ),
+            (
+                with_mount(&["var/lib"]),
+                "--bind var/lib is not an absolute path",
+            ),
+            (
+                with_mount(&["/var/lib/../log"]),
+                "--bind /var/lib/../log is not an absolute path without . or ..",
+            ),
+            (with_mount(&["/"]), "--bind / would put the whole system"),
+            (
+                with_mount(&["/mnt/e/data"]),
+                "--bind /mnt/e/data overlaps --mount /mnt/e",
+            ),
+            (with_mount(&["/mnt"]), "--bind /mnt overlaps --mount /mnt/e"),
+            (
+                with_mount(&["/mnt/e"]),
+                "--bind /mnt/e overlaps --mount /mnt/e",
+            ),
+            (
+                with_mount(&["/var/log/pods", "/var/log/pods/"]),
+                "--bind /var/log/pods/ is given twice",
+            ),
+            (
+                with_mount(&["/var/lib/kubelet", "/var/lib"]),
+                "--bind /var/lib/kubelet lies inside --bind /var/lib",
+            ),
+            (
+                with_mount(&["/var/lib", "/var/lib/kubelet"]),
+                "--bind /var/lib/kubelet lies inside --bind /var/lib",
+            ),
+        ] {
+            let said = refused(&args);
+            assert!(said.starts_with(expected), "{args:?}: {said}");
+        }
+        // A sibling whose name merely starts the same is not inside.
+        config(&with_mount(&["/var/lib/kube", "/var/lib/kubelet"])).unwrap();
+    }
+
+    #[test]
     fn key_scope_defaults_to_one_tib_and_takes_units_or_none() {
         assert_eq!(config(&["/dev/vdb"]).unwrap().key_scope, Some(1 << 40));
         let scope = |v: &str| config(&["/dev/vdb", "--key-scope", v]);

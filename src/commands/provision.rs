@@ -942,6 +942,113 @@ mod tests {
         );
     }
 
+    /// The fixture's volume with binds of /var/lib/kubelet and /var/log/pods recorded and
+    /// in place (mountinfo shows the volume's `/bind/DIR` at each).
+    fn bound_volume() -> Fixture {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        for dir in ["/var/lib/kubelet", "/var/log/pods"] {
+            journal.binds.push(crate::exec::journal::RecordedBind {
+                dir: PathBuf::from(dir),
+                source: PathBuf::from(format!("/mnt/v/bind{dir}")),
+            });
+            add_mount(
+                &f,
+                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
+            );
+        }
+        f.env.journals.save(&journal).unwrap();
+        f
+    }
+
+    const BINDS: [&str; 6] = [
+        "--mount",
+        "/mnt/v",
+        "--bind",
+        "/var/lib/kubelet",
+        "--bind",
+        "/var/log/pods",
+    ];
+
+    #[test]
+    fn a_rerun_checks_the_binds_and_binds_a_missing_one_again_without_copying() {
+        let f = bound_volume();
+        let outcome = converge(&f, &BINDS).unwrap();
+        let Some(Outcome::AlreadyProvisioned { rebound, .. }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(rebound.is_empty());
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+
+        f.kernel.unmount(Path::new("/var/log/pods")).unwrap();
+        let outcome = converge(&f, &BINDS).unwrap();
+        let Some(Outcome::AlreadyProvisioned { rebound, .. }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(rebound, [PathBuf::from("/var/log/pods")]);
+        assert_eq!(
+            f.kernel.log(),
+            [
+                "unmount /var/log/pods",
+                "bind /mnt/v/bind/var/log/pods /var/log/pods"
+            ]
+        );
+        assert!(
+            mountinfo(&f).contains(" 253:0 /bind/var/log/pods /var/log/pods "),
+            "{}",
+            mountinfo(&f)
+        );
+    }
+
+    #[test]
+    fn a_rerun_refuses_another_filesystem_over_a_bind() {
+        let f = bound_volume();
+        add_mount(&f, "96 1 0:50 / /var/lib/kubelet rw - tmpfs tmpfs rw");
+        let err = converge(&f, &BINDS).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "/var/lib/kubelet holds tmpfs (tmpfs, 0:50) at /, not v's bind: data written there would not be encrypted; unmount it (umount /var/lib/kubelet) and rerun"
+        );
+        // The volume itself, but not its copy of the directory: refused as well.
+        let f = bound_volume();
+        add_mount(
+            &f,
+            "97 1 253:0 / /var/lib/kubelet rw - ext4 /dev/mapper/v rw",
+        );
+        let err = converge(&f, &BINDS).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "/var/lib/kubelet holds /dev/mapper/v (ext4, 253:0) at /, not v's bind"
+            ),
+            "{err}"
+        );
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+    }
+
+    #[test]
+    fn binds_are_a_recorded_option_a_rerun_names_when_they_differ() {
+        let f = bound_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.options = recorded_options(&config(&BINDS));
+        f.env.journals.save(&journal).unwrap();
+        let outcome = converge(&f, &["--mount", "/mnt/v", "--bind", "/var/lib/kubelet"]).unwrap();
+        let Some(Outcome::AlreadyProvisioned {
+            differing_options, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            differing_options,
+            [DifferingOption {
+                flag: "--bind".into(),
+                running: "/var/lib/kubelet, /var/log/pods".into(),
+                asked: "/var/lib/kubelet".into(),
+            }]
+        );
+    }
+
     #[test]
     fn a_rerun_refuses_another_filesystem_at_the_mount_point() {
         let f = raid0_volume();

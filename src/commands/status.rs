@@ -976,6 +976,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn status_and_metrics_list_the_binds_and_whether_each_is_in_place() {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        for dir in ["/var/lib/containerd", "/var/log/pods"] {
+            journal.binds.push(crate::exec::journal::RecordedBind {
+                dir: PathBuf::from(dir),
+                source: PathBuf::from(format!("/mnt/v/bind{dir}")),
+            });
+        }
+        f.env.journals.save(&journal).unwrap();
+        // containerd is bound from the volume; pods has the volume's root there instead.
+        let mountinfo = f.env.root.proc.join("self/mountinfo");
+        let text = std::fs::read_to_string(&mountinfo).unwrap()
+            + "95 1 253:0 /bind/var/lib/containerd /var/lib/containerd rw - ext4 /dev/mapper/v rw\n"
+            + "96 1 253:0 / /var/log/pods rw - ext4 /dev/mapper/v rw\n";
+        std::fs::write(&mountinfo, text).unwrap();
+        let volumes = status_in(&f.kernel, &f.env, None).unwrap();
+        let binds: Vec<(&str, bool)> = volumes[0]
+            .binds
+            .iter()
+            .map(|b| (b.dir.to_str().unwrap(), b.in_place))
+            .collect();
+        assert_eq!(
+            binds,
+            [("/var/lib/containerd", true), ("/var/log/pods", false)]
+        );
+        let json = serde_json::to_value(&volumes).unwrap();
+        assert_eq!(
+            json[0]["binds"][0]["source"],
+            "/mnt/v/bind/var/lib/containerd"
+        );
+        assert_eq!(json[0]["binds"][1]["in_place"], false);
+        let text = render_status(&volumes);
+        for expected in [
+            "  bind: /var/lib/containerd from /mnt/v/bind/var/lib/containerd\n",
+            "  bind NOT IN PLACE: /var/log/pods (from /mnt/v/bind/var/log/pods; `tosskey provision` with the same flags binds it again)\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        let metrics = crate::commands::metrics::render(&volumes);
+        for series in [
+            "tosskey_volume_mount_in_place{volume=\"v\",kind=\"bind\",path=\"/var/lib/containerd\"} 1\n",
+            "tosskey_volume_mount_in_place{volume=\"v\",kind=\"bind\",path=\"/var/log/pods\"} 0\n",
+        ] {
+            assert!(metrics.contains(series), "{series} in\n{metrics}");
+        }
+    }
+
+    #[test]
     fn status_elides_a_hex_key_and_shows_a_shredded_table_as_it_is() {
         let f = raid0_volume();
         let hex = "0123456789abcdef".repeat(8);

@@ -1050,6 +1050,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn binds_are_planned_under_the_mount_point_and_shown_in_the_dry_run_and_json() {
+        let plan = plan(
+            &[
+                "--mount",
+                "/mnt/ephemeral",
+                "--bind",
+                "/var/lib/containerd",
+                "--bind",
+                "/var/log/pods",
+            ],
+            1,
+        )
+        .unwrap();
+        let planned: Vec<(&str, &str)> = plan
+            .binds
+            .iter()
+            .map(|b| (b.dir.to_str().unwrap(), b.source.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                (
+                    "/var/lib/containerd",
+                    "/mnt/ephemeral/bind/var/lib/containerd"
+                ),
+                ("/var/log/pods", "/mnt/ephemeral/bind/var/log/pods"),
+            ]
+        );
+        let text = render::text(&plan);
+        let mount = text.find("mount it at /mnt/ephemeral").unwrap();
+        let first = text
+            .find("bind /var/lib/containerd: create it if missing, copy its contents to /mnt/ephemeral/bind/var/lib/containerd and bind-mount that over it")
+            .unwrap_or_else(|| panic!("{text}"));
+        let second = text.find("bind /var/log/pods:").unwrap();
+        assert!(mount < first && first < second, "{text}");
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["binds"][1]["dir"], "/var/log/pods");
+        assert_eq!(
+            json["binds"][1]["source"],
+            "/mnt/ephemeral/bind/var/log/pods"
+        );
+        // No --bind: no binds key, as before.
+        let json =
+            serde_json::to_value(plan_sized(&["--mount", "/m"], 1, 256 << 20).unwrap()).unwrap();
+        assert!(json.get("binds").is_none(), "{json}");
+    }
+
+    #[test]
     fn dry_run_text_says_key_loading_in_words() {
         let text = render::text(&plan(&["--key-loading", "auto"], 1).unwrap());
         assert!(text.contains("through the kernel keyring"), "{text}");

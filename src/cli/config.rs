@@ -20,7 +20,8 @@ use crate::plan::{
 impl ProvisionConfig {
     /// The checked configuration of a `provision` run. The checks run in a fixed order, so
     /// of several bad values the same one is reported every time.
-    pub fn from_args(args: ProvisionArgs) -> Result<Self, Error> {
+    pub fn from_args(args: Box<ProvisionArgs>) -> Result<Self, Error> {
+        let args = *args;
         let name = volume_name(&args.name)?;
         let (cipher, key_size) = cipher_and_key_size(&args.cipher, args.key_size)?;
         let chunk_bytes = chunk_bytes(args.chunk_kib)?;

@@ -35,8 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: its flags outweigh every other command's many times over.
     /// Build the encrypted volume: RAID (several disks) -> dm-crypt with a fresh random key -> verify -> mkfs -> mount.
-    Provision(ProvisionArgs),
+    Provision(Box<ProvisionArgs>),
     /// Show the mappings (and arrays) tosskey made, without ever showing the key.
     Status(StatusArgs),
     /// Tear a tosskey volume down: unmount (if asked), remove the mapping and the array.

@@ -94,7 +94,12 @@ impl Volume {
     fn new(name: &str) -> Volume {
         require_guest();
         let device = LoopDevice::new(128 * MIB).unwrap();
-        tosskey_ext4::format(device.path(), &tosskey_ext4::FormatOptions::default()).unwrap();
+        // One inode per 64 KiB: the default (one per 4 MiB) leaves a small volume 32 inodes.
+        let options = tosskey_ext4::FormatOptions {
+            inode_ratio: 64 << 10,
+            ..tosskey_ext4::FormatOptions::default()
+        };
+        tosskey_ext4::format(device.path(), &options).unwrap();
         let mounted = Mounted::new(device.path(), name, "ext4");
         fs::create_dir(mounted.point.join("copy")).unwrap();
         Volume {

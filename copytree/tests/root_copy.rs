@@ -1,8 +1,9 @@
 //! Root tests, run in the guest by `scripts/vm-test -p tosskey-copytree -- root_copy::`:
 //! what only root can make (other owners, set-ID files with capabilities, `trusted.*`
 //! attributes, overlayfs whiteouts and opaque directories, device nodes), copied from a
-//! tmpfs onto an ext4 that tosskey-ext4 formats on a loop device, the way `provision --bind`
-//! copies the root filesystem's directory onto the volume, and compared entry by entry.
+//! tmpfs onto an ext4 or XFS that tosskey-ext4 or tosskey-xfs formats on a loop device, the
+//! way `provision --bind` copies the root filesystem's directory onto the volume, and compared
+//! entry by entry.
 
 use std::fs;
 use std::os::unix::fs::{lchown, symlink, MetadataExt};
@@ -83,19 +84,42 @@ impl Drop for Mounted {
     }
 }
 
-/// A fresh ext4 made by tosskey-ext4 on a loop device, mounted, with an empty directory
-/// `copy` to copy into (the root holds lost+found).
+/// The filesystems `provision` formats the volume with.
+#[derive(Debug, Clone, Copy)]
+enum Filesystem {
+    Ext4,
+    Xfs,
+}
+
+/// A fresh filesystem made by tosskey-ext4 or tosskey-xfs on a loop device, mounted, with
+/// an empty directory `copy` to copy into (an ext4 root holds lost+found).
 struct Volume {
     mounted: Mounted,
     _device: LoopDevice,
 }
 
 impl Volume {
-    fn new(name: &str) -> Volume {
+    fn new(name: &str, filesystem: Filesystem) -> Volume {
         require_guest();
-        let device = LoopDevice::new(128 * MIB).unwrap();
-        tosskey_ext4::format(device.path(), &tosskey_ext4::FormatOptions::default()).unwrap();
-        let mounted = Mounted::new(device.path(), name, "ext4");
+        let (device, fstype) = match filesystem {
+            Filesystem::Ext4 => {
+                let device = LoopDevice::new(128 * MIB).unwrap();
+                // One inode per 64 KiB: the default (one per 4 MiB) leaves a small volume
+                // 32 inodes.
+                let options = tosskey_ext4::FormatOptions {
+                    inode_ratio: 64 << 10,
+                    ..tosskey_ext4::FormatOptions::default()
+                };
+                tosskey_ext4::format(device.path(), &options).unwrap();
+                (device, "ext4")
+            }
+            Filesystem::Xfs => {
+                let device = LoopDevice::new(tosskey_xfs::MIN_SIZE + 20 * MIB).unwrap();
+                tosskey_xfs::format(device.path(), &tosskey_xfs::FormatOptions::default()).unwrap();
+                (device, "xfs")
+            }
+        };
+        let mounted = Mounted::new(device.path(), name, fstype);
         fs::create_dir(mounted.point.join("copy")).unwrap();
         Volume {
             mounted,
@@ -118,12 +142,12 @@ fn mknode(path: &Path, kind: SFlag, mode: u32, major: u64, minor: u64) {
     .unwrap();
 }
 
-/// Copies `source` onto a fresh ext4, proves the copy equal entry by entry and byte for
-/// byte, and returns the volume for further checks.
-fn copy_onto_ext4(source: &Path, name: &str) -> Volume {
+/// Copies `source` onto a fresh `filesystem`, proves the copy equal entry by entry and byte
+/// for byte, and returns the volume for further checks.
+fn copy_onto(source: &Path, name: &str, filesystem: Filesystem) -> Volume {
     freeze_access_times(source);
     let before = snapshot(source);
-    let volume = Volume::new(name);
+    let volume = Volume::new(name, filesystem);
 
     let copied = copy_tree(source, &volume.copy()).unwrap();
 
@@ -182,7 +206,7 @@ fn root_owners_set_id_capabilities_acls_and_devices_survive_the_copy_onto_ext4()
         "the source carries the capability: {expected_capability:?}"
     );
 
-    let volume = copy_onto_ext4(root, "owners");
+    let volume = copy_onto(root, "owners", Filesystem::Ext4);
 
     let copy = volume.copy();
     let capable = fs::metadata(copy.join("setuid-capable")).unwrap();
@@ -257,11 +281,21 @@ fn build_containerd_tree(root: &Path) {
 
 #[test]
 #[ignore = "root: mounts tmpfs and an ext4 on a loop device, sets trusted.overlay.opaque"]
-fn root_a_containerd_tree_with_a_pre_pulled_image_survives_byte_for_byte() {
+fn root_a_containerd_tree_with_a_pre_pulled_image_survives_byte_for_byte_onto_ext4() {
+    assert_containerd_tree_survives(Filesystem::Ext4);
+}
+
+#[test]
+#[ignore = "root: mounts tmpfs and an XFS on a loop device, sets trusted.overlay.opaque"]
+fn root_a_containerd_tree_with_a_pre_pulled_image_survives_byte_for_byte_onto_xfs() {
+    assert_containerd_tree_survives(Filesystem::Xfs);
+}
+
+fn assert_containerd_tree_survives(filesystem: Filesystem) {
     let source = Mounted::tmpfs("containerd-source");
     build_containerd_tree(&source.point);
 
-    let volume = copy_onto_ext4(&source.point, "containerd");
+    let volume = copy_onto(&source.point, "containerd", filesystem);
 
     let upper = volume
         .copy()

@@ -552,8 +552,8 @@ fn binds_follow_the_mount_and_every_failure_unbinds_newest_first() {
         assert!(machine.journals.load(&plan.name).unwrap().is_none());
     }
 
-    // The copy meets a directory where the file goes: the error names the file, nothing is
-    // bound, and the mount and the stack are undone.
+    // The copy finds the volume's side already holding something: the error names it,
+    // nothing is bound, and the mount and the stack are undone.
     let machine = fresh();
     std::fs::create_dir_all(kept_source.join("data")).unwrap();
     let err = machine.provision(&plan, &keys).unwrap_err();
@@ -564,8 +564,8 @@ fn binds_follow_the_mount_and_every_failure_unbinds_newest_first() {
             kept.display(),
             kept_source.display()
         )) && said.contains(&format!(
-            "cannot write {}",
-            kept_source.join("data").display()
+            "cannot copy into {}: it is not empty",
+            kept_source.display()
         )),
         "{said}"
     );

@@ -83,24 +83,27 @@ pub fn close_in(
     Ok(closed)
 }
 
-/// Where the volume's mapping is mounted (empty when it is not, or does not exist).
+/// Where the volume's mappings (one, or each member's with `--raid none`) are mounted
+/// (empty when none is, or none exists).
 fn volume_mount_points(
     kernel: &dyn StackKernel,
     env: &Environment,
     journal: &Journal,
 ) -> Result<Vec<String>> {
-    let Some(volume) = kernel
+    let recorded = journal.volumes();
+    let mut points = Vec::new();
+    for volume in kernel
         .dm_devices()?
         .into_iter()
-        .find(|d| d.name.as_str() == journal.name)
-    else {
-        return Ok(Vec::new());
-    };
-    Ok(mount_points_of(
-        &env.root.proc,
-        volume.dev.major,
-        volume.dev.minor,
-    )?)
+        .filter(|d| recorded.iter().any(|(name, _)| d.name.as_str() == *name))
+    {
+        points.extend(mount_points_of(
+            &env.root.proc,
+            volume.dev.major,
+            volume.dev.minor,
+        )?);
+    }
+    Ok(points)
 }
 
 /// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to

@@ -299,23 +299,25 @@ impl VolumeFamilies {
             .add(vec![name()], seconds(ready.ready_unix_ms));
     }
 
-    /// Whether the mount the run made is still in place.
+    /// Whether each mount the run made is still in place (one per member's volume with
+    /// `--raid none`).
     fn add_mount(&mut self, volume: &VolumeStatus) {
-        let Some(dir) = &volume.mount else {
-            return;
-        };
-        let in_place = volume
-            .mappings
-            .last()
-            .is_some_and(|top| top.mount_points.iter().any(|p| Path::new(p) == dir));
-        self.mount_in_place.add(
-            vec![
-                volume_label(volume),
-                ("kind", "mount".to_owned()),
-                ("path", dir.display().to_string()),
-            ],
-            f64::from(u8::from(in_place)),
-        );
+        for recorded in &volume.recorded_mounts {
+            let in_place = volume.mappings.iter().any(|m| {
+                m.node.name == recorded.mapping
+                    && m.mount_points
+                        .iter()
+                        .any(|p| Path::new(p) == recorded.mount)
+            });
+            self.mount_in_place.add(
+                vec![
+                    volume_label(volume),
+                    ("kind", "mount".to_owned()),
+                    ("path", recorded.mount.display().to_string()),
+                ],
+                f64::from(u8::from(in_place)),
+            );
+        }
     }
 
     fn render(&self) -> String {

@@ -71,6 +71,10 @@ pub struct Report {
     pub stack: BuiltStack,
     pub escrow_file: Option<PathBuf>,
     pub filesystem: Option<FilesystemReport>,
+    /// `--raid none`: each member's volume's filesystem, in member order (`filesystem` is
+    /// then `None`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub separate_filesystems: Vec<FilesystemReport>,
     pub hardening: Hardening,
     /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
     /// key read back as zeros and its memory was unmapped.
@@ -201,7 +205,11 @@ fn record_readiness(env: &Environment, report: &Report, started: SystemTime) {
         verified_sectors: checks.clone().count(),
         mismatched_sectors: checks.filter(|c| !c.matched).count(),
         escrow_file: report.escrow_file.clone(),
-        filesystem: report.filesystem.as_ref().map(|f| f.kind.to_owned()),
+        filesystem: report
+            .filesystem
+            .as_ref()
+            .or(report.separate_filesystems.first())
+            .map(|f| f.kind.to_owned()),
         label: report.plan.mkfs.as_ref().and_then(|m| m.label.clone()),
     };
     let saved = env.journals.load(&report.plan.name).and_then(|journal| {
@@ -254,14 +262,19 @@ fn execute(
     // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
     // says what this wipe found.
     let key_wiped_from_tosskey_memory = keys.wipe();
-    let filesystem = plan
-        .mkfs
-        .as_ref()
-        .map(|ext4| format_volume(&built.node, ext4))
-        .transpose()?;
-    if let Some(dir) = &plan.mount {
-        run.mount(&built.node, dir, false)?;
-    }
+    let (filesystem, separate_filesystems) = if plan.separate_volumes.is_empty() {
+        let filesystem = plan
+            .mkfs
+            .as_ref()
+            .map(|ext4| format_volume(&built.node, ext4))
+            .transpose()?;
+        if let Some(dir) = &plan.mount {
+            run.mount(&built.node, dir, false)?;
+        }
+        (filesystem, Vec::new())
+    } else {
+        (None, format_and_mount_separate(run, plan, false)?)
+    };
     Ok(Report {
         tool: "tosskey",
         version: env!("CARGO_PKG_VERSION"),
@@ -283,6 +296,7 @@ fn execute(
         stack: built,
         escrow_file,
         filesystem,
+        separate_filesystems,
         hardening,
         key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
@@ -312,6 +326,26 @@ fn escrow_keys(
 }
 
 /// Make an ext4 filesystem on the volume `node` as `ext4` says.
+/// `--raid none`: format each member's volume (if asked) and mount it at its own
+/// directory (`read_only` for recover), in member order; each mount is registered with
+/// the run's undo. The filesystems made, in member order.
+pub(crate) fn format_and_mount_separate(
+    run: &mut Executor<'_>,
+    plan: &Plan,
+    read_only: bool,
+) -> Result<Vec<FilesystemReport>> {
+    let mut made = Vec::new();
+    for volume in plan.volumes() {
+        if let Some(ext4) = &plan.mkfs {
+            made.push(format_volume(&volume.node.path, ext4)?);
+        }
+        if let (Some(dir), Some(base)) = (volume.mount, &plan.mount) {
+            run.mount_separate(&volume.node.path, dir, base, read_only)?;
+        }
+    }
+    Ok(made)
+}
+
 fn format_volume(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
     let report = tosskey_ext4::format(
         node,
@@ -358,7 +392,13 @@ fn converge_previous_run_in(
                 name: cfg.name.to_string(),
             }))
         }
-        Some(journal) if journal.stage == Stage::Complete && volume.is_some() => {
+        Some(journal)
+            if journal.stage == Stage::Complete
+                && journal
+                    .volumes()
+                    .iter()
+                    .all(|(name, _)| live.iter().any(|d| d.name.as_str() == *name)) =>
+        {
             if let MemberSource::Explicit(paths) = &cfg.source {
                 if !same_devices(paths, &journal.members) {
                     return Err(Error::Refused(Refusal::ProvisionedElsewhere {
@@ -463,7 +503,8 @@ fn check_recorded_stack(
 /// The volume must be what is mounted at `dir` (the topmost mount there): if nothing is,
 /// it is mounted there (again; returns true); another filesystem there, or a `dir` other
 /// than the mount point the volume was provisioned with, is refused. (A volume built
-/// without a mount, e.g. from an initramfs, takes the first one asked.)
+/// without a mount, e.g. from an initramfs, takes the first one asked.) With `--raid none`
+/// the same holds for each member's volume at `dir/<index>`.
 fn converge_mount(
     kernel: &dyn StackKernel,
     root: &SystemRoot,
@@ -479,30 +520,41 @@ fn converge_mount(
             asked: dir.to_owned(),
         }));
     }
-    let volume = live
-        .iter()
-        .find(|d| d.name.as_str() == name)
-        .expect("the caller found the volume");
-    let top = crate::exec::mount::read_mountinfo(&root.proc)?
-        .into_iter()
-        .rfind(|m| Path::new(&m.mount_point) == dir);
-    match top {
-        Some(mount) if mount.dev == volume.dev => Ok(false),
-        Some(mount) => Err(Error::Refused(Refusal::MountPointHeld(Box::new(
-            HeldMountPoint {
-                name: name.clone(),
-                dir: dir.to_owned(),
-                source: mount.source,
-                fs_type: mount.fs_type,
-                dev: mount.dev,
-                volume_dev: volume.dev,
-            },
-        )))),
-        None => {
-            kernel.mount(&DmControl::node_path(&volume.name), dir, false)?;
-            Ok(true)
+    let asked = Journal {
+        mount: Some(dir.to_owned()),
+        ..journal.clone()
+    };
+    let mut remounted = false;
+    for (volume_name, volume_dir) in asked.volumes() {
+        let dir = volume_dir.expect("the journal asked for records a mount");
+        let volume = live
+            .iter()
+            .find(|d| d.name.as_str() == volume_name)
+            .expect("the caller found the volume");
+        let top = crate::exec::mount::read_mountinfo(&root.proc)?
+            .into_iter()
+            .rfind(|m| Path::new(&m.mount_point) == dir);
+        match top {
+            Some(mount) if mount.dev == volume.dev => {}
+            Some(mount) => {
+                return Err(Error::Refused(Refusal::MountPointHeld(Box::new(
+                    HeldMountPoint {
+                        name: name.clone(),
+                        dir,
+                        source: mount.source,
+                        fs_type: mount.fs_type,
+                        dev: mount.dev,
+                        volume_dev: volume.dev,
+                    },
+                ))))
+            }
+            None => {
+                kernel.mount(&DmControl::node_path(&volume.name), &dir, false)?;
+                remounted = true;
+            }
         }
     }
+    Ok(remounted)
 }
 
 /// The options of `cfg` that describe the volume it builds, as the command line spells
@@ -516,6 +568,7 @@ fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
     let (raid, level) = match cfg.assembly {
         AssemblyChoice::Md(level) => ("md", md_level_name(level)),
         AssemblyChoice::DmStripe => ("dm-stripe", "raid0"),
+        AssemblyChoice::Separate => ("none", "none"),
     };
     let mut options = vec![
         flag("--cipher", cfg.cipher.to_string()),

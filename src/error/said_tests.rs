@@ -46,6 +46,10 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
             "--raid dm-stripe stripes (raid0) only, not --level raid1; use --raid md for it",
         ),
         (
+            Usage::SeparateWith { flag: "--level raid1" },
+            "--raid none makes each disk a volume of its own, with no array for --level raid1 to shape; drop it, or use --raid md (--layout per-disk is one mapping per disk under one array)",
+        ),
+        (
             Usage::NoDevice,
             "no device given; name the disks to encrypt (e.g. /dev/nvme1n1), or find this cloud's instance-store disks with --discover aws|gcp|azure|any",
         ),
@@ -319,6 +323,7 @@ fn usage_variant(usage: &Usage) -> usize {
         Usage::KeySizeForCipher { .. } => 4,
         Usage::BadChunk { .. } => 5,
         Usage::StripeLevel { .. } => 6,
+        Usage::SeparateWith { .. } => 20,
         Usage::NoDevice => 7,
         Usage::DevicesAndDiscover => 8,
         Usage::MountWithoutFilesystem => 9,
@@ -388,7 +393,7 @@ fn the_tables_have_a_line_for_every_variant() {
         .iter()
         .map(|(u, _)| usage_variant(u))
         .collect();
-    assert_eq!(usages, (0..20).collect(), "a usage error without its line");
+    assert_eq!(usages, (0..21).collect(), "a usage error without its line");
     let refusals: BTreeSet<usize> = refusal_lines()
         .iter()
         .map(|(r, _)| refusal_variant(r))

@@ -26,6 +26,8 @@ pub enum Usage {
     BadChunk { kib: u64 },
     /// `--raid dm-stripe` with a mirrored or linear `--level`.
     StripeLevel { level: &'static str },
+    /// `--raid none` with a flag that shapes an array (`--level`, `--layout`).
+    SeparateWith { flag: &'static str },
     /// `provision` with no device and no `--discover`.
     NoDevice,
     /// `provision` with both device paths and `--discover`.
@@ -76,6 +78,10 @@ impl Usage {
             Usage::StripeLevel { level } => Said::fix(
                 format!("--raid dm-stripe stripes (raid0) only, not --level {level}"),
                 "use --raid md for it",
+            ),
+            Usage::SeparateWith { flag } => Said::fix(
+                format!("--raid none makes each disk a volume of its own, with no array for {flag} to shape"),
+                "drop it, or use --raid md (--layout per-disk is one mapping per disk under one array)",
             ),
             Usage::NoDevice => Said::fix(
                 "no device given".into(),

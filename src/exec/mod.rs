@@ -215,6 +215,20 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// Mount one of a `--raid none` set's volumes at `dir` under `base` (as [`Self::mount`];
+    /// the journal records `base`, each volume's directory follows from its index).
+    pub fn mount_separate(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        base: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        self.mount(node, dir, read_only)?;
+        self.journal.mount = Some(base.to_path_buf());
+        Ok(self.journals.save(&self.journal)?)
+    }
+
     /// What the kernel had or was given for this run, in order.
     pub fn kernel_facilities(&self) -> &[tosskey_kmod::Outcome] {
         self.facilities.outcomes()
@@ -581,10 +595,13 @@ pub fn volume_mounts(
     live_dm: &[DeviceInfo],
 ) -> Result<VolumeMounts> {
     let mounts = crate::exec::mount::read_mountinfo(&root.proc)?;
-    let volume = live_dm
+    let recorded = journal.volumes();
+    let volumes: Vec<DevId> = live_dm
         .iter()
-        .find(|d| d.name.as_str() == journal.name)
-        .map(|d| d.dev);
+        .filter(|d| recorded.iter().any(|(name, _)| d.name.as_str() == *name))
+        .map(|d| d.dev)
+        .collect();
+    let ours_at = |dev: DevId| volumes.contains(&dev);
     let describe =
         |m: &crate::host::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
     let mut ours = Vec::new();
@@ -602,15 +619,19 @@ pub fn volume_mounts(
             .rev()
             .filter(|m| m.mount_point == point)
             .collect();
-        let on_top = stacked.iter().take_while(|m| Some(m.dev) == volume).count();
+        let on_top = stacked.iter().take_while(|m| ours_at(m.dev)).count();
         ours.extend(std::iter::repeat_n(PathBuf::from(point), on_top));
-        if stacked[on_top..].iter().any(|m| Some(m.dev) == volume) {
+        if stacked[on_top..].iter().any(|m| ours_at(m.dev)) {
             left_alone.push(format!(
                 "{} is also mounted at {point} beneath {}: left alone; unmount that first",
                 journal.name,
                 describe(stacked[on_top])
             ));
-        } else if on_top == 0 && journal.mount.as_deref() == Some(Path::new(point)) {
+        } else if on_top == 0
+            && recorded
+                .iter()
+                .any(|(_, mount)| mount.as_deref() == Some(Path::new(point)))
+        {
             left_alone.push(format!(
                 "left {point} alone: {} is mounted there, not {}",
                 describe(stacked[0]),

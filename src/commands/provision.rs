@@ -900,6 +900,55 @@ mod tests {
     }
 
     #[test]
+    fn a_rerun_of_raid_none_mounts_each_unmounted_volume_again_then_changes_nothing() {
+        let plan = crate::plan::derive::tests::plan_sized(
+            &["--raid", "none", "--mount", "/mnt/v"],
+            2,
+            256 << 20,
+        )
+        .unwrap();
+        let built = crate::commands::status::tests::build_fake(&plan);
+        let mut journal = built.env.journals.load("v").unwrap().unwrap();
+        journal.mount = Some(PathBuf::from("/mnt/v"));
+        built.env.journals.save(&journal).unwrap();
+        // Whether the rerun said "already provisioned" and had to mount again.
+        let rerun = || match converge_previous_run_in(
+            &built.kernel,
+            &config(&["--raid", "none", "--mount", "/mnt/v"]),
+            &built.env,
+        )
+        .unwrap()
+        {
+            Some(Outcome::AlreadyProvisioned { remounted, .. }) => remounted,
+            other => panic!("{other:?}"),
+        };
+        assert!(rerun());
+        assert_eq!(
+            built.kernel.log(),
+            [
+                "mount /dev/mapper/v-0 /mnt/v/0",
+                "mount /dev/mapper/v-1 /mnt/v/1"
+            ]
+        );
+        assert!(!rerun());
+        assert_eq!(built.kernel.log().len(), 2, "{:?}", built.kernel.log());
+        // close without --unmount refuses the mounted volumes; with it, takes all down.
+        let err =
+            crate::commands::close::close_in(&built.kernel, &built.env, None, false).unwrap_err();
+        assert!(err.to_string().contains("/mnt/v/0, /mnt/v/1"), "{err}");
+        crate::commands::close::close_in(&built.kernel, &built.env, None, true).unwrap();
+        assert_eq!(
+            built.kernel.log()[2..],
+            [
+                "unmount /mnt/v/1",
+                "unmount /mnt/v/0",
+                "remove v-1",
+                "remove v-0"
+            ]
+        );
+    }
+
+    #[test]
     fn a_rerun_mounts_an_unmounted_volume_again() {
         let f = raid0_volume();
         f.kernel.unmount(Path::new("/mnt/v")).unwrap();

@@ -1145,8 +1145,9 @@ pub(crate) mod tests {
     }
 
     /// Provision arguments and disk counts covering every layout, level and key loading.
-    pub(crate) const EVERY_LAYOUT: [(&[&str], usize); 10] = [
+    pub(crate) const EVERY_LAYOUT: [(&[&str], usize); 11] = [
         (&[], 1),
+        (&["--raid", "none"], 3),
         (&[], 2),
         (&["--level", "raid1"], 2),
         (&["--level", "linear"], 2),

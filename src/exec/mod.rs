@@ -203,16 +203,7 @@ impl<'a> Executor<'a> {
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
     pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        self.kernel.mount(node, dir, read_only)?;
-        let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
-        self.rollback
-            .push(format!("mount {}", dir.display()), move || {
-                Ok(kernel.unmount(&undo)?)
-            });
-        self.journal.mount = Some(dir.to_path_buf());
-        self.journals.save(&self.journal)?;
-        crash_point("mount");
-        Ok(())
+        self.mount_recording(node, dir, dir, read_only)
     }
 
     /// Mount one of a `--raid none` set's volumes at `dir` under `base` (as [`Self::mount`];
@@ -224,9 +215,28 @@ impl<'a> Executor<'a> {
         base: &Path,
         read_only: bool,
     ) -> Result<()> {
-        self.mount(node, dir, read_only)?;
-        self.journal.mount = Some(base.to_path_buf());
-        Ok(self.journals.save(&self.journal)?)
+        self.mount_recording(node, dir, base, read_only)
+    }
+
+    /// Mount `node` at `dir`, register the unmount, record `recorded` as the journal's
+    /// mount.
+    fn mount_recording(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        recorded: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        self.kernel.mount(node, dir, read_only)?;
+        let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
+        self.rollback
+            .push(format!("mount {}", dir.display()), move || {
+                Ok(kernel.unmount(&undo)?)
+            });
+        self.journal.mount = Some(recorded.to_path_buf());
+        self.journals.save(&self.journal)?;
+        crash_point("mount");
+        Ok(())
     }
 
     /// What the kernel had or was given for this run, in order.

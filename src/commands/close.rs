@@ -218,6 +218,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn shred_of_raid_none_wipes_every_disks_key_and_detaches_every_mount() {
+        let plan = crate::plan::derive::tests::plan_sized(
+            &["--raid", "none", "--mount", "/mnt/v"],
+            3,
+            256 * MIB,
+        )
+        .unwrap();
+        let built = crate::commands::status::tests::build_fake(&plan);
+        let mut journal = built.env.journals.load("v").unwrap().unwrap();
+        journal.mount = Some(Path::new("/mnt/v").to_path_buf());
+        built.env.journals.save(&journal).unwrap();
+        for i in 0..3 {
+            built
+                .kernel
+                .mount(
+                    Path::new(&format!("/dev/mapper/v-{i}")),
+                    Path::new(&format!("/mnt/v/{i}")),
+                    false,
+                )
+                .unwrap();
+        }
+        let message = shred_in(&built.kernel, &built.env, &DmName::new("v").unwrap()).unwrap();
+        assert_eq!(
+            message,
+            "shredded v: keys wiped from v-0, v-1, v-2 and the stack removed"
+        );
+        assert_eq!(
+            built.kernel.log()[3..],
+            [
+                "shred v-0",
+                "shred v-1",
+                "shred v-2",
+                "detach /mnt/v/2",
+                "detach /mnt/v/1",
+                "detach /mnt/v/0",
+                "remove v-2",
+                "remove v-1",
+                "remove v-0"
+            ]
+        );
+        assert!(built.env.journals.load("v").unwrap().is_none());
+    }
+
     fn add_mount(f: &Fixture, line: &str) {
         let path = f.env.root.proc.join("self/mountinfo");
         let text = std::fs::read_to_string(&path).unwrap() + line + "\n";

@@ -53,6 +53,10 @@ pub enum Role {
     Member(usize),
     /// The dm stripe under the one crypt mapping of a shared layout: `<name>-stripe`.
     Stripe,
+    /// Member `i` as a volume of its own (`--raid none`): `<name>-<i>`, formatted and
+    /// mounted at `<base>/<i>` ([`separate_mount`]). Unlike [`Role::Member`], nothing is
+    /// built on top of it.
+    Disk(usize),
 }
 
 impl Role {
@@ -61,6 +65,7 @@ impl Role {
             Role::Volume => None,
             Role::Member(i) => Some(format!("m{i}")),
             Role::Stripe => Some("stripe".to_owned()),
+            Role::Disk(i) => Some(i.to_string()),
         }
     }
 }
@@ -115,6 +120,23 @@ pub fn md_hint_of(kernel_name: &str) -> Option<&str> {
     kernel_name.strip_prefix(MD_KERNEL_PREFIX)
 }
 
+/// Where volume `index` of a `--raid none` set is mounted under `--mount BASE`: the index
+/// in member order (the order given, or discovery's sorted order), as nodeadm's `Mount`
+/// strategy does.
+pub fn separate_mount(base: &Path, index: usize) -> PathBuf {
+    base.join(index.to_string())
+}
+
+/// Which member's volume of a `--raid none` set of `volume` the dm name `name` is
+/// ([`Role::Disk`]: `<volume>-<index>`).
+pub fn disk_index(volume: &str, name: &str) -> Option<usize> {
+    let index = name.strip_prefix(volume)?.strip_prefix('-')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    index.parse().ok()
+}
+
 /// The journal of volume `name` in directory `dir`.
 pub fn journal_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
@@ -141,6 +163,17 @@ mod tests {
         assert_eq!(dm_name(&v, Role::Volume), "v");
         assert_eq!(dm_name(&v, Role::Member(3)), "v-m3");
         assert_eq!(dm_name(&v, Role::Stripe), "v-stripe");
+        assert_eq!(dm_name(&v, Role::Disk(2)), "v-2");
+        assert_eq!(disk_index("v", &dm_name(&v, Role::Disk(12))), Some(12));
+        for other in [Role::Volume, Role::Member(1), Role::Stripe] {
+            assert_eq!(disk_index("v", &dm_name(&v, other)), None, "{other:?}");
+        }
+        assert_eq!(disk_index("v", "v-"), None);
+        assert_eq!(disk_index("v", "w-1"), None);
+        assert_eq!(
+            dm_uuid(BOOT, "v", Role::Disk(0)).unwrap().as_str(),
+            format!("TOSSKEY-{BOOT}-v-0")
+        );
         assert_eq!(
             dm_uuid(BOOT, "v", Role::Member(1)).unwrap().as_str(),
             format!("TOSSKEY-{BOOT}-v-m1")
@@ -174,6 +207,10 @@ mod tests {
 
     #[test]
     fn file_names() {
+        assert_eq!(
+            separate_mount(Path::new("/mnt/k8s-disks"), 3),
+            Path::new("/mnt/k8s-disks/3")
+        );
         assert_eq!(
             journal_file(Path::new("/run/tosskey"), "v"),
             Path::new("/run/tosskey/v.json")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::{
     assert_no_volume_left, assert_verified_mappings, check_files, contains, disks, escrow_decrypt,
-    escrow_test_keys, other_private_key, tosskey, Cleanup,
+    escrow_test_keys, other_private_key, recover_and_mount, tosskey, Cleanup,
 };
 use sha2::{Digest, Sha256};
 
@@ -191,16 +191,7 @@ fn round_trip(name: &'static str, members: &[PathBuf], layout_args: &[&str], sca
     assert!(heads_and_tails(members) == before, "a member changed");
 
     // The right key brings every file back.
-    tosskey(&[
-        "recover",
-        "--escrow-file",
-        &escrow,
-        "--private-key",
-        private.to_str().unwrap(),
-        "--mount",
-        &mount,
-    ])
-    .ok();
+    recover_and_mount(&escrow, &private, &mount).ok();
     check_files(&files, "after recovery");
     // The filesystem tosskey wrote and the kernel then used is consistent.
     nix::mount::umount(mount.as_str()).unwrap();

@@ -26,6 +26,7 @@ mod root_raid;
 mod root_readme;
 mod root_rerun;
 mod root_scope;
+mod root_separate;
 mod root_signature_corpus;
 mod root_single;
 mod root_verify;

@@ -397,3 +397,38 @@ fn hostile_metadata_sealed_to_the_right_key_is_refused_before_decryption() {
     m.members[0].identity = "t10.ATA     QEMU HARDDISK   QM00005".into();
     EscrowFile::parse(seal_like_an_attacker(&m, "ephemeral-encrypted").as_bytes()).unwrap();
 }
+
+/// `--raid none`: three volumes of their own, each mapping with two segment keys, in one
+/// file; each key opens for its own mapping, and the separate kind needs the per-disk
+/// layout (one mapping per member).
+#[test]
+fn separate_volumes_round_trip_in_one_file() {
+    let mut m = metadata(Layout::PerDisk);
+    m.assembly = Assembly::Separate;
+    m.members.truncate(3);
+    m.key_scope_bytes = Some(1 << 40);
+    let list: Vec<(&str, KeySegment)> = ["ephemeral-0", "ephemeral-1", "ephemeral-2"]
+        .iter()
+        .flat_map(|name| segments(name, 2))
+        .collect();
+    let keys = KeyArena::generate(KeySize::Bits512, list.len()).unwrap();
+    let file = EscrowFile::seal_segments(&public_a(), &list, &keys, m.clone()).unwrap();
+    let json = file.to_json();
+    assert!(json.contains(r#""kind": "separate""#), "{json}");
+    let parsed = reparse(&file).unwrap();
+    assert_eq!(parsed.metadata(), &m);
+    let opened = parsed.open_segments(&private_a()).unwrap();
+    assert_eq!(opened.keys.len(), 6);
+    for (index, (original, recovered)) in keys.iter().zip(opened.keys.iter()).enumerate() {
+        assert_eq!(original, recovered, "key {index}");
+        assert_eq!(opened.segments[index].dm_name, list[index].0);
+    }
+    let mut shared = m.clone();
+    shared.layout = Layout::Shared;
+    let err = EscrowFile::seal_segments(&public_a(), &list, &keys, shared).unwrap_err();
+    assert!(err.to_string().contains("metadata.layout"), "{err}");
+    // A mapping missing: three members need three mappings.
+    let four = KeyArena::generate(KeySize::Bits512, 4).unwrap();
+    let err = EscrowFile::seal_segments(&public_a(), &list[..4], &four, m).unwrap_err();
+    assert!(err.to_string().contains("3 members"), "{err}");
+}

@@ -25,10 +25,13 @@ impl ProvisionConfig {
         let name = volume_name(&args.name)?;
         let (cipher, key_size) = cipher_and_key_size(&args.cipher, args.key_size)?;
         let chunk_bytes = chunk_bytes(args.chunk_kib)?;
-        let assembly = assembly_choice(args.raid, args.level)?;
+        let assembly = assembly_choice(args.raid, args.level, args.layout)?;
         let source = member_source(args.discover, args.devices, args.discover_serial_prefix)?;
         check_filesystem_args(args.mkfs, args.mount.as_deref(), args.label.as_deref())?;
         check_binds(&args.binds, args.mkfs, args.mount.as_deref())?;
+        if let (Some(dir), AssemblyChoice::Separate) = (args.binds.first(), assembly) {
+            return Err(Error::Usage(Usage::BindWithSeparate { dir: dir.clone() }));
+        }
         let key_scope = parse_key_scope(&args.key_scope)?;
         if let MemberSource::Explicit(devices) = &source {
             if let Some(level) = member_count_problem(assembly, devices.len()) {
@@ -47,9 +50,11 @@ impl ProvisionConfig {
             key_scope,
             assembly,
             chunk_bytes,
-            layout: match args.layout {
-                cli::LayoutArg::Shared => Layout::Shared,
-                cli::LayoutArg::PerDisk => Layout::PerDisk,
+            layout: match (assembly, args.layout) {
+                (AssemblyChoice::Separate, _) | (_, Some(cli::LayoutArg::PerDisk)) => {
+                    Layout::PerDisk
+                }
+                (_, Some(cli::LayoutArg::Shared) | None) => Layout::Shared,
             },
             allow_discards: args.allow_discards,
             no_read_workqueue: BYPASS_WORKQUEUES && !args.read_workqueue,
@@ -84,6 +89,9 @@ impl ProvisionConfig {
     /// The assembly for `members` devices.
     pub fn assembly_for(&self, members: usize) -> Assembly {
         match (members, self.assembly) {
+            // Even one disk is `<name>-0` at `BASE/0`, so the names do not depend on the
+            // count.
+            (_, AssemblyChoice::Separate) => Assembly::Separate,
             (1, _) => Assembly::Single,
             (_, AssemblyChoice::Md(level)) => Assembly::Md {
                 level,
@@ -141,14 +149,45 @@ fn chunk_bytes(kib: u64) -> Result<u64, Error> {
         .ok_or(Error::Usage(Usage::BadChunk { kib }))
 }
 
-/// `--raid` and `--level`: dm-stripe stripes only.
-fn assembly_choice(raid: cli::RaidArg, level: cli::LevelArg) -> Result<AssemblyChoice, Error> {
-    match (raid, level) {
+/// `--raid`, `--level` and `--layout`: dm-stripe stripes only; `none` builds no array for
+/// either to shape.
+fn assembly_choice(
+    raid: cli::RaidArg,
+    level: Option<cli::LevelArg>,
+    layout: Option<cli::LayoutArg>,
+) -> Result<AssemblyChoice, Error> {
+    match (raid, level.unwrap_or(cli::LevelArg::Raid0)) {
+        (cli::RaidArg::None, _) => {
+            if let Some(level) = level {
+                return Err(Error::Usage(Usage::SeparateWith {
+                    flag: level_flag(level),
+                }));
+            }
+            if let Some(layout) = layout {
+                return Err(Error::Usage(Usage::SeparateWith {
+                    flag: match layout {
+                        cli::LayoutArg::Shared => "--layout shared",
+                        cli::LayoutArg::PerDisk => "--layout per-disk",
+                    },
+                }));
+            }
+            Ok(AssemblyChoice::Separate)
+        }
         (cli::RaidArg::Md, level) => Ok(AssemblyChoice::Md(md_level(level))),
         (cli::RaidArg::DmStripe, cli::LevelArg::Raid0) => Ok(AssemblyChoice::DmStripe),
         (cli::RaidArg::DmStripe, level) => Err(Error::Usage(Usage::StripeLevel {
             level: crate::plan::md_level_name(md_level(level)),
         })),
+    }
+}
+
+/// `--level LEVEL` as the command line spells it.
+fn level_flag(level: cli::LevelArg) -> &'static str {
+    match level {
+        cli::LevelArg::Raid0 => "--level raid0",
+        cli::LevelArg::Raid1 => "--level raid1",
+        cli::LevelArg::Raid10 => "--level raid10",
+        cli::LevelArg::Linear => "--level linear",
     }
 }
 
@@ -362,6 +401,10 @@ mod tests {
             ),
             (with_mount(&["/mnt"]), "--bind /mnt overlaps --mount /mnt/e"),
             (
+                [with_mount(&["/var/lib/kubelet"]), vec!["/dev/vdc", "--raid", "none"]].concat(),
+                "--bind /var/lib/kubelet needs one volume to copy it onto, and --raid none makes one per disk",
+            ),
+            (
                 with_mount(&["/mnt/e"]),
                 "--bind /mnt/e overlaps --mount /mnt/e",
             ),
@@ -445,6 +488,31 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn raid_none_refuses_the_flags_that_shape_an_array() {
+        let disks = ["/dev/vdb", "/dev/vdc"];
+        let cfg = config(&[&disks[..], &["--raid", "none"]].concat()).unwrap();
+        assert_eq!(cfg.assembly, AssemblyChoice::Separate);
+        assert_eq!(cfg.layout, Layout::PerDisk);
+        assert_eq!(cfg.assembly_for(1), Assembly::Separate);
+        for (flags, named) in [
+            (&["--level", "raid1"][..], "--level raid1"),
+            (&["--level", "raid0"][..], "--level raid0"),
+            (&["--layout", "per-disk"][..], "--layout per-disk"),
+            (&["--layout", "shared"][..], "--layout shared"),
+        ] {
+            let err = config(&[&disks[..], &["--raid", "none"], flags].concat()).unwrap_err();
+            assert!(
+                matches!(err, Error::Usage(Usage::SeparateWith { flag }) if flag == named),
+                "{err}"
+            );
+        }
+        // Without --raid none the defaults are as before.
+        let cfg = config(&disks).unwrap();
+        assert_eq!(cfg.assembly, AssemblyChoice::Md(MdLevel::Raid0));
+        assert_eq!(cfg.layout, Layout::Shared);
     }
 
     #[test]

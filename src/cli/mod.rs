@@ -111,21 +111,23 @@ pub struct ProvisionArgs {
     #[arg(long, default_value = "1TiB", value_name = "SIZE")]
     pub key_scope: String,
 
-    /// How several devices are combined.
+    /// How several devices are combined; `none`: each disk a volume of its own (own
+    /// mapping and keys, own filesystem, mounted at `--mount BASE/<index>`).
     #[arg(long, value_enum, default_value_t = RaidArg::Md)]
     pub raid: RaidArg,
 
-    /// RAID level for --raid md.
-    #[arg(long, value_enum, default_value_t = LevelArg::Raid0)]
-    pub level: LevelArg,
+    /// RAID level for --raid md [default: raid0].
+    #[arg(long, value_enum)]
+    pub level: Option<LevelArg>,
 
     /// Stripe chunk size in KiB (raid0, raid10 and dm-stripe).
     #[arg(long, default_value_t = 512, value_name = "KIB")]
     pub chunk_kib: u64,
 
-    /// `shared`: one mapping over the array. `per-disk`: one mapping (own key) per member, array on top.
-    #[arg(long, value_enum, default_value_t = LayoutArg::Shared)]
-    pub layout: LayoutArg,
+    /// `shared`: one mapping over the array. `per-disk`: one mapping (own key) per member,
+    /// array on top (one volume; for one volume per disk use `--raid none`) [default: shared].
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
 
     /// Pass discards through (leaks which blocks are in use).
     #[arg(long)]
@@ -364,6 +366,8 @@ pub enum RaidArg {
     Md,
     /// device-mapper `striped` target (no md module needed; raid0 only).
     DmStripe,
+    /// No array: each disk is a volume of its own (nodeadm's `Mount` strategy).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -101,9 +101,19 @@ fn provisioned_text(report: &Report) -> String {
         .iter()
         .map(|c| c.verification.checks.len())
         .sum();
+    // One volume, or with `--raid none` each disk's.
+    let volumes = report.plan.volumes();
+    let join = |paths: Vec<String>| paths.join(", ");
+    let mounts = join(
+        volumes
+            .iter()
+            .filter_map(|v| v.mount)
+            .map(|m| m.display().to_string())
+            .collect(),
+    );
     let mut text = format!(
         "{} ready: {} via {} on {}; {} key(s), at most {} bytes under one key; {checks} sectors verified against the userspace cipher; {}{}\n",
-        report.chain.volume.display(),
+        join(volumes.iter().map(|v| v.node.path.display().to_string()).collect()),
         report.plan.crypt.format.cipher,
         report.stack.crypt.iter().map(|c| c.key_loaded.as_str()).collect::<Vec<_>>().join("+"),
         report.chain.members.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "),
@@ -114,7 +124,7 @@ fn provisioned_text(report: &Report) -> String {
         } else {
             "WARNING: tosskey's key memory did not read back as zeros"
         },
-        report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
+        if mounts.is_empty() { String::new() } else { format!("; mounted at {mounts}") },
     );
     for bind in &report.binds {
         text.push_str(&format!(
@@ -161,6 +171,56 @@ mod tests {
             rebound: Vec::new(),
             differing_options: differing,
         })
+    }
+
+    #[test]
+    fn the_ready_line_of_raid_none_names_every_volume_and_mount() {
+        let line = |args: &[&str]| {
+            let plan = crate::plan::derive::tests::plan_sized(args, 2, 256 << 20).unwrap();
+            provisioned_text(&Report {
+                tool: "tosskey",
+                version: "0",
+                kernel: "6.1".to_owned(),
+                started_at: String::new(),
+                finished_at: String::new(),
+                chain: crate::commands::provision::Chain {
+                    mount: plan.mount.clone(),
+                    volume: plan.volume().path.clone(),
+                    crypt: Vec::new(),
+                    assembled: None,
+                    members: plan.members.iter().map(|m| m.path.clone()).collect(),
+                },
+                stack: crate::exec::BuiltStack {
+                    node: plan.volume().path.clone(),
+                    assembled: None,
+                    crypt: Vec::new(),
+                },
+                plan,
+                escrow_file: None,
+                filesystem: None,
+                separate_filesystems: Vec::new(),
+                binds: Vec::new(),
+                hardening: crate::exec::harden::Hardening {
+                    non_dumpable: true,
+                    core_disabled: true,
+                },
+                key_wiped_from_tosskey_memory: true,
+                kernel_facilities: Vec::new(),
+                measurement: MeasurementOutcome::NotRequested,
+            })
+        };
+        let separate = line(&["--raid", "none", "--mount", "/mnt/k"]);
+        assert!(
+            separate.starts_with("/dev/mapper/v-0, /dev/mapper/v-1 ready: "),
+            "{separate}"
+        );
+        assert!(
+            separate.ends_with("; mounted at /mnt/k/0, /mnt/k/1\n"),
+            "{separate}"
+        );
+        let shared = line(&["--mount", "/mnt/v"]);
+        assert!(shared.starts_with("/dev/mapper/v ready: "), "{shared}");
+        assert!(shared.ends_with("; mounted at /mnt/v\n"), "{shared}");
     }
 
     #[test]

@@ -83,24 +83,27 @@ pub fn close_in(
     Ok(closed)
 }
 
-/// Where the volume's mapping is mounted (empty when it is not, or does not exist).
+/// Where the volume's mappings (one, or each member's with `--raid none`) are mounted
+/// (empty when none is, or none exists).
 fn volume_mount_points(
     kernel: &dyn StackKernel,
     env: &Environment,
     journal: &Journal,
 ) -> Result<Vec<String>> {
-    let Some(volume) = kernel
+    let recorded = journal.volumes();
+    let mut points = Vec::new();
+    for volume in kernel
         .dm_devices()?
         .into_iter()
-        .find(|d| d.name.as_str() == journal.name)
-    else {
-        return Ok(Vec::new());
-    };
-    Ok(mount_points_of(
-        &env.root.proc,
-        volume.dev.major,
-        volume.dev.minor,
-    )?)
+        .filter(|d| recorded.iter().any(|(name, _)| d.name.as_str() == *name))
+    {
+        points.extend(mount_points_of(
+            &env.root.proc,
+            volume.dev.major,
+            volume.dev.minor,
+        )?);
+    }
+    Ok(points)
 }
 
 /// Emergency crypto-shred of volume `name`. Every crypt mapping is suspended and told to
@@ -277,6 +280,50 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn shred_of_raid_none_wipes_every_disks_key_and_detaches_every_mount() {
+        let plan = crate::plan::derive::tests::plan_sized(
+            &["--raid", "none", "--mount", "/mnt/v"],
+            3,
+            256 * MIB,
+        )
+        .unwrap();
+        let built = crate::commands::status::tests::build_fake(&plan);
+        let mut journal = built.env.journals.load("v").unwrap().unwrap();
+        journal.mount = Some(Path::new("/mnt/v").to_path_buf());
+        built.env.journals.save(&journal).unwrap();
+        for i in 0..3 {
+            built
+                .kernel
+                .mount(
+                    Path::new(&format!("/dev/mapper/v-{i}")),
+                    Path::new(&format!("/mnt/v/{i}")),
+                    false,
+                )
+                .unwrap();
+        }
+        let message = shred_in(&built.kernel, &built.env, &DmName::new("v").unwrap()).unwrap();
+        assert_eq!(
+            message,
+            "shredded v: keys wiped from v-0, v-1, v-2 and the stack removed"
+        );
+        assert_eq!(
+            built.kernel.log()[3..],
+            [
+                "shred v-0",
+                "shred v-1",
+                "shred v-2",
+                "detach /mnt/v/2",
+                "detach /mnt/v/1",
+                "detach /mnt/v/0",
+                "remove v-2",
+                "remove v-1",
+                "remove v-0"
+            ]
+        );
+        assert!(built.env.journals.load("v").unwrap().is_none());
     }
 
     fn add_mount(f: &Fixture, line: &str) {

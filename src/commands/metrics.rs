@@ -20,6 +20,7 @@ use crate::commands::status;
 use crate::commands::volume::{HealthState, VolumeStatus};
 use crate::commands::Environment;
 use crate::error::{Error, Result};
+use crate::names;
 use crate::plan::{md_level_name, DeviceRef, KeyLoading, NodeKind};
 
 /// One metric family: its samples (label pairs, value) under one HELP and TYPE.
@@ -66,8 +67,16 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// How the volume's devices are combined: the md level, `dm-stripe`, or `single`.
+/// How the volume's devices are combined: the md level, `dm-stripe`, `none` (each disk a
+/// volume of its own, `--raid none`) or `single`.
 fn level(volume: &VolumeStatus) -> String {
+    if volume
+        .mappings
+        .iter()
+        .any(|m| names::disk_index(&volume.name, &m.node.name).is_some())
+    {
+        return "none".to_owned();
+    }
     let kinds = volume.mappings.iter().map(|m| &m.node.kind);
     for kind in kinds {
         match kind {
@@ -79,7 +88,8 @@ fn level(volume: &VolumeStatus) -> String {
     "single".to_owned()
 }
 
-/// `per-disk` when the array or stripe is built on crypt mappings, else `shared`.
+/// `per-disk` when the array or stripe is built on crypt mappings or there is none (`--raid
+/// none`, a mapping per disk), else `shared`.
 fn layout(volume: &VolumeStatus) -> &'static str {
     let on_crypt = |device: &DeviceRef| matches!(device, DeviceRef::Node(i) if matches!(volume.mappings[*i].node.kind, NodeKind::Crypt { .. }));
     let per_disk = volume.mappings.iter().any(|m| match &m.node.kind {
@@ -88,7 +98,7 @@ fn layout(volume: &VolumeStatus) -> &'static str {
         }
         _ => false,
     });
-    if per_disk {
+    if per_disk || level(volume) == "none" {
         "per-disk"
     } else {
         "shared"
@@ -299,23 +309,25 @@ impl VolumeFamilies {
             .add(vec![name()], seconds(ready.ready_unix_ms));
     }
 
-    /// Whether the mount and the binds the run made are still in place.
+    /// Whether each mount the run made (one per member's volume with `--raid none`) and
+    /// each bind are still in place.
     fn add_mount(&mut self, volume: &VolumeStatus) {
-        let Some(dir) = &volume.mount else {
-            return;
-        };
-        let in_place = volume
-            .mappings
-            .last()
-            .is_some_and(|top| top.mount_points.iter().any(|p| Path::new(p) == dir));
-        self.mount_in_place.add(
-            vec![
-                volume_label(volume),
-                ("kind", "mount".to_owned()),
-                ("path", dir.display().to_string()),
-            ],
-            f64::from(u8::from(in_place)),
-        );
+        for recorded in &volume.recorded_mounts {
+            let in_place = volume.mappings.iter().any(|m| {
+                m.node.name == recorded.mapping
+                    && m.mount_points
+                        .iter()
+                        .any(|p| Path::new(p) == recorded.mount)
+            });
+            self.mount_in_place.add(
+                vec![
+                    volume_label(volume),
+                    ("kind", "mount".to_owned()),
+                    ("path", recorded.mount.display().to_string()),
+                ],
+                f64::from(u8::from(in_place)),
+            );
+        }
         for bind in &volume.binds {
             self.mount_in_place.add(
                 vec![
@@ -461,6 +473,33 @@ mod tests {
         } else {
             format!("exit {:?}: {said}", output.status.code())
         }
+    }
+
+    #[test]
+    fn raid_none_has_a_mount_series_per_disk_and_level_none() {
+        let built = volume(&["--raid", "none"], 3);
+        let text = render(&built.status());
+        assert_eq!(promtool(&text), "", "{text}");
+        assert!(
+            text.contains("tosskey_volume_info{volume=\"v\",layout=\"per-disk\",level=\"none\","),
+            "{text}"
+        );
+        for i in 0..3 {
+            let series = format!(
+                "tosskey_volume_mount_in_place{{volume=\"v\",kind=\"mount\",path=\"/mnt/v/{i}\"}} 0\n"
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
+        assert!(!text.contains("path=\"/mnt/v\"}"), "{text}");
+        let status = status::status_text(&built.status());
+        assert!(
+            status.contains("  one volume per disk (--raid none): v-0 at /mnt/v/0, v-1 at /mnt/v/1, v-2 at /mnt/v/2\n"),
+            "{status}"
+        );
+        assert!(
+            status.contains("  NOT MOUNTED at /mnt/v/1 (where the run mounted v-1)\n"),
+            "{status}"
+        );
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct Report {
     /// The `--bind` directories, bound from the volume, with what each copy carried.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub binds: Vec<BoundDir>,
+    /// `--raid none`: each member's volume's filesystem, in member order (`filesystem` is
+    /// then `None`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub separate_filesystems: Vec<FilesystemReport>,
     pub hardening: Hardening,
     /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
     /// key read back as zeros and its memory was unmapped.
@@ -210,7 +214,11 @@ fn record_readiness(env: &Environment, report: &Report, started: SystemTime) {
         verified_sectors: checks.clone().count(),
         mismatched_sectors: checks.filter(|c| !c.matched).count(),
         escrow_file: report.escrow_file.clone(),
-        filesystem: report.filesystem.as_ref().map(|f| f.kind.to_owned()),
+        filesystem: report
+            .filesystem
+            .as_ref()
+            .or(report.separate_filesystems.first())
+            .map(|f| f.kind.to_owned()),
         label: report.plan.mkfs.as_ref().and_then(|m| m.label.clone()),
     };
     let saved = env.journals.load(&report.plan.name).and_then(|journal| {
@@ -263,14 +271,19 @@ fn execute(
     // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
     // says what this wipe found.
     let key_wiped_from_tosskey_memory = keys.wipe();
-    let filesystem = plan
-        .mkfs
-        .as_ref()
-        .map(|ext4| format_volume(&built.node, ext4))
-        .transpose()?;
-    if let Some(dir) = &plan.mount {
-        run.mount(&built.node, dir, false)?;
-    }
+    let (filesystem, separate_filesystems) = if plan.separate_volumes.is_empty() {
+        let filesystem = plan
+            .mkfs
+            .as_ref()
+            .map(|ext4| format_volume(&built.node, ext4))
+            .transpose()?;
+        if let Some(dir) = &plan.mount {
+            run.mount(&built.node, dir, false)?;
+        }
+        (filesystem, Vec::new())
+    } else {
+        (None, format_and_mount_separate(run, plan, false)?)
+    };
     let binds = plan
         .binds
         .iter()
@@ -298,6 +311,7 @@ fn execute(
         escrow_file,
         filesystem,
         binds,
+        separate_filesystems,
         hardening,
         key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
@@ -327,6 +341,26 @@ fn escrow_keys(
 }
 
 /// Make an ext4 filesystem on the volume `node` as `ext4` says.
+/// `--raid none`: format each member's volume (if asked) and mount it at its own
+/// directory (`read_only` for recover), in member order; each mount is registered with
+/// the run's undo. The filesystems made, in member order.
+pub(crate) fn format_and_mount_separate(
+    run: &mut Executor<'_>,
+    plan: &Plan,
+    read_only: bool,
+) -> Result<Vec<FilesystemReport>> {
+    let mut made = Vec::new();
+    for volume in plan.volumes() {
+        if let Some(ext4) = &plan.mkfs {
+            made.push(format_volume(&volume.node.path, ext4)?);
+        }
+        if let (Some(dir), Some(base)) = (volume.mount, &plan.mount) {
+            run.mount_separate(&volume.node.path, dir, base, read_only)?;
+        }
+    }
+    Ok(made)
+}
+
 fn format_volume(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
     let report = tosskey_ext4::format(
         node,
@@ -373,7 +407,13 @@ fn converge_previous_run_in(
                 name: cfg.name.to_string(),
             }))
         }
-        Some(journal) if journal.stage == Stage::Complete && volume.is_some() => {
+        Some(journal)
+            if journal.stage == Stage::Complete
+                && journal
+                    .volumes()
+                    .iter()
+                    .all(|(name, _)| live.iter().any(|d| d.name.as_str() == *name)) =>
+        {
             if let MemberSource::Explicit(paths) = &cfg.source {
                 if !same_devices(paths, &journal.members) {
                     return Err(Error::Refused(Refusal::ProvisionedElsewhere {
@@ -480,7 +520,8 @@ fn check_recorded_stack(
 /// The volume must be what is mounted at `dir` (the topmost mount there): if nothing is,
 /// it is mounted there (again; returns true); another filesystem there, or a `dir` other
 /// than the mount point the volume was provisioned with, is refused. (A volume built
-/// without a mount, e.g. from an initramfs, takes the first one asked.)
+/// without a mount, e.g. from an initramfs, takes the first one asked.) With `--raid none`
+/// the same holds for each member's volume at `dir/<index>`.
 fn converge_mount(
     kernel: &dyn StackKernel,
     root: &SystemRoot,
@@ -496,30 +537,41 @@ fn converge_mount(
             asked: dir.to_owned(),
         }));
     }
-    let volume = live
-        .iter()
-        .find(|d| d.name.as_str() == name)
-        .expect("the caller found the volume");
-    let top = crate::exec::mount::read_mountinfo(&root.proc)?
-        .into_iter()
-        .rfind(|m| Path::new(&m.mount_point) == dir);
-    match top {
-        Some(mount) if mount.dev == volume.dev => Ok(false),
-        Some(mount) => Err(Error::Refused(Refusal::MountPointHeld(Box::new(
-            HeldMountPoint {
-                name: name.clone(),
-                dir: dir.to_owned(),
-                source: mount.source,
-                fs_type: mount.fs_type,
-                dev: mount.dev,
-                volume_dev: volume.dev,
-            },
-        )))),
-        None => {
-            kernel.mount(&DmControl::node_path(&volume.name), dir, false)?;
-            Ok(true)
+    let asked = Journal {
+        mount: Some(dir.to_owned()),
+        ..journal.clone()
+    };
+    let mut remounted = false;
+    for (volume_name, volume_dir) in asked.volumes() {
+        let dir = volume_dir.expect("the journal asked for records a mount");
+        let volume = live
+            .iter()
+            .find(|d| d.name.as_str() == volume_name)
+            .expect("the caller found the volume");
+        let top = crate::exec::mount::read_mountinfo(&root.proc)?
+            .into_iter()
+            .rfind(|m| Path::new(&m.mount_point) == dir);
+        match top {
+            Some(mount) if mount.dev == volume.dev => {}
+            Some(mount) => {
+                return Err(Error::Refused(Refusal::MountPointHeld(Box::new(
+                    HeldMountPoint {
+                        name: name.clone(),
+                        dir,
+                        source: mount.source,
+                        fs_type: mount.fs_type,
+                        dev: mount.dev,
+                        volume_dev: volume.dev,
+                    },
+                ))))
+            }
+            None => {
+                kernel.mount(&DmControl::node_path(&volume.name), &dir, false)?;
+                remounted = true;
+            }
         }
     }
+    Ok(remounted)
 }
 
 /// Each bind the journal records must be in place: the topmost mount at its directory is
@@ -577,6 +629,7 @@ fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
     let (raid, level) = match cfg.assembly {
         AssemblyChoice::Md(level) => ("md", md_level_name(level)),
         AssemblyChoice::DmStripe => ("dm-stripe", "raid0"),
+        AssemblyChoice::Separate => ("none", "none"),
     };
     let mut options = vec![
         flag("--cipher", cfg.cipher.to_string()),
@@ -914,6 +967,55 @@ mod tests {
         assert_eq!(mount.as_deref(), Some(Path::new("/mnt/v")));
         assert!(!remounted);
         assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+    }
+
+    #[test]
+    fn a_rerun_of_raid_none_mounts_each_unmounted_volume_again_then_changes_nothing() {
+        let plan = crate::plan::derive::tests::plan_sized(
+            &["--raid", "none", "--mount", "/mnt/v"],
+            2,
+            256 << 20,
+        )
+        .unwrap();
+        let built = crate::commands::status::tests::build_fake(&plan);
+        let mut journal = built.env.journals.load("v").unwrap().unwrap();
+        journal.mount = Some(PathBuf::from("/mnt/v"));
+        built.env.journals.save(&journal).unwrap();
+        // Whether the rerun said "already provisioned" and had to mount again.
+        let rerun = || match converge_previous_run_in(
+            &built.kernel,
+            &config(&["--raid", "none", "--mount", "/mnt/v"]),
+            &built.env,
+        )
+        .unwrap()
+        {
+            Some(Outcome::AlreadyProvisioned { remounted, .. }) => remounted,
+            other => panic!("{other:?}"),
+        };
+        assert!(rerun());
+        assert_eq!(
+            built.kernel.log(),
+            [
+                "mount /dev/mapper/v-0 /mnt/v/0",
+                "mount /dev/mapper/v-1 /mnt/v/1"
+            ]
+        );
+        assert!(!rerun());
+        assert_eq!(built.kernel.log().len(), 2, "{:?}", built.kernel.log());
+        // close without --unmount refuses the mounted volumes; with it, takes all down.
+        let err =
+            crate::commands::close::close_in(&built.kernel, &built.env, None, false).unwrap_err();
+        assert!(err.to_string().contains("/mnt/v/0, /mnt/v/1"), "{err}");
+        crate::commands::close::close_in(&built.kernel, &built.env, None, true).unwrap();
+        assert_eq!(
+            built.kernel.log()[2..],
+            [
+                "unmount /mnt/v/1",
+                "unmount /mnt/v/0",
+                "remove v-1",
+                "remove v-0"
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::secret_file::SecretFile;
 use tosskey_dm::DmName;
 
+use crate::commands::provision::format_and_mount_separate;
 use crate::commands::Environment;
 use crate::error::{wrong_escrow_file, Error, Refusal, Result, Usage, WRONG_ESCROW_FILE_FIX};
 use crate::exec::facilities::KernelFacilities;
@@ -204,19 +205,25 @@ fn reopen(
 ) -> Result<BuiltStack> {
     let built = run.build(plan, &keys)?;
     drop(keys);
-    if !decrypts_to_ext4(&built.node, plan.volume_bytes)? {
+    for volume in plan.volumes() {
+        let node = &volume.node.path;
+        if decrypts_to_ext4(node, volume.node.size_bytes)? {
+            continue;
+        }
         if plan.mount.is_some() {
             return Err(Error::Refused(Refusal::WrongEscrowFile {
-                node: built.node.clone(),
+                node: node.clone(),
                 escrow_file: opts.escrow_file.clone(),
             }));
         }
         eprintln!(
             "tosskey: warning: {}, unless the volume was made with --mkfs none; {WRONG_ESCROW_FILE_FIX}",
-            wrong_escrow_file(&built.node, &opts.escrow_file)
+            wrong_escrow_file(node, &opts.escrow_file)
         );
     }
-    if let Some(dir) = &plan.mount {
+    if !plan.separate_volumes.is_empty() {
+        format_and_mount_separate(run, plan, opts.read_only)?;
+    } else if let Some(dir) = &plan.mount {
         run.mount(&built.node, dir, opts.read_only)?;
     }
     Ok(built)

@@ -20,7 +20,7 @@ use tosskey_raid::MdSysfs as _;
 
 use crate::commands::health;
 use crate::commands::volume::{
-    BindState, Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
+    BindState, Health, HealthState, LiveMount, LiveNode, OtherMapping, RecordedMount, VolumeStatus,
 };
 use crate::error::{Error, Refusal, Result, UnhealthyState, Usage};
 use crate::exec::kernel::{HostKernel, StackKernel};
@@ -83,6 +83,17 @@ impl VolumeStatus {
             key_loading_fallback: journal.and_then(|j| j.key_loading_fallback.clone()),
             mount: journal.and_then(|j| j.mount.clone()),
             binds: Vec::new(),
+            recorded_mounts: journal.map_or_else(Vec::new, |j| {
+                j.volumes()
+                    .into_iter()
+                    .filter_map(|(mapping, mount)| {
+                        Some(RecordedMount {
+                            mapping: mapping.to_owned(),
+                            mount: mount?,
+                        })
+                    })
+                    .collect()
+            }),
             ready: journal.and_then(|j| j.ready.clone()),
             health: Health::healthy(),
         }
@@ -690,6 +701,19 @@ fn write_stage_health_and_members(out: &mut String, volume: &VolumeStatus) {
             .collect();
         let _ = writeln!(out, "  members: {}", members.join(", "));
     }
+    let separate: Vec<String> = volume
+        .recorded_mounts
+        .iter()
+        .filter(|r| r.mapping != volume.name)
+        .map(|r| format!("{} at {}", r.mapping, r.mount.display()))
+        .collect();
+    if !separate.is_empty() {
+        let _ = writeln!(
+            out,
+            "  one volume per disk (--raid none): {}",
+            separate.join(", ")
+        );
+    }
 }
 
 /// One node as a dry run shows it, then its path, device number, size, crypt sector size
@@ -731,16 +755,22 @@ fn write_live_node(out: &mut String, volume: &VolumeStatus, live: &LiveNode) {
 /// What the run that made the volume recorded, checked against now: its mount, the
 /// measurements, the escrow file, when it became ready and what verification found.
 fn write_recorded_run(out: &mut String, volume: &VolumeStatus) {
-    if let Some(dir) = &volume.mount {
+    for recorded in &volume.recorded_mounts {
         if !volume.mappings.iter().any(|m| {
-            m.mount_points
-                .iter()
-                .any(|p| dir == std::path::Path::new(p))
+            m.node.name == recorded.mapping
+                && m.mount_points
+                    .iter()
+                    .any(|p| recorded.mount == std::path::Path::new(p))
         }) {
+            let what = if recorded.mapping == volume.name {
+                "it"
+            } else {
+                recorded.mapping.as_str()
+            };
             let _ = writeln!(
                 out,
-                "  NOT MOUNTED at {} (where the run mounted it)",
-                dir.display()
+                "  NOT MOUNTED at {} (where the run mounted {what})",
+                recorded.mount.display(),
             );
         }
     }
@@ -1212,8 +1242,9 @@ pub(crate) mod tests {
     }
 
     /// Provision arguments and disk counts covering every layout, level and key loading.
-    pub(crate) const EVERY_LAYOUT: [(&[&str], usize); 10] = [
+    pub(crate) const EVERY_LAYOUT: [(&[&str], usize); 11] = [
         (&[], 1),
+        (&["--raid", "none"], 3),
         (&[], 2),
         (&["--level", "raid1"], 2),
         (&["--level", "linear"], 2),

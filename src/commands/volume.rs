@@ -10,6 +10,13 @@ use crate::exec::journal::{Readiness, Stage};
 use crate::exec::measure::VolumeMeasurement;
 use crate::plan::{CryptSettings, KeyScope, Node, PlannedKey, PlannedMember};
 
+/// A mapping a run mounted, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedMount {
+    pub mapping: String,
+    pub mount: PathBuf,
+}
+
 /// A volume as the kernel has it now, in the plan's terms. Never carries key material.
 #[derive(Debug, Serialize)]
 pub struct VolumeStatus {
@@ -33,11 +40,16 @@ pub struct VolumeStatus {
     /// Why `--key-loading auto` put hex keys in the tables (from the journal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_loading_fallback: Option<String>,
-    /// Where the run mounted the volume (from the journal).
+    /// Where the run mounted the volume (from the journal; with `--raid none` the base
+    /// directory of its volumes' mounts).
     pub mount: Option<PathBuf>,
     /// The `--bind` directories the journal records, each checked against mountinfo.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub binds: Vec<BindState>,
+    /// Each mapping the run formatted and mounted, and where (from the journal): the
+    /// volume's one, or with `--raid none` every member's volume, which together are this
+    /// volume.
+    pub recorded_mounts: Vec<RecordedMount>,
     /// When and how the run made the volume ready, with the escrow file it wrote.
     pub ready: Option<Readiness>,
     /// Whether it serves its data, and which member failed.

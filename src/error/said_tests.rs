@@ -46,6 +46,10 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
             "--raid dm-stripe stripes (raid0) only, not --level raid1; use --raid md for it",
         ),
         (
+            Usage::SeparateWith { flag: "--level raid1" },
+            "--raid none makes each disk a volume of its own, with no array for --level raid1 to shape; drop it, or use --raid md (--layout per-disk is one mapping per disk under one array)",
+        ),
+        (
             Usage::NoDevice,
             "no device given; name the disks to encrypt (e.g. /dev/nvme1n1), or find this cloud's instance-store disks with --discover aws|gcp|azure|any",
         ),
@@ -98,6 +102,10 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
         (
             Usage::BindWithoutMount { dir: path("/var/lib/kubelet") },
             "--bind /var/lib/kubelet needs the volume mounted; add --mount DIR (e.g. --mount /mnt/ephemeral)",
+        ),
+        (
+            Usage::BindWithSeparate { dir: path("/var/lib/kubelet") },
+            "--bind /var/lib/kubelet needs one volume to copy it onto, and --raid none makes one per disk; use --raid md (one array, one filesystem), or bind a directory under --mount's BASE/N yourself",
         ),
         (
             Usage::BindNotAbsolute { dir: path("var/lib") },
@@ -367,6 +375,7 @@ fn usage_variant(usage: &Usage) -> usize {
         Usage::KeySizeForCipher { .. } => 4,
         Usage::BadChunk { .. } => 5,
         Usage::StripeLevel { .. } => 6,
+        Usage::SeparateWith { .. } => 27,
         Usage::NoDevice => 7,
         Usage::DevicesAndDiscover => 8,
         Usage::MountWithoutFilesystem => 9,
@@ -383,6 +392,7 @@ fn usage_variant(usage: &Usage) -> usize {
         Usage::BindWithoutFilesystem { .. } => 20,
         Usage::BindWithoutMount { .. } => 21,
         Usage::BindNotAbsolute { .. } => 22,
+        Usage::BindWithSeparate { .. } => 28,
         Usage::BindRoot => 23,
         Usage::BindOverlapsMount { .. } => 24,
         Usage::BindTwice { .. } => 25,
@@ -448,7 +458,7 @@ fn the_tables_have_a_line_for_every_variant() {
         .iter()
         .map(|(u, _)| usage_variant(u))
         .collect();
-    assert_eq!(usages, (0..27).collect(), "a usage error without its line");
+    assert_eq!(usages, (0..29).collect(), "a usage error without its line");
     let refusals: BTreeSet<usize> = refusal_lines()
         .iter()
         .map(|(r, _)| refusal_variant(r))

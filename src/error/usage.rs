@@ -26,6 +26,8 @@ pub enum Usage {
     BadChunk { kib: u64 },
     /// `--raid dm-stripe` with a mirrored or linear `--level`.
     StripeLevel { level: &'static str },
+    /// `--raid none` with a flag that shapes an array (`--level`, `--layout`).
+    SeparateWith { flag: &'static str },
     /// `provision` with no device and no `--discover`.
     NoDevice,
     /// `provision` with both device paths and `--discover`.
@@ -56,6 +58,8 @@ pub enum Usage {
     BindWithoutFilesystem { dir: PathBuf },
     /// `--bind` without `--mount`.
     BindWithoutMount { dir: PathBuf },
+    /// `--bind` with `--raid none`, which makes no one volume to copy it onto.
+    BindWithSeparate { dir: PathBuf },
     /// `--bind` with a relative path, or one with `.` or `..` in it.
     BindNotAbsolute { dir: PathBuf },
     /// `--bind /`.
@@ -90,6 +94,10 @@ impl Usage {
             Usage::StripeLevel { level } => Said::fix(
                 format!("--raid dm-stripe stripes (raid0) only, not --level {level}"),
                 "use --raid md for it",
+            ),
+            Usage::SeparateWith { flag } => Said::fix(
+                format!("--raid none makes each disk a volume of its own, with no array for {flag} to shape"),
+                "drop it, or use --raid md (--layout per-disk is one mapping per disk under one array)",
             ),
             Usage::NoDevice => Said::fix(
                 "no device given".into(),
@@ -144,6 +152,13 @@ impl Usage {
             Usage::BindWithoutMount { dir } => Said::fix(
                 format!("--bind {} needs the volume mounted", dir.display()),
                 "add --mount DIR (e.g. --mount /mnt/ephemeral)",
+            ),
+            Usage::BindWithSeparate { dir } => Said::fix(
+                format!(
+                    "--bind {} needs one volume to copy it onto, and --raid none makes one per disk",
+                    dir.display()
+                ),
+                "use --raid md (one array, one filesystem), or bind a directory under --mount's BASE/N yourself",
             ),
             Usage::BindNotAbsolute { dir } => Said::fix(
                 format!("--bind {} is not an absolute path without . or ..", dir.display()),

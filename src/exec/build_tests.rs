@@ -81,8 +81,14 @@ impl Machine {
             Vec::new(),
         )?;
         let built = run.build(plan, keys).and_then(|built| {
-            if let Some(dir) = &plan.mount {
-                run.mount(&built.node, dir, false)?;
+            for volume in plan.volumes() {
+                match (volume.mount, &plan.mount) {
+                    (Some(dir), Some(base)) if !plan.separate_volumes.is_empty() => {
+                        run.mount_separate(&volume.node.path, dir, base, false)?;
+                    }
+                    (Some(dir), _) => run.mount(&built.node, dir, false)?,
+                    (None, _) => {}
+                }
             }
             for bind in &plan.binds {
                 run.bind(bind)?;
@@ -209,6 +215,28 @@ fn a_single_disk_is_created_loaded_and_resumed_and_each_failure_undone() {
             "resume v".into(),
         ],
     );
+}
+
+#[test]
+fn raid_none_builds_and_mounts_each_disk_and_a_failure_on_disk_two_undoes_disk_one() {
+    // build_and_undo_at_each_step fails each operation in turn: a failure while building
+    // or mounting disk 1 (the second) takes down disk 0's mapping and mount too. The
+    // journal's teardown (close) unmounts and removes all three.
+    let mut expected = Vec::new();
+    for (i, dev) in ["254:16", "254:32", "254:48"].iter().enumerate() {
+        expected.push(format!("create v-{i}"));
+        expected.push(crypt_load(
+            &format!("v-{i}"),
+            8192,
+            dev,
+            &format!("Auto loading: keyring tosskey:v-{i}"),
+        ));
+        expected.push(format!("resume v-{i}"));
+    }
+    for i in 0..3 {
+        expected.push(format!("mount /dev/mapper/v-{i} /mnt/k/{i}"));
+    }
+    assert_builds(&["--raid", "none", "--mount", "/mnt/k"], 3, &expected);
 }
 
 #[test]

@@ -116,6 +116,30 @@ pub struct RecordedBind {
     pub source: PathBuf,
 }
 
+impl Journal {
+    /// The dm names of what is formatted and mounted, each with where it is mounted when
+    /// the journal records a mount: the mapping named like the volume, or (`--raid none`)
+    /// each member's own volume at `<mount>/<index>`.
+    pub fn volumes(&self) -> Vec<(&str, Option<PathBuf>)> {
+        let separate: Vec<(&str, Option<PathBuf>)> = self
+            .built
+            .iter()
+            .filter_map(|c| match c {
+                Component::Dm { name, .. } => names::disk_index(&self.name, name).map(|i| {
+                    let mount = self.mount.as_deref().map(|b| names::separate_mount(b, i));
+                    (name.as_str(), mount)
+                }),
+                Component::Md { .. } => None,
+            })
+            .collect();
+        if separate.is_empty() {
+            vec![(self.name.as_str(), self.mount.clone())]
+        } else {
+            separate
+        }
+    }
+}
+
 /// One provision option as the run had it: the flag and its value as the command line
 /// spells them (`--cipher`, `aes-xts-plain64`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

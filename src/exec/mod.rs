@@ -207,13 +207,37 @@ impl<'a> Executor<'a> {
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
     pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
+        self.mount_recording(node, dir, dir, read_only)
+    }
+
+    /// Mount one of a `--raid none` set's volumes at `dir` under `base` (as [`Self::mount`];
+    /// the journal records `base`, each volume's directory follows from its index).
+    pub fn mount_separate(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        base: &Path,
+        read_only: bool,
+    ) -> Result<()> {
+        self.mount_recording(node, dir, base, read_only)
+    }
+
+    /// Mount `node` at `dir`, register the unmount, record `recorded` as the journal's
+    /// mount.
+    fn mount_recording(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        recorded: &Path,
+        read_only: bool,
+    ) -> Result<()> {
         self.kernel.mount(node, dir, read_only)?;
         let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
         self.rollback
             .push(format!("mount {}", dir.display()), move || {
                 Ok(kernel.unmount(&undo)?)
             });
-        self.journal.mount = Some(dir.to_path_buf());
+        self.journal.mount = Some(recorded.to_path_buf());
         self.journals.save(&self.journal)?;
         crash_point("mount");
         Ok(())
@@ -623,19 +647,21 @@ pub fn volume_mounts(
     live_dm: &[DeviceInfo],
 ) -> Result<VolumeMounts> {
     let mounts = crate::exec::mount::read_mountinfo(&root.proc)?;
-    let volume = live_dm
+    let recorded = journal.volumes();
+    let volumes: Vec<DevId> = live_dm
         .iter()
-        .find(|d| d.name.as_str() == journal.name)
-        .map(|d| d.dev);
+        .filter(|d| recorded.iter().any(|(name, _)| d.name.as_str() == *name))
+        .map(|d| d.dev)
+        .collect();
+    let ours_at = |dev: DevId| volumes.contains(&dev);
     let describe =
         |m: &crate::host::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
     let mut ours = Vec::new();
     let mut left_alone = Vec::new();
-    let recorded_points: Vec<&Path> = journal
-        .mount
+    let recorded_points: Vec<PathBuf> = recorded
         .iter()
-        .chain(journal.binds.iter().map(|b| &b.dir))
-        .map(PathBuf::as_path)
+        .filter_map(|(_, mount)| mount.clone())
+        .chain(journal.binds.iter().map(|b| b.dir.clone()))
         .collect();
     // Each mount point once, the most recently mounted first; its entries top first.
     let mut points: Vec<&str> = Vec::new();
@@ -650,15 +676,15 @@ pub fn volume_mounts(
             .rev()
             .filter(|m| m.mount_point == point)
             .collect();
-        let on_top = stacked.iter().take_while(|m| Some(m.dev) == volume).count();
+        let on_top = stacked.iter().take_while(|m| ours_at(m.dev)).count();
         ours.extend(std::iter::repeat_n(PathBuf::from(point), on_top));
-        if stacked[on_top..].iter().any(|m| Some(m.dev) == volume) {
+        if stacked[on_top..].iter().any(|m| ours_at(m.dev)) {
             left_alone.push(format!(
                 "{} is also mounted at {point} beneath {}: left alone; unmount that first",
                 journal.name,
                 describe(stacked[on_top])
             ));
-        } else if on_top == 0 && recorded_points.contains(&Path::new(point)) {
+        } else if on_top == 0 && recorded_points.iter().any(|p| p == Path::new(point)) {
             left_alone.push(format!(
                 "left {point} alone: {} is mounted there, not {}",
                 describe(stacked[0]),

@@ -17,7 +17,7 @@ use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
     DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
-    PlannedBind, PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
+    PlannedBind, PlannedKey, PlannedMember, SectorRange, SeparateVolume, BYPASS_WORKQUEUES,
 };
 
 /// The mirror level that `count` members are too few for, if they are (a mirror of one
@@ -79,7 +79,7 @@ fn for_members(
         }
     };
     // One member has nothing to spread over: per-disk is the shared layout then.
-    let layout = if members.len() > 1 {
+    let layout = if members.len() > 1 || assembly == Assembly::Separate {
         cfg.layout
     } else {
         Layout::Shared
@@ -374,7 +374,7 @@ impl Builder<'_> {
         let sizes: Vec<u64> = devices.iter().map(|d| self.bytes(*d)).collect();
         let size_bytes = assembled_bytes(assembly, &sizes);
         match assembly {
-            Assembly::Single => Ok(devices[0]),
+            Assembly::Single | Assembly::Separate => Ok(devices[0]),
             Assembly::Md { level, chunk_bytes } => {
                 let kernel_name = names::md_array_name(self.name);
                 let node = Node {
@@ -436,10 +436,26 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         keys: Vec::new(),
     };
     let member_refs: Vec<DeviceRef> = (0..shape.members.len()).map(DeviceRef::Member).collect();
+    let mut separate_volumes = Vec::new();
     match shape.layout {
         Layout::Shared => {
             let under = builder.assemble(shape.assembly, member_refs, true)?;
             builder.crypt(Role::Volume, under)?;
+        }
+        Layout::PerDisk if shape.assembly == Assembly::Separate => {
+            for (i, member) in member_refs.into_iter().enumerate() {
+                let DeviceRef::Node(node) = builder.crypt(Role::Disk(i), member)? else {
+                    unreachable!("crypt pushes a node")
+                };
+                separate_volumes.push(SeparateVolume {
+                    member: i,
+                    node,
+                    mount: shape
+                        .mount
+                        .as_deref()
+                        .map(|base| names::separate_mount(base, i)),
+                });
+            }
         }
         Layout::PerDisk => {
             let mut crypt = Vec::new();
@@ -459,7 +475,14 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
     };
     let mut plan = Plan {
         name: shape.name.to_string(),
-        volume_bytes: nodes.last().map_or(0, |n| n.size_bytes),
+        volume_bytes: if separate_volumes.is_empty() {
+            nodes.last().map_or(0, |n| n.size_bytes)
+        } else {
+            separate_volumes
+                .iter()
+                .map(|v| nodes[v.node].size_bytes)
+                .sum()
+        },
         facilities: facilities(&nodes, &shape.crypt, shape.mount.is_some()),
         members: shape.members,
         assembly: shape.assembly,
@@ -471,6 +494,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         mkfs: shape.mkfs,
         mount: shape.mount,
         binds: shape.binds,
+        separate_volumes,
         escrow: shape.escrow,
         measure_pcr: None,
     };
@@ -1079,7 +1103,7 @@ pub(crate) mod tests {
             ]
         );
         let text = render::text(&plan);
-        let mount = text.find("mount it at /mnt/ephemeral").unwrap();
+        let mount = text.find("at /mnt/ephemeral (noatime").unwrap();
         let first = text
             .find("bind /var/lib/containerd: create it if missing, copy its contents to /mnt/ephemeral/bind/var/lib/containerd and bind-mount that over it")
             .unwrap_or_else(|| panic!("{text}"));
@@ -1102,5 +1126,108 @@ pub(crate) mod tests {
         let text = render::text(&plan(&["--key-loading", "auto"], 1).unwrap());
         assert!(text.contains("through the kernel keyring"), "{text}");
         assert!(!text.contains("Auto"), "{text}");
+    }
+
+    #[test]
+    fn raid_none_makes_each_disk_a_volume_of_its_own_for_one_to_four_disks() {
+        for disks in 1..=4 {
+            let plan = plan_sized(
+                &[
+                    "--raid",
+                    "none",
+                    "--mount",
+                    "/mnt/k8s-disks",
+                    "--key-scope",
+                    "128MiB",
+                ],
+                disks,
+                256 << 20,
+            )
+            .unwrap();
+            assert_eq!(plan.assembly, Assembly::Separate);
+            assert_eq!(plan.layout, Layout::PerDisk);
+            let expected: Vec<String> = (0..disks).map(|i| format!("v-{i}")).collect();
+            assert_eq!(names(&plan), expected, "{disks} disks");
+            assert_eq!(plan.separate_volumes.len(), disks);
+            for (i, volume) in plan.volumes().iter().enumerate() {
+                let node = volume.node;
+                assert_eq!(node.path, PathBuf::from(format!("/dev/mapper/v-{i}")));
+                assert_eq!(
+                    node.uuid.as_deref(),
+                    Some(format!("TOSSKEY-{BOOT}-v-{i}").as_str())
+                );
+                assert_eq!(
+                    volume.mount,
+                    Some(PathBuf::from(format!("/mnt/k8s-disks/{i}")).as_path())
+                );
+                // Each on its own member, nothing built on top of it.
+                let NodeKind::Crypt { device, segments } = &node.kind else {
+                    panic!("{node:?}")
+                };
+                assert_eq!(*device, DeviceRef::Member(i));
+                assert_eq!(segments.len(), 2, "128 MiB key scope over 256 MiB");
+                for segment in segments {
+                    assert_eq!(plan.keys[segment.key].mapping, format!("v-{i}"));
+                }
+                assert!(
+                    node.table
+                        .as_deref()
+                        .unwrap()
+                        .contains(&format!("logon:tosskey:v-{i}#1")),
+                    "{:?}",
+                    node.table
+                );
+            }
+            // Two keys per disk, each its own.
+            assert_eq!(plan.keys.len(), 2 * disks);
+            assert_eq!(plan.volume_bytes, disks as u64 * (256 << 20));
+            assert!(!plan.facilities.iter().any(|f| matches!(
+                f,
+                Facility::MdPersonality(_) | Facility::DmTarget("striped")
+            )));
+            // recover derives the same nodes from what the escrow file records.
+            let recovered = recovered_from_escrow(&plan, KeyLoading::Auto);
+            assert_eq!(recovered.nodes, plan.nodes);
+            assert_eq!(recovered.separate_volumes.len(), disks);
+        }
+    }
+
+    #[test]
+    fn raid_none_dry_run_names_each_volume_and_mount() {
+        let plan = plan(&["--raid", "none", "--mount", "/mnt/k"], 3).unwrap();
+        let text = render::text(&plan);
+        assert!(
+            text.starts_with(
+                "tosskey plan for /dev/mapper/v-0, /dev/mapper/v-1, /dev/mapper/v-2\n"
+            ),
+            "{text}"
+        );
+        for i in 0..3 {
+            assert!(
+                text.contains(&format!("mount /dev/mapper/v-{i} at /mnt/k/{i} (noatime")),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("md_tk"), "{text}");
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["assembly"]["kind"], "separate");
+        assert_eq!(json["separate_volumes"][2]["mount"], "/mnt/k/2");
+        assert_eq!(json["separate_volumes"][2]["node"], 2);
+        // Other layouts keep their JSON shape.
+        let shared = serde_json::to_value(self::plan(&[], 2).unwrap()).unwrap();
+        assert!(shared.get("separate_volumes").is_none());
+        // The stock recovery mounts each at its own directory too.
+        let keys: Vec<PathBuf> = (0..3).map(|i| PathBuf::from(format!("/k.{i}"))).collect();
+        let script = render::recovery_steps(&plan, &keys).unwrap().join("\n");
+        for i in 0..3 {
+            assert!(
+                script.contains(&format!("-- /dev/mapper/v-{i} /mnt/recovered/{i}")),
+                "{script}"
+            );
+            assert!(
+                script.contains(&format!("umount -- /mnt/recovered/{i}")),
+                "{script}"
+            );
+        }
     }
 }

@@ -224,10 +224,16 @@ pub struct Plan {
     pub volume_bytes: u64,
     pub facilities: Vec<Facility>,
     pub mkfs: Option<Ext4Settings>,
+    /// Where the volume is mounted; with `--raid none` the base directory of the volumes'
+    /// mounts (see [`Plan::volumes`]).
     pub mount: Option<PathBuf>,
     /// The `--bind` directories, in the order they are bound (after the mount).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub binds: Vec<PlannedBind>,
+    /// `--raid none`: each member's volume, in member order. Empty otherwise: the plan has
+    /// one volume, its last node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub separate_volumes: Vec<SeparateVolume>,
     pub escrow: Option<EscrowSettings>,
     /// The TPM PCR the keys are measured into (`--measure-pcr`, resolved against the TPM
     /// the run opened); `None`: no measurement.
@@ -244,6 +250,25 @@ pub struct PlannedBind {
     pub source: PathBuf,
 }
 
+/// One member's volume of a `--raid none` plan: its crypt node, what is formatted and
+/// where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeparateVolume {
+    /// The member it is made of (index into [`Plan::members`]).
+    pub member: usize,
+    /// Its crypt node (index into [`Plan::nodes`]).
+    pub node: usize,
+    /// `<mount>/<index>` ([`crate::names::separate_mount`]).
+    pub mount: Option<PathBuf>,
+}
+
+/// A node that is formatted and mounted, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeRef<'p> {
+    pub node: &'p Node,
+    pub mount: Option<&'p std::path::Path>,
+}
+
 /// A dm target of a node, ready to render or load once its devices are known.
 #[derive(Debug)]
 pub enum DmTarget {
@@ -257,6 +282,24 @@ impl Plan {
     /// The volume node: `/dev/mapper/<name>`.
     pub fn volume(&self) -> &Node {
         self.nodes.last().expect("a plan has at least one node")
+    }
+
+    /// What is formatted and mounted: the volume node at `mount`, or with `--raid none`
+    /// each member's crypt node at its own mount.
+    pub fn volumes(&self) -> Vec<VolumeRef<'_>> {
+        if self.separate_volumes.is_empty() {
+            return vec![VolumeRef {
+                node: self.volume(),
+                mount: self.mount.as_deref(),
+            }];
+        }
+        self.separate_volumes
+            .iter()
+            .map(|v| VolumeRef {
+                node: &self.nodes[v.node],
+                mount: v.mount.as_deref(),
+            })
+            .collect()
     }
 
     /// The crypt nodes, in key order.
@@ -387,6 +430,8 @@ pub fn assembled_bytes(assembly: Assembly, member_bytes: &[u64]) -> u64 {
     let count = u64::try_from(member_bytes.len()).expect("member count fits u64");
     match assembly {
         Assembly::Single => min,
+        // Nothing is assembled: the volumes together hold all of the members.
+        Assembly::Separate => member_bytes.iter().sum(),
         Assembly::Md {
             level: MdLevel::Raid1,
             ..

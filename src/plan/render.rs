@@ -3,7 +3,7 @@
 //! the plan's data read back from the kernel, with the same node, table and key renderers.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tosskey_sysutil::SECTOR_SIZE;
 
 use tosskey_dm::{DevId, KeyRef, Sectors};
@@ -298,10 +298,15 @@ pub fn steps(plan: &Plan) -> Vec<String> {
         ));
     }
     steps.push("wipe the key(s) from tosskey's memory: only the kernel holds them".into());
+    let formatted = plan
+        .volumes()
+        .iter()
+        .map(|v| v.node.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if let Some(ext4) = &plan.mkfs {
         steps.push(format!(
-            "format {} as ext4 ({} bytes per inode, {})",
-            plan.volume().path.display(),
+            "format {formatted} as ext4 ({} bytes per inode, {})",
             ext4.inode_ratio,
             if ext4.journal {
                 "with journal"
@@ -310,11 +315,14 @@ pub fn steps(plan: &Plan) -> Vec<String> {
             }
         ));
     }
-    if let Some(dir) = &plan.mount {
-        steps.push(format!(
-            "mount it at {} (noatime,nodev,nosuid)",
-            dir.display()
-        ));
+    for volume in plan.volumes() {
+        if let Some(dir) = volume.mount {
+            steps.push(format!(
+                "mount {} at {} (noatime,nodev,nosuid)",
+                volume.node.path.display(),
+                dir.display()
+            ));
+        }
     }
     for bind in &plan.binds {
         steps.push(format!(
@@ -329,7 +337,15 @@ pub fn steps(plan: &Plan) -> Vec<String> {
 /// `--dry-run` for humans.
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "tosskey plan for {}", plan.volume().path.display());
+    let _ = writeln!(
+        out,
+        "tosskey plan for {}",
+        plan.volumes()
+            .iter()
+            .map(|v| v.node.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(out, "members:");
     for m in &plan.members {
         let _ = writeln!(
@@ -540,13 +556,33 @@ pub fn recovery_steps(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
                 .collect::<Vec<_>>()
         )?
     ));
-    let volume = quote(&plan.volume().path.display().to_string())?.into_owned();
+    // `--raid none`: each member's volume at its own directory, as provision mounted them.
+    let mounts = plan
+        .volumes()
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let dir = if plan.separate_volumes.is_empty() {
+                PathBuf::from(RECOVERY_MOUNT)
+            } else {
+                crate::names::separate_mount(Path::new(RECOVERY_MOUNT), index)
+            };
+            Ok((
+                quote(&v.node.path.display().to_string())?.into_owned(),
+                quote(&dir.display().to_string())?.into_owned(),
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     lines.push(RECOVERY_MOUNT_STEP.to_owned());
-    lines.push(format!(
-        "mkdir -p -- {RECOVERY_MOUNT} && mount -t ext4 -o noatime,nodev,nosuid -- {volume} {RECOVERY_MOUNT}"
-    ));
+    for (volume, dir) in &mounts {
+        lines.push(format!(
+            "mkdir -p -- {dir} && mount -t ext4 -o noatime,nodev,nosuid -- {volume} {dir}"
+        ));
+    }
     lines.push(RECOVERY_TEARDOWN.to_owned());
-    lines.push(format!("umount -- {RECOVERY_MOUNT}"));
+    for (_, dir) in &mounts {
+        lines.push(format!("umount -- {dir}"));
+    }
     for (index, node) in plan.nodes.iter().enumerate().rev() {
         lines.push(match &node.kind {
             NodeKind::Md { .. } => format!(

@@ -24,6 +24,8 @@ pub enum MemberSource {
 pub enum AssemblyChoice {
     Md(MdLevel),
     DmStripe,
+    /// `--raid none`: no array, each member a volume of its own.
+    Separate,
 }
 
 #[derive(Debug, Clone)]

@@ -89,6 +89,19 @@ pub fn escrow_decrypt(escrow: &str, private_key: &std::path::Path, key_out: &str
     ])
 }
 
+/// `tosskey recover` of `escrow` with `private_key`, mounting at `mount`.
+pub fn recover_and_mount(escrow: &str, private_key: &std::path::Path, mount: &str) -> Run {
+    tosskey(&[
+        "recover",
+        "--escrow-file",
+        escrow,
+        "--private-key",
+        private_key.to_str().unwrap(),
+        "--mount",
+        mount,
+    ])
+}
+
 /// Writes an embedded test key to a temp path (the test executable runs in the VM guest,
 /// where the source tree does not exist).
 fn materialise(name: &str, pem: &str) -> PathBuf {

@@ -99,6 +99,10 @@ pub enum Assembly {
     Md { level: MdLevel, chunk_bytes: u64 },
     /// A device-mapper `striped` target.
     DmStripe { chunk_bytes: u64 },
+    /// None: each member is a volume of its own (`--raid none`, nodeadm's `Mount`
+    /// strategy), with the per-disk layout's one crypt mapping per member. Files written
+    /// before it existed never name it, so they read as before.
+    Separate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -271,7 +271,7 @@ fn validate_metadata(m: &EscrowMetadata) -> Result<()> {
     }
     validate_crypt(&m.crypt)?;
     validate_members(&m.members, m.crypt.sector_size)?;
-    validate_assembly(m.assembly, m.members.len())?;
+    validate_assembly(m.assembly, m.layout, m.members.len())?;
     if m.key_scope_bytes
         .is_some_and(|limit| limit < u64::from(m.crypt.sector_size))
     {
@@ -388,13 +388,25 @@ fn validate_members(members: &[EscrowMember], sector_size: u32) -> Result<()> {
     Ok(())
 }
 
-fn validate_assembly(assembly: Assembly, members: usize) -> Result<()> {
+fn validate_assembly(assembly: Assembly, layout: Layout, members: usize) -> Result<()> {
     let chunk = match assembly {
         Assembly::Single => {
             if members != 1 {
                 return Err(field_error(
                     "metadata.assembly".into(),
                     format!("kind single with {members} members"),
+                ));
+            }
+            return Ok(());
+        }
+        Assembly::Separate => {
+            if layout != Layout::PerDisk {
+                return Err(field_error(
+                    "metadata.layout".into(),
+                    format!(
+                        "{} with kind separate (each member its own mapping: per-disk)",
+                        layout_name(layout)
+                    ),
                 ));
             }
             return Ok(());

@@ -28,6 +28,7 @@ mod root_scope;
 mod root_signature_corpus;
 mod root_single;
 mod root_verify;
+mod root_xfs;
 mod safety;
 mod safety_signatures;
 mod safety_vm;

@@ -18,7 +18,7 @@ use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::{BuiltStack, Executor};
 use crate::host::safety::{check_members, CheckOptions, MemberClaims};
 use crate::host::sysfs::{BlockDevice, SystemState};
-use crate::plan::{derive, render, KeyLoading, Plan};
+use crate::plan::{derive, render, Filesystem, KeyLoading, Plan};
 
 /// Options of `tosskey recover`.
 #[derive(Debug, Clone)]
@@ -204,7 +204,8 @@ fn reopen(
 ) -> Result<BuiltStack> {
     let built = run.build(plan, &keys)?;
     drop(keys);
-    if !decrypts_to_ext4(&built.node, plan.volume_bytes)? {
+    let filesystem = decrypted_filesystem(&built.node, plan.volume_bytes)?;
+    if filesystem.is_none() {
         if plan.mount.is_some() {
             return Err(Error::Refused(Refusal::WrongEscrowFile {
                 node: built.node.clone(),
@@ -216,21 +217,25 @@ fn reopen(
             wrong_escrow_file(&built.node, &opts.escrow_file)
         );
     }
-    if let Some(dir) = &plan.mount {
-        run.mount(&built.node, dir, opts.read_only)?;
+    if let Some((dir, filesystem)) = plan.mount.as_ref().zip(filesystem) {
+        run.mount(&built.node, dir, filesystem, opts.read_only)?;
     }
     Ok(built)
 }
 
-/// Whether the reopened volume `node` holds an ext4 superblock: under a key that does not
-/// fit, the superblock's place decrypts to noise.
-fn decrypts_to_ext4(node: &Path, size: u64) -> Result<bool> {
+/// The filesystem whose superblock the reopened volume `node` holds (ext4, or XFS with a
+/// valid CRC): under a key that does not fit, the superblock's place decrypts to noise.
+/// The escrow file does not say which filesystem was made; the superblock does.
+fn decrypted_filesystem(node: &Path, size: u64) -> Result<Option<Filesystem>> {
+    use crate::host::signature::SignatureKind;
     let file = std::fs::File::open(node).with_context(|| format!("opening {}", node.display()))?;
     let found = crate::host::signature::scan_file(&file, size)
         .with_context(|| format!("reading {}", node.display()))?;
-    Ok(found
-        .iter()
-        .any(|s| matches!(s.kind, crate::host::signature::SignatureKind::Ext(_))))
+    Ok(found.iter().find_map(|s| match s.kind {
+        SignatureKind::Ext(_) => Some(Filesystem::Ext4),
+        SignatureKind::Xfs => Some(Filesystem::Xfs),
+        _ => None,
+    }))
 }
 
 /// `escrow decrypt`: write the raw key(s) and return the recovery steps without tosskey:

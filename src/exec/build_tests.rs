@@ -82,7 +82,7 @@ impl Machine {
         )?;
         let built = run.build(plan, keys).and_then(|built| {
             if let Some(dir) = &plan.mount {
-                run.mount(&built.node, dir, false)?;
+                run.mount(&built.node, dir, crate::plan::Filesystem::Ext4, false)?;
             }
             Ok(built)
         });
@@ -380,7 +380,7 @@ fn hex_key_loading_and_a_mount_come_last_and_are_undone_first() {
             "create v".into(),
             crypt_load("v", 16384, "9:0", "Hex loading: hex"),
             "resume v".into(),
-            "mount /dev/mapper/v /mnt/v".into(),
+            "mount /dev/mapper/v /mnt/v ext4".into(),
         ],
     );
 }
@@ -404,7 +404,7 @@ fn keyring_key_loading_with_aes_and_a_mount() {
             "create v".to_owned(),
             format!("load v: 0 8192 crypt aes-xts-plain64 <key-elided> 0 254:16 0 {OPTIONS}; keys of 64 bytes, Keyring loading: keyring tosskey:v"),
             "resume v".into(),
-            "mount /dev/mapper/v /mnt/v".into(),
+            "mount /dev/mapper/v /mnt/v ext4".into(),
         ]
     );
 }

@@ -47,7 +47,7 @@ use crate::exec::verify::{
 use crate::host::safety::MemberClaims;
 use crate::host::sysfs::SystemRoot;
 use crate::names::{self, UUID_PREFIX};
-use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan};
+use crate::plan::{DeviceRef, DmTarget, Filesystem, KeyLoading, MdLevel, Node, NodeKind, Plan};
 
 /// One live crypt mapping of the stack.
 #[derive(Debug, Clone, Serialize)]
@@ -202,8 +202,15 @@ impl<'a> Executor<'a> {
     }
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
-    pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        self.kernel.mount(node, dir, read_only)?;
+    pub fn mount(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        filesystem: Filesystem,
+        read_only: bool,
+    ) -> Result<()> {
+        self.facilities.filesystem(filesystem)?;
+        self.kernel.mount(node, dir, filesystem, read_only)?;
         let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
         self.rollback
             .push(format!("mount {}", dir.display()), move || {

@@ -298,22 +298,29 @@ pub fn steps(plan: &Plan) -> Vec<String> {
         ));
     }
     steps.push("wipe the key(s) from tosskey's memory: only the kernel holds them".into());
-    if let Some(ext4) = &plan.mkfs {
-        steps.push(format!(
-            "format {} as ext4 ({} bytes per inode, {})",
-            plan.volume().path.display(),
+    let volume = plan.volume().path.display();
+    match &plan.mkfs {
+        Some(super::FilesystemSettings::Ext4(ext4)) => steps.push(format!(
+            "format {volume} as ext4 ({} bytes per inode, {})",
             ext4.inode_ratio,
             if ext4.journal {
                 "with journal"
             } else {
                 "no journal"
             }
-        ));
+        )),
+        Some(super::FilesystemSettings::Xfs { .. }) => steps.push(format!(
+            "format {volume} as xfs (as mkfs.xfs -K, aligned to the volume's stripe)"
+        )),
+        None => {}
     }
     if let Some(dir) = &plan.mount {
         steps.push(format!(
-            "mount it at {} (noatime,nodev,nosuid)",
-            dir.display()
+            "mount it at {} ({}noatime,nodev,nosuid)",
+            dir.display(),
+            plan.mkfs
+                .as_ref()
+                .map_or(String::new(), |fs| format!("{}, ", fs.filesystem().name()))
         ));
     }
     steps
@@ -535,8 +542,10 @@ pub fn recovery_steps(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
     ));
     let volume = quote(&plan.volume().path.display().to_string())?.into_owned();
     lines.push(RECOVERY_MOUNT_STEP.to_owned());
+    // No `-t`: the escrow file does not say whether the volume holds ext4 or XFS, and
+    // mount(8) reads it from the superblock.
     lines.push(format!(
-        "mkdir -p -- {RECOVERY_MOUNT} && mount -t ext4 -o noatime,nodev,nosuid -- {volume} {RECOVERY_MOUNT}"
+        "mkdir -p -- {RECOVERY_MOUNT} && mount -o noatime,nodev,nosuid -- {volume} {RECOVERY_MOUNT}"
     ));
     lines.push(RECOVERY_TEARDOWN.to_owned());
     lines.push(format!("umount -- {RECOVERY_MOUNT}"));

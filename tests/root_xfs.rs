@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount, MsFlags};
-use tosskey_testkit::{assert_xfs_repair_clean, LoopDevice};
+use tosskey_testkit::{assert_xfs_repair_clean, sysfs_dir, DevId, LoopDevice};
 
 use crate::common::{disks, escrow_test_keys, tosskey, Cleanup};
 
@@ -171,10 +171,9 @@ fn xfs_on_raid0_is_aligned_to_the_chunk_and_the_stripe() {
     args.extend(two.iter().map(|d| d.to_str().unwrap()));
     args.extend(["--name", "t-xfs0", "--mkfs", "xfs", "--mount", dir]);
     tosskey(&args).ok();
+    let mapping = DevId::of_block_device(Path::new("/dev/mapper/t-xfs0")).unwrap();
     let queue = |name: &str| -> u64 {
-        let mapping = std::fs::canonicalize("/dev/mapper/t-xfs0").unwrap();
-        let dm = mapping.file_name().unwrap().to_str().unwrap().to_owned();
-        std::fs::read_to_string(format!("/sys/block/{dm}/queue/{name}"))
+        std::fs::read_to_string(sysfs_dir(mapping).join("queue").join(name))
             .unwrap()
             .trim()
             .parse()

@@ -25,7 +25,6 @@ pub struct MkfsRequest {
     pub force: bool,
 }
 
-
 /// Check `args.target`, format it, and say what was made. The formatter writes through
 /// the descriptor the checks opened (read-write, `O_EXCL` on a block device) and scanned:
 /// a path swapped after the check (a symlink re-pointed) cannot send it elsewhere.

@@ -100,7 +100,7 @@ fn decrypt_prints_stable_names_key_removal_mount_and_teardown() {
     for expected in [
         "#   /dev/nvme1n1: serial/WWN SERIAL0 (`lsblk -o NAME,SERIAL,WWN` gives its kernel name now)",
         &format!("rm -f -- {out}.0 {out}.1"),
-        "mkdir -p -- /mnt/recovered && mount -t ext4 -o noatime,nodev,nosuid -- /dev/mapper/ephemeral /mnt/recovered",
+        "mkdir -p -- /mnt/recovered && mount -o noatime,nodev,nosuid -- /dev/mapper/ephemeral /mnt/recovered",
         "umount -- /mnt/recovered",
         "dmsetup remove -- ephemeral",
     ] {

@@ -30,6 +30,7 @@ mod root_separate;
 mod root_signature_corpus;
 mod root_single;
 mod root_verify;
+mod root_xfs;
 mod safety;
 mod safety_signatures;
 mod safety_vm;

@@ -32,6 +32,7 @@ VM_BOOT_MODULES=" virtio_pci virtio_blk loop brd "
 # block device without touching the virtio disks.
 # dm-raid and dm-zero: the stock tools' recipe for a raid10 volume (a dm raid mapping with
 # zero-target metadata devices, tests/root_mirrors.rs).
+# overlay: an overlayfs upper directory on a tosskey XFS volume (tests/root_xfs.rs).
 VM_MODULES=(
     "required virtio_pci"
     "required virtio_blk"
@@ -54,6 +55,7 @@ VM_MODULES=(
     "required algif_skcipher"
     "required ext4"
     "required xfs"
+    "required overlay"
     "required crc32c_generic"
     "optional raid456"
     "optional twofish-avx-x86_64"

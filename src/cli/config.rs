@@ -14,7 +14,8 @@ use crate::names::MAX_NAME_LEN;
 use crate::plan::derive::member_count_problem;
 use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
 use crate::plan::{
-    Assembly, EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel, BYPASS_WORKQUEUES,
+    Assembly, EscrowSettings, Ext4Settings, Filesystem, FilesystemSettings, KeyLoading, Layout,
+    MdLevel, BYPASS_WORKQUEUES,
 };
 
 impl ProvisionConfig {
@@ -27,7 +28,13 @@ impl ProvisionConfig {
         let chunk_bytes = chunk_bytes(args.chunk_kib)?;
         let assembly = assembly_choice(args.raid, args.level, args.layout)?;
         let source = member_source(args.discover, args.devices, args.discover_serial_prefix)?;
-        check_filesystem_args(args.mkfs, args.mount.as_deref(), args.label.as_deref())?;
+        let mkfs = filesystem_settings(FilesystemArgs {
+            mkfs: args.mkfs,
+            mount: args.mount.as_deref(),
+            label: args.label.as_deref(),
+            journal: args.journal,
+            inode_ratio: args.inode_ratio,
+        })?;
         check_binds(&args.binds, args.mkfs, args.mount.as_deref())?;
         if let (Some(dir), AssemblyChoice::Separate) = (args.binds.first(), assembly) {
             return Err(Error::Usage(Usage::BindWithSeparate { dir: dir.clone() }));
@@ -64,14 +71,7 @@ impl ProvisionConfig {
                 cli::KeyLoadingArg::Keyring => KeyLoading::Keyring,
                 cli::KeyLoadingArg::Hex => KeyLoading::Hex,
             },
-            mkfs: match args.mkfs {
-                cli::MkfsKindArg::Ext4 => Some(Ext4Settings {
-                    inode_ratio: args.inode_ratio,
-                    journal: args.journal,
-                    label: args.label,
-                }),
-                cli::MkfsKindArg::None => None,
-            },
+            mkfs,
             mount: args.mount,
             binds: args.binds,
             escrow: args.escrow_key.map(|public_key| EscrowSettings {
@@ -208,26 +208,59 @@ fn member_source(
     }
 }
 
-/// `--mount` needs a filesystem and an absolute path; an ext4 `--label` holds 16 bytes.
-fn check_filesystem_args(
+/// The options [`filesystem_settings`] checks.
+struct FilesystemArgs<'a> {
     mkfs: cli::MkfsKindArg,
-    mount: Option<&Path>,
-    label: Option<&str>,
-) -> Result<(), Error> {
-    if mkfs == cli::MkfsKindArg::None && mount.is_some() {
+    mount: Option<&'a Path>,
+    label: Option<&'a str>,
+    journal: bool,
+    inode_ratio: Option<u64>,
+}
+
+/// `--mkfs` and its options: `--mount` needs a filesystem and an absolute path, the
+/// `--label` must fit the filesystem's superblock, and `--journal`/`--inode-ratio` are
+/// ext4's alone.
+fn filesystem_settings(args: FilesystemArgs<'_>) -> Result<Option<FilesystemSettings>, Error> {
+    let filesystem = match args.mkfs {
+        cli::MkfsKindArg::Ext4 => Some(Filesystem::Ext4),
+        cli::MkfsKindArg::Xfs => Some(Filesystem::Xfs),
+        cli::MkfsKindArg::None => None,
+    };
+    if filesystem.is_none() && args.mount.is_some() {
         return Err(Error::Usage(Usage::MountWithoutFilesystem));
     }
-    if let Some(label) = label.filter(|label| label.len() > 16) {
-        return Err(Error::Usage(Usage::LabelTooLong {
-            label: label.to_owned(),
+    if let Some(dir) = args.mount.filter(|dir| !dir.is_absolute()) {
+        return Err(Error::Usage(Usage::RelativeMount {
+            dir: dir.to_owned(),
         }));
     }
-    match mount {
-        Some(dir) if !dir.is_absolute() => Err(Error::Usage(Usage::RelativeMount {
-            dir: dir.to_owned(),
-        })),
-        _ => Ok(()),
+    let Some(filesystem) = filesystem else {
+        return Ok(None);
+    };
+    if let Some(label) = args
+        .label
+        .filter(|label| label.len() > filesystem.max_label_bytes())
+    {
+        return Err(Error::Usage(Usage::LabelTooLong {
+            label: label.to_owned(),
+            filesystem: filesystem.name(),
+            max: filesystem.max_label_bytes(),
+        }));
     }
+    let label = args.label.map(str::to_owned);
+    Ok(Some(match filesystem {
+        Filesystem::Ext4 => FilesystemSettings::Ext4(Ext4Settings {
+            inode_ratio: args
+                .inode_ratio
+                .unwrap_or(tosskey_ext4::FormatOptions::default().inode_ratio),
+            journal: args.journal,
+            label,
+        }),
+        Filesystem::Xfs if args.journal || args.inode_ratio.is_some() => {
+            return Err(Error::Usage(Usage::Ext4OptionsForXfs))
+        }
+        Filesystem::Xfs => FilesystemSettings::Xfs { label },
+    }))
 }
 
 /// `--bind`: each needs a filesystem mounted with `--mount`, is an absolute path other
@@ -454,8 +487,11 @@ mod tests {
                 chunk_bytes: 512 << 10
             }
         );
-        assert_eq!(cfg.mkfs.as_ref().unwrap().inode_ratio, 4 << 20);
-        assert!(!cfg.mkfs.as_ref().unwrap().journal);
+        let Some(FilesystemSettings::Ext4(ext4)) = &cfg.mkfs else {
+            panic!("ext4 by default: {:?}", cfg.mkfs)
+        };
+        assert_eq!(ext4.inode_ratio, 4 << 20);
+        assert!(!ext4.journal);
     }
 
     #[test]
@@ -540,6 +576,47 @@ mod tests {
         assert!(
             err.to_string().contains("--mount needs a filesystem"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn mkfs_xfs_carries_its_label_and_refuses_ext4_options_and_long_labels() {
+        let cfg = config(&["/dev/vdb", "--mkfs", "xfs", "--label", "twelve-bytes"]).unwrap();
+        assert_eq!(
+            cfg.mkfs,
+            Some(FilesystemSettings::Xfs {
+                label: Some("twelve-bytes".into())
+            })
+        );
+        for ext4_only in [&["--journal"][..], &["--inode-ratio", "65536"]] {
+            let err =
+                config(&[&["/dev/vdb", "--mkfs", "xfs"][..], ext4_only].concat()).unwrap_err();
+            assert!(
+                matches!(err, Error::Usage(Usage::Ext4OptionsForXfs)),
+                "{ext4_only:?}: {err}"
+            );
+        }
+        let err = config(&["/dev/vdb", "--mkfs", "xfs", "--label", "thirteen-byte"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"--label "thirteen-byte" is longer than the 12 bytes xfs holds"#
+        );
+        let ext4 = config(&[
+            "/dev/vdb",
+            "--label",
+            "thirteen-byte",
+            "--inode-ratio",
+            "65536",
+        ]);
+        assert!(
+            matches!(
+                ext4.unwrap().mkfs,
+                Some(FilesystemSettings::Ext4(Ext4Settings {
+                    inode_ratio: 65536,
+                    ..
+                }))
+            ),
+            "ext4 takes 16 bytes and its inode ratio"
         );
     }
 

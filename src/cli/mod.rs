@@ -49,7 +49,7 @@ pub enum Command {
     /// Work with escrow files.
     #[command(subcommand)]
     Escrow(EscrowCommand),
-    /// Format a block device or image file as ext4 (pure Rust, no mke2fs needed).
+    /// Format a block device or image file as ext4 or XFS (pure Rust, no mke2fs or mkfs.xfs needed).
     Mkfs(MkfsArgs),
     /// Measure the kernel and userspace ciphers (or, with --device, dm-crypt over a RAM disk).
     Bench(BenchArgs),
@@ -153,14 +153,14 @@ pub struct ProvisionArgs {
     pub mkfs: MkfsKindArg,
 
     /// Bytes per inode for ext4 (default: largefile4, one inode per 4 MiB).
-    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
-    pub inode_ratio: u64,
+    #[arg(long, value_name = "BYTES")]
+    pub inode_ratio: Option<u64>,
 
     /// Give ext4 a journal (for escrowed volumes that may be recovered after a crash).
     #[arg(long)]
     pub journal: bool,
 
-    /// ext4 volume label.
+    /// Volume label: up to 16 bytes for ext4, 12 for XFS.
     #[arg(long)]
     pub label: Option<String>,
 
@@ -401,6 +401,8 @@ pub enum FilesystemArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MkfsKindArg {
     Ext4,
+    /// XFS as `mkfs.xfs -K` writes it, aligned to the volume's stripe.
+    Xfs,
     None,
 }
 
@@ -443,7 +445,7 @@ mod tests {
             args.escrow_file,
             PathBuf::from("/root/.ephemeral_escrowed_key")
         );
-        assert_eq!(args.inode_ratio, 4 << 20);
+        assert_eq!(args.inode_ratio, None);
         assert_eq!(args.mkfs, MkfsKindArg::Ext4);
     }
 

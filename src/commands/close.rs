@@ -300,6 +300,7 @@ mod tests {
                 .mount(
                     Path::new(&format!("/dev/mapper/v-{i}")),
                     Path::new(&format!("/mnt/v/{i}")),
+                    crate::plan::Filesystem::Ext4,
                     false,
                 )
                 .unwrap();

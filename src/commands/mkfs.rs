@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result, Usage};
 use crate::host::safety::{check_member_writable, CheckOptions};
 use crate::host::sysfs::SystemRoot;
+pub use crate::plan::Filesystem;
 
 /// What `tosskey mkfs` was asked to make.
 #[derive(Debug, Clone)]
@@ -22,12 +23,6 @@ pub struct MkfsRequest {
     pub inode_ratio: Option<u64>,
     /// Overwrite a target that carries a signature (never one in use).
     pub force: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filesystem {
-    Ext4,
-    Xfs,
 }
 
 /// Check `args.target`, format it, and say what was made. The formatter writes through

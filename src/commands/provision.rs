@@ -29,7 +29,10 @@ use crate::host::sysfs::SystemRoot;
 use crate::names::{self, previous_escrow_file};
 use crate::plan::request::MeasurePcr;
 use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
-use crate::plan::{derive, md_level_name, EscrowSettings, Ext4Settings, KeyLoading, Layout, Plan};
+use crate::plan::{
+    derive, md_level_name, EscrowSettings, Ext4Settings, Filesystem, FilesystemSettings,
+    KeyLoading, Layout, Plan,
+};
 
 /// What a provision run did.
 #[derive(Debug, Serialize)]
@@ -219,7 +222,11 @@ fn record_readiness(env: &Environment, report: &Report, started: SystemTime) {
             .as_ref()
             .or(report.separate_filesystems.first())
             .map(|f| f.kind.to_owned()),
-        label: report.plan.mkfs.as_ref().and_then(|m| m.label.clone()),
+        label: report
+            .plan
+            .mkfs
+            .as_ref()
+            .and_then(|m| m.label().map(str::to_owned)),
     };
     let saved = env.journals.load(&report.plan.name).and_then(|journal| {
         let mut journal = journal
@@ -275,14 +282,14 @@ fn execute(
         let filesystem = plan
             .mkfs
             .as_ref()
-            .map(|ext4| format_volume(&built.node, ext4))
+            .map(|settings| format_volume(&built.node, settings))
             .transpose()?;
-        if let Some(dir) = &plan.mount {
-            run.mount(&built.node, dir, false)?;
+        if let Some((dir, settings)) = plan.mount.as_ref().zip(plan.mkfs.as_ref()) {
+            run.mount(&built.node, dir, settings.filesystem(), false)?;
         }
         (filesystem, Vec::new())
     } else {
-        (None, format_and_mount_separate(run, plan, false)?)
+        (None, format_and_mount_separate(run, plan)?)
     };
     let binds = plan
         .binds
@@ -340,28 +347,54 @@ fn escrow_keys(
     Ok(Some(escrow.file.clone()))
 }
 
-/// Make an ext4 filesystem on the volume `node` as `ext4` says.
 /// `--raid none`: format each member's volume (if asked) and mount it at its own
-/// directory (`read_only` for recover), in member order; each mount is registered with
-/// the run's undo. The filesystems made, in member order.
-pub(crate) fn format_and_mount_separate(
-    run: &mut Executor<'_>,
-    plan: &Plan,
-    read_only: bool,
-) -> Result<Vec<FilesystemReport>> {
+/// directory, in member order; each mount is registered with the run's undo. The
+/// filesystems made, in member order.
+fn format_and_mount_separate(run: &mut Executor<'_>, plan: &Plan) -> Result<Vec<FilesystemReport>> {
     let mut made = Vec::new();
     for volume in plan.volumes() {
-        if let Some(ext4) = &plan.mkfs {
-            made.push(format_volume(&volume.node.path, ext4)?);
+        if let Some(settings) = &plan.mkfs {
+            made.push(format_volume(&volume.node.path, settings)?);
         }
-        if let (Some(dir), Some(base)) = (volume.mount, &plan.mount) {
-            run.mount_separate(&volume.node.path, dir, base, read_only)?;
+        if let (Some(dir), Some(base), Some(settings)) = (volume.mount, &plan.mount, &plan.mkfs) {
+            run.mount_separate(&volume.node.path, dir, base, settings.filesystem(), false)?;
         }
     }
     Ok(made)
 }
 
-fn format_volume(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
+/// Make the filesystem `settings` asks for on the volume `node`.
+fn format_volume(node: &Path, settings: &FilesystemSettings) -> Result<FilesystemReport> {
+    let report = match settings {
+        FilesystemSettings::Ext4(ext4) => format_ext4(node, ext4)?,
+        FilesystemSettings::Xfs { label } => format_xfs(node, label.clone())?,
+    };
+    crash_point("mkfs");
+    Ok(report)
+}
+
+/// XFS as `mkfs.xfs -K` makes it, its stripe unit and width read from the mapping's
+/// `minimum_io_size`/`optimal_io_size` (the chunk and the stripe of an md raid0 or
+/// dm-stripe below, which dm-crypt passes up).
+fn format_xfs(node: &Path, label: Option<String>) -> Result<FilesystemReport> {
+    let report = tosskey_xfs::format(
+        node,
+        &tosskey_xfs::FormatOptions {
+            label,
+            ..tosskey_xfs::FormatOptions::default()
+        },
+    )
+    .with_context(|| format!("formatting {}", node.display()))?;
+    Ok(FilesystemReport {
+        kind: Filesystem::Xfs.name(),
+        blocks: report.geometry.dblocks,
+        // XFS allocates inodes as files are made: none exist beyond the root's chunk.
+        inodes: 0,
+        journal: true,
+    })
+}
+
+fn format_ext4(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
     let report = tosskey_ext4::format(
         node,
         &tosskey_ext4::FormatOptions {
@@ -374,9 +407,8 @@ fn format_volume(node: &Path, ext4: &Ext4Settings) -> Result<FilesystemReport> {
         },
     )
     .with_context(|| format!("formatting {}", node.display()))?;
-    crash_point("mkfs");
     Ok(FilesystemReport {
-        kind: "ext4",
+        kind: Filesystem::Ext4.name(),
         blocks: report.blocks,
         inodes: report.inodes,
         journal: ext4.journal,
@@ -424,7 +456,10 @@ fn converge_previous_run_in(
             }
             check_recorded_stack(kernel, &env.root, &journal, &live)?;
             let remounted = match &cfg.mount {
-                Some(dir) => converge_mount(kernel, &env.root, &journal, &live, dir)?,
+                Some(dir) => {
+                    let filesystem = mounted_filesystem(&journal, cfg);
+                    converge_mount(kernel, &env.root, &journal, &live, dir, filesystem)?
+                }
                 None => false,
             };
             let rebound = converge_binds(kernel, &env.root, &journal, &live)?;
@@ -517,6 +552,18 @@ fn check_recorded_stack(
     Ok(())
 }
 
+/// The filesystem a rerun mounts: the one the run that made the volume recorded, else
+/// (a volume made with `--mkfs none`, formatted since) the one asked for now, else ext4.
+fn mounted_filesystem(journal: &Journal, cfg: &ProvisionConfig) -> Filesystem {
+    journal
+        .ready
+        .as_ref()
+        .and_then(|ready| ready.filesystem.as_deref())
+        .and_then(Filesystem::from_name)
+        .or_else(|| cfg.mkfs.as_ref().map(FilesystemSettings::filesystem))
+        .unwrap_or(Filesystem::Ext4)
+}
+
 /// The volume must be what is mounted at `dir` (the topmost mount there): if nothing is,
 /// it is mounted there (again; returns true); another filesystem there, or a `dir` other
 /// than the mount point the volume was provisioned with, is refused. (A volume built
@@ -528,6 +575,7 @@ fn converge_mount(
     journal: &Journal,
     live: &[DeviceInfo],
     dir: &Path,
+    filesystem: Filesystem,
 ) -> Result<bool> {
     let name = &journal.name;
     if let Some(recorded) = journal.mount.as_deref().filter(|m| *m != dir) {
@@ -566,7 +614,7 @@ fn converge_mount(
                 ))))
             }
             None => {
-                kernel.mount(&DmControl::node_path(&volume.name), &dir, false)?;
+                kernel.mount(&DmControl::node_path(&volume.name), &dir, filesystem, false)?;
                 remounted = true;
             }
         }
@@ -668,16 +716,18 @@ fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
         ),
         flag(
             "--mkfs",
-            if cfg.mkfs.is_some() { "ext4" } else { "none" }.to_owned(),
+            cfg.mkfs
+                .as_ref()
+                .map_or("none", |fs| fs.filesystem().name())
+                .to_owned(),
         ),
     ];
-    if let Some(ext4) = &cfg.mkfs {
+    if let Some(FilesystemSettings::Ext4(ext4)) = &cfg.mkfs {
         options.push(flag("--journal", on_off(ext4.journal)));
         options.push(flag("--inode-ratio", ext4.inode_ratio.to_string()));
-        options.push(flag(
-            "--label",
-            ext4.label.clone().unwrap_or_else(|| "none".to_owned()),
-        ));
+    }
+    if let Some(fs) = &cfg.mkfs {
+        options.push(flag("--label", fs.label().unwrap_or("none").to_owned()));
     }
     // The mount point is not among them: the journal records it, and a rerun checks it
     // against the world (`converge_mount`). The binds are, since a rerun checks only the
@@ -996,8 +1046,8 @@ mod tests {
         assert_eq!(
             built.kernel.log(),
             [
-                "mount /dev/mapper/v-0 /mnt/v/0",
-                "mount /dev/mapper/v-1 /mnt/v/1"
+                "mount /dev/mapper/v-0 /mnt/v/0 ext4",
+                "mount /dev/mapper/v-1 /mnt/v/1 ext4"
             ]
         );
         assert!(!rerun());
@@ -1035,7 +1085,7 @@ mod tests {
         );
         assert_eq!(
             f.kernel.log(),
-            ["unmount /mnt/v", "mount /dev/mapper/v /mnt/v"]
+            ["unmount /mnt/v", "mount /dev/mapper/v /mnt/v ext4"]
         );
         assert!(
             mountinfo(&f).contains(" 253:0 / /mnt/v "),
@@ -1149,6 +1199,32 @@ mod tests {
                 asked: "/var/lib/kubelet".into(),
             }]
         );
+    }
+
+    /// A rerun mounts the filesystem the first run recorded making, whatever `--mkfs` it
+    /// is given; a volume made with `--mkfs none` gets the one asked for now.
+    #[test]
+    fn a_rerun_mounts_the_filesystem_the_volume_was_made_with() {
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.ready = Some(crate::exec::journal::Readiness {
+            started_unix_ms: 0,
+            ready_unix_ms: 0,
+            verified_sectors: 0,
+            mismatched_sectors: 0,
+            escrow_file: None,
+            filesystem: Some("xfs".into()),
+            label: None,
+        });
+        f.env.journals.save(&journal).unwrap();
+        converge(&f, &["--mount", "/mnt/v"]).unwrap();
+        assert_eq!(f.kernel.log()[1..], ["mount /dev/mapper/v /mnt/v xfs"]);
+
+        let f = raid0_volume();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        converge(&f, &["--mount", "/mnt/v", "--mkfs", "xfs"]).unwrap();
+        assert_eq!(f.kernel.log()[1..], ["mount /dev/mapper/v /mnt/v xfs"]);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use tosskey_crypto::key::KeyArena;
 use tosskey_crypto::secret_file::SecretFile;
 use tosskey_dm::DmName;
 
-use crate::commands::provision::format_and_mount_separate;
 use crate::commands::Environment;
 use crate::error::{wrong_escrow_file, Error, Refusal, Result, Usage, WRONG_ESCROW_FILE_FIX};
 use crate::exec::facilities::KernelFacilities;
@@ -19,7 +18,7 @@ use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::{BuiltStack, Executor};
 use crate::host::safety::{check_members, CheckOptions, MemberClaims};
 use crate::host::sysfs::{BlockDevice, SystemState};
-use crate::plan::{derive, render, KeyLoading, Plan};
+use crate::plan::{derive, render, Filesystem, KeyLoading, Plan};
 
 /// Options of `tosskey recover`.
 #[derive(Debug, Clone)]
@@ -205,9 +204,12 @@ fn reopen(
 ) -> Result<BuiltStack> {
     let built = run.build(plan, &keys)?;
     drop(keys);
+    let mut filesystems = Vec::new();
     for volume in plan.volumes() {
         let node = &volume.node.path;
-        if decrypts_to_ext4(node, volume.node.size_bytes)? {
+        let filesystem = decrypted_filesystem(node, volume.node.size_bytes)?;
+        filesystems.push(filesystem);
+        if filesystem.is_some() {
             continue;
         }
         if plan.mount.is_some() {
@@ -221,23 +223,33 @@ fn reopen(
             wrong_escrow_file(node, &opts.escrow_file)
         );
     }
-    if !plan.separate_volumes.is_empty() {
-        format_and_mount_separate(run, plan, opts.read_only)?;
-    } else if let Some(dir) = &plan.mount {
-        run.mount(&built.node, dir, opts.read_only)?;
+    for (volume, filesystem) in plan.volumes().into_iter().zip(filesystems) {
+        let (Some(dir), Some(filesystem)) = (volume.mount, filesystem) else {
+            continue;
+        };
+        match plan.mount.as_deref() {
+            Some(base) if !plan.separate_volumes.is_empty() => {
+                run.mount_separate(&volume.node.path, dir, base, filesystem, opts.read_only)?
+            }
+            _ => run.mount(&built.node, dir, filesystem, opts.read_only)?,
+        }
     }
     Ok(built)
 }
 
-/// Whether the reopened volume `node` holds an ext4 superblock: under a key that does not
-/// fit, the superblock's place decrypts to noise.
-fn decrypts_to_ext4(node: &Path, size: u64) -> Result<bool> {
+/// The filesystem whose superblock the reopened volume `node` holds (ext4, or XFS with a
+/// valid CRC): under a key that does not fit, the superblock's place decrypts to noise.
+/// The escrow file does not say which filesystem was made; the superblock does.
+fn decrypted_filesystem(node: &Path, size: u64) -> Result<Option<Filesystem>> {
+    use crate::host::signature::SignatureKind;
     let file = std::fs::File::open(node).with_context(|| format!("opening {}", node.display()))?;
     let found = crate::host::signature::scan_file(&file, size)
         .with_context(|| format!("reading {}", node.display()))?;
-    Ok(found
-        .iter()
-        .any(|s| matches!(s.kind, crate::host::signature::SignatureKind::Ext(_))))
+    Ok(found.iter().find_map(|s| match s.kind {
+        SignatureKind::Ext(_) => Some(Filesystem::Ext4),
+        SignatureKind::Xfs => Some(Filesystem::Xfs),
+        _ => None,
+    }))
 }
 
 /// `escrow decrypt`: write the raw key(s) and return the recovery steps without tosskey:

@@ -802,6 +802,13 @@ fn write_recorded_run(out: &mut String, volume: &VolumeStatus) {
         );
     }
     if let Some(ready) = &volume.ready {
+        if let Some(filesystem) = &ready.filesystem {
+            let label = ready
+                .label
+                .as_ref()
+                .map_or(String::new(), |label| format!(", label {label:?}"));
+            let _ = writeln!(out, "  filesystem: {filesystem} (made by the run{label})");
+        }
         if let Some(file) = &ready.escrow_file {
             let there = if file.exists() {
                 ""
@@ -977,8 +984,8 @@ pub(crate) mod tests {
             verified_sectors: 8,
             mismatched_sectors: 0,
             escrow_file: Some(escrow.clone()),
-            filesystem: Some("ext4".into()),
-            label: None,
+            filesystem: Some("xfs".into()),
+            label: Some("scratch".into()),
         });
         f.env.journals.save(&journal).unwrap();
         let text = render_status(&status_in(&f.kernel, &f.env, None).unwrap());
@@ -987,6 +994,7 @@ pub(crate) mod tests {
                 .to_owned(),
             format!("  escrow file: {}, no longer there\n", escrow.display()),
             "  ready 2.5 s after the run started (8 sectors verified, 0 differed)\n".to_owned(),
+            "  filesystem: xfs (made by the run, label \"scratch\")\n".to_owned(),
         ] {
             assert!(text.contains(&expected), "{expected:?} in\n{text}");
         }

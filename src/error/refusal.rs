@@ -424,7 +424,7 @@ impl Refusal {
 /// is nothing to mount.
 pub fn wrong_escrow_file(node: &std::path::Path, escrow_file: &std::path::Path) -> String {
     format!(
-        "{} does not decrypt to an ext4 filesystem: the key in {} does not fit these disks (the file is probably from an earlier volume on the same disks)",
+        "{} does not decrypt to an ext4 or XFS filesystem: the key in {} does not fit these disks (the file is probably from an earlier volume on the same disks)",
         node.display(),
         escrow_file.display()
     )

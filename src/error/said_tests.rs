@@ -56,8 +56,12 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
         (Usage::DevicesAndDiscover, "give device paths or --discover, not both"),
         (Usage::MountWithoutFilesystem, "--mount needs a filesystem; drop --mkfs none"),
         (
-            Usage::LabelTooLong { label: "a-label-of-17-byt".into() },
-            r#"--label "a-label-of-17-byt" is longer than 16 bytes"#,
+            Usage::LabelTooLong {
+                label: "a-label-of-17-byt".into(),
+                filesystem: "ext4",
+                max: 16,
+            },
+            r#"--label "a-label-of-17-byt" is longer than the 16 bytes ext4 holds"#,
         ),
         (
             Usage::RelativeMount { dir: path("data") },
@@ -81,7 +85,7 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
         ),
         (
             Usage::Ext4OptionsForXfs,
-            "--journal and --inode-ratio are ext4 options; drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)",
+            "--journal and --inode-ratio are ext4 options; drop them for XFS (XFS always has its log and allocates inodes as it needs them)",
         ),
         (
             Usage::BadVolumeName { name: "a/b".into(), reason: "contains a slash".into() },
@@ -309,7 +313,7 @@ fn refusal_lines() -> Vec<(Refusal, &'static str)> {
         ),
         (
             Refusal::WrongEscrowFile { node: path("/dev/mapper/v"), escrow_file: path("/root/e.json") },
-            "/dev/mapper/v does not decrypt to an ext4 filesystem: the key in /root/e.json does not fit these disks (the file is probably from an earlier volume on the same disks); use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)",
+            "/dev/mapper/v does not decrypt to an ext4 or XFS filesystem: the key in /root/e.json does not fit these disks (the file is probably from an earlier volume on the same disks); use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)",
         ),
         (
             Refusal::BindIsMountPoint { dir: path("/var/lib/kubelet"), what: "tmpfs (tmpfs, 0:50)".into() },

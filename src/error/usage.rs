@@ -34,8 +34,12 @@ pub enum Usage {
     DevicesAndDiscover,
     /// `--mount` with `--mkfs none`.
     MountWithoutFilesystem,
-    /// `--label` longer than ext4 holds.
-    LabelTooLong { label: String },
+    /// `--label` longer than the filesystem holds.
+    LabelTooLong {
+        label: String,
+        filesystem: &'static str,
+        max: usize,
+    },
     /// `--mount` with a relative path.
     RelativeMount { dir: PathBuf },
     /// `--key-scope` that is no size.
@@ -46,7 +50,7 @@ pub enum Usage {
     TooFewDevices { level: &'static str, count: usize },
     /// `close` with neither a name nor `--all`.
     CloseWithoutName,
-    /// `mkfs --type xfs` with ext4-only options.
+    /// `mkfs --type xfs` or `provision --mkfs xfs` with ext4-only options.
     Ext4OptionsForXfs,
     /// A volume name on the command line that is no dm name.
     BadVolumeName { name: String, reason: String },
@@ -109,9 +113,13 @@ impl Usage {
             Usage::MountWithoutFilesystem => {
                 Said::fix("--mount needs a filesystem".into(), "drop --mkfs none")
             }
-            Usage::LabelTooLong { label } => {
-                Said::stated(format!("--label {label:?} is longer than 16 bytes"))
-            }
+            Usage::LabelTooLong {
+                label,
+                filesystem,
+                max,
+            } => Said::stated(format!(
+                "--label {label:?} is longer than the {max} bytes {filesystem} holds"
+            )),
             Usage::RelativeMount { dir } => Said::fix(
                 format!("--mount {} is a relative path", dir.display()),
                 "give an absolute path",
@@ -133,7 +141,7 @@ impl Usage {
             ),
             Usage::Ext4OptionsForXfs => Said::fix(
                 "--journal and --inode-ratio are ext4 options".into(),
-                "drop them for --type xfs (XFS always has its log and allocates inodes as it needs them)",
+                "drop them for XFS (XFS always has its log and allocates inodes as it needs them)",
             ),
             Usage::BadVolumeName { name, reason } => {
                 Said::stated(format!("{name:?} is not a volume name: {reason}"))

@@ -82,11 +82,12 @@ impl Machine {
         )?;
         let built = run.build(plan, keys).and_then(|built| {
             for volume in plan.volumes() {
+                let filesystem = crate::plan::Filesystem::Ext4;
                 match (volume.mount, &plan.mount) {
                     (Some(dir), Some(base)) if !plan.separate_volumes.is_empty() => {
-                        run.mount_separate(&volume.node.path, dir, base, false)?;
+                        run.mount_separate(&volume.node.path, dir, base, filesystem, false)?;
                     }
-                    (Some(dir), _) => run.mount(&built.node, dir, false)?,
+                    (Some(dir), _) => run.mount(&built.node, dir, filesystem, false)?,
                     (None, _) => {}
                 }
             }
@@ -234,7 +235,7 @@ fn raid_none_builds_and_mounts_each_disk_and_a_failure_on_disk_two_undoes_disk_o
         expected.push(format!("resume v-{i}"));
     }
     for i in 0..3 {
-        expected.push(format!("mount /dev/mapper/v-{i} /mnt/k/{i}"));
+        expected.push(format!("mount /dev/mapper/v-{i} /mnt/k/{i} ext4"));
     }
     assert_builds(&["--raid", "none", "--mount", "/mnt/k"], 3, &expected);
 }
@@ -411,7 +412,7 @@ fn hex_key_loading_and_a_mount_come_last_and_are_undone_first() {
             "create v".into(),
             crypt_load("v", 16384, "9:0", "Hex loading: hex"),
             "resume v".into(),
-            "mount /dev/mapper/v /mnt/v".into(),
+            "mount /dev/mapper/v /mnt/v ext4".into(),
         ],
     );
 }
@@ -435,7 +436,7 @@ fn keyring_key_loading_with_aes_and_a_mount() {
             "create v".to_owned(),
             format!("load v: 0 8192 crypt aes-xts-plain64 <key-elided> 0 254:16 0 {OPTIONS}; keys of 64 bytes, Keyring loading: keyring tosskey:v"),
             "resume v".into(),
-            "mount /dev/mapper/v /mnt/v".into(),
+            "mount /dev/mapper/v /mnt/v ext4".into(),
         ]
     );
 }
@@ -537,7 +538,7 @@ fn binds_follow_the_mount_and_every_failure_unbinds_newest_first() {
     assert_eq!(
         log[log.len() - 3..],
         [
-            format!("mount /dev/mapper/v {}", mount.display()),
+            format!("mount /dev/mapper/v {} ext4", mount.display()),
             format!("bind {} {}", kept_source.display(), kept.display()),
             format!("bind {} {}", created_source.display(), created.display()),
         ]

@@ -54,6 +54,16 @@ impl KernelFacilities {
         self.bring_up(bring_up_order(&plan.facilities))
     }
 
+    /// Brings up `filesystem` before a mount: recovery learns which one the volume holds
+    /// only from its superblock, after the plan's facilities came up.
+    pub fn filesystem(&mut self, filesystem: plan::Filesystem) -> Result<()> {
+        let name = filesystem.name();
+        self.bring_up(vec![(
+            Facility::filesystem(name),
+            Request::Filesystem(name),
+        )])
+    }
+
     /// What [`KernelFacilities::ensure`] would do (`--dry-run`), touching nothing.
     pub fn survey(&self, plan: &Plan) -> Result<Vec<Outcome>> {
         bring_up_order(&plan.facilities)

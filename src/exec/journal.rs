@@ -83,7 +83,7 @@ pub struct Readiness {
     pub mismatched_sectors: usize,
     /// The escrow file the run wrote.
     pub escrow_file: Option<PathBuf>,
-    /// The filesystem the run created (`ext4`); `None` for `--mkfs none`.
+    /// The filesystem the run created (`ext4` or `xfs`); `None` for `--mkfs none`.
     pub filesystem: Option<String>,
     /// Its label.
     pub label: Option<String>,

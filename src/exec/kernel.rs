@@ -21,6 +21,7 @@ use tosskey_raid::{ArraySpec, MdArray};
 
 use crate::error::Result;
 use crate::host::sysfs::SystemRoot;
+use crate::plan::Filesystem;
 
 /// An md array the kernel assembled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +70,10 @@ pub trait StackKernel {
     fn stop_md(&self, name: &str) -> Result<()>;
     /// Unmount the topmost mount at `dir`.
     fn unmount(&self, dir: &Path) -> Result<()>;
-    /// Mount the volume `node` (ext4) at `dir` (`read_only`: `recover --read-only`).
-    fn mount(&self, node: &Path, dir: &Path, read_only: bool) -> Result<()>;
+    /// Mount the volume `node`, holding `filesystem`, at `dir` (`read_only`: `recover
+    /// --read-only`).
+    fn mount(&self, node: &Path, dir: &Path, filesystem: Filesystem, read_only: bool)
+        -> Result<()>;
     /// Bind-mount the directory `source` (on the mounted volume) over `dir`.
     fn bind(&self, source: &Path, dir: &Path) -> Result<()>;
     /// Detach the topmost mount at `dir` lazily (it completes when the last user lets go); best
@@ -190,8 +193,16 @@ impl StackKernel for HostKernel {
         Ok(crate::exec::mount::unmount(dir)?)
     }
 
-    fn mount(&self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        Ok(crate::exec::mount::mount_volume(node, dir, read_only)?)
+    fn mount(
+        &self,
+        node: &Path,
+        dir: &Path,
+        filesystem: Filesystem,
+        read_only: bool,
+    ) -> Result<()> {
+        Ok(crate::exec::mount::mount_volume(
+            node, dir, filesystem, read_only,
+        )?)
     }
 
     fn bind(&self, source: &Path, dir: &Path) -> Result<()> {

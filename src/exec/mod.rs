@@ -51,7 +51,9 @@ use crate::exec::verify::{
 use crate::host::safety::MemberClaims;
 use crate::host::sysfs::SystemRoot;
 use crate::names::{self, UUID_PREFIX};
-use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, PlannedBind};
+use crate::plan::{
+    DeviceRef, DmTarget, Filesystem, KeyLoading, MdLevel, Node, NodeKind, Plan, PlannedBind,
+};
 
 /// One live crypt mapping of the stack.
 #[derive(Debug, Clone, Serialize)]
@@ -206,8 +208,14 @@ impl<'a> Executor<'a> {
     }
 
     /// Mount the volume at `dir`, record it in the journal, register the unmount.
-    pub fn mount(&mut self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
-        self.mount_recording(node, dir, dir, read_only)
+    pub fn mount(
+        &mut self,
+        node: &Path,
+        dir: &Path,
+        filesystem: Filesystem,
+        read_only: bool,
+    ) -> Result<()> {
+        self.mount_recording(node, dir, dir, filesystem, read_only)
     }
 
     /// Mount one of a `--raid none` set's volumes at `dir` under `base` (as [`Self::mount`];
@@ -217,9 +225,10 @@ impl<'a> Executor<'a> {
         node: &Path,
         dir: &Path,
         base: &Path,
+        filesystem: Filesystem,
         read_only: bool,
     ) -> Result<()> {
-        self.mount_recording(node, dir, base, read_only)
+        self.mount_recording(node, dir, base, filesystem, read_only)
     }
 
     /// Mount `node` at `dir`, register the unmount, record `recorded` as the journal's
@@ -229,9 +238,11 @@ impl<'a> Executor<'a> {
         node: &Path,
         dir: &Path,
         recorded: &Path,
+        filesystem: Filesystem,
         read_only: bool,
     ) -> Result<()> {
-        self.kernel.mount(node, dir, read_only)?;
+        self.facilities.filesystem(filesystem)?;
+        self.kernel.mount(node, dir, filesystem, read_only)?;
         let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
         self.rollback
             .push(format!("mount {}", dir.display()), move || {

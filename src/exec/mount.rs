@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Refusal};
+use crate::plan::Filesystem;
 
 /// Mount options for a data volume: no atime writes, and no device nodes or setuid
 /// binaries honoured from a disk whose contents other tenants' tooling may have touched.
@@ -13,16 +14,22 @@ pub const DATA_MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOSUID);
 
-/// Mount the ext4 volume `node` at `dir` (created if missing). Read-only also means
-/// `noload`: ext4 replays a dirty journal even on a read-only mount, writing to the device,
-/// unless told not to load the journal.
-pub fn mount_volume(node: &Path, dir: &Path, read_only: bool) -> Result<()> {
+/// Mount the volume `node`, holding `filesystem`, at `dir` (created if missing). Read-only
+/// also means no log replay (`noload` for ext4, `norecovery` for XFS): both replay a dirty
+/// journal even on a read-only mount, writing to the device, unless told not to.
+pub fn mount_volume(
+    node: &Path,
+    dir: &Path,
+    filesystem: Filesystem,
+    read_only: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating mount point {}", dir.display()))?;
-    let (flags, options) = mount_flags(read_only);
-    mount(Some(node), dir, Some("ext4"), flags, options).with_context(|| {
+    let (flags, options) = mount_flags(filesystem, read_only);
+    let fstype = filesystem.name();
+    mount(Some(node), dir, Some(fstype), flags, options).with_context(|| {
         format!(
-            "mounting {} at {} (is the ext4 module loaded, is {} already a mount point?)",
+            "mounting {} at {} (is the {fstype} module loaded, is {} already a mount point?)",
             node.display(),
             dir.display(),
             dir.display()
@@ -64,12 +71,12 @@ pub fn check_mount_target(dir: &Path) -> Result<(), Error> {
     }
 }
 
-/// The flags and ext4 options of a data mount, read-only or not.
-fn mount_flags(read_only: bool) -> (MsFlags, Option<&'static str>) {
-    if read_only {
-        (DATA_MOUNT_FLAGS | MsFlags::MS_RDONLY, Some("noload"))
-    } else {
-        (DATA_MOUNT_FLAGS, None)
+/// The flags and filesystem options of a data mount, read-only or not.
+fn mount_flags(filesystem: Filesystem, read_only: bool) -> (MsFlags, Option<&'static str>) {
+    match (read_only, filesystem) {
+        (false, _) => (DATA_MOUNT_FLAGS, None),
+        (true, Filesystem::Ext4) => (DATA_MOUNT_FLAGS | MsFlags::MS_RDONLY, Some("noload")),
+        (true, Filesystem::Xfs) => (DATA_MOUNT_FLAGS | MsFlags::MS_RDONLY, Some("norecovery")),
     }
 }
 
@@ -119,9 +126,14 @@ mod tests {
 
     #[test]
     fn a_read_only_mount_loads_no_journal() {
-        let (flags, options) = mount_flags(true);
-        assert!(flags.contains(MsFlags::MS_RDONLY | DATA_MOUNT_FLAGS));
-        assert_eq!(options, Some("noload"));
-        assert_eq!(mount_flags(false), (DATA_MOUNT_FLAGS, None));
+        for (filesystem, no_replay) in [
+            (Filesystem::Ext4, "noload"),
+            (Filesystem::Xfs, "norecovery"),
+        ] {
+            let (flags, options) = mount_flags(filesystem, true);
+            assert!(flags.contains(MsFlags::MS_RDONLY | DATA_MOUNT_FLAGS));
+            assert_eq!(options, Some(no_replay));
+            assert_eq!(mount_flags(filesystem, false), (DATA_MOUNT_FLAGS, None));
+        }
     }
 }

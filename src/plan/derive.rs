@@ -16,8 +16,9 @@ use crate::plan::request::{AssemblyChoice, ProvisionConfig};
 use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
-    DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
-    PlannedBind, PlannedKey, PlannedMember, SectorRange, SeparateVolume, BYPASS_WORKQUEUES,
+    DeviceRef, EscrowCrypt, Facility, Filesystem, KeyLoading, KeyScope, Layout, MdLevel, Node,
+    NodeKind, Plan, PlannedBind, PlannedKey, PlannedMember, SectorRange, SeparateVolume,
+    BYPASS_WORKQUEUES,
 };
 
 /// The mirror level that `count` members are too few for, if they are (a mirror of one
@@ -205,7 +206,7 @@ struct Shape<'a> {
     layout: Layout,
     crypt: CryptSettings,
     segmentation: Segmentation<'a>,
-    mkfs: Option<super::Ext4Settings>,
+    mkfs: Option<super::FilesystemSettings>,
     mount: Option<PathBuf>,
     binds: Vec<PlannedBind>,
     escrow: Option<super::EscrowSettings>,
@@ -483,7 +484,15 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
                 .map(|v| nodes[v.node].size_bytes)
                 .sum()
         },
-        facilities: facilities(&nodes, &shape.crypt, shape.mount.is_some()),
+        facilities: facilities(
+            &nodes,
+            &shape.crypt,
+            shape
+                .mkfs
+                .as_ref()
+                .filter(|_| shape.mount.is_some())
+                .map(super::FilesystemSettings::filesystem),
+        ),
         members: shape.members,
         assembly: shape.assembly,
         layout: shape.layout,
@@ -506,7 +515,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
 
 /// What the kernel must provide: target types, md personalities, the cipher, logon keys,
 /// the filesystem when mounting (formatting is tosskey's own code and needs none).
-fn facilities(nodes: &[Node], crypt: &CryptSettings, mounts: bool) -> Vec<Facility> {
+fn facilities(nodes: &[Node], crypt: &CryptSettings, mounts: Option<Filesystem>) -> Vec<Facility> {
     let mut needed: Vec<Facility> = nodes
         .iter()
         .flat_map(|node| match &node.kind {
@@ -525,8 +534,8 @@ fn facilities(nodes: &[Node], crypt: &CryptSettings, mounts: bool) -> Vec<Facili
             }
         })
         .collect();
-    if mounts {
-        needed.push(Facility::Filesystem("ext4"));
+    if let Some(filesystem) = mounts {
+        needed.push(Facility::Filesystem(filesystem.name()));
     }
     needed.sort();
     needed.dedup();
@@ -813,6 +822,34 @@ pub(crate) mod tests {
         assert_eq!(plan.volume_bytes, 256 << 20);
         assert_eq!(plan.keys.len(), 1);
         assert!(plan.facilities.contains(&Facility::LogonKeys));
+    }
+
+    /// `--mkfs xfs` reaches the plan: the XFS module is what the mount needs, the dry run
+    /// says which filesystem is made and mounted, and the JSON plan names it.
+    #[test]
+    fn an_xfs_plan_needs_the_xfs_module_and_says_xfs() {
+        let plan = plan(&["--mkfs", "xfs", "--label", "scratch", "--mount", "/m"], 2).unwrap();
+        assert!(plan.facilities.contains(&Facility::Filesystem("xfs")));
+        assert!(!plan.facilities.contains(&Facility::Filesystem("ext4")));
+        let text = render::text(&plan);
+        assert!(
+            text.contains(
+                "format /dev/mapper/v as xfs (as mkfs.xfs -K, aligned to the volume's stripe)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mount /dev/mapper/v at /m (xfs, noatime,nodev,nosuid)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["mkfs"],
+            serde_json::json!({"type": "xfs", "label": "scratch"})
+        );
+        let ext4 = serde_json::to_value(plan_sized(&[], 1, 256 << 20).unwrap()).unwrap();
+        assert_eq!(ext4["mkfs"]["type"], "ext4");
+        assert_eq!(ext4["mkfs"]["inode_ratio"], 4 << 20);
     }
 
     #[test]
@@ -1103,7 +1140,7 @@ pub(crate) mod tests {
             ]
         );
         let text = render::text(&plan);
-        let mount = text.find("at /mnt/ephemeral (noatime").unwrap();
+        let mount = text.find("at /mnt/ephemeral (ext4, noatime").unwrap();
         let first = text
             .find("bind /var/lib/containerd: create it if missing, copy its contents to /mnt/ephemeral/bind/var/lib/containerd and bind-mount that over it")
             .unwrap_or_else(|| panic!("{text}"));
@@ -1204,7 +1241,9 @@ pub(crate) mod tests {
         );
         for i in 0..3 {
             assert!(
-                text.contains(&format!("mount /dev/mapper/v-{i} at /mnt/k/{i} (noatime")),
+                text.contains(&format!(
+                    "mount /dev/mapper/v-{i} at /mnt/k/{i} (ext4, noatime"
+                )),
                 "{text}"
             );
         }

@@ -85,6 +85,66 @@ pub struct Ext4Settings {
     pub label: Option<String>,
 }
 
+/// A filesystem tosskey formats with its own code (`tosskey-ext4`, `tosskey-xfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filesystem {
+    Ext4,
+    Xfs,
+}
+
+impl Filesystem {
+    /// The kernel's name for it: mount(2)'s type, `/proc/filesystems`, `fs-<name>` modules.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Xfs => "xfs",
+        }
+    }
+
+    /// The filesystem the kernel calls `name`, if tosskey makes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Filesystem::Ext4, Filesystem::Xfs]
+            .into_iter()
+            .find(|fs| fs.name() == name)
+    }
+
+    /// The longest label its superblock holds, in bytes.
+    pub const fn max_label_bytes(self) -> usize {
+        match self {
+            Filesystem::Ext4 => 16,
+            Filesystem::Xfs => tosskey_xfs::MAX_LABEL_LEN,
+        }
+    }
+}
+
+/// The filesystem `provision --mkfs` makes on the volume, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum FilesystemSettings {
+    Ext4(Ext4Settings),
+    /// XFS as `mkfs.xfs -K` makes it, aligned to the volume's stripe.
+    Xfs {
+        label: Option<String>,
+    },
+}
+
+impl FilesystemSettings {
+    pub fn filesystem(&self) -> Filesystem {
+        match self {
+            FilesystemSettings::Ext4(_) => Filesystem::Ext4,
+            FilesystemSettings::Xfs { .. } => Filesystem::Xfs,
+        }
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            FilesystemSettings::Ext4(ext4) => ext4.label.as_deref(),
+            FilesystemSettings::Xfs { label } => label.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EscrowSettings {
     pub public_key: PathBuf,
@@ -203,7 +263,7 @@ pub enum Facility {
     Cipher(&'static str),
     /// `logon` keys in the kernel keyring (dm-crypt's keyring key loading).
     LogonKeys,
-    /// A filesystem type the run mounts (`ext4`).
+    /// A filesystem type the run mounts (`ext4`, `xfs`).
     Filesystem(&'static str),
 }
 
@@ -223,7 +283,7 @@ pub struct Plan {
     /// Size of the finished volume (what the filesystem gets).
     pub volume_bytes: u64,
     pub facilities: Vec<Facility>,
-    pub mkfs: Option<Ext4Settings>,
+    pub mkfs: Option<FilesystemSettings>,
     /// Where the volume is mounted; with `--raid none` the base directory of the volumes'
     /// mounts (see [`Plan::volumes`]).
     pub mount: Option<PathBuf>,

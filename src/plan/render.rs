@@ -304,8 +304,8 @@ pub fn steps(plan: &Plan) -> Vec<String> {
         .map(|v| v.node.path.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    if let Some(ext4) = &plan.mkfs {
-        steps.push(format!(
+    match &plan.mkfs {
+        Some(super::FilesystemSettings::Ext4(ext4)) => steps.push(format!(
             "format {formatted} as ext4 ({} bytes per inode, {})",
             ext4.inode_ratio,
             if ext4.journal {
@@ -313,14 +313,21 @@ pub fn steps(plan: &Plan) -> Vec<String> {
             } else {
                 "no journal"
             }
-        ));
+        )),
+        Some(super::FilesystemSettings::Xfs { .. }) => steps.push(format!(
+            "format {formatted} as xfs (as mkfs.xfs -K, aligned to the volume's stripe)"
+        )),
+        None => {}
     }
     for volume in plan.volumes() {
         if let Some(dir) = volume.mount {
             steps.push(format!(
-                "mount {} at {} (noatime,nodev,nosuid)",
+                "mount {} at {} ({}noatime,nodev,nosuid)",
                 volume.node.path.display(),
-                dir.display()
+                dir.display(),
+                plan.mkfs
+                    .as_ref()
+                    .map_or(String::new(), |fs| format!("{}, ", fs.filesystem().name()))
             ));
         }
     }
@@ -574,9 +581,11 @@ pub fn recovery_steps(plan: &Plan, key_files: &[PathBuf]) -> Result<Vec<String>,
         })
         .collect::<Result<Vec<_>, Error>>()?;
     lines.push(RECOVERY_MOUNT_STEP.to_owned());
+    // No `-t`: the escrow file does not say whether the volume holds ext4 or XFS, and
+    // mount(8) reads it from the superblock.
     for (volume, dir) in &mounts {
         lines.push(format!(
-            "mkdir -p -- {dir} && mount -t ext4 -o noatime,nodev,nosuid -- {volume} {dir}"
+            "mkdir -p -- {dir} && mount -o noatime,nodev,nosuid -- {volume} {dir}"
         ));
     }
     lines.push(RECOVERY_TEARDOWN.to_owned());

@@ -10,7 +10,7 @@ use tosskey_dm::DmName;
 use tosskey_tpm::DEFAULT_DEVICE;
 
 use crate::host::discover::DiskMatcher;
-use crate::plan::{EscrowSettings, Ext4Settings, KeyLoading, Layout, MdLevel};
+use crate::plan::{EscrowSettings, FilesystemSettings, KeyLoading, Layout, MdLevel};
 
 /// Where the members come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct ProvisionConfig {
     pub no_read_workqueue: bool,
     pub no_write_workqueue: bool,
     pub key_loading: KeyLoading,
-    pub mkfs: Option<Ext4Settings>,
+    pub mkfs: Option<FilesystemSettings>,
     pub mount: Option<PathBuf>,
     /// Directories whose contents move onto the volume and are bind-mounted from there
     /// (`--bind`, checked: absolute, distinct, none inside another or the mount point).

@@ -19,6 +19,7 @@ use tosskey_sysutil::SECTOR_SIZE;
 use super::{AssembledArray, StackKernel};
 use crate::error::Result;
 use crate::host::sysfs::{parse_mountinfo, SystemRoot};
+use crate::plan::Filesystem;
 
 /// Mounting and unmounting edit the fake tree's mountinfo, stopping an array removes
 /// its `md/` and shredding replaces a table by `error` targets, as the kernel would. A
@@ -169,7 +170,7 @@ impl FakeKernel {
 
     /// Every change asked of the kernel so far, in order (`create v`, `load v: <table>`,
     /// `resume v`, `assemble md_tk_v ...`, `remove v`, `stop md_tk_v`, `mount /dev/mapper/v
-    /// /mnt/v`, `unmount /mnt/v`, `shred v`, `detach /mnt/v`; `refuse <op>` for the
+    /// /mnt/v ext4`, `unmount /mnt/v`, `shred v`, `detach /mnt/v`; `refuse <op>` for the
     /// operation [`FakeKernel::fail_build`] names).
     pub fn log(&self) -> Vec<String> {
         self.log.borrow().clone()
@@ -434,12 +435,19 @@ impl StackKernel for FakeKernel {
         Ok(())
     }
 
-    fn mount(&self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
+    fn mount(
+        &self,
+        node: &Path,
+        dir: &Path,
+        filesystem: Filesystem,
+        read_only: bool,
+    ) -> Result<()> {
         let read_only = if read_only { " read-only" } else { "" };
         self.build(format!(
-            "mount {} {}{read_only}",
+            "mount {} {} {}{read_only}",
             node.display(),
-            dir.display()
+            dir.display(),
+            filesystem.name()
         ))?;
         let dev = self
             .devices

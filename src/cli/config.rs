@@ -77,7 +77,11 @@ impl ProvisionConfig {
             json: args.json,
             measure_pcr: args.measure_pcr,
             metrics_file: args.metrics_file,
-            wait: disk_wait(args.wait_timeout, args.wait_for_disks, args.settle),
+            wait: disk_wait(
+                args.wait.wait_timeout,
+                args.wait.wait_for_disks,
+                args.wait.settle,
+            ),
         })
     }
 

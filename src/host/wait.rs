@@ -238,18 +238,18 @@ mod tests {
     ) {
         let mut tree = FakeTree::new();
         tree.nvme("nvme0n1", 0, 8 * GIB, "Amazon Elastic Block Store", "vol0");
-        for (minor, name) in present.iter().enumerate() {
-            tree.nvme(name, 10 + minor as u32, 100 * GIB, INSTANCE_STORE, name);
+        for (minor, name) in (10..).zip(present) {
+            tree.nvme(name, minor, 100 * GIB, INSTANCE_STORE, name);
         }
         let root = tree.root.clone();
         let (added, reports) = mpsc::channel();
         let adder = thread::spawn(move || {
             thread::sleep(delay);
-            for (minor, name) in late.iter().enumerate() {
-                if minor > 0 {
+            for (minor, name) in (20..).zip(late) {
+                if minor > 20 {
                     thread::sleep(gap);
                 }
-                tree.nvme(name, 20 + minor as u32, 100 * GIB, INSTANCE_STORE, name);
+                tree.nvme(name, minor, 100 * GIB, INSTANCE_STORE, name);
                 added.send(*name).unwrap();
             }
             tree

@@ -71,7 +71,7 @@ fn hot_disk_added_during_the_wait_joins_the_volume() {
     assert_eq!(
         hot.len(),
         1,
-        "the host added no disk with serial {HOT_SERIAL}"
+        "no disk with serial {HOT_SERIAL} when provision returned after {waited:?}: it did not wait for the host to add it"
     );
     // The host adds the disk seconds after the request: a run that did not wait would have
     // found 4 disks and refused --wait-for-disks 5 no sooner than the timeout.

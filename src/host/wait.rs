@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -177,7 +177,7 @@ pub fn wait_for_paths(paths: &[PathBuf], timeout: Duration) -> Result<(), Safety
     }
 }
 
-fn is_block_device(path: &PathBuf) -> bool {
+fn is_block_device(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 

@@ -106,6 +106,7 @@ fn timed_out(started: Instant, wait: &DiskWait) -> bool {
 
 fn discovery_timeout(matcher: &DiskMatcher, wait: &DiskWait, discovery: &Discovery) -> SafetyError {
     let expected = match wait.discovered {
+        WaitUntil::Count(1) => format!("1 free disk matching {matcher}"),
         WaitUntil::Count(count) => format!("{count} free disks matching {matcher}"),
         WaitUntil::Settled(settle) => format!(
             "free disks matching {matcher} to stop changing for {}",

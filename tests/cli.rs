@@ -345,3 +345,23 @@ fn status_without_device_mapper_says_no_volumes_and_never_suggests_modprobe() {
         }
     }
 }
+
+/// `--wait-timeout` on named devices: a device that never appears fails after the timeout
+/// with the list of what was found and missing (a dry run waits too).
+#[test]
+fn a_named_device_that_never_appears_times_out_listing_it() {
+    let started = std::time::Instant::now();
+    tosskey(&[
+        "provision",
+        "/dev/null",
+        "/dev/does-not-exist",
+        "--wait-timeout",
+        "600ms",
+        "--dry-run",
+    ])
+    .fails_with(
+        3,
+        "timed out after 0.6s waiting for /dev/null, /dev/does-not-exist to exist as block devices: found none; missing /dev/null, /dev/does-not-exist: check the device names (ls /sys/class/block), or raise --wait-timeout",
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+}

@@ -18,6 +18,7 @@ mod root_every_disk;
 mod root_first_contact;
 mod root_health;
 mod root_io_error;
+mod root_late_disks;
 mod root_measure;
 mod root_mirrors;
 mod root_modules;

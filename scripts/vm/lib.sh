@@ -11,6 +11,8 @@
 #   TOSSKEY_VM_TOOLS  host programs copied into the guest's /usr/sbin with their shared
 #                     libraries (default: none; scripts/vm-test sets the root tests' list)
 #   TOSSKEY_VM_ACCEL  QEMU accelerator (default tcg; set kvm only where it is proven)
+#   VM_HOT_DISK       set by scripts/vm-test --hot-disk: a blank image vm_boot hands to
+#                     run-qemu.py, which hot-adds it when a test asks (HOT-DISK-ADD)
 #   VM_TPM_STATE      set by scripts/vm-test --tpm: vm_boot attaches a swtpm TPM 2.0 whose
 #                     state lives in this directory
 
@@ -281,6 +283,7 @@ vm_boot() {
     shift 3
     local args=(--kernel "$VM_KERNEL_IMAGE" --initrd "$initrd" --timeout "$timeout" --mode "$mode" --accel "$VM_ACCEL")
     [ -z "${VM_TPM_STATE:-}" ] || args+=(--tpm-state "$VM_TPM_STATE")
+    [ -z "${VM_HOT_DISK:-}" ] || args+=(--hot-disk "$VM_HOT_DISK")
     for disk in "$@"; do
         args+=(--disk "$disk")
     done

@@ -4,7 +4,9 @@
 Called by scripts/vm/lib.sh (vm_boot); not meant to be run by hand. The guest's init
 (scripts/vm/init) and test runner (scripts/vm/run-tests) print protocol lines starting
 with "@@tosskey@@" on the serial console; this script echoes everything live, turns the
-protocol lines into readable host lines, and decides the exit status:
+protocol lines into readable host lines, and decides the exit status. A test may print
+"@@tosskey@@ HOT-DISK-ADD" on the console: with --hot-disk the host then hot-adds that
+image as a virtio disk through QEMU's monitor, a few seconds later.
 
   0  the payload finished and (in test mode) every test passed
   1  a test failed, the guest panicked, init gave up, the final marker never came, or
@@ -19,14 +21,21 @@ import os
 import re
 import secrets
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 MARKER = "@@tosskey@@ "
 # First "still running" notice for a test after this many seconds, then at 2x, 4x, ...
 SLOW_TEST_NOTICE_SECONDS = 60.0
 # A kernel panic, BUG or oops: the run is broken even if the tests go on.
+# How long after a test asks for the hot disk (HOT-DISK-ADD) the host adds it: long enough
+# for the test to start the command that waits for it, so the disk arrives during the wait.
+HOT_DISK_DELAY_SECONDS = 3.0
+# The serial of the hot-added disk (tests/root_late_disks.rs looks for it).
+HOT_DISK_SERIAL = "tosskey-hot-0"
 PANIC_PATTERN = re.compile(r"Kernel panic - not syncing|kernel BUG at|BUG: kernel|Oops: [0-9a-f]{4} ")
 
 
@@ -46,7 +55,8 @@ def qemu_command(args):
         "-m", "2048",
         "-display", "none",
         "-serial", "stdio",
-        "-monitor", "none",
+        # The human monitor only with --hot-disk, on a socket of its own (add_hot_disk).
+        "-monitor", f"unix:{args.monitor_socket},server=on,wait=off" if args.hot_disk else "none",
         # A kernel panic (panic=-1 reboots at once) then ends QEMU instead of looping.
         "-no-reboot",
         "-kernel", args.kernel,
@@ -75,6 +85,31 @@ def qemu_command(args):
             "-device", f"virtio-blk-pci,drive=d{index},serial=tosskey-disk-{index}",
         ]
     return command
+
+
+def add_hot_disk(monitor_socket, image):
+    """Hot-add `image` as a blank virtio disk through QEMU's human monitor: drive_add
+    makes the backend, device_add plugs a virtio-blk-pci device (ACPI PCI hotplug of the
+    i440fx machine) that the guest probes as /dev/vdX with the serial HOT_DISK_SERIAL."""
+    commands = [
+        f"drive_add 0 file={image},format=raw,if=none,id=hot0,cache=unsafe",
+        f"device_add virtio-blk-pci,drive=hot0,serial={HOT_DISK_SERIAL},id=hotdisk0",
+    ]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
+        monitor.settimeout(10.0)
+        monitor.connect(monitor_socket)
+        reply = b""
+        for command in commands:
+            monitor.sendall(command.encode() + b"\n")
+            # Each command's reply ends with the next "(qemu) " prompt.
+            while reply.count(b"(qemu) ") < commands.index(command) + 2:
+                chunk = monitor.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+    answer = " / ".join(line.strip() for line in reply.decode(errors="replace").splitlines()
+                        if line.strip() and not line.startswith("QEMU") and "(qemu)" not in line)
+    log(f"hot-added {image} as {HOT_DISK_SERIAL}" + (f": {answer}" if answer else ""))
 
 
 def start_swtpm(state_dir):
@@ -109,8 +144,11 @@ def stop_swtpm(process):
 class Run:
     """What the serial console has told us so far."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, hot_disk=None):
         self.mode = mode
+        # (monitor socket, image) with --hot-disk, else None.
+        self.hot_disk = hot_disk
+        self.hot_disk_added = False
         self.started = time.monotonic()
         self.results = []  # (label, test, ok, seconds)
         self.current = None  # (label, test, host start time) of the running test
@@ -171,6 +209,20 @@ class Run:
             self.done = (int(values["passed"]), int(values["failed"]))
         elif kind == "PAYLOAD-EXIT":
             self.payload_status = int(rest.split("=", 1)[1])
+        elif kind == "HOT-DISK-ADD":
+            if self.hot_disk_added:
+                self.problems.append("a second test asked for the hot disk: a run has one")
+            elif self.hot_disk is None:
+                self.problems.append("a test asked for a hot disk: run scripts/vm-test with --hot-disk")
+                log("a test asked for a hot disk, but this run has none (scripts/vm-test --hot-disk)")
+            else:
+                log(f"adding the hot disk in {HOT_DISK_DELAY_SECONDS:.0f}s")
+                timer = threading.Timer(HOT_DISK_DELAY_SECONDS, add_hot_disk, self.hot_disk)
+                timer.daemon = True
+                timer.start()
+                # One disk per run: a second request is a problem of its own.
+                self.hot_disk = None
+                self.hot_disk_added = True
         elif kind == "FATAL":
             self.problems.append(f"guest init: {rest}")
             log(f"guest init failed: {rest}")
@@ -210,10 +262,12 @@ def main():
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--mode", choices=("test", "demo"), default="test")
     parser.add_argument("--accel", default="tcg")
+    parser.add_argument("--hot-disk", help="a blank image the host hot-adds when a test asks (HOT-DISK-ADD)")
     parser.add_argument("--tpm-state", help="attach a software TPM 2.0 (swtpm) keeping its state here")
     args = parser.parse_args()
 
-    run = Run(args.mode)
+    args.monitor_socket = f"{args.hot_disk}.monitor" if args.hot_disk else None
+    run = Run(args.mode, (args.monitor_socket, args.hot_disk) if args.hot_disk else None)
     swtpm, args.tpm_socket = start_swtpm(args.tpm_state) if args.tpm_state else (None, None)
     try:
         command = qemu_command(args)

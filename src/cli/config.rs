@@ -2,6 +2,7 @@
 //! device is looked at. Every error here is a usage error (exit code 2).
 
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
@@ -10,6 +11,7 @@ use tosskey_dm::DmName;
 use crate::cli::{self, ProvisionArgs};
 use crate::error::{Error, Usage};
 use crate::host::discover::{Cloud, DiskMatcher};
+use crate::host::wait::{DiskWait, WaitUntil, DEFAULT_SETTLE, DEFAULT_WAIT_TIMEOUT};
 use crate::names::MAX_NAME_LEN;
 use crate::plan::derive::member_count_problem;
 use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
@@ -83,6 +85,11 @@ impl ProvisionConfig {
             json: args.json,
             measure_pcr: args.measure_pcr,
             metrics_file: args.metrics_file,
+            wait: disk_wait(
+                args.wait.wait_timeout,
+                args.wait.wait_for_disks,
+                args.wait.settle,
+            ),
         })
     }
 
@@ -206,6 +213,25 @@ fn member_source(
         })),
         (Some(_), false) => Err(Error::Usage(Usage::DevicesAndDiscover)),
     }
+}
+
+/// `--wait-timeout`, `--wait-for-disks`, `--settle`: any of them waits (clap keeps the
+/// count and the settle time to `--discover`, and apart).
+fn disk_wait(
+    timeout: Option<Duration>,
+    count: Option<u32>,
+    settle: Option<Duration>,
+) -> Option<DiskWait> {
+    if timeout.is_none() && count.is_none() && settle.is_none() {
+        return None;
+    }
+    Some(DiskWait {
+        timeout: timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
+        discovered: match count {
+            Some(count) => WaitUntil::Count(count as usize),
+            None => WaitUntil::Settled(settle.unwrap_or(DEFAULT_SETTLE)),
+        },
+    })
 }
 
 /// The options [`filesystem_settings`] checks.
@@ -512,6 +538,74 @@ mod tests {
             "{err}"
         );
         assert!(config(&["--discover", "aws"]).is_ok());
+    }
+
+    #[test]
+    fn wait_flags_say_how_long_and_until_when() {
+        let wait = |args: &[&str]| config(args).unwrap().wait;
+        assert_eq!(wait(&["/dev/vdb"]), None);
+        assert_eq!(
+            wait(&["/dev/vdb", "--wait-timeout", "5s"]).map(|w| w.timeout),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            wait(&["--discover", "aws", "--wait-for-disks", "4"]),
+            Some(DiskWait {
+                timeout: DEFAULT_WAIT_TIMEOUT,
+                discovered: WaitUntil::Count(4)
+            })
+        );
+        assert_eq!(
+            wait(&["--discover", "aws", "--wait-timeout", "1min"]),
+            Some(DiskWait {
+                timeout: Duration::from_secs(60),
+                discovered: WaitUntil::Settled(DEFAULT_SETTLE)
+            })
+        );
+        assert_eq!(
+            wait(&["--discover", "aws", "--settle", "500ms"]).map(|w| w.discovered),
+            Some(WaitUntil::Settled(Duration::from_millis(500)))
+        );
+    }
+
+    #[test]
+    fn wait_flags_are_refused_where_they_mean_nothing() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| {
+            let argv = [&["tosskey", "provision"][..], args].concat();
+            cli::Cli::try_parse_from(argv).unwrap_err().kind()
+        };
+        assert_eq!(
+            kind(&["/dev/vdb", "--wait-for-disks", "2"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["/dev/vdb", "--settle", "2s"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--wait-for-disks", "2"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&[
+                "--discover",
+                "aws",
+                "--wait-for-disks",
+                "2",
+                "--settle",
+                "1s"
+            ]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["--discover", "aws", "--wait-for-disks", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["/dev/vdb", "--wait-timeout", "soon"]),
+            ErrorKind::ValueValidation
+        );
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub struct ProvisionArgs {
     #[arg(long, hide = true, requires = "discover", value_name = "PREFIX")]
     pub discover_serial_prefix: Option<String>,
 
+    /// --wait-timeout, --wait-for-disks, --settle (boxed: they would make every `Command`
+    /// as large as `provision`'s arguments).
+    #[command(flatten)]
+    pub wait: Box<DiskWaitArgs>,
+
     /// Name of the dm-crypt mapping (/dev/mapper/NAME).
     #[arg(long, default_value = "ephemeral-encrypted")]
     pub name: String,
@@ -210,6 +215,26 @@ pub struct ProvisionArgs {
     /// rename), for node_exporter's textfile collector (a `*.prom` file in its directory).
     #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
     pub metrics_file: Option<PathBuf>,
+}
+
+/// `provision`'s wait for late disks.
+#[derive(Debug, Args)]
+pub struct DiskWaitArgs {
+    /// Wait up to DURATION (30s, 500ms) for disks that appear late: named devices until
+    /// each exists as a block device, --discover until --wait-for-disks are found or the
+    /// found set has not changed for --settle. Polls sysfs, no udev; a dry run waits too.
+    /// 30s when only --wait-for-disks or --settle is given.
+    #[arg(long, value_name = "DURATION", value_parser = crate::host::wait::parse_duration)]
+    pub wait_timeout: Option<std::time::Duration>,
+
+    /// With --discover: wait until at least N free disks are found, then use all found.
+    #[arg(long, value_name = "N", requires = "discover", conflicts_with_all = ["devices", "settle"], value_parser = clap::value_parser!(u32).range(1..))]
+    pub wait_for_disks: Option<u32>,
+
+    /// With --discover: wait until the found disks have not changed for DURATION (2s when
+    /// only --wait-timeout is given), then use them.
+    #[arg(long, value_name = "DURATION", requires = "discover", conflicts_with = "devices", value_parser = crate::host::wait::parse_duration)]
+    pub settle: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

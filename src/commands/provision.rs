@@ -26,6 +26,7 @@ use crate::exec::{refuse_foreign_dm, refuse_foreign_md, teardown_in, BuiltStack,
 use crate::host::discover::discover_matching;
 use crate::host::safety::{check_members, CheckOptions, MemberClaims};
 use crate::host::sysfs::SystemRoot;
+use crate::host::wait::{wait_for_discovery, wait_for_paths};
 use crate::names::{self, previous_escrow_file};
 use crate::plan::request::MeasurePcr;
 use crate::plan::request::{AssemblyChoice, MemberSource, ProvisionConfig};
@@ -894,9 +895,17 @@ fn display_paths(paths: &[PathBuf]) -> String {
 
 fn member_paths(cfg: &ProvisionConfig, env: &Environment) -> Result<Vec<PathBuf>> {
     Ok(match &cfg.source {
-        MemberSource::Explicit(paths) => paths.clone(),
+        MemberSource::Explicit(paths) => {
+            if let Some(wait) = &cfg.wait {
+                wait_for_paths(paths, wait.timeout)?;
+            }
+            paths.clone()
+        }
         MemberSource::Discover(matcher) => {
-            let discovery = discover_matching(&env.root, matcher)?;
+            let discovery = match &cfg.wait {
+                Some(wait) => wait_for_discovery(&env.root, matcher, wait)?,
+                None => discover_matching(&env.root, matcher)?,
+            };
             for skipped in &discovery.skipped {
                 eprintln!("tosskey: skipping {}: {}", skipped.name, skipped.reason);
             }

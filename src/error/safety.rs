@@ -134,6 +134,15 @@ pub enum SafetyError {
 
     #[error("no instance-store disks found for {cloud}: {detail} (use explicit device paths)")]
     NoDisksFound { cloud: String, detail: String },
+
+    /// `provision --wait-timeout` ran out before the disks it waits for were all there.
+    #[error("timed out after {waited} waiting for {expected}: found {found}: {fix}")]
+    DisksLate {
+        waited: String,
+        expected: String,
+        found: String,
+        fix: &'static str,
+    },
 }
 
 /// A permission error's advice: disks and device-mapper are root's.

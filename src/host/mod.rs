@@ -6,3 +6,4 @@ pub mod discover;
 pub mod safety;
 pub mod signature;
 pub mod sysfs;
+pub mod wait;

@@ -10,6 +10,7 @@ use tosskey_dm::DmName;
 use tosskey_tpm::DEFAULT_DEVICE;
 
 use crate::host::discover::DiskMatcher;
+use crate::host::wait::DiskWait;
 use crate::plan::{EscrowSettings, FilesystemSettings, KeyLoading, Layout, MdLevel};
 
 /// Where the members come from.
@@ -57,6 +58,8 @@ pub struct ProvisionConfig {
     pub measure_pcr: Option<MeasurePcr>,
     /// Where the run writes the volume's Prometheus metrics (`--metrics-file`).
     pub metrics_file: Option<PathBuf>,
+    /// How long to wait for late members, and when they are all there.
+    pub wait: Option<DiskWait>,
 }
 
 /// The PCR `auto` measures into: "system identity", where systemd measures volumes too.

@@ -298,3 +298,39 @@ fn a_copy_that_does_not_fit_rolls_everything_back_and_names_the_file() {
     assert!(!status.contains("t-bind-full"), "{status}");
     drop(cleanup);
 }
+
+// TOSSKEY_TEST_CRASH_AFTER exists only with the test-hooks feature (scripts/vm-test enables it).
+#[cfg(feature = "test-hooks")]
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn a_run_killed_after_a_copy_or_a_bind_is_taken_down_and_built_again_by_the_rerun() {
+    let disk = disks(1);
+    let cleanup = Cleanup {
+        name: "t-bind-crash",
+        disks: disk.clone(),
+    };
+    let dir = Path::new("/var/lib/t-bind-crash");
+    let before = fill_dir(dir, &[("data", b"before".to_vec())]);
+    let args = [
+        "provision",
+        disk[0].to_str().unwrap(),
+        "--name",
+        cleanup.name,
+        "--mount",
+        "/mnt/t-bind-crash",
+        "--bind",
+        dir.to_str().unwrap(),
+    ];
+    for step in ["copy", "bind"] {
+        let crashed = crate::common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", step)]);
+        assert_eq!(crashed.code, -1, "step {step}: {}", crashed.stderr);
+        let rerun = tosskey(&args).ok();
+        assert!(rerun.stderr.contains("did not finish"), "{}", rerun.stderr);
+        assert_bound(dir, cleanup.name);
+        assert_eq!(read_tree(dir), before, "after {step}");
+        tosskey(&["close", cleanup.name, "--unmount"]).ok();
+        assert_not_mounted(dir);
+        assert_eq!(read_tree(dir), before, "after {step}");
+    }
+    drop(cleanup);
+}

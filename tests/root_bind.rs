@@ -80,6 +80,33 @@ fn assert_bound(dir: &Path, name: &str) {
     );
 }
 
+/// A volume `name` on the first disk, mounted at /mnt/NAME, binding `dir` (which holds one
+/// file): its cleanup, the provision arguments and what `dir` holds.
+fn one_bound_dir(
+    name: &'static str,
+    dir: &Path,
+) -> (Cleanup, Vec<String>, BTreeMap<PathBuf, Vec<u8>>) {
+    let disk = disks(1);
+    let args = [
+        "provision",
+        disk[0].to_str().unwrap(),
+        "--name",
+        name,
+        "--mount",
+        &format!("/mnt/{name}"),
+        "--bind",
+        dir.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let before = fill_dir(dir, &[("data", b"before".to_vec())]);
+    (Cleanup { name, disks: disk }, args, before)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 #[track_caller]
 fn assert_not_mounted(dir: &Path) {
     assert_eq!(
@@ -204,24 +231,9 @@ fn bind_serves_two_directories_from_the_volume_and_close_puts_them_back() {
 #[test]
 #[ignore = "root: runs in the VM guest (scripts/vm-test)"]
 fn shred_detaches_the_binds_before_the_volume() {
-    let disk = disks(1);
-    let cleanup = Cleanup {
-        name: "t-bind-shred",
-        disks: disk.clone(),
-    };
     let dir = Path::new("/var/lib/t-bind-shred");
-    let before = fill_dir(dir, &[("data", b"before".to_vec())]);
-    tosskey(&[
-        "provision",
-        disk[0].to_str().unwrap(),
-        "--name",
-        cleanup.name,
-        "--mount",
-        "/mnt/t-bind-shred",
-        "--bind",
-        dir.to_str().unwrap(),
-    ])
-    .ok();
+    let (cleanup, args, before) = one_bound_dir("t-bind-shred", dir);
+    tosskey(&strs(&args)).ok();
     assert_bound(dir, cleanup.name);
     let shred = tosskey(&["shred", cleanup.name]).ok().stdout;
     assert!(shred.contains("the stack removed"), "{shred}");
@@ -296,5 +308,27 @@ fn a_copy_that_does_not_fit_rolls_everything_back_and_names_the_file() {
     assert!(!mdstat.contains("md_tk_t-bind-full"), "{mdstat}");
     let status = tosskey(&["status"]).ok().stdout;
     assert!(!status.contains("t-bind-full"), "{status}");
+    drop(cleanup);
+}
+
+// TOSSKEY_TEST_CRASH_AFTER exists only with the test-hooks feature (scripts/vm-test enables it).
+#[cfg(feature = "test-hooks")]
+#[test]
+#[ignore = "root: runs in the VM guest (scripts/vm-test)"]
+fn a_run_killed_after_a_copy_or_a_bind_is_taken_down_and_built_again_by_the_rerun() {
+    let dir = Path::new("/var/lib/t-bind-crash");
+    let (cleanup, args, before) = one_bound_dir("t-bind-crash", dir);
+    let args = strs(&args);
+    for step in ["copy", "bind"] {
+        let crashed = crate::common::tosskey_env(&args, &[("TOSSKEY_TEST_CRASH_AFTER", step)]);
+        assert_eq!(crashed.code, -1, "step {step}: {}", crashed.stderr);
+        let rerun = tosskey(&args).ok();
+        assert!(rerun.stderr.contains("did not finish"), "{}", rerun.stderr);
+        assert_bound(dir, cleanup.name);
+        assert_eq!(read_tree(dir), before, "after {step}");
+        tosskey(&["close", cleanup.name, "--unmount"]).ok();
+        assert_not_mounted(dir);
+        assert_eq!(read_tree(dir), before, "after {step}");
+    }
     drop(cleanup);
 }

@@ -179,7 +179,7 @@ mod tests {
 
     use super::*;
     use crate::commands::status::status;
-    use crate::commands::status::tests::{raid0_volume, Fixture, MIB};
+    use crate::commands::status::tests::{add_mount, raid0_volume, Fixture, MIB};
     use crate::exec::journal::MappingTarget;
 
     #[test]
@@ -222,20 +222,10 @@ mod tests {
     /// and mounted at /mnt/v again after them (as a rerun that remounted it leaves it).
     fn bound_volume() -> Fixture {
         let f = raid0_volume();
-        let mut journal = f.env.journals.load("v").unwrap().unwrap();
         f.kernel.unmount(Path::new("/mnt/v")).unwrap();
-        for dir in ["/var/lib/a", "/var/lib/b"] {
-            journal.binds.push(crate::exec::journal::RecordedBind {
-                dir: dir.into(),
-                source: format!("/mnt/v/bind{dir}").into(),
-            });
-            add_mount(
-                &f,
-                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
-            );
-        }
+        let dirs = ["/var/lib/a", "/var/lib/b"];
+        crate::commands::status::tests::record_binds(&f, &dirs, &dirs);
         add_mount(&f, "99 1 253:0 / /mnt/v rw,noatime - ext4 /dev/mapper/v rw");
-        f.env.journals.save(&journal).unwrap();
         f
     }
 
@@ -325,12 +315,6 @@ mod tests {
             ]
         );
         assert!(built.env.journals.load("v").unwrap().is_none());
-    }
-
-    fn add_mount(f: &Fixture, line: &str) {
-        let path = f.env.root.proc.join("self/mountinfo");
-        let text = std::fs::read_to_string(&path).unwrap() + line + "\n";
-        std::fs::write(path, text).unwrap();
     }
 
     /// The volume was unmounted and something else mounted at its directory: close and

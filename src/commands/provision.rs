@@ -980,7 +980,7 @@ mod tests {
     use tosskey_dm::DmName;
 
     use super::*;
-    use crate::commands::status::tests::{raid0_volume, Fixture};
+    use crate::commands::status::tests::{add_mount, raid0_volume, Fixture};
 
     /// `tosskey provision /dev/vdb /dev/vdc --name v` plus `args`.
     fn config(args: &[&str]) -> ProvisionConfig {
@@ -1001,12 +1001,6 @@ mod tests {
 
     fn mountinfo(f: &Fixture) -> String {
         std::fs::read_to_string(f.env.root.proc.join("self/mountinfo")).unwrap()
-    }
-
-    fn add_mount(f: &Fixture, line: &str) {
-        let path = f.env.root.proc.join("self/mountinfo");
-        let text = mountinfo(f) + line + "\n";
-        std::fs::write(path, text).unwrap();
     }
 
     fn converge(f: &Fixture, args: &[&str]) -> Result<Option<Outcome>> {
@@ -1107,18 +1101,8 @@ mod tests {
     /// in place (mountinfo shows the volume's `/bind/DIR` at each).
     fn bound_volume() -> Fixture {
         let f = raid0_volume();
-        let mut journal = f.env.journals.load("v").unwrap().unwrap();
-        for dir in ["/var/lib/kubelet", "/var/log/pods"] {
-            journal.binds.push(crate::exec::journal::RecordedBind {
-                dir: PathBuf::from(dir),
-                source: PathBuf::from(format!("/mnt/v/bind{dir}")),
-            });
-            add_mount(
-                &f,
-                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
-            );
-        }
-        f.env.journals.save(&journal).unwrap();
+        let dirs = ["/var/lib/kubelet", "/var/log/pods"];
+        crate::commands::status::tests::record_binds(&f, &dirs, &dirs);
         f
     }
 

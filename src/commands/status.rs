@@ -1013,23 +1013,39 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn status_and_metrics_list_the_binds_and_whether_each_is_in_place() {
-        let f = raid0_volume();
+    /// Append `line` to the fixture's mountinfo.
+    pub(crate) fn add_mount(f: &Fixture, line: &str) {
+        let path = f.env.root.proc.join("self/mountinfo");
+        let text = std::fs::read_to_string(&path).unwrap() + line + "\n";
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Record binds of `dirs` (their copies under /mnt/v/bind) in the fixture's journal;
+    /// each of `in_place` gets the volume's `/bind/DIR` mounted over it.
+    pub(crate) fn record_binds(f: &Fixture, dirs: &[&str], in_place: &[&str]) {
         let mut journal = f.env.journals.load("v").unwrap().unwrap();
-        for dir in ["/var/lib/containerd", "/var/log/pods"] {
+        for dir in dirs {
             journal.binds.push(crate::exec::journal::RecordedBind {
                 dir: PathBuf::from(dir),
                 source: PathBuf::from(format!("/mnt/v/bind{dir}")),
             });
         }
         f.env.journals.save(&journal).unwrap();
+        for dir in in_place {
+            add_mount(
+                f,
+                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
+            );
+        }
+    }
+
+    #[test]
+    fn status_and_metrics_list_the_binds_and_whether_each_is_in_place() {
+        let f = raid0_volume();
         // containerd is bound from the volume; pods has the volume's root there instead.
-        let mountinfo = f.env.root.proc.join("self/mountinfo");
-        let text = std::fs::read_to_string(&mountinfo).unwrap()
-            + "95 1 253:0 /bind/var/lib/containerd /var/lib/containerd rw - ext4 /dev/mapper/v rw\n"
-            + "96 1 253:0 / /var/log/pods rw - ext4 /dev/mapper/v rw\n";
-        std::fs::write(&mountinfo, text).unwrap();
+        let (containerd, pods) = ("/var/lib/containerd", "/var/log/pods");
+        record_binds(&f, &[containerd, pods], &[containerd]);
+        add_mount(&f, "96 1 253:0 / /var/log/pods rw - ext4 /dev/mapper/v rw");
         let volumes = status_in(&f.kernel, &f.env, None).unwrap();
         let binds: Vec<(&str, bool)> = volumes[0]
             .binds

@@ -166,27 +166,39 @@ fn build_and_undo_at_each_step(args: &[&str], disks: usize) -> Vec<String> {
 
     for failing in 0..log.len() {
         let machine = Machine::for_plan(&plan);
-        machine.kernel.fail_build(failing);
-        let err = machine.provision(&plan, &keys).unwrap_err();
-        let mut expected = log[..failing].to_vec();
-        expected.push(format!("refuse {}", log[failing]));
-        expected.extend(log[..failing].iter().rev().filter_map(|op| undo_of(op)));
-        assert_eq!(
-            machine.kernel.log(),
-            expected,
-            "failure at {}",
-            log[failing]
-        );
-        assert!(
-            matches!(err, Error::RolledBack { .. }),
-            "failure at {}: {err:?}",
-            log[failing]
-        );
+        assert_failure_undone(&machine, &plan, &keys, &log, failing);
         assert!(machine.kernel.dm_devices().unwrap().is_empty());
-        assert!(machine.journals.load(&plan.name).unwrap().is_none());
         assert_no_key_in(&machine.kernel.log().join("\n"), &keys);
     }
     log
+}
+
+/// Fail operation `failing` of a successful build's `log` on `machine` and check the run
+/// undid exactly what it had built until then, newest first, and left no journal.
+fn assert_failure_undone(
+    machine: &Machine,
+    plan: &Plan,
+    keys: &KeyArena,
+    log: &[String],
+    failing: usize,
+) {
+    machine.kernel.fail_build(failing);
+    let err = machine.provision(plan, keys).unwrap_err();
+    let mut expected = log[..failing].to_vec();
+    expected.push(format!("refuse {}", log[failing]));
+    expected.extend(log[..failing].iter().rev().filter_map(|op| undo_of(op)));
+    assert_eq!(
+        machine.kernel.log(),
+        expected,
+        "failure at {}",
+        log[failing]
+    );
+    assert!(
+        matches!(err, Error::RolledBack { .. }),
+        "failure at {}: {err:?}",
+        log[failing]
+    );
+    assert!(machine.journals.load(&plan.name).unwrap().is_none());
 }
 
 /// The crypt table options every layout here gets (tosskey's defaults, 4 KiB sectors).
@@ -563,22 +575,9 @@ fn binds_follow_the_mount_and_every_failure_unbinds_newest_first() {
     );
 
     for failing in log.len() - 3..log.len() {
-        let machine = fresh();
-        machine.kernel.fail_build(failing);
-        let err = machine.provision(&plan, &keys).unwrap_err();
-        assert!(matches!(err, Error::RolledBack { .. }), "{err:?}");
-        let mut expected = log[..failing].to_vec();
-        expected.push(format!("refuse {}", log[failing]));
-        expected.extend(log[..failing].iter().rev().filter_map(|op| undo_of(op)));
-        assert_eq!(
-            machine.kernel.log(),
-            expected,
-            "failure at {}",
-            log[failing]
-        );
+        assert_failure_undone(&fresh(), &plan, &keys, &log, failing);
         assert!(!created.exists(), "failure at {}", log[failing]);
         assert_eq!(std::fs::read(kept.join("data")).unwrap(), b"node data");
-        assert!(machine.journals.load(&plan.name).unwrap().is_none());
     }
 
     // The copy finds the volume's side already holding something: the error names it,

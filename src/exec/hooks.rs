@@ -3,7 +3,7 @@
 
 /// Test-only hooks at the end of each build step, compiled in only with the `test-hooks`
 /// feature (release builds never have them). Steps: `journal`, `assembly`, `crypt`,
-/// `verify`, `escrow`, `mkfs`, `mount`.
+/// `verify`, `escrow`, `mkfs`, `mount`, and per `--bind` directory `copy` and `bind`.
 /// - `TOSSKEY_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that step, so root
 ///   tests can prove a rerun converges.
 /// - `TOSSKEY_TEST_STEP_TIMES=1` prints `tosskey: step <step> done at <seconds>` (the

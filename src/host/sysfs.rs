@@ -579,9 +579,14 @@ mod tests {
 36 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw
 40 36 259:5 / /mnt/my\\040data rw master:2 - xfs /dev/nvme1n1 rw
 41 36 0:45 / /home rw - btrfs /dev/vdb rw
+42 36 253:0 /bind/var/lib/my\\040dir /var/lib/my\\040dir rw - ext4 /dev/mapper/v rw
 ";
         let mounts = parse_mountinfo(text);
-        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts.len(), 5);
+        assert_eq!(mounts[1].root, "/");
+        // A bind mount: the directory of the filesystem mounted there, unescaped.
+        assert_eq!(mounts[4].root, "/bind/var/lib/my dir");
+        assert_eq!(mounts[4].mount_point, "/var/lib/my dir");
         assert_eq!(
             mounts[1].dev,
             DevId {

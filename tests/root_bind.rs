@@ -285,7 +285,7 @@ fn a_copy_that_does_not_fit_rolls_everything_back_and_names_the_file() {
     );
     assert!(
         run.stderr
-            .contains("cannot write /mnt/t-bind-full/bind/var/lib/t-bind-full/f"),
+            .contains("cannot create /mnt/t-bind-full/bind/var/lib/t-bind-full/f"),
         "{}",
         run.stderr
     );

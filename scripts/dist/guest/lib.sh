@@ -170,6 +170,10 @@ check_new_key() {
         fail "no record of the first boot's canary in $STATE/canary"
         return
     fi
+    if [ ! -b "$DIST_VOLUME" ]; then
+        fail "there is no $DIST_VOLUME in this boot: cannot tell the key changed"
+        return
+    fi
     offset=$(sed -n 's/^offset=//p' "$STATE/canary")
     plain=$(sed -n 's/^plain=//p' "$STATE/canary")
     raw=$(sed -n 's/^raw=//p' "$STATE/canary")

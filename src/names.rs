@@ -21,6 +21,25 @@ pub const MAX_NAME_LEN: usize = 80;
 /// Where the journals live unless a test or `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/run/tosskey";
 
+/// The directory at the root of the volume's filesystem that holds the `--bind`
+/// directories' copies: `DIR` lives at `bind/DIR` (e.g. `bind/var/lib/containerd`).
+pub const BIND_DIR: &str = "bind";
+
+/// Where `--bind DIR` lives within the volume's filesystem: `/bind/DIR`, the root that
+/// mountinfo shows for the bind mount at `DIR`. `dir` is absolute.
+pub fn bind_root(dir: &Path) -> PathBuf {
+    Path::new("/").join(BIND_DIR).join(relative_to_root(dir))
+}
+
+/// Where `--bind DIR` lives while the volume is mounted at `mount`: `MOUNT/bind/DIR`.
+pub fn bind_source(mount: &Path, dir: &Path) -> PathBuf {
+    mount.join(BIND_DIR).join(relative_to_root(dir))
+}
+
+fn relative_to_root(dir: &Path) -> &Path {
+    dir.strip_prefix("/").unwrap_or(dir)
+}
+
 /// The md array's kernel names start with this (`md_<hint>`; the kernel adds `md_` to the
 /// hint given at creation).
 const MD_KERNEL_PREFIX: &str = "md_";

@@ -10,6 +10,7 @@ mod discover;
 mod escrow_decrypt;
 mod readme;
 mod root_bench;
+mod root_bind;
 mod root_claims;
 mod root_cli_matrix;
 mod root_compat;

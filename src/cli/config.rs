@@ -1,7 +1,7 @@
 //! Checked configuration: the CLI's raw values turned into validated types, before any
 //! device is looked at. Every error here is a usage error (exit code 2).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use tosskey_crypto::key::KeySize;
 use tosskey_crypto::spec::CipherSpec;
@@ -20,13 +20,15 @@ use crate::plan::{
 impl ProvisionConfig {
     /// The checked configuration of a `provision` run. The checks run in a fixed order, so
     /// of several bad values the same one is reported every time.
-    pub fn from_args(args: ProvisionArgs) -> Result<Self, Error> {
+    pub fn from_args(args: Box<ProvisionArgs>) -> Result<Self, Error> {
+        let args = *args;
         let name = volume_name(&args.name)?;
         let (cipher, key_size) = cipher_and_key_size(&args.cipher, args.key_size)?;
         let chunk_bytes = chunk_bytes(args.chunk_kib)?;
         let assembly = assembly_choice(args.raid, args.level)?;
         let source = member_source(args.discover, args.devices, args.discover_serial_prefix)?;
         check_filesystem_args(args.mkfs, args.mount.as_deref(), args.label.as_deref())?;
+        check_binds(&args.binds, args.mkfs, args.mount.as_deref())?;
         let key_scope = parse_key_scope(&args.key_scope)?;
         if let MemberSource::Explicit(devices) = &source {
             if let Some(level) = member_count_problem(assembly, devices.len()) {
@@ -66,6 +68,7 @@ impl ProvisionConfig {
                 cli::MkfsKindArg::None => None,
             },
             mount: args.mount,
+            binds: args.binds,
             escrow: args.escrow_key.map(|public_key| EscrowSettings {
                 public_key,
                 file: args.escrow_file,
@@ -188,6 +191,63 @@ fn check_filesystem_args(
     }
 }
 
+/// `--bind`: each needs a filesystem mounted with `--mount`, is an absolute path other
+/// than `/` without `.` or `..`, is given once, and neither holds another `--bind` or the
+/// mount point nor lies inside one (a copy would hold itself, or one bind would hide
+/// another).
+fn check_binds(
+    binds: &[PathBuf],
+    mkfs: cli::MkfsKindArg,
+    mount: Option<&Path>,
+) -> Result<(), Error> {
+    let Some(first) = binds.first() else {
+        return Ok(());
+    };
+    if mkfs == cli::MkfsKindArg::None {
+        return Err(Error::Usage(Usage::BindWithoutFilesystem {
+            dir: first.clone(),
+        }));
+    }
+    let Some(mount) = mount else {
+        return Err(Error::Usage(Usage::BindWithoutMount { dir: first.clone() }));
+    };
+    let inside = |inner: &Path, outer: &Path| inner != outer && inner.starts_with(outer);
+    for (index, dir) in binds.iter().enumerate() {
+        let plain = dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !dir.is_absolute() || !plain {
+            return Err(Error::Usage(Usage::BindNotAbsolute { dir: dir.clone() }));
+        }
+        if dir.parent().is_none() {
+            return Err(Error::Usage(Usage::BindRoot));
+        }
+        if dir.starts_with(mount) || mount.starts_with(dir) {
+            return Err(Error::Usage(Usage::BindOverlapsMount {
+                dir: dir.clone(),
+                mount: mount.to_owned(),
+            }));
+        }
+        for other in &binds[..index] {
+            if other == dir {
+                return Err(Error::Usage(Usage::BindTwice { dir: dir.clone() }));
+            }
+            if inside(dir, other) || inside(other, dir) {
+                let (outer, inner) = if inside(dir, other) {
+                    (other, dir)
+                } else {
+                    (dir, other)
+                };
+                return Err(Error::Usage(Usage::BindNested {
+                    outer: outer.clone(),
+                    inner: inner.clone(),
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `--key-scope`: `none`, or a size with a binary unit (`1TiB`, `512GiB`), at least 1 MiB.
 fn parse_key_scope(text: &str) -> Result<Option<u64>, Error> {
     if text.eq_ignore_ascii_case("none") {
@@ -255,6 +315,74 @@ mod tests {
             panic!("expected provision")
         };
         ProvisionConfig::from_args(args)
+    }
+
+    #[test]
+    fn binds_that_cannot_work_are_usage_errors_naming_the_directory() {
+        let refused = |args: &[&str]| match config(args) {
+            Err(Error::Usage(usage)) => usage.to_string(),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let with_mount = |binds: &[&'static str]| {
+            let mut args = vec!["/dev/vdb", "--mount", "/mnt/e"];
+            for dir in binds {
+                args.extend(["--bind", dir]);
+            }
+            args
+        };
+        let ok = config(&with_mount(&["/var/lib/kubelet", "/var/log/pods"])).unwrap();
+        assert_eq!(
+            ok.binds,
+            [
+                PathBuf::from("/var/lib/kubelet"),
+                PathBuf::from("/var/log/pods")
+            ]
+        );
+        for (args, expected) in [
+            (
+                vec!["/dev/vdb", "--bind", "/var/lib/kubelet"],
+                "--bind /var/lib/kubelet needs the volume mounted",
+            ),
+            (
+                vec!["/dev/vdb", "--mkfs", "none", "--bind", "/var/lib/kubelet"],
+                "--bind /var/lib/kubelet needs a filesystem to copy it onto; drop --mkfs none",
+            ),
+            (
+                with_mount(&["var/lib"]),
+                "--bind var/lib is not an absolute path",
+            ),
+            (
+                with_mount(&["/var/lib/../log"]),
+                "--bind /var/lib/../log is not an absolute path without . or ..",
+            ),
+            (with_mount(&["/"]), "--bind / would put the whole system"),
+            (
+                with_mount(&["/mnt/e/data"]),
+                "--bind /mnt/e/data overlaps --mount /mnt/e",
+            ),
+            (with_mount(&["/mnt"]), "--bind /mnt overlaps --mount /mnt/e"),
+            (
+                with_mount(&["/mnt/e"]),
+                "--bind /mnt/e overlaps --mount /mnt/e",
+            ),
+            (
+                with_mount(&["/var/log/pods", "/var/log/pods/"]),
+                "--bind /var/log/pods/ is given twice",
+            ),
+            (
+                with_mount(&["/var/lib/kubelet", "/var/lib"]),
+                "--bind /var/lib/kubelet lies inside --bind /var/lib",
+            ),
+            (
+                with_mount(&["/var/lib", "/var/lib/kubelet"]),
+                "--bind /var/lib/kubelet lies inside --bind /var/lib",
+            ),
+        ] {
+            let said = refused(&args);
+            assert!(said.starts_with(expected), "{args:?}: {said}");
+        }
+        // A sibling whose name merely starts the same is not inside.
+        config(&with_mount(&["/var/lib/kube", "/var/lib/kubelet"])).unwrap();
     }
 
     #[test]

@@ -35,8 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: its flags outweigh every other command's many times over.
     /// Build the encrypted volume: RAID (several disks) -> dm-crypt with a fresh random key -> verify -> mkfs -> mount.
-    Provision(ProvisionArgs),
+    Provision(Box<ProvisionArgs>),
     /// Show the mappings (and arrays) tosskey made, without ever showing the key.
     Status(StatusArgs),
     /// Tear a tosskey volume down: unmount (if asked), remove the mapping and the array.
@@ -164,6 +165,11 @@ pub struct ProvisionArgs {
     /// Mount the filesystem here (the directory is created).
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+
+    /// After mounting, copy DIR's contents onto the volume (to MOUNT/bind/DIR) and
+    /// bind-mount that copy over DIR; repeatable. DIR is created if missing.
+    #[arg(long = "bind", value_name = "DIR")]
+    pub binds: Vec<PathBuf>,
 
     /// Escrow the key to this RSA public key (PEM, >= 2048 bits) with RSA-OAEP-SHA-256.
     #[arg(long, value_name = "PUB.pem")]

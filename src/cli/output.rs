@@ -34,14 +34,24 @@ pub fn render_outcome(outcome: &Outcome) -> String {
             members,
             mount,
             remounted,
+            rebound,
             differing_options,
-        } => already_provisioned_text(
-            name,
-            members,
-            mount.as_deref(),
-            *remounted,
-            differing_options,
-        ),
+        } => {
+            let mut text = already_provisioned_text(
+                name,
+                members,
+                mount.as_deref(),
+                *remounted,
+                differing_options,
+            );
+            for dir in rebound {
+                text.push_str(&format!(
+                    "{} was no longer bound from the volume: bound it again (nothing copied)\n",
+                    dir.display()
+                ));
+            }
+            text
+        }
         Outcome::Provisioned(report) => provisioned_text(report),
     }
 }
@@ -106,6 +116,15 @@ fn provisioned_text(report: &Report) -> String {
         },
         report.chain.mount.as_ref().map(|m| format!("; mounted at {}", m.display())).unwrap_or_default(),
     );
+    for bind in &report.binds {
+        text.push_str(&format!(
+            "{} bound from {} ({} entries, {} bytes copied)\n",
+            bind.dir.display(),
+            bind.source.display(),
+            bind.entries,
+            bind.bytes
+        ));
+    }
     match &report.measurement {
         MeasurementOutcome::Measured { volumes } => {
             for volume in volumes {
@@ -139,6 +158,7 @@ mod tests {
             members: vec![PathBuf::from("/dev/vdb"), PathBuf::from("/dev/vdc")],
             mount: mount.map(PathBuf::from),
             remounted,
+            rebound: Vec::new(),
             differing_options: differing,
         })
     }

@@ -42,7 +42,7 @@ pub fn run(cli: Cli, hardening: harden::Hardening) -> Result<String, Error> {
 /// `provision`, and the metrics file it was asked to write whatever the outcome.
 fn run_provision(
     env: &Environment,
-    args: ProvisionArgs,
+    args: Box<ProvisionArgs>,
     hardening: harden::Hardening,
 ) -> Result<String, Error> {
     let cfg = ProvisionConfig::from_args(args)?;

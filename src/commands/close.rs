@@ -215,6 +215,70 @@ mod tests {
         );
     }
 
+    /// The fixture's volume bound at /var/lib/a and /var/lib/b (recorded in that order),
+    /// and mounted at /mnt/v again after them (as a rerun that remounted it leaves it).
+    fn bound_volume() -> Fixture {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        f.kernel.unmount(Path::new("/mnt/v")).unwrap();
+        for dir in ["/var/lib/a", "/var/lib/b"] {
+            journal.binds.push(crate::exec::journal::RecordedBind {
+                dir: dir.into(),
+                source: format!("/mnt/v/bind{dir}").into(),
+            });
+            add_mount(
+                &f,
+                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
+            );
+        }
+        add_mount(&f, "99 1 253:0 / /mnt/v rw,noatime - ext4 /dev/mapper/v rw");
+        f.env.journals.save(&journal).unwrap();
+        f
+    }
+
+    #[test]
+    fn close_unmounts_the_binds_first_newest_first_then_the_volume() {
+        let f = bound_volume();
+        let v = DmName::new("v").unwrap();
+        let err = close_in(&f.kernel, &f.env, Some(&v), false).unwrap_err();
+        assert!(err.to_string().contains("/var/lib/a"), "{err}");
+        close_in(&f.kernel, &f.env, Some(&v), true).unwrap();
+        // The fixture's own unmount of /mnt/v comes first in the log.
+        assert_eq!(
+            f.kernel.log()[1..],
+            [
+                "unmount /var/lib/b",
+                "unmount /var/lib/a",
+                "unmount /mnt/v",
+                "remove v",
+                "stop md_tk_v"
+            ]
+        );
+    }
+
+    #[test]
+    fn shred_detaches_the_binds_first_and_leaves_another_filesystem_over_one_alone() {
+        let f = bound_volume();
+        add_mount(&f, "100 1 0:50 / /var/lib/b rw - tmpfs tmpfs rw");
+        let message = shred_in(&f.kernel, &f.env, &DmName::new("v").unwrap()).unwrap();
+        assert_eq!(
+            f.kernel.log()[1..],
+            [
+                "shred v",
+                "detach /var/lib/a",
+                "detach /mnt/v",
+                "remove v",
+                "stop md_tk_v"
+            ]
+        );
+        assert!(
+            message.ends_with(
+                "\nv is also mounted at /var/lib/b beneath tmpfs (tmpfs, 0:50): left alone; unmount that first"
+            ),
+            "{message}"
+        );
+    }
+
     fn add_mount(f: &Fixture, line: &str) {
         let path = f.env.root.proc.join("self/mountinfo");
         let text = std::fs::read_to_string(&path).unwrap() + line + "\n";

@@ -5,8 +5,8 @@
 //! `_seconds`; nothing here only ever increases, so every series is a gauge and none ends in
 //! `_total`. Health is a state set (`tosskey_volume_health{state="…"}`, exactly one 1), each
 //! member has its own `tosskey_volume_member_failed` so an alert names the disk, and
-//! `tosskey_volume_mount_in_place` has a `kind` label (`mount` now; bind mounts get
-//! `kind="bind"` rows in the same series). Built from [`VolumeStatus`], which never carries
+//! `tosskey_volume_mount_in_place` has a `kind` label (`mount` for the volume's mount,
+//! `bind` for each `--bind` directory). Built from [`VolumeStatus`], which never carries
 //! key material: no series or label can hold a key.
 
 use std::fmt::Write as _;
@@ -299,7 +299,7 @@ impl VolumeFamilies {
             .add(vec![name()], seconds(ready.ready_unix_ms));
     }
 
-    /// Whether the mount the run made is still in place.
+    /// Whether the mount and the binds the run made are still in place.
     fn add_mount(&mut self, volume: &VolumeStatus) {
         let Some(dir) = &volume.mount else {
             return;
@@ -316,6 +316,16 @@ impl VolumeFamilies {
             ],
             f64::from(u8::from(in_place)),
         );
+        for bind in &volume.binds {
+            self.mount_in_place.add(
+                vec![
+                    volume_label(volume),
+                    ("kind", "bind".to_owned()),
+                    ("path", bind.dir.display().to_string()),
+                ],
+                f64::from(u8::from(bind.in_place)),
+            );
+        }
     }
 
     fn render(&self) -> String {

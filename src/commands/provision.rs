@@ -15,6 +15,7 @@ use tosskey_dm::{DeviceInfo, DmControl};
 
 use crate::commands::Environment;
 use crate::error::{Error, HeldMountPoint, Refusal, Result};
+use crate::exec::bind::{check_bind_targets, describe, BoundDir};
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::harden::Hardening;
 use crate::exec::hooks::crash_point;
@@ -49,6 +50,10 @@ pub enum Outcome {
         mount: Option<PathBuf>,
         /// The volume was not mounted at `mount` and was mounted there again.
         remounted: bool,
+        /// Recorded `--bind` directories whose bind had gone and was made again (from the
+        /// copy on the volume, which holds their data: nothing is copied again).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        rebound: Vec<PathBuf>,
         /// Options this run asked differently: they apply to the next volume (after a
         /// reboot, or after `close`), not to this one.
         differing_options: Vec<DifferingOption>,
@@ -71,6 +76,9 @@ pub struct Report {
     pub stack: BuiltStack,
     pub escrow_file: Option<PathBuf>,
     pub filesystem: Option<FilesystemReport>,
+    /// The `--bind` directories, bound from the volume, with what each copy carried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BoundDir>,
     pub hardening: Hardening,
     /// What [`KeyArena::wipe`] found after escrow and measurement: tosskey's copy of every
     /// key read back as zeros and its memory was unmapped.
@@ -145,6 +153,7 @@ pub fn provision(
         },
     )?;
     let mut plan = derive::from_config(cfg, &checked, &boot)?;
+    check_bind_targets(&env.root.proc, &plan.binds)?;
     plan.measure_pcr = measurer.as_ref().map(Measurer::pcr);
     // The escrow file's metadata (hostname, serials, paths) is checked in full now: a value
     // it cannot record must refuse the run before anything is built, not roll it back.
@@ -262,6 +271,11 @@ fn execute(
     if let Some(dir) = &plan.mount {
         run.mount(&built.node, dir, false)?;
     }
+    let binds = plan
+        .binds
+        .iter()
+        .map(|bind| run.bind(bind))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Report {
         tool: "tosskey",
         version: env!("CARGO_PKG_VERSION"),
@@ -283,6 +297,7 @@ fn execute(
         stack: built,
         escrow_file,
         filesystem,
+        binds,
         hardening,
         key_wiped_from_tosskey_memory,
         kernel_facilities: run.kernel_facilities().to_vec(),
@@ -372,12 +387,14 @@ fn converge_previous_run_in(
                 Some(dir) => converge_mount(kernel, &env.root, &journal, &live, dir)?,
                 None => false,
             };
+            let rebound = converge_binds(kernel, &env.root, &journal, &live)?;
             Ok(Some(Outcome::AlreadyProvisioned {
                 differing_options: differing_options(&journal.options, &recorded_options(cfg)),
                 name: journal.name,
                 members: journal.members,
                 mount: cfg.mount.clone(),
                 remounted,
+                rebound,
             }))
         }
         Some(journal) => {
@@ -505,6 +522,50 @@ fn converge_mount(
     }
 }
 
+/// Each bind the journal records must be in place: the topmost mount at its directory is
+/// the volume's `/bind/DIR`. One that has gone is made again from the copy on the volume
+/// (which holds the directory's data since the first run; copying again would overwrite it
+/// with the stale contents beneath the bind); another filesystem there is refused. Returns
+/// the directories bound again.
+fn converge_binds(
+    kernel: &dyn StackKernel,
+    root: &SystemRoot,
+    journal: &Journal,
+    live: &[DeviceInfo],
+) -> Result<Vec<PathBuf>> {
+    if journal.binds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let volume = live
+        .iter()
+        .find(|d| d.name.as_str() == journal.name)
+        .expect("the caller found the volume");
+    let mounts = crate::exec::mount::read_mountinfo(&root.proc)?;
+    let mut rebound = Vec::new();
+    for bind in &journal.binds {
+        let top = mounts
+            .iter()
+            .rfind(|m| Path::new(&m.mount_point) == bind.dir);
+        match top {
+            Some(mount)
+                if mount.dev == volume.dev
+                    && Path::new(&mount.root) == names::bind_root(&bind.dir) => {}
+            Some(mount) => {
+                return Err(Error::Refused(Refusal::BindHeld {
+                    name: journal.name.clone(),
+                    dir: bind.dir.clone(),
+                    what: format!("{} at {}", describe(mount), mount.root),
+                }))
+            }
+            None => {
+                kernel.bind(&bind.source, &bind.dir)?;
+                rebound.push(bind.dir.clone());
+            }
+        }
+    }
+    Ok(rebound)
+}
+
 /// The options of `cfg` that describe the volume it builds, as the command line spells
 /// them (`--force`, `--dry-run` and `--json` describe a run, not a volume).
 fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
@@ -566,7 +627,16 @@ fn recorded_options(cfg: &ProvisionConfig) -> Vec<RecordedOption> {
         ));
     }
     // The mount point is not among them: the journal records it, and a rerun checks it
-    // against the world (`converge_mount`).
+    // against the world (`converge_mount`). The binds are, since a rerun checks only the
+    // recorded ones (`converge_binds`).
+    options.push(flag(
+        "--bind",
+        if cfg.binds.is_empty() {
+            "none".to_owned()
+        } else {
+            display_paths(&cfg.binds)
+        },
+    ));
     options.push(flag(
         "--escrow-key",
         cfg.escrow
@@ -869,6 +939,113 @@ mod tests {
             mountinfo(&f).contains(" 253:0 / /mnt/v "),
             "{}",
             mountinfo(&f)
+        );
+    }
+
+    /// The fixture's volume with binds of /var/lib/kubelet and /var/log/pods recorded and
+    /// in place (mountinfo shows the volume's `/bind/DIR` at each).
+    fn bound_volume() -> Fixture {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        for dir in ["/var/lib/kubelet", "/var/log/pods"] {
+            journal.binds.push(crate::exec::journal::RecordedBind {
+                dir: PathBuf::from(dir),
+                source: PathBuf::from(format!("/mnt/v/bind{dir}")),
+            });
+            add_mount(
+                &f,
+                &format!("95 1 253:0 /bind{dir} {dir} rw,noatime - ext4 /dev/mapper/v rw"),
+            );
+        }
+        f.env.journals.save(&journal).unwrap();
+        f
+    }
+
+    const BINDS: [&str; 6] = [
+        "--mount",
+        "/mnt/v",
+        "--bind",
+        "/var/lib/kubelet",
+        "--bind",
+        "/var/log/pods",
+    ];
+
+    #[test]
+    fn a_rerun_checks_the_binds_and_binds_a_missing_one_again_without_copying() {
+        let f = bound_volume();
+        let outcome = converge(&f, &BINDS).unwrap();
+        let Some(Outcome::AlreadyProvisioned { rebound, .. }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(rebound.is_empty());
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+
+        f.kernel.unmount(Path::new("/var/log/pods")).unwrap();
+        let outcome = converge(&f, &BINDS).unwrap();
+        let Some(Outcome::AlreadyProvisioned { rebound, .. }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(rebound, [PathBuf::from("/var/log/pods")]);
+        assert_eq!(
+            f.kernel.log(),
+            [
+                "unmount /var/log/pods",
+                "bind /mnt/v/bind/var/log/pods /var/log/pods"
+            ]
+        );
+        assert!(
+            mountinfo(&f).contains(" 253:0 /bind/var/log/pods /var/log/pods "),
+            "{}",
+            mountinfo(&f)
+        );
+    }
+
+    #[test]
+    fn a_rerun_refuses_another_filesystem_over_a_bind() {
+        let f = bound_volume();
+        add_mount(&f, "96 1 0:50 / /var/lib/kubelet rw - tmpfs tmpfs rw");
+        let err = converge(&f, &BINDS).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::REFUSED, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "/var/lib/kubelet holds tmpfs (tmpfs, 0:50) at /, not v's bind: data written there would not be encrypted; unmount it (umount /var/lib/kubelet) and rerun"
+        );
+        // The volume itself, but not its copy of the directory: refused as well.
+        let f = bound_volume();
+        add_mount(
+            &f,
+            "97 1 253:0 / /var/lib/kubelet rw - ext4 /dev/mapper/v rw",
+        );
+        let err = converge(&f, &BINDS).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "/var/lib/kubelet holds /dev/mapper/v (ext4, 253:0) at /, not v's bind"
+            ),
+            "{err}"
+        );
+        assert!(f.kernel.log().is_empty(), "{:?}", f.kernel.log());
+    }
+
+    #[test]
+    fn binds_are_a_recorded_option_a_rerun_names_when_they_differ() {
+        let f = bound_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        journal.options = recorded_options(&config(&BINDS));
+        f.env.journals.save(&journal).unwrap();
+        let outcome = converge(&f, &["--mount", "/mnt/v", "--bind", "/var/lib/kubelet"]).unwrap();
+        let Some(Outcome::AlreadyProvisioned {
+            differing_options, ..
+        }) = outcome
+        else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            differing_options,
+            [DifferingOption {
+                flag: "--bind".into(),
+                running: "/var/lib/kubelet, /var/log/pods".into(),
+                asked: "/var/lib/kubelet".into(),
+            }]
         );
     }
 

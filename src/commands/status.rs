@@ -20,7 +20,7 @@ use tosskey_raid::MdSysfs as _;
 
 use crate::commands::health;
 use crate::commands::volume::{
-    Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
+    BindState, Health, HealthState, LiveMount, LiveNode, OtherMapping, VolumeStatus,
 };
 use crate::error::{Error, Refusal, Result, UnhealthyState, Usage};
 use crate::exec::kernel::{HostKernel, StackKernel};
@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 
 use crate::commands::Environment;
 use crate::exec::journal::{Component, Journal, Stage};
-use crate::host::sysfs::{SystemRoot, SystemState};
+use crate::host::sysfs::{MountEntry, SystemRoot, SystemState};
 use crate::plan::render::{
     bytes_and_human, describe_node, human_bytes, join_lines, keys_section, target_lines,
 };
@@ -82,6 +82,7 @@ impl VolumeStatus {
             measurements: journal.map(|j| j.measurements.clone()).unwrap_or_default(),
             key_loading_fallback: journal.and_then(|j| j.key_loading_fallback.clone()),
             mount: journal.and_then(|j| j.mount.clone()),
+            binds: Vec::new(),
             ready: journal.and_then(|j| j.ready.clone()),
             health: Health::healthy(),
         }
@@ -532,6 +533,11 @@ pub fn status_in(
                 Component::Md { name } => gone.push(name.clone()),
             }
         }
+        let volume_dev = ours
+            .iter()
+            .find(|d| d.name.as_str() == journal.name)
+            .map(|d| d.dev);
+        volume.binds = bind_states(&system.mounts, journal, volume_dev);
         volumes.push(volume);
         missing.push(gone);
     }
@@ -564,6 +570,31 @@ pub fn status_in(
         volume.health = health::assess(volume, kernel, &env.root, &system, gone)?;
     }
     Ok(volumes)
+}
+
+/// Each bind `journal` records, in place when the topmost mount at its directory is the
+/// volume (`volume_dev`) at its `/bind/DIR`.
+fn bind_states(
+    mounts: &[MountEntry],
+    journal: &Journal,
+    volume_dev: Option<DevId>,
+) -> Vec<BindState> {
+    journal
+        .binds
+        .iter()
+        .map(|bind| {
+            let top = mounts
+                .iter()
+                .rfind(|m| Path::new(&m.mount_point) == bind.dir);
+            BindState {
+                dir: bind.dir.clone(),
+                source: bind.source.clone(),
+                in_place: top.is_some_and(|m| {
+                    Some(m.dev) == volume_dev && Path::new(&m.root) == names::bind_root(&bind.dir)
+                }),
+            }
+        })
+        .collect()
 }
 
 /// `status --check`: one line for the probe's log, and the volume's health as the exit
@@ -710,6 +741,23 @@ fn write_recorded_run(out: &mut String, volume: &VolumeStatus) {
                 out,
                 "  NOT MOUNTED at {} (where the run mounted it)",
                 dir.display()
+            );
+        }
+    }
+    for bind in &volume.binds {
+        if bind.in_place {
+            let _ = writeln!(
+                out,
+                "  bind: {} from {}",
+                bind.dir.display(),
+                bind.source.display()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  bind NOT IN PLACE: {} (from {}; `tosskey provision` with the same flags binds it again)",
+                bind.dir.display(),
+                bind.source.display()
             );
         }
     }
@@ -925,6 +973,55 @@ pub(crate) mod tests {
             text.contains("  NOT MOUNTED at /mnt/v (where the run mounted it)\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_and_metrics_list_the_binds_and_whether_each_is_in_place() {
+        let f = raid0_volume();
+        let mut journal = f.env.journals.load("v").unwrap().unwrap();
+        for dir in ["/var/lib/containerd", "/var/log/pods"] {
+            journal.binds.push(crate::exec::journal::RecordedBind {
+                dir: PathBuf::from(dir),
+                source: PathBuf::from(format!("/mnt/v/bind{dir}")),
+            });
+        }
+        f.env.journals.save(&journal).unwrap();
+        // containerd is bound from the volume; pods has the volume's root there instead.
+        let mountinfo = f.env.root.proc.join("self/mountinfo");
+        let text = std::fs::read_to_string(&mountinfo).unwrap()
+            + "95 1 253:0 /bind/var/lib/containerd /var/lib/containerd rw - ext4 /dev/mapper/v rw\n"
+            + "96 1 253:0 / /var/log/pods rw - ext4 /dev/mapper/v rw\n";
+        std::fs::write(&mountinfo, text).unwrap();
+        let volumes = status_in(&f.kernel, &f.env, None).unwrap();
+        let binds: Vec<(&str, bool)> = volumes[0]
+            .binds
+            .iter()
+            .map(|b| (b.dir.to_str().unwrap(), b.in_place))
+            .collect();
+        assert_eq!(
+            binds,
+            [("/var/lib/containerd", true), ("/var/log/pods", false)]
+        );
+        let json = serde_json::to_value(&volumes).unwrap();
+        assert_eq!(
+            json[0]["binds"][0]["source"],
+            "/mnt/v/bind/var/lib/containerd"
+        );
+        assert_eq!(json[0]["binds"][1]["in_place"], false);
+        let text = render_status(&volumes);
+        for expected in [
+            "  bind: /var/lib/containerd from /mnt/v/bind/var/lib/containerd\n",
+            "  bind NOT IN PLACE: /var/log/pods (from /mnt/v/bind/var/log/pods; `tosskey provision` with the same flags binds it again)\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        let metrics = crate::commands::metrics::render(&volumes);
+        for series in [
+            "tosskey_volume_mount_in_place{volume=\"v\",kind=\"bind\",path=\"/var/lib/containerd\"} 1\n",
+            "tosskey_volume_mount_in_place{volume=\"v\",kind=\"bind\",path=\"/var/log/pods\"} 0\n",
+        ] {
+            assert!(metrics.contains(series), "{series} in\n{metrics}");
+        }
     }
 
     #[test]

@@ -35,10 +35,22 @@ pub struct VolumeStatus {
     pub key_loading_fallback: Option<String>,
     /// Where the run mounted the volume (from the journal).
     pub mount: Option<PathBuf>,
+    /// The `--bind` directories the journal records, each checked against mountinfo.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BindState>,
     /// When and how the run made the volume ready, with the escrow file it wrote.
     pub ready: Option<Readiness>,
     /// Whether it serves its data, and which member failed.
     pub health: Health,
+}
+
+/// A `--bind` directory of the volume and whether its bind is in place: the topmost mount
+/// at `dir` is the volume's `/bind/DIR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindState {
+    pub dir: PathBuf,
+    pub source: PathBuf,
+    pub in_place: bool,
 }
 
 /// A node that exists: the plan's [`Node`], read back, and its state in the kernel.

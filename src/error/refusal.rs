@@ -122,6 +122,20 @@ pub enum Refusal {
     AlreadyOpen { name: String },
     /// The recovered volume `node` does not decrypt to ext4 under the key in `escrow_file`.
     WrongEscrowFile { node: PathBuf, escrow_file: PathBuf },
+    /// `--bind DIR` where `DIR` is a mount point already (`what`: its source and type).
+    BindIsMountPoint { dir: PathBuf, what: String },
+    /// `--bind DIR` with a mount point below it, which the bind would hide.
+    BindHidesMount { dir: PathBuf, below: PathBuf },
+    /// `--bind DIR` where `existing` (DIR or its nearest existing ancestor) is no directory.
+    BindNotDirectory { dir: PathBuf, existing: PathBuf },
+    /// `--bind DIR` whose path goes through a symbolic link to `resolved`.
+    BindThroughSymlink { dir: PathBuf, resolved: PathBuf },
+    /// A rerun finds another filesystem (`what`) mounted over the bind of `dir`.
+    BindHeld {
+        name: String,
+        dir: PathBuf,
+        what: String,
+    },
 }
 
 /// Volume `name` (device `volume_dev`) is to be mounted at `dir`, where `source` (a
@@ -363,6 +377,44 @@ impl Refusal {
             Refusal::WrongEscrowFile { node, escrow_file } => Said::fix(
                 wrong_escrow_file(node, escrow_file),
                 WRONG_ESCROW_FILE_FIX,
+            ),
+            Refusal::BindIsMountPoint { dir, what } => Said::fix(
+                format!("--bind {}: {what} is mounted there already", dir.display()),
+                format!(
+                    "unmount it first (umount {}), or drop this --bind",
+                    dir.display()
+                ),
+            ),
+            Refusal::BindHidesMount { dir, below } => Said::fix(
+                format!(
+                    "--bind {}: {} is a mount point below it, which the bind would hide",
+                    dir.display(),
+                    below.display()
+                ),
+                "unmount it first, or bind directories beside it instead",
+            ),
+            Refusal::BindNotDirectory { dir, existing } => Said::fix(
+                format!(
+                    "--bind {}: {} is not a directory",
+                    dir.display(),
+                    existing.display()
+                ),
+                "give a directory (a missing one is created)",
+            ),
+            Refusal::BindThroughSymlink { dir, resolved } => Said::fix(
+                format!(
+                    "--bind {} goes through a symbolic link to {}",
+                    dir.display(),
+                    resolved.display()
+                ),
+                format!("give the real path: --bind {}", resolved.display()),
+            ),
+            Refusal::BindHeld { name, dir, what } => Said::fix(
+                format!(
+                    "{} holds {what}, not {name}'s bind: data written there would not be encrypted",
+                    dir.display()
+                ),
+                format!("unmount it (umount {}) and rerun", dir.display()),
             ),
         }
     }

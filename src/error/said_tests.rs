@@ -91,6 +91,34 @@ fn usage_lines() -> Vec<(Usage, &'static str)> {
             Usage::MemberCountDiffers { recorded: 2, given: 1 },
             "the escrow file records 2 member(s) but 1 were given with --devices",
         ),
+        (
+            Usage::BindWithoutFilesystem { dir: path("/var/lib/kubelet") },
+            "--bind /var/lib/kubelet needs a filesystem to copy it onto; drop --mkfs none",
+        ),
+        (
+            Usage::BindWithoutMount { dir: path("/var/lib/kubelet") },
+            "--bind /var/lib/kubelet needs the volume mounted; add --mount DIR (e.g. --mount /mnt/ephemeral)",
+        ),
+        (
+            Usage::BindNotAbsolute { dir: path("var/lib") },
+            "--bind var/lib is not an absolute path without . or ..; give the directory's absolute path",
+        ),
+        (
+            Usage::BindRoot,
+            "--bind / would put the whole system on the volume; bind the directories that hold the data (e.g. --bind /var/lib/containerd)",
+        ),
+        (
+            Usage::BindOverlapsMount { dir: path("/mnt"), mount: path("/mnt/ephemeral") },
+            "--bind /mnt overlaps --mount /mnt/ephemeral: one would hold the other; bind a directory outside the mount point, or mount the volume elsewhere",
+        ),
+        (
+            Usage::BindTwice { dir: path("/var/log/pods") },
+            "--bind /var/log/pods is given twice; give each directory once",
+        ),
+        (
+            Usage::BindNested { outer: path("/var/lib"), inner: path("/var/lib/kubelet") },
+            "--bind /var/lib/kubelet lies inside --bind /var/lib; bind only the outer one (its contents move with it)",
+        ),
     ]
 }
 
@@ -275,6 +303,26 @@ fn refusal_lines() -> Vec<(Refusal, &'static str)> {
             Refusal::WrongEscrowFile { node: path("/dev/mapper/v"), escrow_file: path("/root/e.json") },
             "/dev/mapper/v does not decrypt to an ext4 filesystem: the key in /root/e.json does not fit these disks (the file is probably from an earlier volume on the same disks); use the escrow file of the volume these disks hold now (provision moves an earlier volume's file to <file>.previous)",
         ),
+        (
+            Refusal::BindIsMountPoint { dir: path("/var/lib/kubelet"), what: "tmpfs (tmpfs, 0:50)".into() },
+            "--bind /var/lib/kubelet: tmpfs (tmpfs, 0:50) is mounted there already; unmount it first (umount /var/lib/kubelet), or drop this --bind",
+        ),
+        (
+            Refusal::BindHidesMount { dir: path("/var/lib/kubelet"), below: path("/var/lib/kubelet/pods/x/volumes/y") },
+            "--bind /var/lib/kubelet: /var/lib/kubelet/pods/x/volumes/y is a mount point below it, which the bind would hide; unmount it first, or bind directories beside it instead",
+        ),
+        (
+            Refusal::BindNotDirectory { dir: path("/var/lib/x/y"), existing: path("/var/lib/x") },
+            "--bind /var/lib/x/y: /var/lib/x is not a directory; give a directory (a missing one is created)",
+        ),
+        (
+            Refusal::BindThroughSymlink { dir: path("/var/lib/docker"), resolved: path("/data/docker") },
+            "--bind /var/lib/docker goes through a symbolic link to /data/docker; give the real path: --bind /data/docker",
+        ),
+        (
+            Refusal::BindHeld { name: "v".into(), dir: path("/var/lib/kubelet"), what: "tmpfs (tmpfs, 0:50)".into() },
+            "/var/lib/kubelet holds tmpfs (tmpfs, 0:50), not v's bind: data written there would not be encrypted; unmount it (umount /var/lib/kubelet) and rerun",
+        ),
     ]
 }
 
@@ -332,6 +380,13 @@ fn usage_variant(usage: &Usage) -> usize {
         Usage::BadVolumeName { .. } => 17,
         Usage::PrivateKeyNotPem { .. } => 18,
         Usage::MemberCountDiffers { .. } => 19,
+        Usage::BindWithoutFilesystem { .. } => 20,
+        Usage::BindWithoutMount { .. } => 21,
+        Usage::BindNotAbsolute { .. } => 22,
+        Usage::BindRoot => 23,
+        Usage::BindOverlapsMount { .. } => 24,
+        Usage::BindTwice { .. } => 25,
+        Usage::BindNested { .. } => 26,
     }
 }
 
@@ -379,6 +434,11 @@ fn refusal_variant(refusal: &Refusal) -> usize {
         Refusal::EscrowKeysMismatch { .. } => 38,
         Refusal::AlreadyOpen { .. } => 39,
         Refusal::WrongEscrowFile { .. } => 40,
+        Refusal::BindIsMountPoint { .. } => 41,
+        Refusal::BindHidesMount { .. } => 42,
+        Refusal::BindNotDirectory { .. } => 43,
+        Refusal::BindThroughSymlink { .. } => 44,
+        Refusal::BindHeld { .. } => 45,
     }
 }
 
@@ -388,12 +448,12 @@ fn the_tables_have_a_line_for_every_variant() {
         .iter()
         .map(|(u, _)| usage_variant(u))
         .collect();
-    assert_eq!(usages, (0..20).collect(), "a usage error without its line");
+    assert_eq!(usages, (0..27).collect(), "a usage error without its line");
     let refusals: BTreeSet<usize> = refusal_lines()
         .iter()
         .map(|(r, _)| refusal_variant(r))
         .collect();
-    assert_eq!(refusals, (0..41).collect(), "a refusal without its line");
+    assert_eq!(refusals, (0..46).collect(), "a refusal without its line");
 }
 
 /// A refusal's parts are its fields, never found again in its text: a statement holding

@@ -52,6 +52,20 @@ pub enum Usage {
     PrivateKeyNotPem { path: PathBuf },
     /// `recover --devices` with another count than the escrow file records.
     MemberCountDiffers { recorded: usize, given: usize },
+    /// `--bind` with `--mkfs none`.
+    BindWithoutFilesystem { dir: PathBuf },
+    /// `--bind` without `--mount`.
+    BindWithoutMount { dir: PathBuf },
+    /// `--bind` with a relative path, or one with `.` or `..` in it.
+    BindNotAbsolute { dir: PathBuf },
+    /// `--bind /`.
+    BindRoot,
+    /// `--bind` inside the mount point, or holding it.
+    BindOverlapsMount { dir: PathBuf, mount: PathBuf },
+    /// The same `--bind` twice.
+    BindTwice { dir: PathBuf },
+    /// One `--bind` inside another.
+    BindNested { outer: PathBuf, inner: PathBuf },
 }
 
 impl Usage {
@@ -123,6 +137,42 @@ impl Usage {
             Usage::MemberCountDiffers { recorded, given } => Said::stated(format!(
                 "the escrow file records {recorded} member(s) but {given} were given with --devices"
             )),
+            Usage::BindWithoutFilesystem { dir } => Said::fix(
+                format!("--bind {} needs a filesystem to copy it onto", dir.display()),
+                "drop --mkfs none",
+            ),
+            Usage::BindWithoutMount { dir } => Said::fix(
+                format!("--bind {} needs the volume mounted", dir.display()),
+                "add --mount DIR (e.g. --mount /mnt/ephemeral)",
+            ),
+            Usage::BindNotAbsolute { dir } => Said::fix(
+                format!("--bind {} is not an absolute path without . or ..", dir.display()),
+                "give the directory's absolute path",
+            ),
+            Usage::BindRoot => Said::fix(
+                "--bind / would put the whole system on the volume".into(),
+                "bind the directories that hold the data (e.g. --bind /var/lib/containerd)",
+            ),
+            Usage::BindOverlapsMount { dir, mount } => Said::fix(
+                format!(
+                    "--bind {} overlaps --mount {}: one would hold the other",
+                    dir.display(),
+                    mount.display()
+                ),
+                "bind a directory outside the mount point, or mount the volume elsewhere",
+            ),
+            Usage::BindTwice { dir } => Said::fix(
+                format!("--bind {} is given twice", dir.display()),
+                "give each directory once",
+            ),
+            Usage::BindNested { outer, inner } => Said::fix(
+                format!(
+                    "--bind {} lies inside --bind {}",
+                    inner.display(),
+                    outer.display()
+                ),
+                "bind only the outer one (its contents move with it)",
+            ),
         }
     }
 }

@@ -84,6 +84,9 @@ impl Machine {
             if let Some(dir) = &plan.mount {
                 run.mount(&built.node, dir, false)?;
             }
+            for bind in &plan.binds {
+                run.bind(bind)?;
+            }
             Ok(built)
         });
         run.finish(built)
@@ -107,7 +110,7 @@ fn undo_of(operation: &str) -> Option<String> {
     match (words.next(), words.next(), words.next()) {
         (Some("create"), Some(name), _) => Some(format!("remove {name}")),
         (Some("assemble"), Some(name), _) => Some(format!("stop {name}")),
-        (Some("mount"), Some(_), Some(dir)) => Some(format!("unmount {dir}")),
+        (Some("mount" | "bind"), Some(_), Some(dir)) => Some(format!("unmount {dir}")),
         _ => None,
     }
 }
@@ -469,4 +472,111 @@ fn the_key_check_finds_a_key_written_in_hex_or_as_bytes() {
         assert!(caught.is_err(), "not caught: {leak}");
     }
     assert_no_key_in("load v: <key-elided>", &keys);
+}
+
+/// `--bind`: after the mount, each directory is copied onto the volume and bound, in order.
+/// Close takes the binds down first, newest first; a failure at the mount or at a bind
+/// undoes the binds made (newest first), the mount and the stack, and removes a directory
+/// the run created; a copy that fails names the file and binds nothing.
+#[test]
+fn binds_follow_the_mount_and_every_failure_unbinds_newest_first() {
+    let tree = tempfile::tempdir().unwrap();
+    let mount = tree.path().join("mnt");
+    let (kept, created) = (tree.path().join("var/lib/a"), tree.path().join("var/log/b"));
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("data"), b"node data").unwrap();
+    let text = |path: &std::path::Path| path.to_str().unwrap().to_owned();
+    let args = [
+        "--mount".to_owned(),
+        text(&mount),
+        "--bind".to_owned(),
+        text(&kept),
+        "--bind".to_owned(),
+        text(&created),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (plan, keys) = plan_and_keys(&args, 1);
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&mount);
+        let _ = std::fs::remove_dir_all(tree.path().join("var/log"));
+        Machine::for_plan(&plan)
+    };
+    let (kept_source, created_source) = (&plan.binds[0].source, &plan.binds[1].source);
+
+    let machine = fresh();
+    machine.provision(&plan, &keys).unwrap();
+    let log = machine.kernel.log();
+    assert_eq!(
+        log[log.len() - 3..],
+        [
+            format!("mount /dev/mapper/v {}", mount.display()),
+            format!("bind {} {}", kept_source.display(), kept.display()),
+            format!("bind {} {}", created_source.display(), created.display()),
+        ]
+    );
+    assert_eq!(
+        std::fs::read(kept_source.join("data")).unwrap(),
+        b"node data"
+    );
+    assert!(created.is_dir() && created_source.is_dir());
+    let journal = machine.journals.load(&plan.name).unwrap().unwrap();
+    let recorded: Vec<_> = journal.binds.iter().map(|b| (&b.dir, &b.source)).collect();
+    assert_eq!(recorded, [(&kept, kept_source), (&created, created_source)]);
+    teardown_in(&*machine.kernel, &machine.root, &journal, &machine.journals).unwrap();
+    assert_eq!(
+        machine.kernel.log()[log.len()..],
+        [
+            format!("unmount {}", created.display()),
+            format!("unmount {}", kept.display()),
+            format!("unmount {}", mount.display()),
+            "remove v".to_owned(),
+        ]
+    );
+
+    for failing in log.len() - 3..log.len() {
+        let machine = fresh();
+        machine.kernel.fail_build(failing);
+        let err = machine.provision(&plan, &keys).unwrap_err();
+        assert!(matches!(err, Error::RolledBack { .. }), "{err:?}");
+        let mut expected = log[..failing].to_vec();
+        expected.push(format!("refuse {}", log[failing]));
+        expected.extend(log[..failing].iter().rev().filter_map(|op| undo_of(op)));
+        assert_eq!(
+            machine.kernel.log(),
+            expected,
+            "failure at {}",
+            log[failing]
+        );
+        assert!(!created.exists(), "failure at {}", log[failing]);
+        assert_eq!(std::fs::read(kept.join("data")).unwrap(), b"node data");
+        assert!(machine.journals.load(&plan.name).unwrap().is_none());
+    }
+
+    // The copy meets a directory where the file goes: the error names the file, nothing is
+    // bound, and the mount and the stack are undone.
+    let machine = fresh();
+    std::fs::create_dir_all(kept_source.join("data")).unwrap();
+    let err = machine.provision(&plan, &keys).unwrap_err();
+    let said = crate::error::render(&err);
+    assert!(
+        said.contains(&format!(
+            "copying {} onto the volume ({})",
+            kept.display(),
+            kept_source.display()
+        )) && said.contains(&format!(
+            "cannot write {}",
+            kept_source.join("data").display()
+        )),
+        "{said}"
+    );
+    let log = machine.kernel.log();
+    assert!(!log.iter().any(|op| op.starts_with("bind")), "{log:?}");
+    assert_eq!(
+        log[log.len() - 2..],
+        [
+            format!("unmount {}", mount.display()),
+            "remove v".to_owned()
+        ]
+    );
+    assert!(!created.exists());
 }

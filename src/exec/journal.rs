@@ -48,6 +48,10 @@ pub struct Journal {
     pub built: Vec<Component>,
     /// Where this run mounted the volume.
     pub mount: Option<PathBuf>,
+    /// The `--bind` directories, each recorded once its contents were copied and right
+    /// before it is bind-mounted, in bind order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<RecordedBind>,
     /// What `--measure-pcr` extended, per crypt node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<VolumeMeasurement>,
@@ -94,12 +98,22 @@ impl Journal {
             members,
             built: Vec::new(),
             mount: None,
+            binds: Vec::new(),
             measurements: Vec::new(),
             key_loading_fallback: None,
             options: Vec::new(),
             ready: None,
         }
     }
+}
+
+/// A directory bind-mounted from the volume (`--bind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedBind {
+    pub dir: PathBuf,
+    /// Its copy on the mounted volume (`MOUNT/bind/DIR`).
+    pub source: PathBuf,
 }
 
 /// One provision option as the run had it: the flag and its value as the command line
@@ -330,6 +344,33 @@ mod tests {
         journals.remove("vol").unwrap();
         assert!(journals.list().unwrap().is_empty());
         journals.remove("vol").unwrap();
+    }
+
+    #[test]
+    fn binds_round_trip_in_order_and_a_journal_without_them_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let journals = JournalDir::new(dir.path());
+        let mut journal = Journal::new("vol", "abc", vec![PathBuf::from("/dev/vdb")]);
+        journals.save(&journal).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("vol.json")).unwrap();
+        assert!(!text.contains("binds"), "{text}");
+        journal.mount = Some(PathBuf::from("/mnt/e"));
+        journal.binds = ["/var/lib/kubelet", "/var/log/pods"]
+            .iter()
+            .map(|dir| RecordedBind {
+                dir: PathBuf::from(dir),
+                source: PathBuf::from(format!("/mnt/e/bind{dir}")),
+            })
+            .collect();
+        journals.save(&journal).unwrap();
+        let loaded = journals.load("vol").unwrap().unwrap();
+        assert_eq!(loaded.binds, journal.binds);
+        let text = std::fs::read_to_string(dir.path().join("vol.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            json["binds"][0],
+            serde_json::json!({"dir": "/var/lib/kubelet", "source": "/mnt/e/bind/var/lib/kubelet"})
+        );
     }
 
     #[test]

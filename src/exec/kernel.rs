@@ -1,6 +1,6 @@
 //! The kernel operations that build, look at and take down a volume's stack — creating,
 //! loading, resuming, listing and removing device-mapper devices, loading keys, key wiping,
-//! assembling and stopping md arrays, mounting and unmounting, opening a device for the
+//! assembling and stopping md arrays, mounting, bind-mounting and unmounting, opening a device for the
 //! verification reads — behind one trait, [`StackKernel`] (cloud-hypervisor's `Hypervisor`
 //! trait is the model). The executor, its undo steps, `status`, `close`, `shred` and
 //! teardown use nothing else of the kernel (what they read of sysfs and procfs goes through
@@ -71,6 +71,8 @@ pub trait StackKernel {
     fn unmount(&self, dir: &Path) -> Result<()>;
     /// Mount the volume `node` (ext4) at `dir` (`read_only`: `recover --read-only`).
     fn mount(&self, node: &Path, dir: &Path, read_only: bool) -> Result<()>;
+    /// Bind-mount the directory `source` (on the mounted volume) over `dir`.
+    fn bind(&self, source: &Path, dir: &Path) -> Result<()>;
     /// Detach the topmost mount at `dir` lazily (it completes when the last user lets go); best
     /// effort, for a volume whose keys are already gone.
     fn detach(&self, dir: &Path);
@@ -190,6 +192,10 @@ impl StackKernel for HostKernel {
 
     fn mount(&self, node: &Path, dir: &Path, read_only: bool) -> Result<()> {
         Ok(crate::exec::mount::mount_volume(node, dir, read_only)?)
+    }
+
+    fn bind(&self, source: &Path, dir: &Path) -> Result<()> {
+        Ok(crate::exec::mount::bind_mount(source, dir)?)
     }
 
     fn detach(&self, dir: &Path) {

@@ -9,6 +9,7 @@
 //! failure undoes it and a SIGKILL leaves a record a rerun can clean up.
 
 pub mod af_alg;
+pub mod bind;
 #[cfg(test)]
 mod build_tests;
 pub mod facilities;
@@ -34,9 +35,12 @@ use tosskey_dm::{CryptTable, DevId, DeviceInfo, DmControl, DmName, DmUuid, KeyLo
 use tosskey_raid::ArraySpec;
 
 use crate::error::{Error, Result};
+use crate::exec::bind::BoundDir;
 use crate::exec::facilities::KernelFacilities;
 use crate::exec::hooks::crash_point;
-use crate::exec::journal::{Component, Journal, JournalDir, MappingTarget, RecordedOption, Stage};
+use crate::exec::journal::{
+    Component, Journal, JournalDir, MappingTarget, RecordedBind, RecordedOption, Stage,
+};
 use crate::exec::kernel::{HostKernel, StackKernel};
 use crate::exec::measure::VolumeMeasurement;
 use crate::exec::rollback::Rollback;
@@ -47,7 +51,7 @@ use crate::exec::verify::{
 use crate::host::safety::MemberClaims;
 use crate::host::sysfs::SystemRoot;
 use crate::names::{self, UUID_PREFIX};
-use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan};
+use crate::plan::{DeviceRef, DmTarget, KeyLoading, MdLevel, Node, NodeKind, Plan, PlannedBind};
 
 /// One live crypt mapping of the stack.
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +217,44 @@ impl<'a> Executor<'a> {
         self.journals.save(&self.journal)?;
         crash_point("mount");
         Ok(())
+    }
+
+    /// `--bind`: create `bind.dir` if missing, copy its contents onto the mounted volume,
+    /// record the bind in the journal and bind-mount the copy over `bind.dir`, registering
+    /// the unmount (and the removal of the directories created). A failure names the file.
+    pub fn bind(&mut self, bind: &PlannedBind) -> Result<BoundDir> {
+        let created = crate::exec::bind::create_missing_dirs(&bind.dir)?;
+        if !created.is_empty() {
+            self.rollback.push(
+                format!("directories created for --bind {}", bind.dir.display()),
+                move || {
+                    for dir in created.iter().rev() {
+                        std::fs::remove_dir(dir)?;
+                    }
+                    Ok(())
+                },
+            );
+        }
+        let copied = crate::exec::bind::copy_onto_volume(bind)?;
+        crash_point("copy");
+        self.journal.binds.push(RecordedBind {
+            dir: bind.dir.clone(),
+            source: bind.source.clone(),
+        });
+        self.journals.save(&self.journal)?;
+        self.kernel.bind(&bind.source, &bind.dir)?;
+        let (kernel, undo) = (Rc::clone(&self.kernel), bind.dir.clone());
+        self.rollback
+            .push(format!("bind {}", bind.dir.display()), move || {
+                Ok(kernel.unmount(&undo)?)
+            });
+        crash_point("bind");
+        Ok(BoundDir {
+            dir: bind.dir.clone(),
+            source: bind.source.clone(),
+            entries: copied.entries,
+            bytes: copied.bytes,
+        })
     }
 
     /// What the kernel had or was given for this run, in order.
@@ -564,9 +606,9 @@ pub struct Teardown {
 /// The mounts of a volume, as unmounting sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeMounts {
-    /// Mount points where the volume is the topmost mount, the latest mount first (once
-    /// per stacked mount of it): unmounting or detaching each reaches the volume and
-    /// nothing else.
+    /// Mount points where the volume is the topmost mount, the recorded binds first (the
+    /// latest first), then the latest mount first (once per stacked mount of it):
+    /// unmounting or detaching each reaches the volume and nothing else.
     pub on_top: Vec<PathBuf>,
     /// A line for each mount left alone: another filesystem at the recorded mount point,
     /// or the volume hidden beneath another filesystem mounted over it.
@@ -589,6 +631,12 @@ pub fn volume_mounts(
         |m: &crate::host::sysfs::MountEntry| format!("{} ({}, {})", m.source, m.fs_type, m.dev);
     let mut ours = Vec::new();
     let mut left_alone = Vec::new();
+    let recorded_points: Vec<&Path> = journal
+        .mount
+        .iter()
+        .chain(journal.binds.iter().map(|b| &b.dir))
+        .map(PathBuf::as_path)
+        .collect();
     // Each mount point once, the most recently mounted first; its entries top first.
     let mut points: Vec<&str> = Vec::new();
     for mount in mounts.iter().rev() {
@@ -610,7 +658,7 @@ pub fn volume_mounts(
                 journal.name,
                 describe(stacked[on_top])
             ));
-        } else if on_top == 0 && journal.mount.as_deref() == Some(Path::new(point)) {
+        } else if on_top == 0 && recorded_points.contains(&Path::new(point)) {
             left_alone.push(format!(
                 "left {point} alone: {} is mounted there, not {}",
                 describe(stacked[0]),
@@ -618,6 +666,14 @@ pub fn volume_mounts(
             ));
         }
     }
+    // The binds first, the latest first: they come down before the volume's own mount.
+    let binds: Vec<&Path> = journal
+        .binds
+        .iter()
+        .rev()
+        .map(|b| b.dir.as_path())
+        .collect();
+    ours.sort_by_key(|point| binds.iter().position(|b| b == point).unwrap_or(binds.len()));
     Ok(VolumeMounts {
         on_top: ours,
         left_alone,

@@ -30,6 +30,19 @@ pub fn mount_volume(node: &Path, dir: &Path, read_only: bool) -> Result<()> {
     })
 }
 
+/// Bind-mount the directory `source` over `dir` (`mount --bind`, without the binary). The
+/// bind keeps the volume's mount flags (noatime, nodev, nosuid).
+pub fn bind_mount(source: &Path, dir: &Path) -> Result<()> {
+    mount(
+        Some(source),
+        dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {} over {}", source.display(), dir.display()))
+}
+
 /// Refuse a mount target that cannot become a directory: `dir` itself, or the nearest of
 /// its ancestors that exists, must be a directory. Reads only, so the dry run checks it too
 /// and a real run finds out before it builds anything.

@@ -17,7 +17,7 @@ use super::render;
 use super::{
     assembled_bytes, crypt_length_sectors, md_level_name, Assembly, CryptSegment, CryptSettings,
     DeviceRef, EscrowCrypt, Facility, KeyLoading, KeyScope, Layout, MdLevel, Node, NodeKind, Plan,
-    PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
+    PlannedBind, PlannedKey, PlannedMember, SectorRange, BYPASS_WORKQUEUES,
 };
 
 /// The mirror level that `count` members are too few for, if they are (a mirror of one
@@ -109,8 +109,23 @@ fn for_members(
         segmentation: Segmentation::Scope(cfg.key_scope),
         mkfs: cfg.mkfs.clone(),
         mount: cfg.mount.clone(),
+        binds: planned_binds(cfg),
         escrow: cfg.escrow.clone(),
     })
+}
+
+/// Where each `--bind` directory lives on the volume mounted at `--mount`.
+fn planned_binds(cfg: &ProvisionConfig) -> Vec<PlannedBind> {
+    let Some(mount) = &cfg.mount else {
+        return Vec::new();
+    };
+    cfg.binds
+        .iter()
+        .map(|dir| PlannedBind {
+            dir: dir.clone(),
+            source: names::bind_source(mount, dir),
+        })
+        .collect()
 }
 
 /// The plan an escrow file records, over `members` (found again by identity for recover,
@@ -145,6 +160,7 @@ pub fn from_escrow(
         },
         mkfs: None,
         mount,
+        binds: Vec::new(),
         escrow: None,
     })
 }
@@ -191,6 +207,7 @@ struct Shape<'a> {
     segmentation: Segmentation<'a>,
     mkfs: Option<super::Ext4Settings>,
     mount: Option<PathBuf>,
+    binds: Vec<PlannedBind>,
     escrow: Option<super::EscrowSettings>,
 }
 
@@ -453,6 +470,7 @@ fn assemble_plan(shape: Shape<'_>) -> Result<Plan, Error> {
         nodes,
         mkfs: shape.mkfs,
         mount: shape.mount,
+        binds: shape.binds,
         escrow: shape.escrow,
         measure_pcr: None,
     };
@@ -685,6 +703,7 @@ pub(crate) mod tests {
                 },
                 mkfs: None,
                 mount: None,
+                binds: Vec::new(),
                 escrow: None,
             })
         };
@@ -1028,6 +1047,54 @@ pub(crate) mod tests {
         assert_eq!(problem(MdLevel::Raid1, 2), None);
         assert_eq!(problem(MdLevel::Raid0, 1), None);
         assert_eq!(problem(MdLevel::Raid10, 1), Some("raid10"));
+    }
+
+    #[test]
+    fn binds_are_planned_under_the_mount_point_and_shown_in_the_dry_run_and_json() {
+        let plan = plan(
+            &[
+                "--mount",
+                "/mnt/ephemeral",
+                "--bind",
+                "/var/lib/containerd",
+                "--bind",
+                "/var/log/pods",
+            ],
+            1,
+        )
+        .unwrap();
+        let planned: Vec<(&str, &str)> = plan
+            .binds
+            .iter()
+            .map(|b| (b.dir.to_str().unwrap(), b.source.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                (
+                    "/var/lib/containerd",
+                    "/mnt/ephemeral/bind/var/lib/containerd"
+                ),
+                ("/var/log/pods", "/mnt/ephemeral/bind/var/log/pods"),
+            ]
+        );
+        let text = render::text(&plan);
+        let mount = text.find("mount it at /mnt/ephemeral").unwrap();
+        let first = text
+            .find("bind /var/lib/containerd: create it if missing, copy its contents to /mnt/ephemeral/bind/var/lib/containerd and bind-mount that over it")
+            .unwrap_or_else(|| panic!("{text}"));
+        let second = text.find("bind /var/log/pods:").unwrap();
+        assert!(mount < first && first < second, "{text}");
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["binds"][1]["dir"], "/var/log/pods");
+        assert_eq!(
+            json["binds"][1]["source"],
+            "/mnt/ephemeral/bind/var/log/pods"
+        );
+        // No --bind: no binds key, as before.
+        let json =
+            serde_json::to_value(plan_sized(&["--mount", "/m"], 1, 256 << 20).unwrap()).unwrap();
+        assert!(json.get("binds").is_none(), "{json}");
     }
 
     #[test]

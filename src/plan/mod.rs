@@ -225,11 +225,23 @@ pub struct Plan {
     pub facilities: Vec<Facility>,
     pub mkfs: Option<Ext4Settings>,
     pub mount: Option<PathBuf>,
+    /// The `--bind` directories, in the order they are bound (after the mount).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<PlannedBind>,
     pub escrow: Option<EscrowSettings>,
     /// The TPM PCR the keys are measured into (`--measure-pcr`, resolved against the TPM
     /// the run opened); `None`: no measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measure_pcr: Option<u32>,
+}
+
+/// A `--bind` directory: its contents are copied to `source` on the mounted volume, then
+/// `source` is bind-mounted over `dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedBind {
+    pub dir: PathBuf,
+    /// `MOUNT/bind/DIR` ([`crate::names::bind_source`]).
+    pub source: PathBuf,
 }
 
 /// A dm target of a node, ready to render or load once its devices are known.

@@ -316,6 +316,13 @@ pub fn steps(plan: &Plan) -> Vec<String> {
             dir.display()
         ));
     }
+    for bind in &plan.binds {
+        steps.push(format!(
+            "bind {}: create it if missing, copy its contents to {} and bind-mount that over it",
+            bind.dir.display(),
+            bind.source.display()
+        ));
+    }
     steps
 }
 

@@ -45,6 +45,9 @@ pub struct ProvisionConfig {
     pub key_loading: KeyLoading,
     pub mkfs: Option<Ext4Settings>,
     pub mount: Option<PathBuf>,
+    /// Directories whose contents move onto the volume and are bind-mounted from there
+    /// (`--bind`, checked: absolute, distinct, none inside another or the mount point).
+    pub binds: Vec<PathBuf>,
     pub escrow: Option<EscrowSettings>,
     pub force: bool,
     pub dry_run: bool,

@@ -172,6 +172,9 @@ impl Default for SystemRoot {
 pub struct MountEntry {
     /// The st_dev of the filesystem (`0:N` for btrfs and other anonymous devices).
     pub dev: DevId,
+    /// The directory of the filesystem mounted here (`/` for a whole filesystem, the
+    /// directory's path within it for a bind mount).
+    pub root: String,
     pub mount_point: String,
     pub fs_type: String,
     /// The mount source (`/dev/nvme0n1p1`, `/dev/mapper/x`, `tmpfs`).
@@ -188,6 +191,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let (before, after) = line.split_once(" - ")?;
             let fields: Vec<&str> = before.split(' ').collect();
             let dev = fields.get(2)?.parse().ok()?;
+            let root = unescape_octal(fields.get(3)?);
             let mount_point = unescape_octal(fields.get(4)?);
             let options = (*fields.get(5)?).to_owned();
             let mut rest = after.split(' ');
@@ -195,6 +199,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let source = unescape_octal(rest.next()?);
             Some(MountEntry {
                 dev,
+                root,
                 mount_point,
                 fs_type,
                 source,

@@ -459,6 +459,30 @@ impl StackKernel for FakeKernel {
         Ok(())
     }
 
+    fn bind(&self, source: &Path, dir: &Path) -> Result<()> {
+        self.build(format!("bind {} {}", source.display(), dir.display()))?;
+        let path = self.root.proc.join("self/mountinfo");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        // The mount `source` lies in: the deepest mount point above it, the topmost mount there.
+        let under = parse_mountinfo(&text)
+            .into_iter()
+            .filter(|m| source.starts_with(&m.mount_point))
+            .max_by_key(|m| m.mount_point.len())
+            .expect("the fake binds from a mounted filesystem");
+        let root = Path::new("/").join(source.strip_prefix(&under.mount_point).unwrap());
+        text.push_str(&format!(
+            "98 1 {} {} {} {} - {} {} rw\n",
+            under.dev,
+            root.display(),
+            dir.display(),
+            under.options,
+            under.fs_type,
+            under.source
+        ));
+        std::fs::write(path, text).unwrap();
+        Ok(())
+    }
+
     fn detach(&self, dir: &Path) {
         self.drop_mount(dir);
         self.note(format!("detach {}", dir.display()));

@@ -13,6 +13,9 @@ import sys
 import yaml
 
 TAINT = "tosskey.io/unprovisioned"
+RUNTIME_DIRECTORIES = {"/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods",
+                       "/var/lib/soci-snapshotter-grpc", "/var/lib/docker", "/var/lib/ecs",
+                       "/var/log/ecs"}
 
 
 def fail(message):
@@ -80,6 +83,19 @@ def main():
         if needle not in comments:
             fail(f"the manifest no longer tells workloads/nodes '{needle}' (the reboot window)")
     ok("the manifest documents the immutable mount point and the workloads' hostPath settings")
+
+    # A DaemonSet runs under containerd and kubelet: moving their directories (or pod logs,
+    # Docker's, ECS's) under them while they run would copy live state and hide what they
+    # keep writing. Those binds belong in the node image's unit, ordered before them.
+    args = init["provision"].get("args", [])
+    held = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a == "--bind" and args[i + 1] in RUNTIME_DIRECTORIES]
+    if held:
+        fail(f"the provision container binds {held}, which the running node holds: "
+             "use dist/systemd/tosskey-kubernetes.service for those")
+    if "tosskey-kubernetes.service" not in comments:
+        fail("the manifest does not send node-runtime binds to dist/systemd/tosskey-kubernetes.service")
+    ok("the DaemonSet binds no directory the running containerd, kubelet or agent holds")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ DIST_KEPT_DRIVERS=(block md scsi virtio nvme firmware char)
 #   cloud-init: the same plus cloud-init (python3)
 #   dracut: dracut instead of initramfs-tools
 #   container: the same as systemd plus runc, the OCI runtime containerd uses
+#   containerd: the same plus Debian's containerd, and mdadm and xfsprogs for the
+#     nodeadm-style reference pipeline
 dist_variant_packages() {
     local base=systemd-sysv,udev,linux-image-amd64,e2fsprogs,zstd
     case $1 in
@@ -54,6 +56,7 @@ dist_variant_packages() {
     cloud-init) echo "$base,initramfs-tools,cloud-init" ;;
     dracut) echo "$base,dracut" ;;
     container) echo "$base,initramfs-tools,runc" ;;
+    containerd) echo "$base,initramfs-tools,runc,containerd,mdadm,xfsprogs" ;;
     *) dist_die "unknown image variant $1" ;;
     esac
 }
@@ -105,7 +108,7 @@ dist_image() {
     # image-setup runs before the kernel's postinst builds the first initramfs (its
     # content, not its path, is in the key). The container image boots like the systemd one.
     local setup=$variant
-    [ "$variant" = container ] && setup=systemd
+    case $variant in container | containerd) setup=systemd ;; esac
     if ! mmdebstrap "${args[@]}" --essential-hook="\"$DIST_LIB_DIR/image-setup\" $setup \"\$1\"" bookworm "$partial/image.tar" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         rm -rf "$partial"
@@ -201,7 +204,8 @@ dist_seed_disk() {
 
 # Boots a root disk and judges the console.
 #   dist_boot NAME TIMEOUT LOG KERNEL INITRD ROOT_DISK [--seed FILE] [--instance FILE]...
-#              [--cidata FILE]
+#              [--cidata FILE] [--nodeadm FILE]...
+# --nodeadm disks are plain virtio disks (serial dist-nodeadm-N) that --discover does not take.
 # Returns 0 when the checker printed END with no FAIL line; prints the checker's lines.
 # no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can miss its
 # ticks and panic ("IO-APIC + timer doesn't work!"); the emulated timer is known to work.
@@ -218,7 +222,7 @@ dist_boot() {
         -device virtio-blk-pci,drive=root,serial=dist-root
         -device virtio-scsi-pci,id=scsi0
     )
-    local index=0
+    local index=0 nodeadm=0
     while [ $# -gt 0 ]; do
         case $1 in
         --seed)
@@ -228,6 +232,11 @@ dist_boot() {
         --cidata)
             args+=(-drive "file=$2,format=raw,if=none,id=cidata,cache=unsafe"
                 -device virtio-blk-pci,drive=cidata,serial=dist-cidata)
+            ;;
+        --nodeadm)
+            args+=(-drive "file=$2,format=raw,if=none,id=nodeadm$nodeadm,cache=unsafe"
+                -device "virtio-blk-pci,drive=nodeadm$nodeadm,serial=dist-nodeadm-$nodeadm")
+            nodeadm=$((nodeadm + 1))
             ;;
         --instance)
             # GCP's local SSD identity (tosskey's discover.rs): vendor Google, model EphemeralDisk.

@@ -136,6 +136,58 @@ check_volume_mounted() {
     fi
 }
 
+# First boot: leave a 1 MiB canary (of the checker's $token) on the volume and remember,
+# in $STATE on the root disk, where its ciphertext is on the instance disk (single disk,
+# plain dm-crypt: no header, volume offset = disk offset).
+record_canary() {
+    local disk offset
+    mountpoint -q "$DIST_MOUNT" || return 0
+    disk=$(instance_disks | head -n1)
+    token_data "$token" canary >"$DIST_MOUNT/canary"
+    sync "$DIST_MOUNT/canary"
+    # filefrag -e: " 0: 0.. 255: PHYSICAL.. END: LENGTH:" in 4 KiB blocks.
+    read -r offset length < <(filefrag -e -b4096 "$DIST_MOUNT/canary" | awk -F'[:. ]+' '$2 == "0" {print $5, $7; exit}')
+    if [ -z "${offset:-}" ] || [ "${length:-0}" -lt 256 ]; then
+        fail "the canary file is not one 1 MiB extent (filefrag: $(filefrag -e -b4096 "$DIST_MOUNT/canary" | tail -n +3 | head -n2 | tr '\n' ' '))"
+        return
+    fi
+    mkdir -p "$STATE"
+    {
+        echo "offset=$offset"
+        echo "plain=$(sha256sum <"$DIST_MOUNT/canary" | cut -d' ' -f1)"
+        echo "raw=$(dd if="$disk" bs=4096 skip="$offset" count=256 iflag=direct status=none | sha256sum | cut -d' ' -f1)"
+    } >"$STATE/canary"
+    sync "$STATE/canary"
+    ok "recorded the first boot's canary at block $offset of $disk"
+}
+
+# Second boot: the first boot's ciphertext is still on the disk, and the new mapping does
+# not decrypt it to the canary, so the key is new (and no --force was needed).
+check_new_key() {
+    local disk offset plain raw now_raw now_plain
+    disk=$(instance_disks | head -n1)
+    if [ ! -f "$STATE/canary" ]; then
+        fail "no record of the first boot's canary in $STATE/canary"
+        return
+    fi
+    if [ ! -b "$DIST_VOLUME" ]; then
+        fail "there is no $DIST_VOLUME in this boot: cannot tell the key changed"
+        return
+    fi
+    offset=$(sed -n 's/^offset=//p' "$STATE/canary")
+    plain=$(sed -n 's/^plain=//p' "$STATE/canary")
+    raw=$(sed -n 's/^raw=//p' "$STATE/canary")
+    now_raw=$(dd if="$disk" bs=4096 skip="$offset" count=256 iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    now_plain=$(dd if="$DIST_VOLUME" bs=4096 skip="$offset" count=256 iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    if [ "$now_raw" != "$raw" ]; then
+        fail "the first boot's canary ciphertext at block $offset of $disk was overwritten: cannot tell the key changed"
+    elif [ "$now_plain" = "$plain" ]; then
+        fail "the second boot's volume decrypts the first boot's canary: the key did not change"
+    else
+        ok "the first boot's ciphertext is still on $disk, and the new volume does not decrypt it: new key, no --force"
+    fi
+}
+
 # The integration under test (systemd, cloud-init, ...), as the host's seed disk says.
 DIST_CASE=$(seed case)
 DIST_CASE=${DIST_CASE:-unknown}

@@ -279,18 +279,12 @@ fn execute(
     // The kernel holds the key(s) now; tosskey's copies are zeroized here, and the report
     // says what this wipe found.
     let key_wiped_from_tosskey_memory = keys.wipe();
+    let mut made = format_and_mount(run, plan)?;
+    // `--raid none` reports each volume's filesystem apart; one volume reports its own.
     let (filesystem, separate_filesystems) = if plan.separate_volumes.is_empty() {
-        let filesystem = plan
-            .mkfs
-            .as_ref()
-            .map(|settings| format_volume(&built.node, settings))
-            .transpose()?;
-        if let Some((dir, settings)) = plan.mount.as_ref().zip(plan.mkfs.as_ref()) {
-            run.mount(&built.node, dir, settings.filesystem(), false)?;
-        }
-        (filesystem, Vec::new())
+        (made.pop(), Vec::new())
     } else {
-        (None, format_and_mount_separate(run, plan)?)
+        (None, made)
     };
     let binds = plan
         .binds
@@ -348,18 +342,17 @@ fn escrow_keys(
     Ok(Some(escrow.file.clone()))
 }
 
-/// `--raid none`: format each member's volume (if asked) and mount it at its own
-/// directory, in member order; each mount is registered with the run's undo. The
+/// Format each volume (the one volume, or with `--raid none` each member's) if asked and
+/// mount it, in member order; each mount is registered with the run's undo. The
 /// filesystems made, in member order.
-fn format_and_mount_separate(run: &mut Executor<'_>, plan: &Plan) -> Result<Vec<FilesystemReport>> {
+fn format_and_mount(run: &mut Executor<'_>, plan: &Plan) -> Result<Vec<FilesystemReport>> {
     let mut made = Vec::new();
+    let Some(settings) = &plan.mkfs else {
+        return Ok(made);
+    };
     for volume in plan.volumes() {
-        if let Some(settings) = &plan.mkfs {
-            made.push(format_volume(&volume.node.path, settings)?);
-        }
-        if let (Some(dir), Some(base), Some(settings)) = (volume.mount, &plan.mount, &plan.mkfs) {
-            run.mount_separate(&volume.node.path, dir, base, settings.filesystem(), false)?;
-        }
+        made.push(format_volume(&volume.node.path, settings)?);
+        run.mount_volume(plan, volume, settings.filesystem(), false)?;
     }
     Ok(made)
 }

@@ -224,14 +224,8 @@ fn reopen(
         );
     }
     for (volume, filesystem) in plan.volumes().into_iter().zip(filesystems) {
-        let (Some(dir), Some(filesystem)) = (volume.mount, filesystem) else {
-            continue;
-        };
-        match plan.mount.as_deref() {
-            Some(base) if !plan.separate_volumes.is_empty() => {
-                run.mount_separate(&volume.node.path, dir, base, filesystem, opts.read_only)?
-            }
-            _ => run.mount(&built.node, dir, filesystem, opts.read_only)?,
+        if let Some(filesystem) = filesystem {
+            run.mount_volume(plan, volume, filesystem, opts.read_only)?;
         }
     }
     Ok(built)

@@ -82,14 +82,7 @@ impl Machine {
         )?;
         let built = run.build(plan, keys).and_then(|built| {
             for volume in plan.volumes() {
-                let filesystem = crate::plan::Filesystem::Ext4;
-                match (volume.mount, &plan.mount) {
-                    (Some(dir), Some(base)) if !plan.separate_volumes.is_empty() => {
-                        run.mount_separate(&volume.node.path, dir, base, filesystem, false)?;
-                    }
-                    (Some(dir), _) => run.mount(&built.node, dir, filesystem, false)?,
-                    (None, _) => {}
-                }
+                run.mount_volume(plan, volume, crate::plan::Filesystem::Ext4, false)?;
             }
             for bind in &plan.binds {
                 run.bind(bind)?;

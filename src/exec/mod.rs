@@ -53,6 +53,7 @@ use crate::host::sysfs::SystemRoot;
 use crate::names::{self, UUID_PREFIX};
 use crate::plan::{
     DeviceRef, DmTarget, Filesystem, KeyLoading, MdLevel, Node, NodeKind, Plan, PlannedBind,
+    VolumeRef,
 };
 
 /// One live crypt mapping of the stack.
@@ -207,40 +208,21 @@ impl<'a> Executor<'a> {
         );
     }
 
-    /// Mount the volume at `dir`, record it in the journal, register the unmount.
-    pub fn mount(
+    /// Mount `volume` of `plan` (holding `filesystem`) at its directory, register the
+    /// unmount, and record the plan's mount point in the journal: the volume's own, or with
+    /// `--raid none` the base directory, each volume's directory following from its index.
+    /// A plan without a mount point mounts nothing.
+    pub fn mount_volume(
         &mut self,
-        node: &Path,
-        dir: &Path,
+        plan: &Plan,
+        volume: VolumeRef<'_>,
         filesystem: Filesystem,
         read_only: bool,
     ) -> Result<()> {
-        self.mount_recording(node, dir, dir, filesystem, read_only)
-    }
-
-    /// Mount one of a `--raid none` set's volumes at `dir` under `base` (as [`Self::mount`];
-    /// the journal records `base`, each volume's directory follows from its index).
-    pub fn mount_separate(
-        &mut self,
-        node: &Path,
-        dir: &Path,
-        base: &Path,
-        filesystem: Filesystem,
-        read_only: bool,
-    ) -> Result<()> {
-        self.mount_recording(node, dir, base, filesystem, read_only)
-    }
-
-    /// Mount `node` at `dir`, register the unmount, record `recorded` as the journal's
-    /// mount.
-    fn mount_recording(
-        &mut self,
-        node: &Path,
-        dir: &Path,
-        recorded: &Path,
-        filesystem: Filesystem,
-        read_only: bool,
-    ) -> Result<()> {
+        let (Some(dir), Some(recorded)) = (volume.mount, plan.mount.as_deref()) else {
+            return Ok(());
+        };
+        let node = volume.node.path.as_path();
         self.facilities.filesystem(filesystem)?;
         self.kernel.mount(node, dir, filesystem, read_only)?;
         let (kernel, undo) = (Rc::clone(&self.kernel), dir.to_path_buf());
